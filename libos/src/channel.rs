@@ -1,0 +1,309 @@
+//! A channel: frames one way through a shared buffer area (see [`crate::abi`]).
+//!
+//! [`ChannelSender`] owns the buffers: it allocates one, lets the caller write a frame in
+//! place, posts it, and later takes it back from the return ring. [`ChannelReceiver`] reads
+//! posted frames in place and returns their buffers. Both sides validate everything the
+//! peer wrote and count what they had to drop in [`ChannelFaults`].
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::abi::{ChannelLayout, Desc, Doorbell, RingIndices};
+use crate::doorbell;
+use crate::ring::{Consumer, Producer, RingPtr};
+use crate::shm::SharedMap;
+
+/// Counts of bad things a peer wrote into a channel. Shared (`Arc`) with whoever reports
+/// stats; updated with relaxed atomics, only when a fault happens.
+#[derive(Default, Debug)]
+pub struct ChannelFaults {
+    /// Descriptors with an out-of-range buffer index or length.
+    pub bad_desc: AtomicU64,
+    /// Returned buffer indices that were out of range or not lent out (double return).
+    pub bad_return: AtomicU64,
+    /// Times a peer's ring index was more than a ring away from ours.
+    pub ring_corrupt: AtomicU64,
+}
+
+impl ChannelFaults {
+    fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The buffer area of a channel.
+#[derive(Clone, Copy)]
+struct BufArea {
+    base: *mut u8,
+    nbufs: u32,
+    buf_size: u32,
+}
+
+impl BufArea {
+    /// Pointer to buffer `idx`. Callers pass only validated indices (`< nbufs`).
+    fn ptr(&self, idx: u32) -> *mut u8 {
+        assert!(idx < self.nbufs);
+        // SAFETY: idx < nbufs, and the area is nbufs * buf_size bytes in the mapping
+        // (checked by `ChannelLayout::validate` before this was built).
+        unsafe { self.base.add(idx as usize * self.buf_size as usize) }
+    }
+}
+
+struct Parts {
+    ring: RingPtr,
+    ret: RingPtr,
+    bufs: BufArea,
+}
+
+/// Resolve a *validated* layout to pointers in `map`.
+fn parts(map: &SharedMap, l: &ChannelLayout) -> Option<Parts> {
+    let ring = map.ptr_at::<RingIndices>(l.ring_off as usize)?;
+    let ret = map.ptr_at::<RingIndices>(l.ret_off as usize)?;
+    let base = map.bytes_at(l.buf_off as usize, l.nbufs as usize * l.buf_size as usize)?;
+    map.bytes_at(l.ring_off as usize, crate::abi::ring_bytes(l.ring_size))?;
+    map.bytes_at(l.ret_off as usize, crate::abi::ring_bytes(l.ring_size))?;
+    Some(Parts {
+        // SAFETY: both rings were bounds-checked above for `ring_size` entries.
+        ring: unsafe { RingPtr::new(ring, l.ring_size) },
+        // SAFETY: as above.
+        ret: unsafe { RingPtr::new(ret, l.ring_size) },
+        bufs: BufArea { base, nbufs: l.nbufs, buf_size: l.buf_size },
+    })
+}
+
+/// The sending end of a channel.
+pub struct ChannelSender {
+    ring: Producer,
+    ret: Consumer,
+    bufs: BufArea,
+    /// Buffers we may write (a stack; never holds more than nbufs entries).
+    free: Vec<u32>,
+    /// One bit per buffer: lent to the receiver and not yet returned.
+    lent: Vec<u64>,
+    /// Rung after posting: wakes the receiver.
+    receiver_bell: *const Doorbell,
+    faults: std::sync::Arc<ChannelFaults>,
+}
+
+/// The receiving end of a channel.
+pub struct ChannelReceiver {
+    ring: Consumer,
+    ret: Producer,
+    bufs: BufArea,
+    /// Rung after returning buffers: wakes a sender that waits for them.
+    sender_bell: *const Doorbell,
+    faults: std::sync::Arc<ChannelFaults>,
+}
+
+// SAFETY: the raw pointers point into a SharedMap that the owner keeps alive as long as
+// the channel end; an end is used by one thread at a time.
+unsafe impl Send for ChannelSender {}
+// SAFETY: as above.
+unsafe impl Send for ChannelReceiver {}
+
+/// A frame received in place: buffer `buf` holds `len` bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RxFrame {
+    pub buf: u32,
+    pub len: u32,
+}
+
+impl ChannelSender {
+    /// Build the sending end. `layout` must already be validated against `map`'s length;
+    /// `fresh` says whether all buffers start free (a new file), which is the only state a
+    /// sender attaches in.
+    ///
+    /// # Safety
+    /// `map` must outlive the returned value, and the bells must point into live mappings
+    /// that outlive it too.
+    pub unsafe fn new(
+        map: &SharedMap,
+        layout: &ChannelLayout,
+        receiver_bell: *const Doorbell,
+        faults: std::sync::Arc<ChannelFaults>,
+    ) -> Option<Self> {
+        let p = parts(map, layout)?;
+        let n = layout.nbufs;
+        Some(ChannelSender {
+            ring: Producer::new(p.ring),
+            ret: Consumer::new(p.ret),
+            bufs: p.bufs,
+            free: (0..n).rev().collect(),
+            lent: vec![0; n.div_ceil(64) as usize],
+            receiver_bell,
+            faults,
+        })
+    }
+
+    /// Bytes per buffer: the largest frame this channel carries.
+    pub fn buf_size(&self) -> usize {
+        self.bufs.buf_size as usize
+    }
+
+    /// Take back buffers the receiver returned; each index is checked to be one we lent.
+    pub fn reclaim(&mut self) {
+        loop {
+            match self.ret.pop() {
+                Ok(Some(d)) => {
+                    let (w, b) = ((d.buf / 64) as usize, d.buf % 64);
+                    if d.buf < self.bufs.nbufs && self.lent[w] & (1 << b) != 0 {
+                        self.lent[w] &= !(1 << b);
+                        self.free.push(d.buf);
+                    } else {
+                        ChannelFaults::bump(&self.faults.bad_return);
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    ChannelFaults::bump(&self.faults.ring_corrupt);
+                    break;
+                }
+            }
+        }
+        self.ret.release();
+    }
+
+    /// A free buffer to write a frame into, or `None` if all are lent out.
+    pub fn alloc(&mut self) -> Option<u32> {
+        if self.free.is_empty() {
+            self.reclaim();
+        }
+        self.free.pop()
+    }
+
+    /// Give an allocated buffer back without posting it.
+    pub fn cancel(&mut self, buf: u32) {
+        self.free.push(buf);
+    }
+
+    /// Writable pointer to an allocated buffer (`buf_size()` bytes).
+    pub fn buf_ptr(&self, buf: u32) -> *mut u8 {
+        self.bufs.ptr(buf)
+    }
+
+    /// Post `len` bytes of buffer `buf` (from [`alloc`](Self::alloc)). Not visible until
+    /// [`flush`](Self::flush). On a full or corrupt ring the buffer goes back to the free
+    /// list and `false` is returned: the frame is dropped.
+    pub fn post(&mut self, buf: u32, len: usize) -> bool {
+        debug_assert!(len <= self.buf_size());
+        let d = Desc { buf, len: len as u32, flags: 0, _reserved: 0 };
+        match self.ring.push(d) {
+            Ok(true) => {
+                self.lent[(buf / 64) as usize] |= 1 << (buf % 64);
+                true
+            }
+            Ok(false) => {
+                self.free.push(buf);
+                false
+            }
+            Err(_) => {
+                ChannelFaults::bump(&self.faults.ring_corrupt);
+                self.free.push(buf);
+                false
+            }
+        }
+    }
+
+    /// Copy `frame` into a new buffer and post it. Returns false (frame dropped) if no
+    /// buffer or ring slot is free or the frame is too long.
+    pub fn send_copy(&mut self, frame: &[u8]) -> bool {
+        if frame.len() > self.buf_size() {
+            return false;
+        }
+        let Some(buf) = self.alloc() else { return false };
+        // SAFETY: the buffer is ours (allocated, not lent) and holds buf_size >= len bytes;
+        // `frame` cannot overlap it (it is in a different buffer or private memory).
+        unsafe { core::ptr::copy_nonoverlapping(frame.as_ptr(), self.buf_ptr(buf), frame.len()) };
+        self.post(buf, frame.len())
+    }
+
+    /// Publish posted frames and wake the receiver if it sleeps. True if anything was new.
+    pub fn flush(&mut self) -> bool {
+        if self.ring.publish() {
+            // SAFETY: the bell is in a live mapping (constructor contract).
+            unsafe { doorbell::ring(self.receiver_bell) };
+            true
+        } else {
+            false
+        }
+    }
+
+    /// True if some buffer is free or can be reclaimed now.
+    pub fn can_alloc(&mut self) -> bool {
+        if self.free.is_empty() {
+            self.reclaim();
+        }
+        !self.free.is_empty()
+    }
+}
+
+impl ChannelReceiver {
+    /// Build the receiving end. `layout` must already be validated.
+    ///
+    /// # Safety
+    /// As for [`ChannelSender::new`].
+    pub unsafe fn new(
+        map: &SharedMap,
+        layout: &ChannelLayout,
+        sender_bell: *const Doorbell,
+        faults: std::sync::Arc<ChannelFaults>,
+    ) -> Option<Self> {
+        let p = parts(map, layout)?;
+        Some(ChannelReceiver { ring: Consumer::new(p.ring), ret: Producer::new(p.ret), bufs: p.bufs, sender_bell, faults })
+    }
+
+    /// Next posted frame, validated: its buffer index is in range and its length fits the
+    /// buffer. Bad descriptors are dropped and counted; their buffer (if the index is
+    /// valid) goes straight back so the sender does not leak it.
+    pub fn recv(&mut self) -> Option<RxFrame> {
+        loop {
+            let d = match self.ring.pop() {
+                Ok(Some(d)) => d,
+                Ok(None) => return None,
+                Err(_) => {
+                    ChannelFaults::bump(&self.faults.ring_corrupt);
+                    return None;
+                }
+            };
+            if d.buf >= self.bufs.nbufs {
+                ChannelFaults::bump(&self.faults.bad_desc);
+                continue;
+            }
+            if d.len == 0 || d.len > self.bufs.buf_size {
+                ChannelFaults::bump(&self.faults.bad_desc);
+                self.give_back(d.buf);
+                continue;
+            }
+            return Some(RxFrame { buf: d.buf, len: d.len });
+        }
+    }
+
+    /// Pointer to the bytes of a received frame. They stay in the shared buffer (the peer
+    /// could still scribble on them; treat them as untrusted bytes).
+    pub fn frame_ptr(&self, f: RxFrame) -> *const u8 {
+        self.bufs.ptr(f.buf)
+    }
+
+    /// Return a consumed buffer to the sender (visible at the next flush).
+    pub fn give_back(&mut self, buf: u32) {
+        match self.ret.push(Desc { buf, ..Default::default() }) {
+            Ok(true) => {}
+            // The return ring holds as many entries as there are buffers, so it is full
+            // only if the sender lies about its consumer index.
+            Ok(false) | Err(_) => ChannelFaults::bump(&self.faults.ring_corrupt),
+        }
+    }
+
+    /// Publish consumed slots and returned buffers; wake the sender if it waits.
+    pub fn flush(&mut self) {
+        self.ring.release();
+        if self.ret.publish() {
+            // SAFETY: the bell is in a live mapping (constructor contract).
+            unsafe { doorbell::ring(self.sender_bell) };
+        }
+    }
+
+    /// True if frames are waiting.
+    pub fn has_work(&mut self) -> bool {
+        self.ring.has_work()
+    }
+}

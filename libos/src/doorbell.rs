@@ -1,0 +1,145 @@
+//! Doorbells: spin, then sleep on a futex in shared memory; producers wake sleepers.
+//!
+//! See [`crate::abi::Doorbell`] for the protocol. A consumer may watch several doorbells at
+//! once (its pipe and each fast channel): it sleeps on all of them with `futex_waitv`
+//! (Linux 5.16+), so a wake-up from any producer ends the sleep.
+
+use core::sync::atomic::{fence, AtomicU32, Ordering};
+use std::time::Duration;
+
+use crate::abi::Doorbell;
+
+/// Wake the consumer behind `bell` if it sleeps. Call after publishing to its ring.
+/// A null `bell` means nobody sleeps on this ring: nothing to do.
+///
+/// # Safety
+/// `bell` must point into a live shared mapping (it may be written by a peer at any time;
+/// only atomic operations are used on it).
+pub unsafe fn ring(bell: *const Doorbell) {
+    if bell.is_null() {
+        return;
+    }
+    fence(Ordering::SeqCst);
+    // SAFETY: caller guarantees `bell` is in a live mapping; fields are atomics.
+    let bell = unsafe { &*bell };
+    if bell.sleeping.load(Ordering::Relaxed) != 0 {
+        bell.wake.fetch_add(1, Ordering::Release);
+        futex_wake(&bell.wake);
+    }
+}
+
+fn futex_wake(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE on a valid, aligned u32 address; no memory is written by the
+    // kernel. Not FUTEX_PRIVATE: the word is shared between processes.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX, 0usize, 0usize, 0u32);
+    }
+}
+
+/// The most doorbells one sleep can watch (the kernel's `FUTEX_WAITV_MAX`).
+pub const MAX_BELLS: usize = 128;
+
+#[repr(C)]
+struct FutexWaitv {
+    val: u64,
+    uaddr: u64,
+    flags: u32,
+    reserved: u32,
+}
+
+const FUTEX2_SIZE_U32: u32 = 0x02;
+const SYS_FUTEX_WAITV: libc::c_long = 449;
+
+/// A consumer's sleep over a set of doorbells. Reused across sleeps: no allocation after
+/// the first.
+#[derive(Default)]
+pub struct Sleeper {
+    bells: Vec<*const Doorbell>,
+    waiters: Vec<FutexWaitv>,
+}
+
+// SAFETY: the raw pointers point into shared mappings owned by the same engine; the
+// Sleeper is only used by that engine's thread.
+unsafe impl Send for Sleeper {}
+
+impl Sleeper {
+    /// Announce sleep on `bells` (at most [`MAX_BELLS`]; extra ones are ignored and the
+    /// sleep should then be short). After this, re-check every ring; if work appeared call
+    /// [`Sleeper::cancel`], otherwise [`Sleeper::wait`].
+    ///
+    /// # Safety
+    /// Every pointer must point into a mapping that stays live until `wait`/`cancel`.
+    pub unsafe fn prepare(&mut self, bells: impl IntoIterator<Item = *const Doorbell>) {
+        self.bells.clear();
+        self.waiters.clear();
+        for b in bells.into_iter().take(MAX_BELLS) {
+            // SAFETY: caller guarantees liveness.
+            let bell = unsafe { &*b };
+            let seen = bell.wake.load(Ordering::Acquire);
+            bell.sleeping.store(1, Ordering::Relaxed);
+            self.bells.push(b);
+            self.waiters.push(FutexWaitv {
+                val: seen as u64,
+                uaddr: bell.wake.as_ptr() as u64,
+                flags: FUTEX2_SIZE_U32,
+                reserved: 0,
+            });
+        }
+        fence(Ordering::SeqCst);
+    }
+
+    /// Sleep until a watched doorbell rings or `timeout` passes, then clear `sleeping`.
+    pub fn wait(&mut self, timeout: Duration) {
+        if !self.waiters.is_empty() {
+            let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: clock_gettime writes the timespec we pass.
+            unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+            let total = now.tv_nsec as u64 + timeout.subsec_nanos() as u64;
+            let deadline = libc::timespec {
+                tv_sec: now.tv_sec + timeout.as_secs().min(i32::MAX as u64) as i64 + (total / 1_000_000_000) as i64,
+                tv_nsec: (total % 1_000_000_000) as i64,
+            };
+            // SAFETY: `waiters` holds valid futex_waitv entries for live u32 words; the
+            // kernel only reads them and the absolute deadline.
+            unsafe {
+                libc::syscall(
+                    SYS_FUTEX_WAITV,
+                    self.waiters.as_ptr(),
+                    self.waiters.len() as u32,
+                    0u32,
+                    &deadline as *const libc::timespec,
+                    libc::CLOCK_MONOTONIC,
+                );
+            }
+        } else {
+            std::thread::sleep(timeout);
+        }
+        self.cancel();
+    }
+
+    /// Leave the sleeping state without waiting.
+    pub fn cancel(&mut self) {
+        for &b in &self.bells {
+            // SAFETY: liveness guaranteed by the `prepare` contract.
+            unsafe { &*b }.sleeping.store(0, Ordering::Relaxed);
+        }
+        self.bells.clear();
+        self.waiters.clear();
+    }
+}
+
+/// Spin-then-sleep policy for an engine loop.
+#[derive(Clone, Copy, Debug)]
+pub struct IdlePolicy {
+    /// How long to keep polling with no work before sleeping. The VM's futex wake-ups cost
+    /// tens of µs, so a short spin saves latency on ping-pong traffic.
+    pub spin: Duration,
+    /// Longest single sleep (control changes and timers are noticed at least this often).
+    pub max_sleep: Duration,
+}
+
+impl Default for IdlePolicy {
+    fn default() -> Self {
+        IdlePolicy { spin: Duration::from_micros(200), max_sleep: Duration::from_millis(100) }
+    }
+}

@@ -1,0 +1,178 @@
+//! Fast-channel files: two services exchange frames directly, bypassing the master.
+//!
+//! The master creates one file per pair and links it into both pipe directories
+//! (`A/fc/B.map` and `B/fc/A.map`). Each service maps it, finds its side by its own IPv4
+//! address, sends on its outgoing channel (writing frames in place in buffers it owns) and
+//! receives on the incoming one (reading frames in place in its peer's buffers). Everything
+//! the peer wrote is validated: the peer is trusted to cooperate, not to be correct.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::abi::*;
+use crate::channel::{ChannelFaults, ChannelReceiver, ChannelSender};
+use crate::pipe::{check_layout, check_magic_version, read_field, AttachError};
+use crate::shm::SharedMap;
+
+/// Which half of the file a service uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    A,
+    B,
+}
+
+/// Create a fast-channel file at `path` for services `a` and `b`, sized for `mtu`.
+pub fn create_fc_file(path: &Path, a: (Ipv4Addr, [u8; 6]), b: (Ipv4Addr, [u8; 6]), mtu: u32, nbufs: u32) -> std::io::Result<SharedMap> {
+    let geo = ChannelGeometry::for_mtu(mtu, nbufs);
+    let (a_to_b, off) = geo.layout_at(HEADER_SIZE);
+    let (b_to_a, end) = geo.layout_at(off);
+    let map = SharedMap::create(path, end)?;
+    let hdr = map.ptr_at::<FcHeader>(0).expect("file is larger than the header");
+    // SAFETY: a new file only we have mapped; header inside the mapping.
+    unsafe {
+        use core::ptr::addr_of_mut;
+        addr_of_mut!((*hdr).version).write(ABI_VERSION);
+        addr_of_mut!((*hdr).header_size).write(HEADER_SIZE as u32);
+        addr_of_mut!((*hdr).file_size).write(end as u64);
+        addr_of_mut!((*hdr).a_ipv4).write(a.0.octets());
+        addr_of_mut!((*hdr).b_ipv4).write(b.0.octets());
+        addr_of_mut!((*hdr).a_mac).write(a.1);
+        addr_of_mut!((*hdr).b_mac).write(b.1);
+        addr_of_mut!((*hdr).a_to_b).write(a_to_b);
+        addr_of_mut!((*hdr).b_to_a).write(b_to_a);
+        std::sync::atomic::fence(Ordering::Release);
+        addr_of_mut!((*hdr).magic).write_volatile(FC_MAGIC);
+    }
+    Ok(map)
+}
+
+/// Mark a fast-channel file closed so both sides stop using it (the master calls this
+/// before unlinking the file).
+pub fn close_fc_file(map: &SharedMap) {
+    if let Some(hdr) = map.ptr_at::<FcHeader>(0) {
+        // SAFETY: header inside the mapping; atomic field.
+        unsafe { &(*hdr).closed }.store(1, Ordering::Release);
+        // SAFETY: bells inside the mapping.
+        unsafe {
+            crate::doorbell::ring(core::ptr::addr_of!((*hdr).a_bell));
+            crate::doorbell::ring(core::ptr::addr_of!((*hdr).b_bell));
+        }
+    }
+}
+
+/// A service's end of a fast channel.
+pub struct FcEnd {
+    pub side: Side,
+    pub my_ip: Ipv4Addr,
+    pub peer_ip: Ipv4Addr,
+    pub peer_mac: [u8; 6],
+    pub tx: ChannelSender,
+    pub rx: ChannelReceiver,
+    pub faults: Arc<ChannelFaults>,
+    map: Arc<SharedMap>,
+}
+
+impl FcEnd {
+    /// Map the fast-channel file at `path` as the side whose address is `my_ip`.
+    pub fn attach(path: &Path, my_ip: Ipv4Addr) -> Result<FcEnd, AttachError> {
+        let map = SharedMap::open(path).map_err(|err| AttachError::Open { path: path.to_path_buf(), err })?;
+        check_magic_version(&map, FC_MAGIC)?;
+        let hdr = map.ptr_at::<FcHeader>(0).expect("header fits: checked");
+        let a_ip = Ipv4Addr::from(read_field!(hdr, a_ipv4));
+        let b_ip = Ipv4Addr::from(read_field!(hdr, b_ipv4));
+        let (a_mac, b_mac): ([u8; 6], [u8; 6]) = (read_field!(hdr, a_mac), read_field!(hdr, b_mac));
+        let a_to_b: ChannelLayout = read_field!(hdr, a_to_b);
+        let b_to_a: ChannelLayout = read_field!(hdr, b_to_a);
+        check_layout(&map, "a_to_b", &a_to_b)?;
+        check_layout(&map, "b_to_a", &b_to_a)?;
+        let (s1, e1) = (a_to_b.ring_off, a_to_b.buf_off + a_to_b.nbufs as u64 * a_to_b.buf_size as u64);
+        let (s2, e2) = (b_to_a.ring_off, b_to_a.buf_off + b_to_a.nbufs as u64 * b_to_a.buf_size as u64);
+        if s1 < e2 && s2 < e1 {
+            return Err(AttachError::BadField { path: path.to_path_buf(), field: "b_to_a", why: "overlaps a_to_b".into() });
+        }
+        let side = if my_ip == a_ip {
+            Side::A
+        } else if my_ip == b_ip {
+            Side::B
+        } else {
+            return Err(AttachError::BadField {
+                path: path.to_path_buf(),
+                field: "a_ipv4/b_ipv4",
+                why: format!("neither {a_ip} nor {b_ip} is this service's address {my_ip}"),
+            });
+        };
+        // SAFETY: header inside the live mapping; taking addresses of atomic/bell fields.
+        let (mine, peer_bell) = unsafe {
+            match side {
+                Side::A => (&(*hdr).a_attached, core::ptr::addr_of!((*hdr).b_bell)),
+                Side::B => (&(*hdr).b_attached, core::ptr::addr_of!((*hdr).a_bell)),
+            }
+        };
+        if let Err(pid) = mine.compare_exchange(0, std::process::id(), Ordering::AcqRel, Ordering::Acquire) {
+            return Err(AttachError::AlreadyAttached { path: path.to_path_buf(), pid });
+        }
+        let (out_l, in_l, peer_ip, peer_mac) = match side {
+            Side::A => (a_to_b, b_to_a, b_ip, b_mac),
+            Side::B => (b_to_a, a_to_b, a_ip, a_mac),
+        };
+        let map = Arc::new(map);
+        let faults = Arc::new(ChannelFaults::default());
+        // SAFETY: the map lives in the returned struct as long as the channel ends do.
+        let (tx, rx) = unsafe {
+            (ChannelSender::new(&map, &out_l, peer_bell, faults.clone()), ChannelReceiver::new(&map, &in_l, core::ptr::null(), faults.clone()))
+        };
+        let bad = |field| AttachError::BadField { path: path.to_path_buf(), field, why: "out of file".into() };
+        Ok(FcEnd { side, my_ip, peer_ip, peer_mac, tx: tx.ok_or_else(|| bad("tx"))?, rx: rx.ok_or_else(|| bad("rx"))?, faults, map })
+    }
+
+    fn header(&self) -> *mut FcHeader {
+        self.map.ptr_at::<FcHeader>(0).expect("validated header")
+    }
+
+    /// The doorbell this side sleeps on.
+    pub fn my_bell(&self) -> *const Doorbell {
+        let hdr = self.header();
+        // SAFETY: header inside the live mapping.
+        unsafe {
+            match self.side {
+                Side::A => core::ptr::addr_of!((*hdr).a_bell),
+                Side::B => core::ptr::addr_of!((*hdr).b_bell),
+            }
+        }
+    }
+
+    /// True once the master closed the channel.
+    pub fn is_closed(&self) -> bool {
+        // SAFETY: header inside the live mapping; atomic field.
+        unsafe { &(*self.header()).closed }.load(Ordering::Acquire) != 0
+    }
+
+    /// True while the peer has the channel mapped: only then do we send on it.
+    pub fn peer_attached(&self) -> bool {
+        let hdr = self.header();
+        // SAFETY: header inside the live mapping; atomic fields.
+        let peer = unsafe {
+            match self.side {
+                Side::A => &(*hdr).b_attached,
+                Side::B => &(*hdr).a_attached,
+            }
+        };
+        peer.load(Ordering::Acquire) != 0
+    }
+}
+
+impl Drop for FcEnd {
+    fn drop(&mut self) {
+        let hdr = self.header();
+        // SAFETY: header inside the live mapping; atomic field.
+        let mine = unsafe {
+            match self.side {
+                Side::A => &(*hdr).a_attached,
+                Side::B => &(*hdr).b_attached,
+            }
+        };
+        let _ = mine.compare_exchange(std::process::id(), 0, Ordering::AcqRel, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,19 @@
+//! DockNet libOS.
+//!
+//! - [`abi`]: the shared-memory contract (one definition for master and services).
+//! - [`shm`], [`ring`], [`channel`], [`doorbell`]: moving frames through shared memory.
+//! - [`pipe`], [`fc`]: pipe and fast-channel files.
+//! - [`device`]: a smoltcp `Device` over a pipe and its fast channels.
+//! - [`engine`]: the run-to-completion loop and the socket API apps use.
+
+pub mod abi;
+pub mod channel;
+pub mod device;
+pub mod doorbell;
+pub mod engine;
+pub mod fc;
+pub mod pipe;
+pub mod ring;
+pub mod shm;
+
+

@@ -1,0 +1,325 @@
+//! Pipe files: creating one (the master) and attaching to one (a service).
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::abi::*;
+use crate::channel::{ChannelFaults, ChannelReceiver, ChannelSender};
+use crate::shm::SharedMap;
+
+/// File name of the pipe inside its directory.
+pub const PIPE_FILE: &str = "pipe.map";
+/// Directory (inside a pipe directory) holding its fast-channel files.
+pub const FC_DIR: &str = "fc";
+
+/// What a pipe is, as the master configures it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PipeConfig {
+    pub mac: [u8; 6],
+    pub ipv4: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    /// IP MTU.
+    pub mtu: u32,
+    /// Buffers per direction.
+    pub nbufs: u32,
+    /// [`pipe_flags`] bits.
+    pub flags: u32,
+}
+
+/// Why a pipe (or fast-channel) file could not be used.
+#[derive(Debug)]
+pub enum AttachError {
+    /// The file could not be opened or mapped.
+    Open { path: PathBuf, err: io::Error },
+    /// The file is shorter than its header or than it says it is.
+    Truncated { path: PathBuf, len: usize },
+    /// Not a DockNet file (wrong magic).
+    BadMagic { path: PathBuf },
+    /// Made by an incompatible version.
+    Version { path: PathBuf, found: u32 },
+    /// A header field is out of range.
+    BadField { path: PathBuf, field: &'static str, why: String },
+    /// Another live process holds it.
+    AlreadyAttached { path: PathBuf, pid: u32 },
+}
+
+impl std::fmt::Display for AttachError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttachError::Open { path, err } => write!(f, "cannot open {}: {err}", path.display()),
+            AttachError::Truncated { path, len } => {
+                write!(f, "{} is truncated ({len} bytes)", path.display())
+            }
+            AttachError::BadMagic { path } => write!(f, "{} is not a DockNet shared file", path.display()),
+            AttachError::Version { path, found } => write!(
+                f,
+                "{} has ABI version {found}, this program speaks version {ABI_VERSION}",
+                path.display()
+            ),
+            AttachError::BadField { path, field, why } => {
+                write!(f, "{}: header field {field}: {why}", path.display())
+            }
+            AttachError::AlreadyAttached { path, pid } => write!(
+                f,
+                "{} is already attached by pid {pid}{}",
+                path.display(),
+                if pid_alive(*pid) { "" } else { " (dead: remove and re-create the pipe)" }
+            ),
+        }
+    }
+}
+
+impl std::error::Error for AttachError {}
+
+/// True if a process with this pid exists.
+pub fn pid_alive(pid: u32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence and permission.
+    pid != 0 && (unsafe { libc::kill(pid as libc::pid_t, 0) } == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
+/// Read a plain (non-atomic) header field once. The peer could change it at any time; we
+/// copy it out and validate the copy.
+macro_rules! read_field {
+    ($hdr:expr, $field:ident) => {
+        // SAFETY: `$hdr` points at a header inside a live mapping (bounds checked by
+        // `ptr_at`); read_volatile copies the field out once.
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*$hdr).$field)) }
+    };
+}
+pub(crate) use read_field;
+
+pub(crate) fn check_magic_version(map: &SharedMap, magic: u64) -> Result<(), AttachError> {
+    let path = map.path().to_path_buf();
+    if map.len() < HEADER_SIZE {
+        return Err(AttachError::Truncated { path, len: map.len() });
+    }
+    let m = map.ptr_at::<u64>(0).ok_or(AttachError::Truncated { path: path.clone(), len: map.len() })?;
+    // SAFETY: in bounds (ptr_at), read once.
+    if unsafe { core::ptr::read_volatile(m) } != magic {
+        return Err(AttachError::BadMagic { path });
+    }
+    let v = map.ptr_at::<u32>(8).ok_or(AttachError::Truncated { path: path.clone(), len: map.len() })?;
+    // SAFETY: as above.
+    let version = unsafe { core::ptr::read_volatile(v) };
+    if version != ABI_VERSION {
+        return Err(AttachError::Version { path, found: version });
+    }
+    Ok(())
+}
+
+pub(crate) fn check_layout(map: &SharedMap, which: &'static str, l: &ChannelLayout) -> Result<(), AttachError> {
+    l.validate(map.len() as u64).map_err(|e| AttachError::BadField {
+        path: map.path().to_path_buf(),
+        field: which,
+        why: e.to_string(),
+    })
+}
+
+/// A pipe's identity as read (and validated) from its header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PipeInfo {
+    pub mac: [u8; 6],
+    pub ipv4: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    pub mtu: u32,
+    pub flags: u32,
+    pub rx: ChannelLayout,
+    pub tx: ChannelLayout,
+}
+
+/// Read and validate the header of a mapped pipe file.
+pub fn read_pipe_info(map: &SharedMap) -> Result<PipeInfo, AttachError> {
+    check_magic_version(map, PIPE_MAGIC)?;
+    let hdr = map.ptr_at::<PipeHeader>(0).expect("header fits: checked above");
+    let path = || map.path().to_path_buf();
+    let info = PipeInfo {
+        mac: read_field!(hdr, mac),
+        ipv4: Ipv4Addr::from(read_field!(hdr, ipv4)),
+        prefix_len: read_field!(hdr, prefix_len),
+        gateway: Ipv4Addr::from(read_field!(hdr, gateway)),
+        mtu: read_field!(hdr, mtu),
+        flags: read_field!(hdr, flags),
+        rx: read_field!(hdr, rx),
+        tx: read_field!(hdr, tx),
+    };
+    if info.prefix_len == 0 || info.prefix_len > 30 {
+        return Err(AttachError::BadField { path: path(), field: "prefix_len", why: format!("{} not in 1..=30", info.prefix_len) });
+    }
+    if !(MIN_MTU..=MAX_MTU).contains(&info.mtu) {
+        return Err(AttachError::BadField { path: path(), field: "mtu", why: format!("{} not in {MIN_MTU}..={MAX_MTU}", info.mtu) });
+    }
+    if info.mac[0] & 1 != 0 {
+        return Err(AttachError::BadField { path: path(), field: "mac", why: "multicast address".into() });
+    }
+    check_layout(map, "rx", &info.rx)?;
+    check_layout(map, "tx", &info.tx)?;
+    for l in [&info.rx, &info.tx] {
+        if (l.buf_size as usize) < info.mtu as usize + ETH_HEADER_LEN {
+            return Err(AttachError::BadField { path: path(), field: "buf_size", why: format!("{} is below MTU {} + 14", l.buf_size, info.mtu) });
+        }
+    }
+    // The two channels must not overlap each other either.
+    let spans = |l: &ChannelLayout| (l.ring_off, l.buf_off + l.nbufs as u64 * l.buf_size as u64);
+    let (a, b) = (spans(&info.rx), spans(&info.tx));
+    if a.0 < b.1 && b.0 < a.1 {
+        return Err(AttachError::BadField { path: path(), field: "tx", why: "overlaps rx".into() });
+    }
+    Ok(info)
+}
+
+/// Create a pipe file at `dir/pipe.map` (and `dir/fc/`). The directory must exist.
+pub fn create_pipe_file(dir: &Path, cfg: &PipeConfig) -> io::Result<SharedMap> {
+    let geo = ChannelGeometry::for_mtu(cfg.mtu, cfg.nbufs);
+    let (rx, off) = geo.layout_at(HEADER_SIZE);
+    let (tx, end) = geo.layout_at(off);
+    std::fs::create_dir_all(dir.join(FC_DIR))?;
+    let map = SharedMap::create(&dir.join(PIPE_FILE), end)?;
+    let hdr = map.ptr_at::<PipeHeader>(0).expect("file is larger than the header");
+    // SAFETY: the file was just created by us and nobody else has mapped it yet; the
+    // header lies inside the mapping (ptr_at). Fields are written through raw pointers.
+    unsafe {
+        use core::ptr::addr_of_mut;
+        addr_of_mut!((*hdr).version).write(ABI_VERSION);
+        addr_of_mut!((*hdr).header_size).write(HEADER_SIZE as u32);
+        addr_of_mut!((*hdr).file_size).write(end as u64);
+        addr_of_mut!((*hdr).mac).write(cfg.mac);
+        addr_of_mut!((*hdr).prefix_len).write(cfg.prefix_len);
+        addr_of_mut!((*hdr).ipv4).write(cfg.ipv4.octets());
+        addr_of_mut!((*hdr).gateway).write(cfg.gateway.octets());
+        addr_of_mut!((*hdr).mtu).write(cfg.mtu);
+        addr_of_mut!((*hdr).flags).write(cfg.flags);
+        addr_of_mut!((*hdr).rx).write(rx);
+        addr_of_mut!((*hdr).tx).write(tx);
+        // Magic last, after a fence: a reader that sees it sees a complete header.
+        std::sync::atomic::fence(Ordering::Release);
+        addr_of_mut!((*hdr).magic).write_volatile(PIPE_MAGIC);
+    }
+    Ok(map)
+}
+
+fn header(map: &SharedMap) -> *mut PipeHeader {
+    map.ptr_at::<PipeHeader>(0).expect("validated header")
+}
+
+/// The master's end of a pipe: it sends on `rx` and receives on `tx`.
+pub struct MasterPipeEnd {
+    pub info: PipeInfo,
+    pub rx: ChannelSender,
+    pub tx: ChannelReceiver,
+    pub faults: Arc<ChannelFaults>,
+    map: Arc<SharedMap>,
+}
+
+impl MasterPipeEnd {
+    /// Wrap a pipe file the master created (its header is re-validated anyway).
+    pub fn new(map: SharedMap) -> Result<Self, AttachError> {
+        let info = read_pipe_info(&map)?;
+        let map = Arc::new(map);
+        let hdr = header(&map);
+        let faults = Arc::new(ChannelFaults::default());
+        // SAFETY: `map` is kept alive in the returned struct (Arc) for as long as the channel
+        // ends; the bells are inside its header.
+        let (rx, tx) = unsafe {
+            (
+                ChannelSender::new(&map, &info.rx, core::ptr::addr_of!((*hdr).service_bell), faults.clone()),
+                ChannelReceiver::new(&map, &info.tx, core::ptr::null(), faults.clone()),
+            )
+        };
+        let bad = |field| AttachError::BadField { path: map.path().to_path_buf(), field, why: "out of file".into() };
+        Ok(MasterPipeEnd { rx: rx.ok_or_else(|| bad("rx"))?, tx: tx.ok_or_else(|| bad("tx"))?, info, faults, map })
+    }
+
+    /// The doorbell the master sleeps on for this pipe.
+    pub fn master_bell(&self) -> *const Doorbell {
+        // SAFETY: header is inside the live mapping.
+        unsafe { core::ptr::addr_of!((*header(&self.map)).master_bell) }
+    }
+
+    /// Pid of the attached service, 0 if none (untrusted value; only for display/policy).
+    pub fn attached_pid(&self) -> u32 {
+        // SAFETY: header in the live mapping; atomic field.
+        unsafe { &(*header(&self.map)).attached_pid }.load(Ordering::Relaxed)
+    }
+
+    /// Tell the attached service that its fast channels changed.
+    pub fn bump_fc_generation(&self) {
+        // SAFETY: header in the live mapping; atomic field.
+        unsafe { &(*header(&self.map)).fc_generation }.fetch_add(1, Ordering::Release);
+        // SAFETY: bell in the live mapping.
+        unsafe { crate::doorbell::ring(core::ptr::addr_of!((*header(&self.map)).service_bell)) };
+    }
+
+    /// The mapped file.
+    pub fn map(&self) -> &SharedMap {
+        &self.map
+    }
+}
+
+/// A service's end of its pipe: it receives on `rx` and sends on `tx`.
+pub struct ServicePipeEnd {
+    pub info: PipeInfo,
+    pub rx: ChannelReceiver,
+    pub tx: ChannelSender,
+    pub faults: Arc<ChannelFaults>,
+    pub dir: PathBuf,
+    map: Arc<SharedMap>,
+}
+
+impl ServicePipeEnd {
+    /// Attach to the pipe in directory `dir` (its `pipe.map`), claiming it for this process.
+    pub fn attach(dir: &Path) -> Result<Self, AttachError> {
+        let path = dir.join(PIPE_FILE);
+        let map = SharedMap::open(&path).map_err(|err| AttachError::Open { path: path.clone(), err })?;
+        let info = read_pipe_info(&map)?;
+        let hdr = header(&map);
+        // SAFETY: header in the live mapping; atomic field.
+        let attached = unsafe { &(*hdr).attached_pid };
+        let me = std::process::id();
+        if let Err(pid) = attached.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire) {
+            return Err(AttachError::AlreadyAttached { path, pid });
+        }
+        let map = Arc::new(map);
+        let faults = Arc::new(ChannelFaults::default());
+        // SAFETY: `map` lives in the returned struct as long as the channel ends.
+        let (rx, tx) = unsafe {
+            (
+                ChannelReceiver::new(&map, &info.rx, core::ptr::null(), faults.clone()),
+                ChannelSender::new(&map, &info.tx, core::ptr::addr_of!((*hdr).master_bell), faults.clone()),
+            )
+        };
+        let bad = |field| AttachError::BadField { path: path.clone(), field, why: "out of file".into() };
+        Ok(ServicePipeEnd { rx: rx.ok_or_else(|| bad("rx"))?, tx: tx.ok_or_else(|| bad("tx"))?, info, faults, dir: dir.to_path_buf(), map })
+    }
+
+    /// The doorbell this service sleeps on for its pipe.
+    pub fn service_bell(&self) -> *const Doorbell {
+        // SAFETY: header in the live mapping.
+        unsafe { core::ptr::addr_of!((*header(&self.map)).service_bell) }
+    }
+
+    /// The master's current fast-channel generation for this pipe.
+    pub fn fc_generation(&self) -> u32 {
+        // SAFETY: header in the live mapping; atomic field.
+        unsafe { &(*header(&self.map)).fc_generation }.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for ServicePipeEnd {
+    fn drop(&mut self) {
+        // A clean exit leaves the pipe attachable again. (Buffers lent to the master are
+        // not tracked across attachments, so a re-attached service starts from the
+        // indices it finds; see ARCHITECTURE.md.)
+        // SAFETY: header in the live mapping; atomic field.
+        let _ = unsafe { &(*header(&self.map)).attached_pid }.compare_exchange(
+            std::process::id(),
+            0,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+    }
+}
