@@ -121,6 +121,20 @@ pub struct Doorbell {
 }
 const_assert_eq!(core::mem::size_of::<Doorbell>(), CACHE_LINE);
 
+impl Doorbell {
+    /// A doorbell in private memory (e.g. for a control thread to wake a data-path thread
+    /// that sleeps on shared doorbells too).
+    pub const fn new() -> Self {
+        Doorbell { sleeping: AtomicU32::new(0), wake: AtomicU32::new(0), _pad: [0; CACHE_LINE - 8] }
+    }
+}
+
+impl Default for Doorbell {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The header page of a pipe file (`RUN_DIR/pipes/NAME/pipe.map`).
 #[repr(C)]
 pub struct PipeHeader {

@@ -242,21 +242,40 @@ impl MasterPipeEnd {
 
     /// Pid of the attached service, 0 if none (untrusted value; only for display/policy).
     pub fn attached_pid(&self) -> u32 {
-        // SAFETY: header in the live mapping; atomic field.
-        unsafe { &(*header(&self.map)).attached_pid }.load(Ordering::Relaxed)
-    }
-
-    /// Tell the attached service that its fast channels changed.
-    pub fn bump_fc_generation(&self) {
-        // SAFETY: header in the live mapping; atomic field.
-        unsafe { &(*header(&self.map)).fc_generation }.fetch_add(1, Ordering::Release);
-        // SAFETY: bell in the live mapping.
-        unsafe { crate::doorbell::ring(core::ptr::addr_of!((*header(&self.map)).service_bell)) };
+        self.control().attached_pid()
     }
 
     /// The mapped file.
     pub fn map(&self) -> &SharedMap {
         &self.map
+    }
+
+    /// A handle for the control thread: header atomics only, safe to use while the data
+    /// path owns this end.
+    pub fn control(&self) -> PipeControl {
+        PipeControl { map: self.map.clone() }
+    }
+}
+
+/// The control plane's view of a pipe header (attach state, fast-channel generation).
+#[derive(Clone)]
+pub struct PipeControl {
+    map: Arc<SharedMap>,
+}
+
+impl PipeControl {
+    /// Pid of the attached service, 0 if none (written by the service: display only).
+    pub fn attached_pid(&self) -> u32 {
+        // SAFETY: header in the live mapping; atomic field.
+        unsafe { &(*header(&self.map)).attached_pid }.load(Ordering::Relaxed)
+    }
+
+    /// Tell the attached service that its fast channels changed, and wake it.
+    pub fn bump_fc_generation(&self) {
+        // SAFETY: header in the live mapping; atomic field.
+        unsafe { &(*header(&self.map)).fc_generation }.fetch_add(1, Ordering::Release);
+        // SAFETY: bell in the live mapping.
+        unsafe { crate::doorbell::ring(core::ptr::addr_of!((*header(&self.map)).service_bell)) };
     }
 }
 
