@@ -1,1 +1,346 @@
+//! A smoltcp [`Device`] over a service's pipe and its fast channels.
+//!
+//! Receive: fast channels first, then the pipe's RX channel. Frames are handed to smoltcp
+//! in place (the `RxToken` points into the shared buffer); the buffer goes back to its
+//! sender when the next frame is taken or at [`PipeDevice::flush`].
+//!
+//! Transmit: smoltcp writes a frame in place into a buffer of the channel the previous
+//! frame went to (a one-entry route cache: services mostly talk to one peer at a time).
+//! Once written, the frame's destination IPv4 decides where it really goes: a fast channel
+//! to that address if one is up, else the pipe's TX channel (the master). On a miss the
+//! frame is copied once into the right channel; on a hit nothing is copied.
 
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+
+use crate::abi::{pipe_flags, Doorbell, ETH_HEADER_LEN};
+use crate::channel::{ChannelReceiver, ChannelSender, RxFrame};
+use crate::fc::FcEnd;
+use crate::pipe::{AttachError, ServicePipeEnd, FC_DIR};
+
+/// Length of an Ethernet ARP frame for IPv4 (without padding).
+const ARP_FRAME_LEN: usize = 42;
+
+/// Where a frame goes (or came from).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    Pipe,
+    Fc(usize),
+}
+
+/// Counters kept by the device (engine-local, no atomics needed).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DeviceStats {
+    pub rx_pipe_frames: u64,
+    pub rx_fc_frames: u64,
+    pub tx_pipe_frames: u64,
+    pub tx_fc_frames: u64,
+    /// Frames smoltcp produced that found no free buffer or ring slot (dropped; TCP
+    /// retransmits).
+    pub tx_no_buffer: u64,
+    /// Route-cache misses: frames copied from one channel's buffer to another's.
+    pub tx_reroutes: u64,
+}
+
+/// The service's network device: its pipe plus zero or more fast channels.
+pub struct PipeDevice {
+    pipe: ServicePipeEnd,
+    fcs: Vec<FcEnd>,
+    /// A received frame smoltcp is (or was) looking at; returned to its sender next time.
+    pending_rx: Option<(Route, RxFrame)>,
+    route_hint: Route,
+    fc_generation: u32,
+    caps: DeviceCapabilities,
+    /// Where smoltcp writes a frame when no channel buffer is free; the frame is dropped.
+    scratch: Vec<u8>,
+    /// An ARP reply for a fast-channel peer, answered locally (the FC file names the
+    /// peer's MAC), handed to smoltcp by the next `receive`.
+    local_arp: Option<[u8; ARP_FRAME_LEN]>,
+    /// Where that reply sits while smoltcp reads it (apart from `scratch`, which a reply
+    /// transmitted during the read may use).
+    arp_rx: [u8; ARP_FRAME_LEN],
+    pub stats: DeviceStats,
+}
+
+impl PipeDevice {
+    /// Attach to the pipe in `dir` and to the fast channels found under it.
+    pub fn attach(dir: &std::path::Path) -> Result<PipeDevice, AttachError> {
+        let pipe = ServicePipeEnd::attach(dir)?;
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = pipe.info.mtu as usize + ETH_HEADER_LEN;
+        caps.max_burst_size = None;
+        if pipe.info.flags & pipe_flags::CSUM_OFFLOAD != 0 {
+            caps.checksum = ChecksumCapabilities::ignored();
+        }
+        let scratch = vec![0; pipe.tx.buf_size()];
+        let mut dev = PipeDevice {
+            pipe,
+            fcs: Vec::new(),
+            pending_rx: None,
+            route_hint: Route::Pipe,
+            fc_generation: 0,
+            caps,
+            scratch,
+            local_arp: None,
+            arp_rx: [0; ARP_FRAME_LEN],
+            stats: DeviceStats::default(),
+        };
+        dev.fc_generation = dev.pipe.fc_generation();
+        dev.rescan_fcs();
+        Ok(dev)
+    }
+
+    /// The pipe's identity (address, MAC, MTU).
+    pub fn info(&self) -> &crate::pipe::PipeInfo {
+        &self.pipe.info
+    }
+
+    /// Addresses of the peers reachable over an attached fast channel.
+    pub fn fc_peers(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.fcs.iter().map(|f| f.peer_ip)
+    }
+
+    /// Shared-memory faults seen so far: (pipe, fast channels) summed over all counters.
+    pub fn faults(&self) -> u64 {
+        use core::sync::atomic::Ordering::Relaxed;
+        let sum = |f: &crate::channel::ChannelFaults| {
+            f.bad_desc.load(Relaxed) + f.bad_return.load(Relaxed) + f.ring_corrupt.load(Relaxed)
+        };
+        sum(&self.pipe.faults) + self.fcs.iter().map(|f| sum(&f.faults)).sum::<u64>()
+    }
+
+    /// Pick up fast channels the master added or removed. Cheap when nothing changed (one
+    /// atomic load per channel), so the engine calls it every round.
+    pub fn maintain(&mut self) {
+        let gen = self.pipe.fc_generation();
+        let closed = self.fcs.iter().any(|f| f.is_closed());
+        if gen != self.fc_generation || closed {
+            self.fc_generation = gen;
+            self.rescan_fcs();
+        }
+    }
+
+    fn rescan_fcs(&mut self) {
+        // Return any frame we hold before channels move around.
+        self.release_pending();
+        self.route_hint = Route::Pipe;
+        self.fcs.retain(|f| !f.is_closed());
+        let dir: PathBuf = self.pipe.dir.join(FC_DIR);
+        let Ok(entries) = std::fs::read_dir(&dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("map") {
+                continue;
+            }
+            if self.fcs.iter().any(|f| f.path() == path) {
+                continue;
+            }
+            match FcEnd::attach(&path, self.pipe.info.ipv4) {
+                Ok(fc) if !fc.is_closed() => {
+                    log::info!("fast channel to {} up ({})", fc.peer_ip, path.display());
+                    self.fcs.push(fc);
+                }
+                Ok(_) => {}
+                Err(e) => log::warn!("fast channel {}: {e}", path.display()),
+            }
+        }
+    }
+
+    /// Doorbells to sleep on: the pipe's and every fast channel's.
+    pub fn bells(&self) -> impl Iterator<Item = *const Doorbell> + '_ {
+        std::iter::once(self.pipe.service_bell()).chain(self.fcs.iter().map(|f| f.my_bell()))
+    }
+
+    /// True if any channel has frames waiting.
+    pub fn has_rx_work(&mut self) -> bool {
+        self.pipe.rx.has_work() || self.fcs.iter_mut().any(|f| f.rx.has_work())
+    }
+
+    fn receiver(&mut self, r: Route) -> &mut ChannelReceiver {
+        match r {
+            Route::Pipe => &mut self.pipe.rx,
+            Route::Fc(i) => &mut self.fcs[i].rx,
+        }
+    }
+
+    fn sender(&mut self, r: Route) -> &mut ChannelSender {
+        match r {
+            Route::Pipe => &mut self.pipe.tx,
+            Route::Fc(i) => &mut self.fcs[i].tx,
+        }
+    }
+
+    fn release_pending(&mut self) {
+        if let Some((route, frame)) = self.pending_rx.take() {
+            self.receiver(route).give_back(frame.buf);
+        }
+    }
+
+    /// Publish sent frames and returned buffers; wake peers that sleep.
+    pub fn flush(&mut self) {
+        self.release_pending();
+        self.pipe.tx.flush();
+        self.pipe.rx.flush();
+        for f in &mut self.fcs {
+            f.tx.flush();
+            f.rx.flush();
+        }
+    }
+
+    /// If `frame` is an ARP request for the address of a fast-channel peer, the reply.
+    fn fc_arp_reply(&self, frame: &[u8; ARP_FRAME_LEN]) -> Option<[u8; ARP_FRAME_LEN]> {
+        // Ethernet type ARP; htype 1, ptype IPv4, hlen 6, plen 4, op 1 (request).
+        if frame[12..22] != [0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1] {
+            return None;
+        }
+        let target = Ipv4Addr::new(frame[38], frame[39], frame[40], frame[41]);
+        let fc = self.fcs.iter().find(|f| f.peer_ip == target)?;
+        let mut r = [0u8; ARP_FRAME_LEN];
+        r[0..6].copy_from_slice(&frame[6..12]); // to the requester
+        r[6..12].copy_from_slice(&fc.peer_mac);
+        r[12..20].copy_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4]);
+        r[20..22].copy_from_slice(&[0, 2]); // reply
+        r[22..28].copy_from_slice(&fc.peer_mac);
+        r[28..32].copy_from_slice(&target.octets());
+        r[32..42].copy_from_slice(&frame[22..32]); // requester's MAC and IP
+        Some(r)
+    }
+
+    /// The route for a frame by its destination: a live fast channel to the destination
+    /// IPv4 address, else the pipe.
+    fn route_for(&self, frame: &[u8]) -> Route {
+        if self.fcs.is_empty() || frame.len() < ETH_HEADER_LEN + 20 || frame[12..14] != [0x08, 0x00] {
+            return Route::Pipe;
+        }
+        let dst = Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33]);
+        match self.fcs.iter().position(|f| f.peer_ip == dst) {
+            Some(i) if self.fcs[i].peer_attached() => Route::Fc(i),
+            _ => Route::Pipe,
+        }
+    }
+}
+
+/// A frame to receive, in place in a shared buffer.
+pub struct PipeRxToken<'a> {
+    ptr: *const u8,
+    len: usize,
+    _dev: core::marker::PhantomData<&'a ()>,
+}
+
+/// Permission to send one frame.
+pub struct PipeTxToken<'a> {
+    dev: &'a mut PipeDevice,
+}
+
+impl phy::Device for PipeDevice {
+    type RxToken<'a> = PipeRxToken<'a>;
+    type TxToken<'a> = PipeTxToken<'a>;
+
+    fn receive(&mut self, _now: Instant) -> Option<(PipeRxToken<'_>, PipeTxToken<'_>)> {
+        self.release_pending();
+        if let Some(reply) = self.local_arp.take() {
+            self.arp_rx = reply;
+            let ptr = self.arp_rx.as_ptr();
+            return Some((PipeRxToken { ptr, len: ARP_FRAME_LEN, _dev: core::marker::PhantomData }, PipeTxToken { dev: self }));
+        }
+        let mut got = None;
+        for i in 0..self.fcs.len() {
+            if let Some(f) = self.fcs[i].rx.recv() {
+                self.stats.rx_fc_frames += 1;
+                got = Some((Route::Fc(i), f));
+                break;
+            }
+        }
+        if got.is_none() {
+            if let Some(f) = self.pipe.rx.recv() {
+                self.stats.rx_pipe_frames += 1;
+                got = Some((Route::Pipe, f));
+            }
+        }
+        let (route, frame) = got?;
+        let ptr = self.receiver(route).frame_ptr(frame);
+        self.pending_rx = Some((route, frame));
+        Some((PipeRxToken { ptr, len: frame.len as usize, _dev: core::marker::PhantomData }, PipeTxToken { dev: self }))
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<PipeTxToken<'_>> {
+        Some(PipeTxToken { dev: self })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.caps.clone()
+    }
+}
+
+impl phy::RxToken for PipeRxToken<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        // SAFETY: `ptr` points either at the device's own `arp_rx` array (42 bytes) or at a
+        // validated frame (`len <= buf_size`) in a buffer of a mapping the device keeps
+        // alive while this token's borrow lasts; the buffer is
+        // not returned to its sender before the next `receive`/`flush`, which need the
+        // device mutably and so come after this token is gone. The sender may still
+        // scribble on the bytes (it is untrusted); u8 has no invalid values and smoltcp
+        // bounds-checks every field it parses, so the worst case is a garbage frame.
+        let frame = unsafe { core::slice::from_raw_parts(self.ptr, self.len) };
+        f(frame)
+    }
+}
+
+impl phy::TxToken for PipeTxToken<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let dev = self.dev;
+        if len == ARP_FRAME_LEN && !dev.fcs.is_empty() {
+            // Possibly an ARP request for a fast-channel peer: build it privately and, if
+            // so, answer it here instead of asking the master.
+            let mut frame = [0u8; ARP_FRAME_LEN];
+            let result = f(&mut frame);
+            if let Some(reply) = dev.fc_arp_reply(&frame) {
+                dev.local_arp = Some(reply);
+            } else if !dev.sender(Route::Pipe).send_copy(&frame) {
+                dev.stats.tx_no_buffer += 1;
+            } else {
+                dev.stats.tx_pipe_frames += 1;
+            }
+            return result;
+        }
+        let mut guess = dev.route_hint;
+        if let Route::Fc(i) = guess {
+            if i >= dev.fcs.len() || len > dev.fcs[i].tx.buf_size() {
+                guess = Route::Pipe;
+            }
+        }
+        let buf = if len <= dev.sender(guess).buf_size() { dev.sender(guess).alloc() } else { None };
+        let Some(buf) = buf else {
+            dev.stats.tx_no_buffer += 1;
+            let n = len.min(dev.scratch.len());
+            return f(&mut dev.scratch[..n]);
+        };
+        let ptr = dev.sender(guess).buf_ptr(buf);
+        // SAFETY: `buf` was just allocated from this channel: it is ours alone (not lent
+        // to the receiver) and holds buf_size >= len bytes inside the live mapping.
+        let frame = unsafe { core::slice::from_raw_parts_mut(ptr, len) };
+        let result = f(frame);
+        let route = dev.route_for(frame);
+        if route == guess {
+            if !dev.sender(guess).post(buf, len) {
+                dev.stats.tx_no_buffer += 1;
+            }
+        } else {
+            dev.stats.tx_reroutes += 1;
+            dev.route_hint = route;
+            if !dev.sender(route).send_copy(frame) {
+                dev.stats.tx_no_buffer += 1;
+            }
+            dev.sender(guess).cancel(buf);
+        }
+        match route {
+            Route::Pipe => dev.stats.tx_pipe_frames += 1,
+            Route::Fc(_) => dev.stats.tx_fc_frames += 1,
+        }
+        result
+    }
+}

@@ -1,1 +1,489 @@
+//! The run-to-completion packet engine and the socket API apps program against.
+//!
+//! One thread runs everything: each round takes frames from the fast channels and the
+//! pipe, runs smoltcp, calls the app, lets smoltcp emit what the app wrote, and publishes
+//! the frames. When nothing happens for a while ([`IdlePolicy::spin`]) the engine sleeps on
+//! its doorbells until a peer posts a frame or smoltcp's next timer is due.
+//!
+//! Sockets are named by [`SocketId`]; a [`ListenerId`] is a port with a pool of listening
+//! sockets (smoltcp has no backlog: each pending connection needs its own socket).
 
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::socket::{tcp, udp};
+use smoltcp::time::Instant as SmolInstant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address};
+
+use crate::device::PipeDevice;
+use crate::doorbell::{IdlePolicy, Sleeper};
+use crate::pipe::AttachError;
+
+/// Environment variable naming the pipe directory.
+pub const PIPE_ENV: &str = "DOCKNET_PIPE";
+/// Where the pipe is mounted inside a container.
+pub const DEFAULT_PIPE_DIR: &str = "/run/docknet/pipe";
+
+/// How an engine is set up.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Pipe directory (holds `pipe.map` and `fc/`).
+    pub pipe_dir: PathBuf,
+    /// Receive buffer per TCP socket. Large buffers give large windows (window scaling).
+    pub tcp_rx_buffer: usize,
+    /// Send buffer per TCP socket.
+    pub tcp_tx_buffer: usize,
+    /// Spin-then-sleep policy.
+    pub idle: IdlePolicy,
+}
+
+impl EngineConfig {
+    /// Defaults, with the pipe directory from `DOCKNET_PIPE` (or [`DEFAULT_PIPE_DIR`]).
+    pub fn from_env() -> Self {
+        let pipe_dir = std::env::var_os(PIPE_ENV).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_PIPE_DIR));
+        EngineConfig { pipe_dir, tcp_rx_buffer: 256 * 1024, tcp_tx_buffer: 256 * 1024, idle: IdlePolicy::default() }
+    }
+}
+
+/// A TCP or UDP socket of this engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SocketId(SocketHandle);
+
+/// A listening port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ListenerId(usize);
+
+/// Socket API errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetError {
+    /// The port is already listened on / bound.
+    PortInUse(u16),
+    /// No ephemeral port or no socket could be made.
+    Exhausted,
+    /// The connection is closed (or reset) and holds no more data.
+    Closed,
+    /// The operation does not apply to this socket (e.g. connect on an invalid address).
+    Invalid(&'static str),
+}
+
+impl std::fmt::Display for NetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetError::PortInUse(p) => write!(f, "port {p} is already in use"),
+            NetError::Exhausted => write!(f, "no free local port or socket"),
+            NetError::Closed => write!(f, "connection closed"),
+            NetError::Invalid(why) => write!(f, "invalid socket operation: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for NetError {}
+
+/// What the app wants after a round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Keep running.
+    Continue,
+    /// Flush what is queued and return from [`Engine::run`].
+    Exit,
+}
+
+struct Listener {
+    port: u16,
+    /// Sockets in Listen (or handshaking) state waiting for a connection.
+    pool: Vec<SocketHandle>,
+}
+
+/// The engine: a pipe device, smoltcp, and the sockets of the app.
+pub struct Engine {
+    dev: PipeDevice,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    listeners: Vec<Option<Listener>>,
+    /// Sockets the app closed; freed once smoltcp is done with them.
+    closing: Vec<SocketHandle>,
+    next_port: u16,
+    cfg: EngineConfig,
+    epoch: std::time::Instant,
+    sleeper: Sleeper,
+    ip: Ipv4Addr,
+}
+
+impl Engine {
+    /// Attach to the pipe named by `cfg` and bring the interface up.
+    pub fn attach(cfg: EngineConfig) -> Result<Engine, AttachError> {
+        let mut dev = PipeDevice::attach(&cfg.pipe_dir)?;
+        let info = dev.info().clone();
+        let epoch = std::time::Instant::now();
+        let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(info.mac)));
+        config.random_seed = random_seed();
+        let mut iface = Interface::new(config, &mut dev, SmolInstant::from_micros(0));
+        iface.update_ip_addrs(|addrs| {
+            let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(info.ipv4), info.prefix_len));
+        });
+        let _ = iface.routes_mut().add_default_ipv4_route(Ipv4Address::from(info.gateway));
+        let next_port = 49152 + (random_seed() % 8192) as u16;
+        Ok(Engine {
+            dev,
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            listeners: Vec::new(),
+            closing: Vec::new(),
+            next_port,
+            cfg,
+            epoch,
+            sleeper: Sleeper::default(),
+            ip: info.ipv4,
+        })
+    }
+
+    /// Attach using `DOCKNET_PIPE` and default settings.
+    pub fn from_env() -> Result<Engine, AttachError> {
+        Self::attach(EngineConfig::from_env())
+    }
+
+    /// This service's IPv4 address.
+    pub fn local_ip(&self) -> Ipv4Addr {
+        self.ip
+    }
+
+    /// The pipe directory this engine is attached to.
+    pub fn pipe_dir(&self) -> &Path {
+        &self.cfg.pipe_dir
+    }
+
+    /// The device (stats, fast channels).
+    pub fn device(&self) -> &PipeDevice {
+        &self.dev
+    }
+
+    fn now(&self) -> SmolInstant {
+        SmolInstant::from_micros(self.epoch.elapsed().as_micros() as i64)
+    }
+
+    fn new_tcp_socket(&self) -> tcp::Socket<'static> {
+        let mut s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; self.cfg.tcp_rx_buffer]),
+            tcp::SocketBuffer::new(vec![0; self.cfg.tcp_tx_buffer]),
+        );
+        // Latency first: no Nagle; smoltcp still ACKs every second full segment at once.
+        s.set_nagle_enabled(false);
+        s.set_ack_delay(Some(smoltcp::time::Duration::from_millis(1)));
+        s
+    }
+
+    // ---- TCP ----------------------------------------------------------------------
+
+    /// Listen on `port` with `backlog` sockets ready for simultaneous handshakes.
+    pub fn listen(&mut self, port: u16, backlog: usize) -> Result<ListenerId, NetError> {
+        if port == 0 {
+            return Err(NetError::Invalid("port 0"));
+        }
+        if self.listeners.iter().flatten().any(|l| l.port == port) {
+            return Err(NetError::PortInUse(port));
+        }
+        let backlog = backlog.max(1);
+        let mut pool = Vec::with_capacity(backlog);
+        for _ in 0..backlog {
+            pool.push(self.listening_socket(port)?);
+        }
+        self.listeners.push(Some(Listener { port, pool }));
+        Ok(ListenerId(self.listeners.len() - 1))
+    }
+
+    fn listening_socket(&mut self, port: u16) -> Result<SocketHandle, NetError> {
+        let mut s = self.new_tcp_socket();
+        s.listen(port).map_err(|_| NetError::Invalid("listen"))?;
+        Ok(self.sockets.add(s))
+    }
+
+    /// A newly established connection on `l`, if any. The listener's pool is refilled so
+    /// it keeps `backlog` sockets listening.
+    pub fn accept(&mut self, l: ListenerId) -> Option<SocketId> {
+        let lst = self.listeners.get_mut(l.0)?.as_mut()?;
+        // A handshake that was reset before accept leaves a Closed socket: listen again.
+        for &h in &lst.pool {
+            let s = self.sockets.get_mut::<tcp::Socket>(h);
+            if s.state() == tcp::State::Closed {
+                let _ = s.listen(lst.port);
+            }
+        }
+        let pos = lst.pool.iter().position(|&h| {
+            let s = self.sockets.get::<tcp::Socket>(h);
+            !matches!(s.state(), tcp::State::Listen | tcp::State::SynReceived | tcp::State::Closed)
+        })?;
+        let h = lst.pool.swap_remove(pos);
+        let port = lst.port;
+        if let Ok(fresh) = self.listening_socket(port) {
+            if let Some(Some(lst)) = self.listeners.get_mut(l.0) {
+                lst.pool.push(fresh);
+            }
+        }
+        Some(SocketId(h))
+    }
+
+    /// Stop listening; pending handshakes are aborted.
+    pub fn unlisten(&mut self, l: ListenerId) {
+        if let Some(slot) = self.listeners.get_mut(l.0) {
+            if let Some(lst) = slot.take() {
+                for h in lst.pool {
+                    self.sockets.remove(h);
+                }
+            }
+        }
+    }
+
+    /// Start connecting to `remote`. The socket is usable (`is_established`) once the
+    /// handshake completes during later rounds.
+    pub fn connect(&mut self, remote: SocketAddrV4) -> Result<SocketId, NetError> {
+        if remote.port() == 0 || remote.ip().is_unspecified() {
+            return Err(NetError::Invalid("connect to port 0 or 0.0.0.0"));
+        }
+        let mut s = self.new_tcp_socket();
+        let local = self.ephemeral_port();
+        s.connect(self.iface.context(), IpEndpoint::new(IpAddress::Ipv4(*remote.ip()), remote.port()), local)
+            .map_err(|_| NetError::Invalid("connect"))?;
+        Ok(SocketId(self.sockets.add(s)))
+    }
+
+    fn ephemeral_port(&mut self) -> u16 {
+        let p = self.next_port;
+        self.next_port = if p >= 65535 { 49152 } else { p + 1 };
+        p
+    }
+
+    fn tcp(&mut self, id: SocketId) -> &mut tcp::Socket<'static> {
+        self.sockets.get_mut::<tcp::Socket>(id.0)
+    }
+
+    /// The TCP state of a socket.
+    pub fn tcp_state(&mut self, id: SocketId) -> tcp::State {
+        self.tcp(id).state()
+    }
+
+    /// True once the connection is established (data can flow both ways).
+    pub fn is_established(&mut self, id: SocketId) -> bool {
+        self.tcp(id).state() == tcp::State::Established
+    }
+
+    /// True if the connection can still carry data from us (not closed or reset).
+    pub fn may_send(&mut self, id: SocketId) -> bool {
+        self.tcp(id).may_send()
+    }
+
+    /// True if the connection is open (not Closed/TimeWait): a failed connect ends here.
+    pub fn is_open(&mut self, id: SocketId) -> bool {
+        self.tcp(id).is_open()
+    }
+
+    /// Bytes waiting to be read.
+    pub fn recv_queue(&mut self, id: SocketId) -> usize {
+        self.tcp(id).recv_queue()
+    }
+
+    /// Free space in the send buffer.
+    pub fn send_capacity_left(&mut self, id: SocketId) -> usize {
+        let s = self.tcp(id);
+        s.send_capacity() - s.send_queue()
+    }
+
+    /// Read into `buf`. `Ok(0)` means nothing right now; `Err(Closed)` means the peer
+    /// closed (or reset) and everything was read.
+    pub fn read(&mut self, id: SocketId, buf: &mut [u8]) -> Result<usize, NetError> {
+        let s = self.tcp(id);
+        match s.recv_slice(buf) {
+            Ok(n) => Ok(n),
+            Err(_) if s.recv_queue() == 0 => Err(NetError::Closed),
+            Err(_) => Ok(0),
+        }
+    }
+
+    /// Zero-copy read: `f` sees the contiguous readable bytes in the socket buffer and
+    /// returns how many it consumed and a result. `Err(Closed)` once the peer closed and
+    /// nothing is left.
+    pub fn recv_with<R>(&mut self, id: SocketId, f: impl FnOnce(&[u8]) -> (usize, R)) -> Result<R, NetError> {
+        let s = self.tcp(id);
+        if !s.may_recv() && s.recv_queue() == 0 {
+            return Err(NetError::Closed);
+        }
+        let mut f = Some(f);
+        let mut out = None;
+        let r = s.recv(|data| {
+            let (n, r) = (f.take().expect("called once"))(data);
+            out = Some(r);
+            (n.min(data.len()), ())
+        });
+        match (r, out) {
+            (Ok(()), Some(r)) => Ok(r),
+            _ => Err(NetError::Closed),
+        }
+    }
+
+    /// Queue bytes to send; returns how many fit (0 when the send buffer is full).
+    pub fn write(&mut self, id: SocketId, data: &[u8]) -> Result<usize, NetError> {
+        let s = self.tcp(id);
+        if !s.may_send() {
+            return Err(NetError::Closed);
+        }
+        s.send_slice(data).map_err(|_| NetError::Closed)
+    }
+
+    /// Zero-copy write: `f` fills the contiguous free space of the send buffer and
+    /// returns how many bytes it wrote and a result.
+    pub fn send_with<R>(&mut self, id: SocketId, f: impl FnOnce(&mut [u8]) -> (usize, R)) -> Result<R, NetError> {
+        let s = self.tcp(id);
+        if !s.may_send() {
+            return Err(NetError::Closed);
+        }
+        let mut f = Some(f);
+        let mut out = None;
+        let r = s.send(|space| {
+            let (n, r) = (f.take().expect("called once"))(space);
+            out = Some(r);
+            (n.min(space.len()), ())
+        });
+        match (r, out) {
+            (Ok(()), Some(r)) => Ok(r),
+            _ => Err(NetError::Closed),
+        }
+    }
+
+    /// Close our side gracefully (FIN after queued data). The socket is freed by the
+    /// engine when the connection is over; do not use the id afterwards.
+    pub fn close(&mut self, id: SocketId) {
+        self.tcp(id).close();
+        self.closing.push(id.0);
+    }
+
+    /// Reset the connection and free the socket now.
+    pub fn abort(&mut self, id: SocketId) {
+        self.tcp(id).abort();
+        self.closing.push(id.0);
+    }
+
+    // ---- UDP ----------------------------------------------------------------------
+
+    /// Bind a UDP socket to `port` (0: an ephemeral port).
+    pub fn udp_bind(&mut self, port: u16) -> Result<SocketId, NetError> {
+        let port = if port == 0 { self.ephemeral_port() } else { port };
+        let meta = || vec![udp::PacketMetadata::EMPTY; 64];
+        let mut s = udp::Socket::new(udp::PacketBuffer::new(meta(), vec![0; 256 * 1024]), udp::PacketBuffer::new(meta(), vec![0; 256 * 1024]));
+        s.bind(port).map_err(|_| NetError::PortInUse(port))?;
+        Ok(SocketId(self.sockets.add(s)))
+    }
+
+    /// Queue a datagram to `to`. Returns false if the send buffer is full (datagram not queued).
+    pub fn udp_send_to(&mut self, id: SocketId, data: &[u8], to: SocketAddrV4) -> Result<bool, NetError> {
+        let s = self.sockets.get_mut::<udp::Socket>(id.0);
+        match s.send_slice(data, IpEndpoint::new(IpAddress::Ipv4(*to.ip()), to.port())) {
+            Ok(()) => Ok(true),
+            Err(udp::SendError::BufferFull) => Ok(false),
+            Err(_) => Err(NetError::Invalid("udp send")),
+        }
+    }
+
+    /// Take one received datagram, if any: (length copied into `buf`, sender).
+    pub fn udp_recv_from(&mut self, id: SocketId, buf: &mut [u8]) -> Option<(usize, SocketAddrV4)> {
+        let s = self.sockets.get_mut::<udp::Socket>(id.0);
+        let (n, meta) = s.recv_slice(buf).ok()?;
+        let IpAddress::Ipv4(ip) = meta.endpoint.addr;
+        Some((n, SocketAddrV4::new(ip, meta.endpoint.port)))
+    }
+
+    /// Free a UDP socket.
+    pub fn udp_close(&mut self, id: SocketId) {
+        self.sockets.remove(id.0);
+    }
+
+    // ---- the loop -----------------------------------------------------------------
+
+    /// One round without the app: fast channels and RX → smoltcp → TX, then publish.
+    /// Returns true if anything happened (frames moved or sockets changed).
+    pub fn poll(&mut self) -> bool {
+        self.dev.maintain();
+        let before = self.dev.stats;
+        let now = self.now();
+        let changed = self.iface.poll(now, &mut self.dev, &mut self.sockets);
+        self.dev.flush();
+        self.reap_closed();
+        let after = self.dev.stats;
+        changed == smoltcp::iface::PollResult::SocketStateChanged
+            || after.rx_pipe_frames != before.rx_pipe_frames
+            || after.rx_fc_frames != before.rx_fc_frames
+            || after.tx_pipe_frames != before.tx_pipe_frames
+            || after.tx_fc_frames != before.tx_fc_frames
+    }
+
+    fn reap_closed(&mut self) {
+        if self.closing.is_empty() {
+            return;
+        }
+        let sockets = &mut self.sockets;
+        self.closing.retain(|&h| {
+            let done = matches!(sockets.get::<tcp::Socket>(h).state(), tcp::State::Closed | tcp::State::TimeWait);
+            if done {
+                sockets.remove(h);
+            }
+            !done
+        });
+    }
+
+    /// Run the app until it returns [`Control::Exit`]. Each round: receive, smoltcp,
+    /// `app`, transmit; when idle for `idle.spin`, sleep on the doorbells until a frame
+    /// arrives or a TCP timer is due.
+    pub fn run(&mut self, mut app: impl FnMut(&mut Engine) -> Control) {
+        let mut last_busy = std::time::Instant::now();
+        loop {
+            let mut busy = self.poll();
+            if app(self) == Control::Exit {
+                self.poll();
+                return;
+            }
+            busy |= self.poll();
+            let now = std::time::Instant::now();
+            if busy {
+                last_busy = now;
+                continue;
+            }
+            if now.duration_since(last_busy) < self.cfg.idle.spin {
+                core::hint::spin_loop();
+                continue;
+            }
+            self.sleep();
+            last_busy = std::time::Instant::now();
+        }
+    }
+
+    /// Sleep until a doorbell rings or smoltcp's next deadline (at most `idle.max_sleep`).
+    fn sleep(&mut self) {
+        let now = self.now();
+        let delay = self
+            .iface
+            .poll_delay(now, &self.sockets)
+            .map(|d| Duration::from_micros(d.total_micros()))
+            .unwrap_or(self.cfg.idle.max_sleep)
+            .min(self.cfg.idle.max_sleep);
+        if delay.is_zero() {
+            return;
+        }
+        // SAFETY: the bells point into mappings owned by `self.dev`, which is not changed
+        // between prepare and wait/cancel.
+        unsafe { self.sleeper.prepare(self.dev.bells()) };
+        if self.dev.has_rx_work() {
+            self.sleeper.cancel();
+        } else {
+            self.sleeper.wait(delay);
+        }
+    }
+}
+
+fn random_seed() -> u64 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let mut x = t.as_nanos() as u64 ^ ((std::process::id() as u64) << 32);
+    // splitmix64 finaliser: spread the bits.
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d049bb133111eb);
+    x ^ (x >> 31)
+}

@@ -75,6 +75,11 @@ pub struct FcEnd {
 }
 
 impl FcEnd {
+    /// The file this end mapped.
+    pub fn path(&self) -> &Path {
+        self.map.path()
+    }
+
     /// Map the fast-channel file at `path` as the side whose address is `my_ip`.
     pub fn attach(path: &Path, my_ip: Ipv4Addr) -> Result<FcEnd, AttachError> {
         let map = SharedMap::open(path).map_err(|err| AttachError::Open { path: path.to_path_buf(), err })?;

@@ -17,3 +17,4 @@ pub mod ring;
 pub mod shm;
 
 
+pub use engine::{Control, Engine, EngineConfig, ListenerId, NetError, SocketId};

@@ -1,1 +1,305 @@
-fn main() {}
+//! dn-echo: a TCP echo server and a verifying ping-pong client on the DockNet libOS.
+//!
+//! The server echoes every byte of every connection. The client sends `--count` messages
+//! of `--size` bytes, one at a time, reads each echo back whole, checks it byte for byte,
+//! and reports goodput and round-trip percentiles.
+
+use std::io::Write;
+use std::net::SocketAddrV4;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use docknet::{Control, Engine, EngineConfig, NetError, SocketId};
+
+#[derive(Parser)]
+#[command(name = "dn-echo", version, about = "TCP echo server and verifying ping-pong client on the DockNet libOS.\n\nThe pipe is found through DOCKNET_PIPE (a pipe directory, default /run/docknet/pipe).")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Echo every byte received on every connection.
+    Server {
+        /// TCP port to listen on.
+        #[arg(long, default_value_t = 7)]
+        port: u16,
+        /// Connections that may be in handshake at once (smoltcp has no backlog).
+        #[arg(long, default_value_t = 16)]
+        backlog: usize,
+        /// Socket buffer size per direction, bytes.
+        #[arg(long, default_value_t = 1 << 20)]
+        buffer: usize,
+    },
+    /// Send messages, verify their echoes, report goodput and latency.
+    Client {
+        /// Server address, IP:PORT.
+        #[arg(long)]
+        to: SocketAddrV4,
+        /// Message size in bytes (one message is one round trip).
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Measured messages.
+        #[arg(long, default_value_t = 1000)]
+        count: u64,
+        /// Unmeasured messages sent first.
+        #[arg(long, default_value_t = 0)]
+        warmup: u64,
+        /// Give up when nothing moves for this many seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout_s: u64,
+        /// Socket buffer size per direction, bytes.
+        #[arg(long, default_value_t = 1 << 20)]
+        buffer: usize,
+        /// Print one JSON line instead of the human summary.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let buffer = match &cli.cmd {
+        Cmd::Server { buffer, .. } | Cmd::Client { buffer, .. } => *buffer,
+    };
+    let mut cfg = EngineConfig::from_env();
+    cfg.tcp_rx_buffer = buffer;
+    cfg.tcp_tx_buffer = buffer;
+    let mut engine = match Engine::attach(cfg) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("dn-echo: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.cmd {
+        Cmd::Server { port, backlog, .. } => server(&mut engine, port, backlog),
+        Cmd::Client { to, size, count, warmup, timeout_s, json, .. } => {
+            client(&mut engine, to, size, count, warmup, Duration::from_secs(timeout_s), json)
+        }
+    }
+}
+
+struct Conn {
+    id: SocketId,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+fn server(engine: &mut Engine, port: u16, backlog: usize) -> ExitCode {
+    let listener = match engine.listen(port, backlog) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("dn-echo: cannot listen on port {port}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!("dn-echo: listening on {}:{port}", engine.local_ip());
+    let _ = std::io::stdout().flush();
+    let mut conns: Vec<Conn> = Vec::new();
+    engine.run(|e| {
+        while let Some(id) = e.accept(listener) {
+            log::info!("connection accepted");
+            conns.push(Conn { id, buf: vec![0; 256 * 1024], start: 0, end: 0 });
+        }
+        conns.retain_mut(|c| match echo(e, c) {
+            Ok(()) => true,
+            Err(_) => {
+                e.close(c.id);
+                false
+            }
+        });
+        Control::Continue
+    });
+    ExitCode::SUCCESS
+}
+
+/// Move what the connection received into its send buffer. `Err` when it is finished.
+fn echo(e: &mut Engine, c: &mut Conn) -> Result<(), NetError> {
+    loop {
+        if c.start < c.end {
+            let n = e.write(c.id, &c.buf[c.start..c.end])?;
+            c.start += n;
+            if c.start < c.end {
+                return Ok(());
+            }
+        }
+        c.start = 0;
+        c.end = 0;
+        let n = e.read(c.id, &mut c.buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        c.end = n;
+    }
+}
+
+/// Deterministic bytes: message `i` is `pattern[i % 256 ..][..size]`.
+fn pattern(size: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..size + 256)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+enum Phase {
+    Connecting,
+    Running,
+    Closing,
+}
+
+fn client(engine: &mut Engine, to: SocketAddrV4, size: usize, count: u64, warmup: u64, timeout: Duration, json: bool) -> ExitCode {
+    if size == 0 {
+        eprintln!("dn-echo: --size must be at least 1");
+        return ExitCode::from(2);
+    }
+    let id = match engine.connect(to) {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("dn-echo: cannot connect to {to}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let pat = pattern(size);
+    let total = warmup + count;
+    let mut rtts: Vec<u64> = Vec::with_capacity(count as usize);
+    let (mut msg, mut sent, mut got) = (0u64, 0usize, 0usize);
+    let mut msg_start = Instant::now();
+    let mut measure_start = Instant::now();
+    let mut measure_end = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut phase = Phase::Connecting;
+    let mut failure: Option<String> = None;
+    engine.run(|e| {
+        if last_progress.elapsed() > timeout {
+            failure = Some(format!("timed out after {}s without progress (message {msg}, sent {sent}, received {got} of {size} bytes)", timeout.as_secs()));
+            return Control::Exit;
+        }
+        match phase {
+            Phase::Connecting => {
+                if e.is_established(id) {
+                    phase = Phase::Running;
+                    last_progress = Instant::now();
+                    msg_start = Instant::now();
+                    measure_start = Instant::now();
+                } else if !e.is_open(id) {
+                    failure = Some(format!("connection to {to} refused or reset"));
+                    return Control::Exit;
+                }
+                Control::Continue
+            }
+            Phase::Running => {
+                let off = (msg % 256) as usize;
+                let expect = &pat[off..off + size];
+                if sent < size {
+                    match e.write(id, &expect[sent..]) {
+                        Ok(n) => {
+                            sent += n;
+                            if n > 0 {
+                                last_progress = Instant::now();
+                            }
+                        }
+                        Err(err) => {
+                            failure = Some(format!("send failed: {err}"));
+                            return Control::Exit;
+                        }
+                    }
+                }
+                loop {
+                    let r = e.recv_with(id, |data| {
+                        let n = data.len().min(size - got);
+                        let ok = data[..n] == expect[got..got + n];
+                        (n, (n, ok))
+                    });
+                    match r {
+                        Ok((0, _)) => break,
+                        Ok((n, true)) => {
+                            got += n;
+                            last_progress = Instant::now();
+                            if got == size {
+                                break;
+                            }
+                        }
+                        Ok((_, false)) => {
+                            failure = Some(format!("message {msg}: echoed bytes differ from sent bytes near offset {got}"));
+                            return Control::Exit;
+                        }
+                        Err(err) => {
+                            failure = Some(format!("message {msg}: {err} after {got} of {size} bytes"));
+                            return Control::Exit;
+                        }
+                    }
+                }
+                if got == size {
+                    let now = Instant::now();
+                    if msg >= warmup {
+                        rtts.push(now.duration_since(msg_start).as_nanos() as u64);
+                    }
+                    msg += 1;
+                    sent = 0;
+                    got = 0;
+                    msg_start = now;
+                    if msg == warmup {
+                        measure_start = now;
+                    }
+                    if msg == total {
+                        measure_end = now;
+                        e.close(id);
+                        phase = Phase::Closing;
+                        last_progress = Instant::now();
+                    }
+                }
+                Control::Continue
+            }
+            Phase::Closing => {
+                // Let the FIN go out (and be acknowledged) before the process exits.
+                if last_progress.elapsed() > Duration::from_millis(200) || !e.is_open(id) {
+                    Control::Exit
+                } else {
+                    Control::Continue
+                }
+            }
+        }
+    });
+    if let Some(f) = failure {
+        eprintln!("dn-echo: {f}");
+        return ExitCode::from(1);
+    }
+    let elapsed = measure_end.saturating_duration_since(measure_start).as_secs_f64().max(1e-9);
+    rtts.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if rtts.is_empty() {
+            return 0.0;
+        }
+        let i = ((rtts.len() as f64 * p).ceil() as usize).clamp(1, rtts.len()) - 1;
+        rtts[i] as f64 / 1000.0
+    };
+    let (p50, p99) = (pct(0.50), pct(0.99));
+    let goodput = size as f64 * count as f64 * 8.0 / elapsed / 1e9;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "size": size, "count": count,
+                "rtt_us_p50": p50, "rtt_us_p99": p99,
+                "one_way_us_p50": p50 / 2.0, "one_way_us_p99": p99 / 2.0,
+                "goodput_gbps": goodput, "elapsed_s": elapsed,
+            })
+        );
+    } else {
+        println!(
+            "dn-echo: {count} x {size} B echoed and verified: goodput {goodput:.3} Gbit/s, RTT p50 {p50:.1} us p99 {p99:.1} us (one-way p50 {:.1} us)",
+            p50 / 2.0
+        );
+    }
+    ExitCode::SUCCESS
+}
