@@ -1,0 +1,117 @@
+//! Property tests: whatever a peer writes into a channel's shared memory, the other side
+//! never panics, never hands out a frame outside its buffer area, and counts the faults.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use docknet::abi::{ChannelGeometry, Desc, RingIndices, HEADER_SIZE};
+use docknet::channel::{ChannelFaults, ChannelReceiver, ChannelSender};
+use docknet::shm::SharedMap;
+use proptest::prelude::*;
+
+/// A garbage write into the channel: (which region, offset within it, value).
+#[derive(Debug, Clone)]
+enum Scribble {
+    RingProd(u32),
+    RingCons(u32),
+    RetProd(u32),
+    RetCons(u32),
+    RingEntry(u32, Desc),
+    RetEntry(u32, Desc),
+}
+
+fn scribble() -> impl Strategy<Value = Scribble> {
+    let desc = (any::<u32>(), any::<u32>()).prop_map(|(buf, len)| Desc { buf: buf % 600, len: len % 20000, ..Default::default() });
+    let wild = (any::<u32>(), any::<u32>()).prop_map(|(buf, len)| Desc { buf, len, ..Default::default() });
+    prop_oneof![
+        any::<u32>().prop_map(Scribble::RingProd),
+        any::<u32>().prop_map(Scribble::RingCons),
+        any::<u32>().prop_map(Scribble::RetProd),
+        any::<u32>().prop_map(Scribble::RetCons),
+        (any::<u32>(), desc.clone()).prop_map(|(i, d)| Scribble::RingEntry(i, d)),
+        (any::<u32>(), wild).prop_map(|(i, d)| Scribble::RingEntry(i, d)),
+        (any::<u32>(), desc).prop_map(|(i, d)| Scribble::RetEntry(i, d)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #[test]
+    fn garbage_never_escapes_the_buffer_area(ops in proptest::collection::vec((scribble(), 0u8..4), 1..200)) {
+        let geo = ChannelGeometry::for_mtu(1500, 64);
+        let (layout, end) = geo.layout_at(HEADER_SIZE);
+        let path = std::env::temp_dir().join(format!("dn-prop-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let _ = std::fs::remove_file(&path);
+        let map = SharedMap::create(&path, end).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let faults = Arc::new(ChannelFaults::default());
+        // SAFETY (test): `map` outlives both ends; no bells.
+        let mut tx = unsafe { ChannelSender::new(&map, &layout, std::ptr::null(), faults.clone()) }.unwrap();
+        // SAFETY (test): as above.
+        let mut rx = unsafe { ChannelReceiver::new(&map, &layout, std::ptr::null(), faults.clone()) }.unwrap();
+        let ring = map.ptr_at::<RingIndices>(layout.ring_off as usize).unwrap();
+        let ret = map.ptr_at::<RingIndices>(layout.ret_off as usize).unwrap();
+        let entry = |r: *mut RingIndices, i: u32| -> *mut Desc {
+            // SAFETY (test): entries follow the indices; i masked to the ring size.
+            unsafe { (r as *mut u8).add(128).cast::<Desc>().add((i % layout.ring_size) as usize) }
+        };
+        let area = (layout.buf_off as usize, layout.buf_off as usize + (layout.nbufs * layout.buf_size) as usize);
+        for (op, action) in ops {
+            // SAFETY (test): all pointers are inside the mapping; atomics for indices.
+            unsafe {
+                match op {
+                    Scribble::RingProd(v) => (*ring).prod.store(v, Relaxed),
+                    Scribble::RingCons(v) => (*ring).cons.store(v, Relaxed),
+                    Scribble::RetProd(v) => (*ret).prod.store(v, Relaxed),
+                    Scribble::RetCons(v) => (*ret).cons.store(v, Relaxed),
+                    Scribble::RingEntry(i, d) => entry(ring, i).write_volatile(d),
+                    Scribble::RetEntry(i, d) => entry(ret, i).write_volatile(d),
+                }
+            }
+            match action {
+                0 => { tx.send_copy(&[0xab; 100]); tx.flush(); }
+                1 => {
+                    while let Some(f) = rx.recv() {
+                        let start = rx.frame_ptr(f) as usize - map.ptr_at::<u8>(0).unwrap() as usize;
+                        prop_assert!(start >= area.0 && start + f.len as usize <= area.1);
+                        prop_assert!(f.len as usize <= layout.buf_size as usize);
+                        rx.give_back(f.buf);
+                    }
+                    rx.flush();
+                }
+                2 => tx.reclaim(),
+                _ => { let _ = tx.alloc().map(|b| tx.cancel(b)); }
+            }
+        }
+    }
+}
+
+#[test]
+fn double_return_is_refused_and_counted() {
+    let geo = ChannelGeometry::for_mtu(1500, 8);
+    let (layout, end) = geo.layout_at(HEADER_SIZE);
+    let path = std::env::temp_dir().join(format!("dn-dbl-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let map = SharedMap::create(&path, end).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let faults = Arc::new(ChannelFaults::default());
+    // SAFETY (test): `map` outlives both ends.
+    let mut tx = unsafe { ChannelSender::new(&map, &layout, std::ptr::null(), faults.clone()) }.unwrap();
+    // SAFETY (test): as above.
+    let mut rx = unsafe { ChannelReceiver::new(&map, &layout, std::ptr::null(), faults.clone()) }.unwrap();
+    assert!(tx.send_copy(b"hello, frame"));
+    tx.flush();
+    let f = rx.recv().unwrap();
+    rx.give_back(f.buf);
+    rx.give_back(f.buf); // a lying receiver returns it twice
+    rx.give_back(7); // and one it never got
+    rx.flush();
+    tx.reclaim();
+    assert_eq!(faults.bad_return.load(Relaxed), 2);
+    // Exactly 8 buffers can be allocated: no duplicate entered the free list.
+    let mut n = 0;
+    while tx.alloc().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 8);
+}
