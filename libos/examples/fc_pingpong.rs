@@ -35,7 +35,12 @@ fn main() {
     let fc = da.join(FC_DIR).join("b.map");
     create_fc_file(&fc, (a.ipv4, a.mac), (b.ipv4, b.mac), mtu, 512).unwrap();
     std::fs::hard_link(&fc, db.join(FC_DIR).join("a.map")).unwrap();
-    let cfg = |dir: &Path| EngineConfig { pipe_dir: dir.to_path_buf(), tcp_rx_buffer: 1 << 20, tcp_tx_buffer: 1 << 20, ..EngineConfig::from_env() };
+    let cfg = |dir: &Path| EngineConfig {
+        pipe_dir: dir.to_path_buf(),
+        tcp_rx_buffer: 1 << 20,
+        tcp_tx_buffer: 1 << 20,
+        ..EngineConfig::from_env()
+    };
     let mut server = Engine::attach(cfg(&da)).unwrap();
     let mut client = Engine::attach(cfg(&db)).unwrap();
     std::thread::spawn(move || {
@@ -47,7 +52,9 @@ fn main() {
             if conn.is_none() {
                 conn = e.accept(l);
             }
-            let Some(id) = conn else { return Control::Continue };
+            let Some(id) = conn else {
+                return Control::Continue;
+            };
             loop {
                 if start < pending {
                     start += e.write(id, &buf[start..pending]).unwrap_or(0);

@@ -125,7 +125,11 @@ impl Doorbell {
     /// A doorbell in private memory (e.g. for a control thread to wake a data-path thread
     /// that sleeps on shared doorbells too).
     pub const fn new() -> Self {
-        Doorbell { sleeping: AtomicU32::new(0), wake: AtomicU32::new(0), _pad: [0; CACHE_LINE - 8] }
+        Doorbell {
+            sleeping: AtomicU32::new(0),
+            wake: AtomicU32::new(0),
+            _pad: [0; CACHE_LINE - 8],
+        }
     }
 }
 
@@ -244,7 +248,11 @@ impl ChannelGeometry {
     pub fn for_mtu(mtu: u32, nbufs: u32) -> Self {
         let frame = mtu as usize + ETH_HEADER_LEN;
         let buf_size = frame.div_ceil(CACHE_LINE) * CACHE_LINE;
-        ChannelGeometry { ring_size: nbufs.next_power_of_two(), nbufs, buf_size: buf_size as u32 }
+        ChannelGeometry {
+            ring_size: nbufs.next_power_of_two(),
+            nbufs,
+            buf_size: buf_size as u32,
+        }
     }
 
     /// Bytes this channel needs (rings and buffers), each part cache-aligned.
@@ -279,18 +287,38 @@ pub enum LayoutError {
     RingSize(u32),
     BufCount(u32),
     BufSize(u32),
-    OutOfFile { what: &'static str, end: u64, file_size: u64 },
+    OutOfFile {
+        what: &'static str,
+        end: u64,
+        file_size: u64,
+    },
     Overlap,
 }
 
 impl core::fmt::Display for LayoutError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            LayoutError::RingSize(n) => write!(f, "ring size {n} is not a power of two in 2..={MAX_RING_SIZE}"),
-            LayoutError::BufCount(n) => write!(f, "buffer count {n} is 0, above {MAX_BUFS}, or above the ring size"),
-            LayoutError::BufSize(n) => write!(f, "buffer size {n} is not a multiple of 64 in {MIN_BUF_SIZE}..={MAX_BUF_SIZE}"),
-            LayoutError::OutOfFile { what, end, file_size } => {
-                write!(f, "{what} ends at byte {end}, beyond the file's {file_size} bytes")
+            LayoutError::RingSize(n) => write!(
+                f,
+                "ring size {n} is not a power of two in 2..={MAX_RING_SIZE}"
+            ),
+            LayoutError::BufCount(n) => write!(
+                f,
+                "buffer count {n} is 0, above {MAX_BUFS}, or above the ring size"
+            ),
+            LayoutError::BufSize(n) => write!(
+                f,
+                "buffer size {n} is not a multiple of 64 in {MIN_BUF_SIZE}..={MAX_BUF_SIZE}"
+            ),
+            LayoutError::OutOfFile {
+                what,
+                end,
+                file_size,
+            } => {
+                write!(
+                    f,
+                    "{what} ends at byte {end}, beyond the file's {file_size} bytes"
+                )
             }
             LayoutError::Overlap => write!(f, "rings and buffers overlap the header or each other"),
         }
@@ -309,7 +337,7 @@ impl ChannelLayout {
             return Err(LayoutError::BufCount(self.nbufs));
         }
         let bs = self.buf_size;
-        if !(MIN_BUF_SIZE..=MAX_BUF_SIZE).contains(&bs) || bs % CACHE_LINE as u32 != 0 {
+        if !(MIN_BUF_SIZE..=MAX_BUF_SIZE).contains(&bs) || !bs.is_multiple_of(CACHE_LINE as u32) {
             return Err(LayoutError::BufSize(bs));
         }
         let ring_len = ring_bytes(rs) as u64;
@@ -321,9 +349,13 @@ impl ChannelLayout {
         for (what, off, len) in parts {
             let end = off.checked_add(len).ok_or(LayoutError::Overlap)?;
             if end > file_size {
-                return Err(LayoutError::OutOfFile { what, end, file_size });
+                return Err(LayoutError::OutOfFile {
+                    what,
+                    end,
+                    file_size,
+                });
             }
-            if off < HEADER_SIZE as u64 || off % CACHE_LINE as u64 != 0 {
+            if off < HEADER_SIZE as u64 || !off.is_multiple_of(CACHE_LINE as u64) {
                 return Err(LayoutError::Overlap);
             }
         }

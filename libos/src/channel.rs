@@ -66,7 +66,11 @@ fn parts(map: &SharedMap, l: &ChannelLayout) -> Option<Parts> {
         ring: unsafe { RingPtr::new(ring, l.ring_size) },
         // SAFETY: as above.
         ret: unsafe { RingPtr::new(ret, l.ring_size) },
-        bufs: BufArea { base, nbufs: l.nbufs, buf_size: l.buf_size },
+        bufs: BufArea {
+            base,
+            nbufs: l.nbufs,
+            buf_size: l.buf_size,
+        },
     })
 }
 
@@ -185,7 +189,12 @@ impl ChannelSender {
     /// list and `false` is returned: the frame is dropped.
     pub fn post(&mut self, buf: u32, len: usize) -> bool {
         debug_assert!(len <= self.buf_size());
-        let d = Desc { buf, len: len as u32, flags: 0, _reserved: 0 };
+        let d = Desc {
+            buf,
+            len: len as u32,
+            flags: 0,
+            _reserved: 0,
+        };
         match self.ring.push(d) {
             Ok(true) => {
                 self.lent[(buf / 64) as usize] |= 1 << (buf % 64);
@@ -209,7 +218,9 @@ impl ChannelSender {
         if frame.len() > self.buf_size() {
             return false;
         }
-        let Some(buf) = self.alloc() else { return false };
+        let Some(buf) = self.alloc() else {
+            return false;
+        };
         // SAFETY: the buffer is ours (allocated, not lent) and holds buf_size >= len bytes;
         // `frame` cannot overlap it (it is in a different buffer or private memory).
         unsafe { core::ptr::copy_nonoverlapping(frame.as_ptr(), self.buf_ptr(buf), frame.len()) };
@@ -248,7 +259,13 @@ impl ChannelReceiver {
         faults: std::sync::Arc<ChannelFaults>,
     ) -> Option<Self> {
         let p = parts(map, layout)?;
-        Some(ChannelReceiver { ring: Consumer::new(p.ring), ret: Producer::new(p.ret), bufs: p.bufs, sender_bell, faults })
+        Some(ChannelReceiver {
+            ring: Consumer::new(p.ring),
+            ret: Producer::new(p.ret),
+            bufs: p.bufs,
+            sender_bell,
+            faults,
+        })
     }
 
     /// Next posted frame, validated: its buffer index is in range and its length fits the
@@ -273,7 +290,10 @@ impl ChannelReceiver {
                 self.give_back(d.buf);
                 continue;
             }
-            return Some(RxFrame { buf: d.buf, len: d.len });
+            return Some(RxFrame {
+                buf: d.buf,
+                len: d.len,
+            });
         }
     }
 
@@ -285,7 +305,10 @@ impl ChannelReceiver {
 
     /// Return a consumed buffer to the sender (visible at the next flush).
     pub fn give_back(&mut self, buf: u32) {
-        match self.ret.push(Desc { buf, ..Default::default() }) {
+        match self.ret.push(Desc {
+            buf,
+            ..Default::default()
+        }) {
             Ok(true) => {}
             // The return ring holds as many entries as there are buffers, so it is full
             // only if the sender lies about its consumer index.

@@ -130,7 +130,9 @@ impl PipeDevice {
         self.route_hint = Route::Pipe;
         self.fcs.retain(|f| !f.is_closed());
         let dir: PathBuf = self.pipe.dir.join(FC_DIR);
-        let Ok(entries) = std::fs::read_dir(&dir) else { return };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             if path.extension().and_then(|e| e.to_str()) != Some("map") {
@@ -213,7 +215,8 @@ impl PipeDevice {
     /// The route for a frame by its destination: a live fast channel to the destination
     /// IPv4 address, else the pipe.
     fn route_for(&self, frame: &[u8]) -> Route {
-        if self.fcs.is_empty() || frame.len() < ETH_HEADER_LEN + 20 || frame[12..14] != [0x08, 0x00] {
+        if self.fcs.is_empty() || frame.len() < ETH_HEADER_LEN + 20 || frame[12..14] != [0x08, 0x00]
+        {
             return Route::Pipe;
         }
         let dst = Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33]);
@@ -245,7 +248,14 @@ impl phy::Device for PipeDevice {
         if let Some(reply) = self.local_arp.take() {
             self.arp_rx = reply;
             let ptr = self.arp_rx.as_ptr();
-            return Some((PipeRxToken { ptr, len: ARP_FRAME_LEN, _dev: core::marker::PhantomData }, PipeTxToken { dev: self }));
+            return Some((
+                PipeRxToken {
+                    ptr,
+                    len: ARP_FRAME_LEN,
+                    _dev: core::marker::PhantomData,
+                },
+                PipeTxToken { dev: self },
+            ));
         }
         let mut got = None;
         for i in 0..self.fcs.len() {
@@ -264,7 +274,14 @@ impl phy::Device for PipeDevice {
         let (route, frame) = got?;
         let ptr = self.receiver(route).frame_ptr(frame);
         self.pending_rx = Some((route, frame));
-        Some((PipeRxToken { ptr, len: frame.len as usize, _dev: core::marker::PhantomData }, PipeTxToken { dev: self }))
+        Some((
+            PipeRxToken {
+                ptr,
+                len: frame.len as usize,
+                _dev: core::marker::PhantomData,
+            },
+            PipeTxToken { dev: self },
+        ))
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<PipeTxToken<'_>> {
@@ -313,7 +330,11 @@ impl phy::TxToken for PipeTxToken<'_> {
                 guess = Route::Pipe;
             }
         }
-        let buf = if len <= dev.sender(guess).buf_size() { dev.sender(guess).alloc() } else { None };
+        let buf = if len <= dev.sender(guess).buf_size() {
+            dev.sender(guess).alloc()
+        } else {
+            None
+        };
         let Some(buf) = buf else {
             dev.stats.tx_no_buffer += 1;
             let n = len.min(dev.scratch.len());

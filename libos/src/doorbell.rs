@@ -32,7 +32,15 @@ fn futex_wake(word: &AtomicU32) {
     // SAFETY: FUTEX_WAKE on a valid, aligned u32 address; no memory is written by the
     // kernel. Not FUTEX_PRIVATE: the word is shared between processes.
     unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX, 0usize, 0usize, 0u32);
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            0usize,
+            0usize,
+            0u32,
+        );
     }
 }
 
@@ -91,12 +99,17 @@ impl Sleeper {
     /// Sleep until a watched doorbell rings or `timeout` passes, then clear `sleeping`.
     pub fn wait(&mut self, timeout: Duration) {
         if !self.waiters.is_empty() {
-            let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            let mut now = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
             // SAFETY: clock_gettime writes the timespec we pass.
             unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
             let total = now.tv_nsec as u64 + timeout.subsec_nanos() as u64;
             let deadline = libc::timespec {
-                tv_sec: now.tv_sec + timeout.as_secs().min(i32::MAX as u64) as i64 + (total / 1_000_000_000) as i64,
+                tv_sec: now.tv_sec
+                    + timeout.as_secs().min(i32::MAX as u64) as i64
+                    + (total / 1_000_000_000) as i64,
                 tv_nsec: (total % 1_000_000_000) as i64,
             };
             // SAFETY: `waiters` holds valid futex_waitv entries for live u32 words; the
@@ -140,6 +153,9 @@ pub struct IdlePolicy {
 
 impl Default for IdlePolicy {
     fn default() -> Self {
-        IdlePolicy { spin: Duration::from_micros(200), max_sleep: Duration::from_millis(100) }
+        IdlePolicy {
+            spin: Duration::from_micros(200),
+            max_sleep: Duration::from_millis(100),
+        }
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::time::Instant as SmolInstant;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 
 use crate::device::PipeDevice;
 use crate::doorbell::{IdlePolicy, Sleeper};
@@ -42,8 +42,15 @@ pub struct EngineConfig {
 impl EngineConfig {
     /// Defaults, with the pipe directory from `DOCKNET_PIPE` (or [`DEFAULT_PIPE_DIR`]).
     pub fn from_env() -> Self {
-        let pipe_dir = std::env::var_os(PIPE_ENV).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_PIPE_DIR));
-        EngineConfig { pipe_dir, tcp_rx_buffer: 256 * 1024, tcp_tx_buffer: 256 * 1024, idle: IdlePolicy::default() }
+        let pipe_dir = std::env::var_os(PIPE_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PIPE_DIR));
+        EngineConfig {
+            pipe_dir,
+            tcp_rx_buffer: 256 * 1024,
+            tcp_tx_buffer: 256 * 1024,
+            idle: IdlePolicy::default(),
+        }
     }
 }
 
@@ -123,7 +130,7 @@ impl Engine {
         iface.update_ip_addrs(|addrs| {
             let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(info.ipv4), info.prefix_len));
         });
-        let _ = iface.routes_mut().add_default_ipv4_route(Ipv4Address::from(info.gateway));
+        let _ = iface.routes_mut().add_default_ipv4_route(info.gateway);
         let next_port = 49152 + (random_seed() % 8192) as u16;
         Ok(Engine {
             dev,
@@ -212,7 +219,10 @@ impl Engine {
         }
         let pos = lst.pool.iter().position(|&h| {
             let s = self.sockets.get::<tcp::Socket>(h);
-            !matches!(s.state(), tcp::State::Listen | tcp::State::SynReceived | tcp::State::Closed)
+            !matches!(
+                s.state(),
+                tcp::State::Listen | tcp::State::SynReceived | tcp::State::Closed
+            )
         })?;
         let h = lst.pool.swap_remove(pos);
         let port = lst.port;
@@ -243,14 +253,18 @@ impl Engine {
         }
         let mut s = self.new_tcp_socket();
         let local = self.ephemeral_port();
-        s.connect(self.iface.context(), IpEndpoint::new(IpAddress::Ipv4(*remote.ip()), remote.port()), local)
-            .map_err(|_| NetError::Invalid("connect"))?;
+        s.connect(
+            self.iface.context(),
+            IpEndpoint::new(IpAddress::Ipv4(*remote.ip()), remote.port()),
+            local,
+        )
+        .map_err(|_| NetError::Invalid("connect"))?;
         Ok(SocketId(self.sockets.add(s)))
     }
 
     fn ephemeral_port(&mut self) -> u16 {
         let p = self.next_port;
-        self.next_port = if p >= 65535 { 49152 } else { p + 1 };
+        self.next_port = if p == 65535 { 49152 } else { p + 1 };
         p
     }
 
@@ -303,7 +317,11 @@ impl Engine {
     /// Zero-copy read: `f` sees the contiguous readable bytes in the socket buffer and
     /// returns how many it consumed and a result. `Err(Closed)` once the peer closed and
     /// nothing is left.
-    pub fn recv_with<R>(&mut self, id: SocketId, f: impl FnOnce(&[u8]) -> (usize, R)) -> Result<R, NetError> {
+    pub fn recv_with<R>(
+        &mut self,
+        id: SocketId,
+        f: impl FnOnce(&[u8]) -> (usize, R),
+    ) -> Result<R, NetError> {
         let s = self.tcp(id);
         if !s.may_recv() && s.recv_queue() == 0 {
             return Err(NetError::Closed);
@@ -332,7 +350,11 @@ impl Engine {
 
     /// Zero-copy write: `f` fills the contiguous free space of the send buffer and
     /// returns how many bytes it wrote and a result.
-    pub fn send_with<R>(&mut self, id: SocketId, f: impl FnOnce(&mut [u8]) -> (usize, R)) -> Result<R, NetError> {
+    pub fn send_with<R>(
+        &mut self,
+        id: SocketId,
+        f: impl FnOnce(&mut [u8]) -> (usize, R),
+    ) -> Result<R, NetError> {
         let s = self.tcp(id);
         if !s.may_send() {
             return Err(NetError::Closed);
@@ -367,15 +389,27 @@ impl Engine {
 
     /// Bind a UDP socket to `port` (0: an ephemeral port).
     pub fn udp_bind(&mut self, port: u16) -> Result<SocketId, NetError> {
-        let port = if port == 0 { self.ephemeral_port() } else { port };
+        let port = if port == 0 {
+            self.ephemeral_port()
+        } else {
+            port
+        };
         let meta = || vec![udp::PacketMetadata::EMPTY; 64];
-        let mut s = udp::Socket::new(udp::PacketBuffer::new(meta(), vec![0; 256 * 1024]), udp::PacketBuffer::new(meta(), vec![0; 256 * 1024]));
+        let mut s = udp::Socket::new(
+            udp::PacketBuffer::new(meta(), vec![0; 256 * 1024]),
+            udp::PacketBuffer::new(meta(), vec![0; 256 * 1024]),
+        );
         s.bind(port).map_err(|_| NetError::PortInUse(port))?;
         Ok(SocketId(self.sockets.add(s)))
     }
 
     /// Queue a datagram to `to`. Returns false if the send buffer is full (datagram not queued).
-    pub fn udp_send_to(&mut self, id: SocketId, data: &[u8], to: SocketAddrV4) -> Result<bool, NetError> {
+    pub fn udp_send_to(
+        &mut self,
+        id: SocketId,
+        data: &[u8],
+        to: SocketAddrV4,
+    ) -> Result<bool, NetError> {
         let s = self.sockets.get_mut::<udp::Socket>(id.0);
         match s.send_slice(data, IpEndpoint::new(IpAddress::Ipv4(*to.ip()), to.port())) {
             Ok(()) => Ok(true),
@@ -422,7 +456,10 @@ impl Engine {
         }
         let sockets = &mut self.sockets;
         self.closing.retain(|&h| {
-            let done = matches!(sockets.get::<tcp::Socket>(h).state(), tcp::State::Closed | tcp::State::TimeWait);
+            let done = matches!(
+                sockets.get::<tcp::Socket>(h).state(),
+                tcp::State::Closed | tcp::State::TimeWait
+            );
             if done {
                 sockets.remove(h);
             }
@@ -480,7 +517,9 @@ impl Engine {
 }
 
 fn random_seed() -> u64 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let mut x = t.as_nanos() as u64 ^ ((std::process::id() as u64) << 32);
     // splitmix64 finaliser: spread the bits.
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);

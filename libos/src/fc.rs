@@ -24,12 +24,20 @@ pub enum Side {
 }
 
 /// Create a fast-channel file at `path` for services `a` and `b`, sized for `mtu`.
-pub fn create_fc_file(path: &Path, a: (Ipv4Addr, [u8; 6]), b: (Ipv4Addr, [u8; 6]), mtu: u32, nbufs: u32) -> std::io::Result<SharedMap> {
+pub fn create_fc_file(
+    path: &Path,
+    a: (Ipv4Addr, [u8; 6]),
+    b: (Ipv4Addr, [u8; 6]),
+    mtu: u32,
+    nbufs: u32,
+) -> std::io::Result<SharedMap> {
     let geo = ChannelGeometry::for_mtu(mtu, nbufs);
     let (a_to_b, off) = geo.layout_at(HEADER_SIZE);
     let (b_to_a, end) = geo.layout_at(off);
     let map = SharedMap::create(path, end)?;
-    let hdr = map.ptr_at::<FcHeader>(0).expect("file is larger than the header");
+    let hdr = map
+        .ptr_at::<FcHeader>(0)
+        .expect("file is larger than the header");
     // SAFETY: a new file only we have mapped; header inside the mapping.
     unsafe {
         use core::ptr::addr_of_mut;
@@ -82,7 +90,10 @@ impl FcEnd {
 
     /// Map the fast-channel file at `path` as the side whose address is `my_ip`.
     pub fn attach(path: &Path, my_ip: Ipv4Addr) -> Result<FcEnd, AttachError> {
-        let map = SharedMap::open(path).map_err(|err| AttachError::Open { path: path.to_path_buf(), err })?;
+        let map = SharedMap::open(path).map_err(|err| AttachError::Open {
+            path: path.to_path_buf(),
+            err,
+        })?;
         check_magic_version(&map, FC_MAGIC)?;
         let hdr = map.ptr_at::<FcHeader>(0).expect("header fits: checked");
         let a_ip = Ipv4Addr::from(read_field!(hdr, a_ipv4));
@@ -92,10 +103,20 @@ impl FcEnd {
         let b_to_a: ChannelLayout = read_field!(hdr, b_to_a);
         check_layout(&map, "a_to_b", &a_to_b)?;
         check_layout(&map, "b_to_a", &b_to_a)?;
-        let (s1, e1) = (a_to_b.ring_off, a_to_b.buf_off + a_to_b.nbufs as u64 * a_to_b.buf_size as u64);
-        let (s2, e2) = (b_to_a.ring_off, b_to_a.buf_off + b_to_a.nbufs as u64 * b_to_a.buf_size as u64);
+        let (s1, e1) = (
+            a_to_b.ring_off,
+            a_to_b.buf_off + a_to_b.nbufs as u64 * a_to_b.buf_size as u64,
+        );
+        let (s2, e2) = (
+            b_to_a.ring_off,
+            b_to_a.buf_off + b_to_a.nbufs as u64 * b_to_a.buf_size as u64,
+        );
         if s1 < e2 && s2 < e1 {
-            return Err(AttachError::BadField { path: path.to_path_buf(), field: "b_to_a", why: "overlaps a_to_b".into() });
+            return Err(AttachError::BadField {
+                path: path.to_path_buf(),
+                field: "b_to_a",
+                why: "overlaps a_to_b".into(),
+            });
         }
         let side = if my_ip == a_ip {
             Side::A
@@ -115,8 +136,13 @@ impl FcEnd {
                 Side::B => (&(*hdr).b_attached, core::ptr::addr_of!((*hdr).a_bell)),
             }
         };
-        if let Err(pid) = mine.compare_exchange(0, std::process::id(), Ordering::AcqRel, Ordering::Acquire) {
-            return Err(AttachError::AlreadyAttached { path: path.to_path_buf(), pid });
+        if let Err(pid) =
+            mine.compare_exchange(0, std::process::id(), Ordering::AcqRel, Ordering::Acquire)
+        {
+            return Err(AttachError::AlreadyAttached {
+                path: path.to_path_buf(),
+                pid,
+            });
         }
         let (out_l, in_l, peer_ip, peer_mac) = match side {
             Side::A => (a_to_b, b_to_a, b_ip, b_mac),
@@ -126,10 +152,26 @@ impl FcEnd {
         let faults = Arc::new(ChannelFaults::default());
         // SAFETY: the map lives in the returned struct as long as the channel ends do.
         let (tx, rx) = unsafe {
-            (ChannelSender::new(&map, &out_l, peer_bell, faults.clone()), ChannelReceiver::new(&map, &in_l, core::ptr::null(), faults.clone()))
+            (
+                ChannelSender::new(&map, &out_l, peer_bell, faults.clone()),
+                ChannelReceiver::new(&map, &in_l, core::ptr::null(), faults.clone()),
+            )
         };
-        let bad = |field| AttachError::BadField { path: path.to_path_buf(), field, why: "out of file".into() };
-        Ok(FcEnd { side, my_ip, peer_ip, peer_mac, tx: tx.ok_or_else(|| bad("tx"))?, rx: rx.ok_or_else(|| bad("rx"))?, faults, map })
+        let bad = |field| AttachError::BadField {
+            path: path.to_path_buf(),
+            field,
+            why: "out of file".into(),
+        };
+        Ok(FcEnd {
+            side,
+            my_ip,
+            peer_ip,
+            peer_mac,
+            tx: tx.ok_or_else(|| bad("tx"))?,
+            rx: rx.ok_or_else(|| bad("rx"))?,
+            faults,
+            map,
+        })
     }
 
     fn header(&self) -> *mut FcHeader {

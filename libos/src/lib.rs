@@ -16,5 +16,4 @@ pub mod pipe;
 pub mod ring;
 pub mod shm;
 
-
 pub use engine::{Control, Engine, EngineConfig, ListenerId, NetError, SocketId};

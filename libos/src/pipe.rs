@@ -42,7 +42,11 @@ pub enum AttachError {
     /// Made by an incompatible version.
     Version { path: PathBuf, found: u32 },
     /// A header field is out of range.
-    BadField { path: PathBuf, field: &'static str, why: String },
+    BadField {
+        path: PathBuf,
+        field: &'static str,
+        why: String,
+    },
     /// Another live process holds it.
     AlreadyAttached { path: PathBuf, pid: u32 },
 }
@@ -54,7 +58,9 @@ impl std::fmt::Display for AttachError {
             AttachError::Truncated { path, len } => {
                 write!(f, "{} is truncated ({len} bytes)", path.display())
             }
-            AttachError::BadMagic { path } => write!(f, "{} is not a DockNet shared file", path.display()),
+            AttachError::BadMagic { path } => {
+                write!(f, "{} is not a DockNet shared file", path.display())
+            }
             AttachError::Version { path, found } => write!(
                 f,
                 "{} has ABI version {found}, this program speaks version {ABI_VERSION}",
@@ -67,7 +73,11 @@ impl std::fmt::Display for AttachError {
                 f,
                 "{} is already attached by pid {pid}{}",
                 path.display(),
-                if pid_alive(*pid) { "" } else { " (dead: remove and re-create the pipe)" }
+                if pid_alive(*pid) {
+                    ""
+                } else {
+                    " (dead: remove and re-create the pipe)"
+                }
             ),
         }
     }
@@ -78,7 +88,9 @@ impl std::error::Error for AttachError {}
 /// True if a process with this pid exists.
 pub fn pid_alive(pid: u32) -> bool {
     // SAFETY: kill with signal 0 only checks for existence and permission.
-    pid != 0 && (unsafe { libc::kill(pid as libc::pid_t, 0) } == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+    pid != 0
+        && (unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
+            || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }
 
 /// Read a plain (non-atomic) header field once. The peer could change it at any time; we
@@ -95,28 +107,45 @@ pub(crate) use read_field;
 pub(crate) fn check_magic_version(map: &SharedMap, magic: u64) -> Result<(), AttachError> {
     let path = map.path().to_path_buf();
     if map.len() < HEADER_SIZE {
-        return Err(AttachError::Truncated { path, len: map.len() });
+        return Err(AttachError::Truncated {
+            path,
+            len: map.len(),
+        });
     }
-    let m = map.ptr_at::<u64>(0).ok_or(AttachError::Truncated { path: path.clone(), len: map.len() })?;
+    let m = map.ptr_at::<u64>(0).ok_or(AttachError::Truncated {
+        path: path.clone(),
+        len: map.len(),
+    })?;
     // SAFETY: in bounds (ptr_at), read once.
     if unsafe { core::ptr::read_volatile(m) } != magic {
         return Err(AttachError::BadMagic { path });
     }
-    let v = map.ptr_at::<u32>(8).ok_or(AttachError::Truncated { path: path.clone(), len: map.len() })?;
+    let v = map.ptr_at::<u32>(8).ok_or(AttachError::Truncated {
+        path: path.clone(),
+        len: map.len(),
+    })?;
     // SAFETY: as above.
     let version = unsafe { core::ptr::read_volatile(v) };
     if version != ABI_VERSION {
-        return Err(AttachError::Version { path, found: version });
+        return Err(AttachError::Version {
+            path,
+            found: version,
+        });
     }
     Ok(())
 }
 
-pub(crate) fn check_layout(map: &SharedMap, which: &'static str, l: &ChannelLayout) -> Result<(), AttachError> {
-    l.validate(map.len() as u64).map_err(|e| AttachError::BadField {
-        path: map.path().to_path_buf(),
-        field: which,
-        why: e.to_string(),
-    })
+pub(crate) fn check_layout(
+    map: &SharedMap,
+    which: &'static str,
+    l: &ChannelLayout,
+) -> Result<(), AttachError> {
+    l.validate(map.len() as u64)
+        .map_err(|e| AttachError::BadField {
+            path: map.path().to_path_buf(),
+            field: which,
+            why: e.to_string(),
+        })
 }
 
 /// A pipe's identity as read (and validated) from its header.
@@ -135,7 +164,9 @@ pub struct PipeInfo {
 /// Read and validate the header of a mapped pipe file.
 pub fn read_pipe_info(map: &SharedMap) -> Result<PipeInfo, AttachError> {
     check_magic_version(map, PIPE_MAGIC)?;
-    let hdr = map.ptr_at::<PipeHeader>(0).expect("header fits: checked above");
+    let hdr = map
+        .ptr_at::<PipeHeader>(0)
+        .expect("header fits: checked above");
     let path = || map.path().to_path_buf();
     let info = PipeInfo {
         mac: read_field!(hdr, mac),
@@ -148,26 +179,46 @@ pub fn read_pipe_info(map: &SharedMap) -> Result<PipeInfo, AttachError> {
         tx: read_field!(hdr, tx),
     };
     if info.prefix_len == 0 || info.prefix_len > 30 {
-        return Err(AttachError::BadField { path: path(), field: "prefix_len", why: format!("{} not in 1..=30", info.prefix_len) });
+        return Err(AttachError::BadField {
+            path: path(),
+            field: "prefix_len",
+            why: format!("{} not in 1..=30", info.prefix_len),
+        });
     }
     if !(MIN_MTU..=MAX_MTU).contains(&info.mtu) {
-        return Err(AttachError::BadField { path: path(), field: "mtu", why: format!("{} not in {MIN_MTU}..={MAX_MTU}", info.mtu) });
+        return Err(AttachError::BadField {
+            path: path(),
+            field: "mtu",
+            why: format!("{} not in {MIN_MTU}..={MAX_MTU}", info.mtu),
+        });
     }
     if info.mac[0] & 1 != 0 {
-        return Err(AttachError::BadField { path: path(), field: "mac", why: "multicast address".into() });
+        return Err(AttachError::BadField {
+            path: path(),
+            field: "mac",
+            why: "multicast address".into(),
+        });
     }
     check_layout(map, "rx", &info.rx)?;
     check_layout(map, "tx", &info.tx)?;
     for l in [&info.rx, &info.tx] {
         if (l.buf_size as usize) < info.mtu as usize + ETH_HEADER_LEN {
-            return Err(AttachError::BadField { path: path(), field: "buf_size", why: format!("{} is below MTU {} + 14", l.buf_size, info.mtu) });
+            return Err(AttachError::BadField {
+                path: path(),
+                field: "buf_size",
+                why: format!("{} is below MTU {} + 14", l.buf_size, info.mtu),
+            });
         }
     }
     // The two channels must not overlap each other either.
     let spans = |l: &ChannelLayout| (l.ring_off, l.buf_off + l.nbufs as u64 * l.buf_size as u64);
     let (a, b) = (spans(&info.rx), spans(&info.tx));
     if a.0 < b.1 && b.0 < a.1 {
-        return Err(AttachError::BadField { path: path(), field: "tx", why: "overlaps rx".into() });
+        return Err(AttachError::BadField {
+            path: path(),
+            field: "tx",
+            why: "overlaps rx".into(),
+        });
     }
     Ok(info)
 }
@@ -179,7 +230,9 @@ pub fn create_pipe_file(dir: &Path, cfg: &PipeConfig) -> io::Result<SharedMap> {
     let (tx, end) = geo.layout_at(off);
     std::fs::create_dir_all(dir.join(FC_DIR))?;
     let map = SharedMap::create(&dir.join(PIPE_FILE), end)?;
-    let hdr = map.ptr_at::<PipeHeader>(0).expect("file is larger than the header");
+    let hdr = map
+        .ptr_at::<PipeHeader>(0)
+        .expect("file is larger than the header");
     // SAFETY: the file was just created by us and nobody else has mapped it yet; the
     // header lies inside the mapping (ptr_at). Fields are written through raw pointers.
     unsafe {
@@ -226,12 +279,27 @@ impl MasterPipeEnd {
         // ends; the bells are inside its header.
         let (rx, tx) = unsafe {
             (
-                ChannelSender::new(&map, &info.rx, core::ptr::addr_of!((*hdr).service_bell), faults.clone()),
+                ChannelSender::new(
+                    &map,
+                    &info.rx,
+                    core::ptr::addr_of!((*hdr).service_bell),
+                    faults.clone(),
+                ),
                 ChannelReceiver::new(&map, &info.tx, core::ptr::null(), faults.clone()),
             )
         };
-        let bad = |field| AttachError::BadField { path: map.path().to_path_buf(), field, why: "out of file".into() };
-        Ok(MasterPipeEnd { rx: rx.ok_or_else(|| bad("rx"))?, tx: tx.ok_or_else(|| bad("tx"))?, info, faults, map })
+        let bad = |field| AttachError::BadField {
+            path: map.path().to_path_buf(),
+            field,
+            why: "out of file".into(),
+        };
+        Ok(MasterPipeEnd {
+            rx: rx.ok_or_else(|| bad("rx"))?,
+            tx: tx.ok_or_else(|| bad("tx"))?,
+            info,
+            faults,
+            map,
+        })
     }
 
     /// The doorbell the master sleeps on for this pipe.
@@ -253,7 +321,9 @@ impl MasterPipeEnd {
     /// A handle for the control thread: header atomics only, safe to use while the data
     /// path owns this end.
     pub fn control(&self) -> PipeControl {
-        PipeControl { map: self.map.clone() }
+        PipeControl {
+            map: self.map.clone(),
+        }
     }
 }
 
@@ -293,7 +363,10 @@ impl ServicePipeEnd {
     /// Attach to the pipe in directory `dir` (its `pipe.map`), claiming it for this process.
     pub fn attach(dir: &Path) -> Result<Self, AttachError> {
         let path = dir.join(PIPE_FILE);
-        let map = SharedMap::open(&path).map_err(|err| AttachError::Open { path: path.clone(), err })?;
+        let map = SharedMap::open(&path).map_err(|err| AttachError::Open {
+            path: path.clone(),
+            err,
+        })?;
         let info = read_pipe_info(&map)?;
         let hdr = header(&map);
         // SAFETY: header in the live mapping; atomic field.
@@ -308,11 +381,27 @@ impl ServicePipeEnd {
         let (rx, tx) = unsafe {
             (
                 ChannelReceiver::new(&map, &info.rx, core::ptr::null(), faults.clone()),
-                ChannelSender::new(&map, &info.tx, core::ptr::addr_of!((*hdr).master_bell), faults.clone()),
+                ChannelSender::new(
+                    &map,
+                    &info.tx,
+                    core::ptr::addr_of!((*hdr).master_bell),
+                    faults.clone(),
+                ),
             )
         };
-        let bad = |field| AttachError::BadField { path: path.clone(), field, why: "out of file".into() };
-        Ok(ServicePipeEnd { rx: rx.ok_or_else(|| bad("rx"))?, tx: tx.ok_or_else(|| bad("tx"))?, info, faults, dir: dir.to_path_buf(), map })
+        let bad = |field| AttachError::BadField {
+            path: path.clone(),
+            field,
+            why: "out of file".into(),
+        };
+        Ok(ServicePipeEnd {
+            rx: rx.ok_or_else(|| bad("rx"))?,
+            tx: tx.ok_or_else(|| bad("tx"))?,
+            info,
+            faults,
+            dir: dir.to_path_buf(),
+            map,
+        })
     }
 
     /// The doorbell this service sleeps on for its pipe.

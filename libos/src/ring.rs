@@ -24,7 +24,8 @@ impl RingPtr {
     pub unsafe fn new(idx: *const RingIndices, size: u32) -> Self {
         debug_assert!(size.is_power_of_two());
         // SAFETY: the entries follow the indices inside the mapping, per the contract.
-        let entries = unsafe { (idx as *mut u8).add(core::mem::size_of::<RingIndices>()) } as *mut Desc;
+        let entries =
+            unsafe { (idx as *mut u8).add(core::mem::size_of::<RingIndices>()) } as *mut Desc;
         RingPtr { idx, entries, size }
     }
 
@@ -76,7 +77,12 @@ impl Producer {
     /// Start producing where the shared index says the producer is.
     pub fn new(ring: RingPtr) -> Self {
         let prod = ring.indices().prod.load(Ordering::Acquire);
-        Producer { ring, prod, published: prod, cached_cons: prod }
+        Producer {
+            ring,
+            prod,
+            published: prod,
+            cached_cons: prod,
+        }
     }
 
     /// Free slots, refreshing the consumer index from shared memory.
@@ -117,7 +123,12 @@ impl Consumer {
     /// Start consuming where the shared index says the consumer is.
     pub fn new(ring: RingPtr) -> Self {
         let cons = ring.indices().cons.load(Ordering::Acquire);
-        Consumer { ring, cons, published: cons, cached_prod: cons }
+        Consumer {
+            ring,
+            cons,
+            published: cons,
+            cached_prod: cons,
+        }
     }
 
     /// Descriptors ready, refreshing the producer index from shared memory.
@@ -175,7 +186,14 @@ mod tests {
         let (mut p, mut c) = (Producer::new(r), Consumer::new(r));
         for round in 0..10u32 {
             for i in 0..8 {
-                assert_eq!(p.push(Desc { buf: round * 8 + i, len: i, ..Default::default() }), Ok(true));
+                assert_eq!(
+                    p.push(Desc {
+                        buf: round * 8 + i,
+                        len: i,
+                        ..Default::default()
+                    }),
+                    Ok(true)
+                );
             }
             assert_eq!(p.push(Desc::default()), Ok(false));
             assert_eq!(c.pop(), Ok(None), "nothing visible before publish");
@@ -195,7 +213,9 @@ mod tests {
         r.indices().prod.store(1000, Ordering::Release);
         assert_eq!(c.pop(), Err(RingCorrupt));
         let mut p = Producer::new(r);
-        r.indices().cons.store(p.prod.wrapping_add(5), Ordering::Release);
+        r.indices()
+            .cons
+            .store(p.prod.wrapping_add(5), Ordering::Release);
         assert_eq!(p.free(), Err(RingCorrupt));
     }
 }

@@ -19,7 +19,11 @@ pub struct SharedMap {
 impl SharedMap {
     /// Create `path` (which must not exist) of `size` zero bytes and map it.
     pub fn create(path: &Path, size: usize) -> io::Result<Self> {
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
         file.set_len(size as u64)?;
         Self::map(file, path)
     }
@@ -32,7 +36,10 @@ impl SharedMap {
 
     fn map(file: File, path: &Path) -> io::Result<Self> {
         let map = MmapRaw::map_raw(&file)?;
-        Ok(SharedMap { map, path: path.to_path_buf() })
+        Ok(SharedMap {
+            map,
+            path: path.to_path_buf(),
+        })
     }
 
     /// Length of the mapping in bytes.
@@ -54,7 +61,7 @@ impl SharedMap {
     /// inside the mapping. The pointee may be changed by a peer at any time.
     pub fn ptr_at<T>(&self, off: usize) -> Option<*mut T> {
         let end = off.checked_add(core::mem::size_of::<T>())?;
-        if end > self.map.len() || off % core::mem::align_of::<T>() != 0 {
+        if end > self.map.len() || !off.is_multiple_of(core::mem::align_of::<T>()) {
             return None;
         }
         // SAFETY: off + size_of::<T>() <= len was checked above, so the result stays

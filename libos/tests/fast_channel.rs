@@ -35,7 +35,10 @@ fn tcp_echo_over_fast_channel_without_master() {
     create_fc_file(&fc, (a.ipv4, a.mac), (b.ipv4, b.mac), 9000, 256).unwrap();
     std::fs::hard_link(&fc, db.join(FC_DIR).join("a.map")).unwrap();
 
-    let cfg = |dir: &Path| EngineConfig { pipe_dir: dir.to_path_buf(), ..EngineConfig::from_env() };
+    let cfg = |dir: &Path| EngineConfig {
+        pipe_dir: dir.to_path_buf(),
+        ..EngineConfig::from_env()
+    };
     let mut server = Engine::attach(cfg(&da)).unwrap();
     let mut client = Engine::attach(cfg(&db)).unwrap();
     assert_eq!(client.device().fc_peers().collect::<Vec<_>>(), vec![a.ipv4]);
@@ -53,7 +56,9 @@ fn tcp_echo_over_fast_channel_without_master() {
             if conn.is_none() {
                 conn = e.accept(l);
             }
-            let Some(id) = conn else { return Control::Continue };
+            let Some(id) = conn else {
+                return Control::Continue;
+            };
             loop {
                 if start < pending {
                     match e.write(id, &buf[start..pending]) {
@@ -106,8 +111,14 @@ fn tcp_echo_over_fast_channel_without_master() {
     assert!(got == data, "echoed bytes differ");
     let cstats = client.device().stats;
     let sstats = srv.join().unwrap();
-    assert_eq!(cstats.tx_pipe_frames, 0, "client sent frames to the master: {cstats:?}");
-    assert_eq!(sstats.tx_pipe_frames, 0, "server sent frames to the master: {sstats:?}");
+    assert_eq!(
+        cstats.tx_pipe_frames, 0,
+        "client sent frames to the master: {cstats:?}"
+    );
+    assert_eq!(
+        sstats.tx_pipe_frames, 0,
+        "server sent frames to the master: {sstats:?}"
+    );
     assert!(cstats.tx_fc_frames > 100 && sstats.rx_fc_frames > 100);
     assert_eq!(client.device().faults(), 0);
     drop(client);

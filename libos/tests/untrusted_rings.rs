@@ -21,8 +21,16 @@ enum Scribble {
 }
 
 fn scribble() -> impl Strategy<Value = Scribble> {
-    let desc = (any::<u32>(), any::<u32>()).prop_map(|(buf, len)| Desc { buf: buf % 600, len: len % 20000, ..Default::default() });
-    let wild = (any::<u32>(), any::<u32>()).prop_map(|(buf, len)| Desc { buf, len, ..Default::default() });
+    let desc = (any::<u32>(), any::<u32>()).prop_map(|(buf, len)| Desc {
+        buf: buf % 600,
+        len: len % 20000,
+        ..Default::default()
+    });
+    let wild = (any::<u32>(), any::<u32>()).prop_map(|(buf, len)| Desc {
+        buf,
+        len,
+        ..Default::default()
+    });
     prop_oneof![
         any::<u32>().prop_map(Scribble::RingProd),
         any::<u32>().prop_map(Scribble::RingCons),
@@ -96,9 +104,11 @@ fn double_return_is_refused_and_counted() {
     std::fs::remove_file(&path).unwrap();
     let faults = Arc::new(ChannelFaults::default());
     // SAFETY (test): `map` outlives both ends.
-    let mut tx = unsafe { ChannelSender::new(&map, &layout, std::ptr::null(), faults.clone()) }.unwrap();
+    let mut tx =
+        unsafe { ChannelSender::new(&map, &layout, std::ptr::null(), faults.clone()) }.unwrap();
     // SAFETY (test): as above.
-    let mut rx = unsafe { ChannelReceiver::new(&map, &layout, std::ptr::null(), faults.clone()) }.unwrap();
+    let mut rx =
+        unsafe { ChannelReceiver::new(&map, &layout, std::ptr::null(), faults.clone()) }.unwrap();
     assert!(tx.send_copy(b"hello, frame"));
     tx.flush();
     let f = rx.recv().unwrap();

@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 use docknet::{Control, Engine, EngineConfig, NetError, SocketId};
 
 #[derive(Parser)]
-#[command(name = "dn-echo", version, about = "TCP echo server and verifying ping-pong client on the DockNet libOS.\n\nThe pipe is found through DOCKNET_PIPE (a pipe directory, default /run/docknet/pipe).")]
+#[command(
+    name = "dn-echo",
+    version,
+    about = "TCP echo server and verifying ping-pong client on the DockNet libOS.\n\nThe pipe is found through DOCKNET_PIPE (a pipe directory, default /run/docknet/pipe)."
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -77,9 +81,23 @@ fn main() -> ExitCode {
     };
     match cli.cmd {
         Cmd::Server { port, backlog, .. } => server(&mut engine, port, backlog),
-        Cmd::Client { to, size, count, warmup, timeout_s, json, .. } => {
-            client(&mut engine, to, size, count, warmup, Duration::from_secs(timeout_s), json)
-        }
+        Cmd::Client {
+            to,
+            size,
+            count,
+            warmup,
+            timeout_s,
+            json,
+            ..
+        } => client(
+            &mut engine,
+            to,
+            size,
+            count,
+            warmup,
+            Duration::from_secs(timeout_s),
+            json,
+        ),
     }
 }
 
@@ -104,7 +122,12 @@ fn server(engine: &mut Engine, port: u16, backlog: usize) -> ExitCode {
     engine.run(|e| {
         while let Some(id) = e.accept(listener) {
             log::info!("connection accepted");
-            conns.push(Conn { id, buf: vec![0; 256 * 1024], start: 0, end: 0 });
+            conns.push(Conn {
+                id,
+                buf: vec![0; 256 * 1024],
+                start: 0,
+                end: 0,
+            });
         }
         conns.retain_mut(|c| match echo(e, c) {
             Ok(()) => true,
@@ -157,7 +180,15 @@ enum Phase {
     Closing,
 }
 
-fn client(engine: &mut Engine, to: SocketAddrV4, size: usize, count: u64, warmup: u64, timeout: Duration, json: bool) -> ExitCode {
+fn client(
+    engine: &mut Engine,
+    to: SocketAddrV4,
+    size: usize,
+    count: u64,
+    warmup: u64,
+    timeout: Duration,
+    json: bool,
+) -> ExitCode {
     if size == 0 {
         eprintln!("dn-echo: --size must be at least 1");
         return ExitCode::from(2);
@@ -274,7 +305,10 @@ fn client(engine: &mut Engine, to: SocketAddrV4, size: usize, count: u64, warmup
         eprintln!("dn-echo: {f}");
         return ExitCode::from(1);
     }
-    let elapsed = measure_end.saturating_duration_since(measure_start).as_secs_f64().max(1e-9);
+    let elapsed = measure_end
+        .saturating_duration_since(measure_start)
+        .as_secs_f64()
+        .max(1e-9);
     rtts.sort_unstable();
     let pct = |p: f64| -> f64 {
         if rtts.is_empty() {
