@@ -166,6 +166,30 @@ impl ChannelSender {
         self.ret.release();
     }
 
+    /// Start over after a previous owner of this end went away: wait (up to `timeout`)
+    /// until the receiver consumed every frame already posted, then forget the buffers it
+    /// returned to the previous owner. All buffers are then ours and free; without this a
+    /// stale return could free a buffer the receiver still reads.
+    pub fn resync(&mut self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let drained = loop {
+            match self.ring.free() {
+                Ok(n) if n == self.ring_size() => break true,
+                Ok(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_micros(200))
+                }
+                _ => break false,
+            }
+        };
+        while let Ok(Some(_)) = self.ret.pop() {}
+        self.ret.release();
+        drained
+    }
+
+    fn ring_size(&self) -> u32 {
+        self.ring.size()
+    }
+
     /// A free buffer to write a frame into, or `None` if all are lent out.
     pub fn alloc(&mut self) -> Option<u32> {
         if self.free.is_empty() {
@@ -328,5 +352,16 @@ impl ChannelReceiver {
     /// True if frames are waiting.
     pub fn has_work(&mut self) -> bool {
         self.ring.has_work()
+    }
+
+    /// Hand back every waiting frame unread (stale frames left for a previous owner).
+    pub fn drain(&mut self) -> usize {
+        let mut n = 0;
+        while let Some(f) = self.recv() {
+            self.give_back(f.buf);
+            n += 1;
+        }
+        self.flush();
+        n
     }
 }

@@ -10,6 +10,7 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -23,6 +24,8 @@ use crate::pipe::AttachError;
 
 /// Environment variable naming the pipe directory.
 pub const PIPE_ENV: &str = "DOCKNET_PIPE";
+/// Environment variable overriding how long an idle engine spins before sleeping (µs).
+pub const SPIN_ENV: &str = "DOCKNET_SPIN_US";
 /// Where the pipe is mounted inside a container.
 pub const DEFAULT_PIPE_DIR: &str = "/run/docknet/pipe";
 
@@ -45,11 +48,15 @@ impl EngineConfig {
         let pipe_dir = std::env::var_os(PIPE_ENV)
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_PIPE_DIR));
+        let mut idle = IdlePolicy::default();
+        if let Some(us) = std::env::var(SPIN_ENV).ok().and_then(|v| v.parse().ok()) {
+            idle.spin = Duration::from_micros(us);
+        }
         EngineConfig {
             pipe_dir,
             tcp_rx_buffer: 256 * 1024,
             tcp_tx_buffer: 256 * 1024,
-            idle: IdlePolicy::default(),
+            idle,
         }
     }
 }
@@ -121,6 +128,7 @@ pub struct Engine {
 impl Engine {
     /// Attach to the pipe named by `cfg` and bring the interface up.
     pub fn attach(cfg: EngineConfig) -> Result<Engine, AttachError> {
+        install_signal_handlers();
         let mut dev = PipeDevice::attach(&cfg.pipe_dir)?;
         let info = dev.info().clone();
         let epoch = std::time::Instant::now();
@@ -379,6 +387,12 @@ impl Engine {
         self.closing.push(id.0);
     }
 
+    /// Sockets closed by the app whose connections are not finished yet (FIN not yet
+    /// acknowledged). An app that wants its last bytes delivered runs until this is 0.
+    pub fn closing_count(&self) -> usize {
+        self.closing.len()
+    }
+
     /// Reset the connection and free the socket now.
     pub fn abort(&mut self, id: SocketId) {
         self.tcp(id).abort();
@@ -467,13 +481,18 @@ impl Engine {
         });
     }
 
-    /// Run the app until it returns [`Control::Exit`]. Each round: receive, smoltcp,
+    /// Run the app until it returns [`Control::Exit`] or SIGTERM/SIGINT arrives (then
+    /// open connections are aborted). Each round: receive, smoltcp,
     /// `app`, transmit; when idle for `idle.spin`, sleep on the doorbells until a frame
     /// arrives or a TCP timer is due.
     pub fn run(&mut self, mut app: impl FnMut(&mut Engine) -> Control) {
         let mut last_busy = std::time::Instant::now();
         loop {
             let mut busy = self.poll();
+            if terminate_requested() {
+                self.abort_all();
+                return;
+            }
             if app(self) == Control::Exit {
                 self.poll();
                 return;
@@ -485,12 +504,25 @@ impl Engine {
                 continue;
             }
             if now.duration_since(last_busy) < self.cfg.idle.spin {
-                core::hint::spin_loop();
+                // Yield while spinning: with more busy engines than cores (the master and
+                // two services on two cores), a pure spin would hold the core for a whole
+                // scheduler slice while the thread that has our next frame waits for it.
+                std::thread::yield_now();
                 continue;
             }
             self.sleep();
             last_busy = std::time::Instant::now();
         }
+    }
+
+    /// Reset every TCP connection (peers learn at once instead of timing out).
+    fn abort_all(&mut self) {
+        for (_, sock) in self.sockets.iter_mut() {
+            if let smoltcp::socket::Socket::Tcp(t) = sock {
+                t.abort();
+            }
+        }
+        self.poll();
     }
 
     /// Sleep until a doorbell rings or smoltcp's next deadline (at most `idle.max_sleep`).
@@ -514,6 +546,36 @@ impl Engine {
             self.sleeper.wait(delay);
         }
     }
+}
+
+/// Set by SIGTERM/SIGINT; `Engine::run` returns when it sees it, so the pipe and fast
+/// channels are detached cleanly (and can be attached again).
+static TERMINATE: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_terminate(_sig: libc::c_int) {
+    TERMINATE.store(true, Ordering::Relaxed);
+}
+
+fn install_signal_handlers() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for sig in [libc::SIGTERM, libc::SIGINT] {
+            // SAFETY: a zeroed sigaction with a handler that only stores to an atomic
+            // (async-signal-safe); no SA_RESTART, so a futex sleep returns with EINTR and
+            // the loop notices the flag at once.
+            unsafe {
+                let mut sa: libc::sigaction = core::mem::zeroed();
+                sa.sa_sigaction = on_terminate as *const () as usize;
+                libc::sigemptyset(&mut sa.sa_mask);
+                libc::sigaction(sig, &sa, core::ptr::null_mut());
+            }
+        }
+    });
+}
+
+/// True once SIGTERM or SIGINT arrived.
+pub fn terminate_requested() -> bool {
+    TERMINATE.load(Ordering::Relaxed)
 }
 
 fn random_seed() -> u64 {

@@ -372,9 +372,6 @@ impl ServicePipeEnd {
         // SAFETY: header in the live mapping; atomic field.
         let attached = unsafe { &(*hdr).attached_pid };
         let me = std::process::id();
-        if let Err(pid) = attached.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire) {
-            return Err(AttachError::AlreadyAttached { path, pid });
-        }
         let map = Arc::new(map);
         let faults = Arc::new(ChannelFaults::default());
         // SAFETY: `map` lives in the returned struct as long as the channel ends.
@@ -394,9 +391,24 @@ impl ServicePipeEnd {
             field,
             why: "out of file".into(),
         };
+        let (mut rx, mut tx) = (rx.ok_or_else(|| bad("rx"))?, tx.ok_or_else(|| bad("tx"))?);
+        if let Err(pid) = attached.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire) {
+            return Err(AttachError::AlreadyAttached { path, pid });
+        }
+        // A previous service may have left frames and returned buffers behind.
+        let stale = rx.drain();
+        if !tx.resync(std::time::Duration::from_millis(500)) {
+            log::warn!(
+                "{}: the master did not drain the TX ring; is docknetd running?",
+                path.display()
+            );
+        }
+        if stale > 0 {
+            log::debug!("{}: dropped {stale} stale frames", path.display());
+        }
         Ok(ServicePipeEnd {
-            rx: rx.ok_or_else(|| bad("rx"))?,
-            tx: tx.ok_or_else(|| bad("tx"))?,
+            rx,
+            tx,
             info,
             faults,
             dir: dir.to_path_buf(),

@@ -96,6 +96,11 @@ impl Producer {
         Ok(self.ring.size - used)
     }
 
+    /// Number of slots.
+    pub fn size(&self) -> u32 {
+        self.ring.size
+    }
+
     /// Write one descriptor (not yet visible to the consumer). Returns false when full.
     pub fn push(&mut self, d: Desc) -> Result<bool, RingCorrupt> {
         if self.prod.wrapping_sub(self.cached_cons) >= self.ring.size && self.free()? == 0 {

@@ -292,8 +292,9 @@ fn client(
                 Control::Continue
             }
             Phase::Closing => {
-                // Let the FIN go out (and be acknowledged) before the process exits.
-                if last_progress.elapsed() > Duration::from_millis(200) || !e.is_open(id) {
+                // Let the FIN go out (and be acknowledged) before the process exits; the
+                // socket id is no longer ours to query once closed.
+                if last_progress.elapsed() > Duration::from_millis(200) || e.closing_count() == 0 {
                     Control::Exit
                 } else {
                     Control::Continue
