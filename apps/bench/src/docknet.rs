@@ -1,0 +1,131 @@
+//! Driving the DockNet binaries: `docknetd`, `docknetctl`, `dn-echo`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::cleanup::DirGuard;
+use crate::proc::{run_with_timeout, ChildGuard};
+
+/// Paths of the DockNet binaries.
+#[derive(Debug, Clone)]
+pub struct Bins {
+    pub docknetd: PathBuf,
+    pub docknetctl: PathBuf,
+    pub dn_echo: PathBuf,
+}
+
+/// Looks in `dir` (or, if `None`, next to our own executable).
+pub fn find_bins(dir: Option<&Path>) -> Result<Bins, String> {
+    let dir = match dir {
+        Some(d) => d.to_path_buf(),
+        None => std::env::current_exe()
+            .map_err(|e| format!("cannot locate own executable: {e}"))?
+            .parent()
+            .map(Path::to_path_buf)
+            .ok_or("own executable has no parent directory")?,
+    };
+    let find = |name: &str| {
+        let p = dir.join(name);
+        if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!(
+                "{name} not found in {} (build the workspace, or pass --bin-dir)",
+                dir.display()
+            ))
+        }
+    };
+    Ok(Bins {
+        docknetd: find("docknetd")?,
+        docknetctl: find("docknetctl")?,
+        dn_echo: find("dn-echo")?,
+    })
+}
+
+/// A running `docknetd` with its private run directory.
+/// Field order matters: the daemon is stopped before the directory is removed.
+pub struct Daemon {
+    proc: ChildGuard,
+    pub run: DirGuard,
+    pub bins: Bins,
+}
+
+impl Daemon {
+    /// Starts `docknetd --run-dir RUN --nic none` and waits until its control
+    /// socket answers `pipe ls`.
+    pub fn start(
+        bins: &Bins,
+        run_dir: PathBuf,
+        keep: bool,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let run = DirGuard::create(run_dir, keep).map_err(|e| format!("creating run dir: {e}"))?;
+        let mut cmd = Command::new(&bins.docknetd);
+        cmd.arg("--run-dir").arg(&run.path).args(["--nic", "none"]);
+        let proc = ChildGuard::spawn("docknetd", cmd)?;
+        let mut d = Daemon {
+            proc,
+            run,
+            bins: bins.clone(),
+        };
+        let sock = d.run.path.join("docknetd.sock");
+        let deadline = Instant::now() + timeout;
+        let mut last = String::from("control socket not created yet");
+        loop {
+            if let Some(status) = d.proc.exited() {
+                return Err(format!(
+                    "docknetd exited ({status}) during start-up; stderr: {}",
+                    d.proc.stderr_tail.digest()
+                ));
+            }
+            if sock.exists() {
+                match d.ctl(&["pipe", "ls"]) {
+                    Ok(_) => break,
+                    Err(e) => last = e,
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "docknetd not ready within {timeout:?}: {last}; docknetd stderr: {}",
+                    d.proc.stderr_tail.digest()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        log::info!("docknetd ready (run dir {})", d.run.path.display());
+        Ok(d)
+    }
+
+    /// Runs `docknetctl --run-dir RUN ARGS...`; returns its stdout.
+    pub fn ctl(&self, args: &[&str]) -> Result<String, String> {
+        let mut cmd = Command::new(&self.bins.docknetctl);
+        cmd.arg("--run-dir").arg(&self.run.path).args(args);
+        let out = run_with_timeout("docknetctl", cmd, Duration::from_secs(10))?;
+        if out.success {
+            Ok(out.stdout)
+        } else {
+            Err(format!(
+                "`docknetctl {}` failed ({}): {}",
+                args.join(" "),
+                out.status,
+                out.stderr_tail
+            ))
+        }
+    }
+
+    /// The directory of pipe `name` (what `DOCKNET_PIPE` points at).
+    pub fn pipe_dir(&self, name: &str) -> PathBuf {
+        self.run.path.join("pipes").join(name)
+    }
+
+    /// Daemon stderr so far (for error reports).
+    pub fn stderr_tail(&self) -> String {
+        self.proc.stderr_tail.digest()
+    }
+
+    /// `Some(status)` if the daemon died.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.proc.exited()
+    }
+}

@@ -1,0 +1,577 @@
+//! The `pingpong` benchmark: runs every selected path over every size and
+//! writes the table, the plot and the report.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use crate::docknet::{self, Daemon};
+use crate::netns::{self, BridgeTopology};
+use crate::proc::{run_with_timeout, ChildGuard};
+use crate::report::{self, HostInfo, Row, Skipped};
+use crate::sizes::{self, format_size};
+use crate::stats::PointResult;
+use crate::svg;
+
+/// One benchmarked path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    KernelLo,
+    KernelBridge,
+    DocknetMaster,
+    DocknetFc,
+}
+
+impl PathKind {
+    pub const ALL: [PathKind; 4] = [
+        PathKind::KernelLo,
+        PathKind::KernelBridge,
+        PathKind::DocknetMaster,
+        PathKind::DocknetFc,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PathKind::KernelLo => "kernel-lo",
+            PathKind::KernelBridge => "kernel-bridge",
+            PathKind::DocknetMaster => "docknet-master",
+            PathKind::DocknetFc => "docknet-fc",
+        }
+    }
+}
+
+impl fmt::Display for PathKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `--paths`: a comma-separated list of path names.
+#[derive(Debug, Clone)]
+pub struct PathList(pub Vec<PathKind>);
+
+impl FromStr for PathList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut v = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let k = PathKind::ALL
+                .into_iter()
+                .find(|k| k.name() == part)
+                .ok_or_else(|| {
+                    format!(
+                        "unknown path {part:?}; choose from {}",
+                        PathKind::ALL.map(PathKind::name).join(", ")
+                    )
+                })?;
+            if !v.contains(&k) {
+                v.push(k);
+            }
+        }
+        if v.is_empty() {
+            return Err("no paths given".into());
+        }
+        Ok(PathList(v))
+    }
+}
+
+/// `--sizes`: a comma-separated list of sizes.
+#[derive(Debug, Clone)]
+pub struct SizeList(pub Vec<usize>);
+
+impl FromStr for SizeList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        sizes::parse_sizes(s).map(SizeList)
+    }
+}
+
+/// Everything `pingpong` needs.
+#[derive(Debug, Clone)]
+pub struct PingPongArgs {
+    pub paths: Vec<PathKind>,
+    pub sizes: Vec<usize>,
+    pub count: Option<usize>,
+    pub seconds: f64,
+    pub warmup: Option<usize>,
+    pub out: PathBuf,
+    pub bin_dir: Option<PathBuf>,
+    pub timeout: Duration,
+    pub keep_run_dir: bool,
+    pub command_line: String,
+}
+
+/// Messages in the pilot run that sizes the default count.
+pub const PILOT_COUNT: usize = 50;
+const PILOT_WARMUP: usize = 5;
+
+/// Measured messages for a point: `--count`, or enough for `--seconds` given
+/// the time per round trip seen in the pilot run.
+pub fn count_for(a: &PingPongArgs, pilot_rtt_s: Option<f64>) -> usize {
+    if let Some(c) = a.count {
+        return c.max(1);
+    }
+    match pilot_rtt_s {
+        Some(rtt) if rtt > 0.0 && rtt.is_finite() => {
+            ((a.seconds / rtt).round() as usize).clamp(100, 1_000_000)
+        }
+        _ => 2000,
+    }
+}
+
+/// Warm-up messages: `--warmup`, or count / 20 within 10..=1000.
+pub fn warmup_for(a: &PingPongArgs, count: usize) -> usize {
+    a.warmup.unwrap_or_else(|| (count / 20).clamp(10, 1000))
+}
+
+/// Parses a client's stdout: the last line that is a JSON object.
+pub fn parse_point(stdout: &str, size: usize) -> Result<PointResult, String> {
+    let line = stdout
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('{'))
+        .ok_or_else(|| format!("no JSON line on stdout (got {:?})", stdout.trim()))?;
+    let p: PointResult =
+        serde_json::from_str(line).map_err(|e| format!("bad JSON line {line:?}: {e}"))?;
+    if p.size != size {
+        return Err(format!(
+            "client reported size {} for a {size}-byte run",
+            p.size
+        ));
+    }
+    Ok(p)
+}
+
+/// Runs one client process and turns its outcome into a point.
+fn run_point(
+    name: &str,
+    cmd: Command,
+    size: usize,
+    timeout: Duration,
+) -> Result<PointResult, String> {
+    let out = run_with_timeout(name, cmd, timeout)?;
+    if !out.success {
+        return Err(format!(
+            "{name}: {}; stderr: {}",
+            out.status, out.stderr_tail
+        ));
+    }
+    parse_point(&out.stdout, size).map_err(|e| format!("{name}: {e}"))
+}
+
+/// Measures every size with clients made by `client(size, count, warmup)`.
+/// `prepare(previous_point_failed)` runs before each point: it checks that the
+/// server is alive and may repair state a crashed client left behind; an
+/// error fails the point without running it.
+fn measure(
+    a: &PingPongArgs,
+    path: PathKind,
+    mut client: impl FnMut(usize, usize, usize) -> Command,
+    mut prepare: impl FnMut(bool) -> Result<(), String>,
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mut prev_failed = false;
+    let name = format!("{path} client");
+    for &size in &a.sizes {
+        eprint!("  {path:<14} {:>5} B ", format_size(size));
+        let t0 = Instant::now();
+        let mut point = || -> Result<PointResult, String> {
+            prepare(prev_failed)?;
+            let pilot_rtt = if a.count.is_none() {
+                let p = run_point(
+                    &format!("{name} (pilot)"),
+                    client(size, PILOT_COUNT, PILOT_WARMUP),
+                    size,
+                    a.timeout,
+                )?;
+                Some(p.elapsed_s / p.count.max(1) as f64)
+            } else {
+                None
+            };
+            let count = count_for(a, pilot_rtt);
+            let warmup = warmup_for(a, count);
+            eprint!("× {count} (+{warmup} warm-up) ... ");
+            run_point(&name, client(size, count, warmup), size, a.timeout)
+        };
+        let outcome = point();
+        while crate::cleanup::shutting_down() {
+            // The signal thread is cleaning up and will exit the process;
+            // don't report the point it just killed.
+            std::thread::park();
+        }
+        match &outcome {
+            Ok(p) => eprintln!(
+                "p50 {:.1} µs, p99 {:.1} µs, {:.3} Gbit/s [{:.1} s]",
+                p.one_way_us_p50,
+                p.one_way_us_p99,
+                p.goodput_gbps,
+                t0.elapsed().as_secs_f64()
+            ),
+            Err(e) => eprintln!("FAILED: {e}"),
+        }
+        prev_failed = outcome.is_err();
+        rows.push(Row {
+            path: path.name().to_string(),
+            size,
+            outcome,
+        });
+    }
+    rows
+}
+
+fn self_exe() -> Result<PathBuf, String> {
+    std::env::current_exe().map_err(|e| format!("cannot locate own executable: {e}"))
+}
+
+/// Adds the kernel client's arguments to `cmd`.
+fn kernel_client_args(cmd: &mut Command, to: &str, size: usize, count: usize, warmup: usize) {
+    cmd.args(["kernel-echo-client", "--to", to])
+        .args(["--size", &size.to_string()])
+        .args(["--count", &count.to_string()])
+        .args(["--warmup", &warmup.to_string()])
+        .arg("--json");
+}
+
+/// The address in a `listening on ADDR` line.
+fn listening_addr(line: &str) -> Result<String, String> {
+    line.rsplit(' ')
+        .next()
+        .filter(|s| s.parse::<std::net::SocketAddr>().is_ok())
+        .map(str::to_string)
+        .ok_or_else(|| format!("cannot parse server address from {line:?}"))
+}
+
+fn run_kernel_lo(a: &PingPongArgs) -> Result<Vec<Row>, String> {
+    let exe = self_exe()?;
+    let mut cmd = Command::new(&exe);
+    cmd.args(["kernel-echo-server", "--bind", "127.0.0.1:0"]);
+    let mut server = ChildGuard::spawn("kernel-lo server", cmd)?;
+    let addr = listening_addr(&server.wait_for_line("listening", Duration::from_secs(10))?)?;
+    let rows = measure(
+        a,
+        PathKind::KernelLo,
+        |size, count, warmup| {
+            let mut c = Command::new(&exe);
+            kernel_client_args(&mut c, &addr, size, count, warmup);
+            c
+        },
+        |_| match server.exited() {
+            Some(s) => Err(format!("kernel echo server exited ({s})")),
+            None => Ok(()),
+        },
+    );
+    Ok(rows)
+}
+
+fn run_kernel_bridge(a: &PingPongArgs) -> Result<Vec<Row>, String> {
+    if let Some(reason) = netns::unavailable_reason() {
+        return Err(reason);
+    }
+    let exe = self_exe()?;
+    let topo = BridgeTopology::create()?;
+    eprintln!("  topology: {}", topo.describe());
+    let bind = format!("{}:5201", topo.ip_b);
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &topo.ns_b.name])
+        .arg(&exe)
+        .args(["kernel-echo-server", "--bind", &bind]);
+    let mut server = ChildGuard::spawn("kernel-bridge server", cmd)?;
+    let addr = listening_addr(&server.wait_for_line("listening", Duration::from_secs(10))?)?;
+    let rows = measure(
+        a,
+        PathKind::KernelBridge,
+        |size, count, warmup| {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &topo.ns_a.name]).arg(&exe);
+            kernel_client_args(&mut c, &addr, size, count, warmup);
+            c
+        },
+        |_| match server.exited() {
+            Some(s) => Err(format!("kernel echo server exited ({s})")),
+            None => Ok(()),
+        },
+    );
+    drop(server);
+    drop(topo);
+    Ok(rows)
+}
+
+/// The daemon, started on first use and shared by both DockNet paths.
+struct DaemonSlot {
+    bins: Option<Result<docknet::Bins, String>>,
+    daemon: Option<Result<Daemon, String>>,
+}
+
+impl DaemonSlot {
+    fn get(&mut self, a: &PingPongArgs) -> Result<&mut Daemon, String> {
+        let bins = self
+            .bins
+            .get_or_insert_with(|| docknet::find_bins(a.bin_dir.as_deref()))
+            .clone()?;
+        self.daemon
+            .get_or_insert_with(|| {
+                let run = std::env::temp_dir().join(format!("dnbench-{}", std::process::id()));
+                Daemon::start(&bins, run, a.keep_run_dir, Duration::from_secs(15))
+            })
+            .as_mut()
+            .map_err(|e| e.clone())
+    }
+}
+
+fn run_docknet(
+    a: &PingPongArgs,
+    path: PathKind,
+    slot: &mut DaemonSlot,
+) -> Result<Vec<Row>, String> {
+    let d = slot.get(a)?;
+    let (srv, srv_ip, cli, cli_ip) = match path {
+        PathKind::DocknetFc => ("c", "10.88.0.4", "d", "10.88.0.5"),
+        _ => ("a", "10.88.0.2", "b", "10.88.0.3"),
+    };
+    d.ctl(&["pipe", "create", srv, "--ip", &format!("{srv_ip}/16")])?;
+    d.ctl(&["pipe", "create", cli, "--ip", &format!("{cli_ip}/16")])?;
+    if path == PathKind::DocknetFc {
+        d.ctl(&["fc", "create", srv, cli])?;
+    }
+    let mut cmd = Command::new(&d.bins.dn_echo);
+    cmd.env("DOCKNET_PIPE", d.pipe_dir(srv))
+        .args(["server", "--port", "7"]);
+    let mut server = ChildGuard::spawn(&format!("{path} dn-echo server"), cmd)?;
+    server
+        .wait_for_line("listening", Duration::from_secs(15))
+        .map_err(|e| format!("{e}; docknetd stderr: {}", d.stderr_tail()))?;
+    let to = format!("{srv_ip}:7");
+    let dn_echo = d.bins.dn_echo.clone();
+    let cli_pipe = d.pipe_dir(cli);
+    let rows = measure(
+        a,
+        path,
+        |size, count, warmup| {
+            let mut c = Command::new(&dn_echo);
+            c.env("DOCKNET_PIPE", &cli_pipe)
+                .args(["client", "--to", &to])
+                .args(["--size", &size.to_string()])
+                .args(["--count", &count.to_string()])
+                .args(["--warmup", &warmup.to_string()])
+                .arg("--json");
+            c
+        },
+        |prev_failed| {
+            if let Some(s) = server.exited() {
+                return Err(format!(
+                    "dn-echo server exited ({s}); stderr: {}",
+                    server.stderr_tail.digest()
+                ));
+            }
+            if let Some(s) = d.exited() {
+                return Err(format!(
+                    "docknetd exited ({s}); stderr: {}",
+                    d.stderr_tail()
+                ));
+            }
+            if prev_failed {
+                // A client that crashed leaves its pipe attached: re-create it.
+                log::debug!("re-creating pipe {cli} after a failed client");
+                if path == PathKind::DocknetFc {
+                    let _ = d.ctl(&["fc", "rm", srv, cli]);
+                }
+                d.ctl(&["pipe", "rm", cli])?;
+                d.ctl(&["pipe", "create", cli, "--ip", &format!("{cli_ip}/16")])?;
+                if path == PathKind::DocknetFc {
+                    d.ctl(&["fc", "create", srv, cli])?;
+                }
+            }
+            Ok(())
+        },
+    );
+    Ok(rows)
+}
+
+/// Runs the benchmark and writes the outputs.
+pub fn run(a: &PingPongArgs) -> Result<(), String> {
+    if !(a.seconds > 0.0 && a.seconds.is_finite()) {
+        return Err(format!(
+            "--seconds must be a positive number, not {}",
+            a.seconds
+        ));
+    }
+    let host = HostInfo::collect();
+    let sizes: Vec<String> = a.sizes.iter().map(|&s| format_size(s)).collect();
+    let count = match a.count {
+        Some(c) => format!("{c} messages per size"),
+        None => format!(
+            "~{} s per size (count from a {PILOT_COUNT}-message pilot)",
+            a.seconds
+        ),
+    };
+    eprintln!(
+        "pingpong: paths {}; sizes {}; {count}",
+        a.paths
+            .iter()
+            .map(|p| p.name())
+            .collect::<Vec<_>>()
+            .join(","),
+        sizes.join(",")
+    );
+    let mut rows = Vec::new();
+    let mut skipped = Vec::new();
+    let mut slot = DaemonSlot {
+        bins: None,
+        daemon: None,
+    };
+    for (i, &path) in a.paths.iter().enumerate() {
+        eprintln!("[{}/{}] {path}", i + 1, a.paths.len());
+        let r = match path {
+            PathKind::KernelLo => run_kernel_lo(a),
+            PathKind::KernelBridge => run_kernel_bridge(a),
+            PathKind::DocknetMaster | PathKind::DocknetFc => run_docknet(a, path, &mut slot),
+        };
+        match r {
+            Ok(mut v) => rows.append(&mut v),
+            Err(reason) => {
+                eprintln!("  skipping {path}: {reason}");
+                skipped.push(Skipped {
+                    path: path.name().into(),
+                    reason,
+                });
+            }
+        }
+    }
+    drop(slot);
+
+    let order: Vec<String> = a.paths.iter().map(|p| p.name().to_string()).collect();
+    let table = report::results_table(&rows);
+    println!("\n{table}");
+    println!("Ratios\n\n{}", report::ratios_section(&rows, &order));
+    for k in &skipped {
+        println!("skipped {}: {}", k.path, k.reason);
+    }
+
+    let md = report::markdown(&report::Report {
+        command: a.command_line.clone(),
+        host: &host,
+        rows: &rows,
+        skipped: &skipped,
+        path_order: &order,
+    });
+    let series: Vec<svg::Series> = order
+        .iter()
+        .filter(|p| rows.iter().any(|r| &r.path == *p))
+        .map(|p| svg::Series {
+            name: p.clone(),
+            points: rows
+                .iter()
+                .filter(|r| &r.path == p)
+                .filter_map(|r| r.outcome.as_ref().ok())
+                .map(|o| svg::SeriesPoint {
+                    size: o.size,
+                    goodput_gbps: o.goodput_gbps,
+                    one_way_us_p50: o.one_way_us_p50,
+                })
+                .collect(),
+        })
+        .collect();
+    let subtitle = format!(
+        "{} · {} ({} CPUs) · Linux {} · {}",
+        "TCP ping-pong, one connection, message echoed back",
+        host.cpu,
+        host.ncpu,
+        host.kernel,
+        host.date_utc
+    );
+    let svg_text = svg::render(
+        &series,
+        "Kernel TCP vs DockNet: goodput and one-way latency",
+        &subtitle,
+    );
+    let json = serde_json::json!({
+        "command": a.command_line,
+        "date": host.date_utc,
+        "kernel": host.kernel,
+        "cpu": host.cpu,
+        "skipped": skipped.iter().map(|k| serde_json::json!({"path": k.path, "reason": k.reason})).collect::<Vec<_>>(),
+        "results": rows.iter().map(|r| match &r.outcome {
+            Ok(p) => serde_json::json!({"path": r.path, "size": r.size, "result": p}),
+            Err(e) => serde_json::json!({"path": r.path, "size": r.size, "error": e}),
+        }).collect::<Vec<_>>(),
+    });
+    std::fs::create_dir_all(&a.out).map_err(|e| format!("creating {}: {e}", a.out.display()))?;
+    for (name, text) in [
+        ("pingpong.svg", svg_text),
+        ("pingpong.md", md),
+        (
+            "pingpong.json",
+            serde_json::to_string_pretty(&json).expect("serialize") + "\n",
+        ),
+    ] {
+        let p = a.out.join(name);
+        std::fs::write(&p, text).map_err(|e| format!("writing {}: {e}", p.display()))?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> PingPongArgs {
+        PingPongArgs {
+            paths: PathKind::ALL.to_vec(),
+            sizes: vec![64],
+            count: None,
+            seconds: 1.0,
+            warmup: None,
+            out: PathBuf::from("/nonexistent"),
+            bin_dir: None,
+            timeout: Duration::from_secs(1),
+            keep_run_dir: false,
+            command_line: String::new(),
+        }
+    }
+
+    #[test]
+    fn counts_follow_pilot_or_flags() {
+        let a = args();
+        // 20 µs per round trip, 1 s budget -> 50000 messages, 1000 warm-up (capped).
+        assert_eq!(count_for(&a, Some(20e-6)), 50_000);
+        assert_eq!(warmup_for(&a, 50_000), 1000);
+        // Slow path: clamped to at least 100 messages.
+        assert_eq!(count_for(&a, Some(0.5)), 100);
+        assert_eq!(warmup_for(&a, 100), 10);
+        // Absurdly fast: capped.
+        assert_eq!(count_for(&a, Some(1e-9)), 1_000_000);
+        assert_eq!(count_for(&a, Some(0.0)), 2000);
+        assert_eq!(count_for(&a, None), 2000);
+        let a = PingPongArgs {
+            count: Some(5),
+            warmup: Some(0),
+            ..args()
+        };
+        assert_eq!(count_for(&a, Some(20e-6)), 5);
+        assert_eq!(warmup_for(&a, 5), 0);
+    }
+
+    #[test]
+    fn parses_client_output() {
+        let out = "noise\n{\"size\":64,\"count\":2,\"rtt_us_p50\":1.0,\"rtt_us_p99\":2.0,\"one_way_us_p50\":0.5,\"one_way_us_p99\":1.0,\"goodput_gbps\":0.1,\"elapsed_s\":0.001}\n";
+        assert_eq!(parse_point(out, 64).unwrap().count, 2);
+        assert!(parse_point(out, 65).is_err());
+        assert!(parse_point("nothing", 64).is_err());
+        assert!(parse_point("{bad", 64).is_err());
+    }
+
+    #[test]
+    fn parses_paths_and_listen_lines() {
+        assert!("kernel-lo,,kernel-lo".parse::<PathList>().unwrap().0 == vec![PathKind::KernelLo]);
+        assert!("".parse::<PathList>().is_err());
+        assert_eq!(
+            listening_addr("listening on 127.0.0.1:4242").unwrap(),
+            "127.0.0.1:4242"
+        );
+        assert!(listening_addr("listening").is_err());
+    }
+}

@@ -1,0 +1,112 @@
+//! Per-point statistics: percentiles over round-trip times and the JSON line
+//! every client (ours and `dn-echo client --json`) prints.
+
+use serde::{Deserialize, Serialize};
+
+/// One measured point, exactly the JSON schema of `dn-echo client --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PointResult {
+    pub size: usize,
+    pub count: usize,
+    pub rtt_us_p50: f64,
+    pub rtt_us_p99: f64,
+    pub one_way_us_p50: f64,
+    pub one_way_us_p99: f64,
+    pub goodput_gbps: f64,
+    pub elapsed_s: f64,
+}
+
+/// Nearest-rank percentile of an ascending-sorted slice: the smallest value
+/// such that at least `p` percent of the samples are <= it.
+/// `p` is clamped to [0, 100]; an empty slice gives `None`.
+pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let p = p.clamp(0.0, 100.0);
+    let n = sorted.len();
+    let rank = ((p / 100.0) * n as f64).ceil() as usize; // 1-based
+    let idx = rank.clamp(1, n) - 1;
+    Some(sorted[idx])
+}
+
+/// Builds the result for `size`-byte messages from per-message round-trip
+/// times in nanoseconds. Elapsed time is the sum of the round trips.
+pub fn summarize(size: usize, rtts_ns: &[u64]) -> PointResult {
+    let mut us: Vec<f64> = rtts_ns.iter().map(|&ns| ns as f64 / 1000.0).collect();
+    us.sort_by(|a, b| a.total_cmp(b));
+    let p50 = percentile(&us, 50.0).unwrap_or(0.0);
+    let p99 = percentile(&us, 99.0).unwrap_or(0.0);
+    let elapsed_s = rtts_ns.iter().map(|&ns| ns as f64).sum::<f64>() / 1e9;
+    PointResult {
+        size,
+        count: rtts_ns.len(),
+        rtt_us_p50: p50,
+        rtt_us_p99: p99,
+        one_way_us_p50: p50 / 2.0,
+        one_way_us_p99: p99 / 2.0,
+        goodput_gbps: goodput_gbps(size, rtts_ns.len(), elapsed_s),
+        elapsed_s,
+    }
+}
+
+/// Payload bits in one direction per second, in Gbit/s.
+pub fn goodput_gbps(size: usize, count: usize, elapsed_s: f64) -> f64 {
+    if elapsed_s <= 0.0 {
+        return 0.0;
+    }
+    size as f64 * count as f64 * 8.0 / elapsed_s / 1e9
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), Some(50.0));
+        assert_eq!(percentile(&v, 99.0), Some(99.0));
+        assert_eq!(percentile(&v, 100.0), Some(100.0));
+        assert_eq!(percentile(&v, 0.0), Some(1.0));
+        assert_eq!(percentile(&v, 150.0), Some(100.0));
+    }
+
+    #[test]
+    fn percentile_small_and_empty() {
+        assert_eq!(percentile(&[], 50.0), None);
+        assert_eq!(percentile(&[7.0], 50.0), Some(7.0));
+        assert_eq!(percentile(&[7.0], 99.0), Some(7.0));
+        assert_eq!(percentile(&[1.0, 2.0], 50.0), Some(1.0));
+        assert_eq!(percentile(&[1.0, 2.0], 51.0), Some(2.0));
+        assert_eq!(percentile(&[1.0, 2.0, 3.0], 50.0), Some(2.0));
+        // 10 samples: p99 is the largest.
+        let v: Vec<f64> = (1..=10).map(f64::from).collect();
+        assert_eq!(percentile(&v, 99.0), Some(10.0));
+        assert_eq!(percentile(&v, 90.0), Some(9.0));
+    }
+
+    #[test]
+    fn summarize_computes_one_way_and_goodput() {
+        // 4 messages of 1000 bytes, each RTT 100 µs (unordered input).
+        let r = summarize(1000, &[100_000, 100_000, 100_000, 100_000]);
+        assert_eq!(r.count, 4);
+        assert!((r.rtt_us_p50 - 100.0).abs() < 1e-9);
+        assert!((r.one_way_us_p50 - 50.0).abs() < 1e-9);
+        assert!((r.elapsed_s - 400e-6).abs() < 1e-12);
+        // 4000 bytes * 8 / 400 µs = 80 Mbit/s.
+        assert!((r.goodput_gbps - 0.08).abs() < 1e-9);
+        let r = summarize(10, &[300, 100, 200]);
+        assert!((r.rtt_us_p50 - 0.2).abs() < 1e-9);
+        assert!((r.rtt_us_p99 - 0.3).abs() < 1e-9);
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let line = r#"{"size":1024,"count":10,"rtt_us_p50":130.5,"rtt_us_p99":200.0,"one_way_us_p50":65.25,"one_way_us_p99":100.0,"goodput_gbps":0.06,"elapsed_s":0.0013}"#;
+        let r: PointResult = serde_json::from_str(line).unwrap();
+        assert_eq!(r.size, 1024);
+        let back: PointResult = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+    }
+}
