@@ -1,1 +1,753 @@
+//! Harness for DockNet-rs system tests: builds the workspace's binaries once per test
+//! process, starts `docknetd` in a private run directory, runs `docknetctl` and services
+//! with timeouts, and cleans everything up on every exit path (guards with `Drop`).
+//!
+//! Set `DOCKNET_BIN_DIR` to a directory holding already-built `docknetd`, `docknetctl` and
+//! `dn-echo` to skip the build step.
 
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Counters `docknetctl stats --json` reports per pipe.
+pub const COUNTERS: &[&str] = &[
+    "tx_frames",
+    "tx_bytes",
+    "rx_frames",
+    "rx_bytes",
+    "bad_frame",
+    "arp_unknown",
+    "spoofed",
+    "no_route",
+    "not_attached",
+    "rx_full",
+    "unsupported",
+    "bad_desc",
+    "bad_return",
+    "ring_corrupt",
+    "arp_replies",
+    "too_big",
+];
+
+/// Default timeout for a `docknetctl` command.
+pub const CTL_TIMEOUT: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------
+// Locating (and building) the binaries under test
+
+/// The directory holding the workspace's binaries, built on first use with the same
+/// profile as this test binary.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("DOCKNET_BIN_DIR") {
+            return PathBuf::from(dir);
+        }
+        let exe = std::env::current_exe().expect("current_exe");
+        // Integration tests live in TARGET/PROFILE/deps/NAME-HASH.
+        let deps = exe.parent().expect("test exe has a parent dir");
+        let profile_dir = if deps.file_name() == Some(OsStr::new("deps")) {
+            deps.parent().expect("deps has a parent").to_path_buf()
+        } else {
+            deps.to_path_buf()
+        };
+        let profile = profile_dir
+            .file_name()
+            .and_then(|s| s.to_str())
+            .unwrap_or("debug")
+            .to_string();
+        let target_dir = profile_dir
+            .parent()
+            .expect("profile dir has a parent")
+            .to_path_buf();
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("Cargo.toml");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.arg("build")
+            .arg("--workspace")
+            .arg("--bins")
+            .arg("--manifest-path")
+            .arg(&manifest);
+        cmd.arg("--target-dir").arg(&target_dir);
+        match profile.as_str() {
+            "debug" => {}
+            "release" => {
+                cmd.arg("--release");
+            }
+            other => {
+                cmd.arg("--profile").arg(other);
+            }
+        }
+        eprintln!("[harness] building binaries: {cmd:?}");
+        let out = cmd.stdin(Stdio::null()).output().expect("run cargo build");
+        if !out.status.success() {
+            panic!(
+                "cargo build --bins failed ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        profile_dir
+    })
+}
+
+/// Path of a workspace binary (`docknetd`, `docknetctl`, `dn-echo`, …).
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "binary {} not found (did the build produce it?)",
+        p.display()
+    );
+    p
+}
+
+/// True when running as root (CI runs as root).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A unique scratch path `/tmp/dntest-<pid>-<counter>` (not created).
+pub fn unique_tmp() -> PathBuf {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    PathBuf::from(format!("/tmp/dntest-{}-{n}", std::process::id()))
+}
+
+// ---------------------------------------------------------------------------------------
+// Processes
+
+/// Run a command to completion with a timeout; on timeout the child is killed and the
+/// output so far is returned with an `Err`.
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output, (String, Output)> {
+    let desc = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {desc}: {e}"));
+    let out_reader = drain(child.stdout.take().expect("piped stdout"));
+    let err_reader = drain(child.stderr.take().expect("piped stderr"));
+    let start = Instant::now();
+    let (status, timed_out) = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break (st, false);
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            break (child.wait().expect("wait"), true);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let out = Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    };
+    if timed_out {
+        Err((format!("{desc} timed out after {timeout:?}"), out))
+    } else {
+        Ok(out)
+    }
+}
+
+fn drain<R: Read + Send + 'static>(mut r: R) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = r.read_to_end(&mut v);
+        v
+    })
+}
+
+/// Wait until a line containing `pat` appears on `stdout` (e.g. a child's piped stdout).
+/// Keeps draining the stream in the background afterwards so the child never blocks on
+/// a full pipe. Returns the matching line, or an error with everything read so far.
+pub fn wait_for_line<R: Read + Send + 'static>(
+    stdout: R,
+    pat: &str,
+    timeout: Duration,
+) -> Result<String, String> {
+    let (tx, rx) = mpsc::channel::<Result<String, String>>();
+    let pat = pat.to_string();
+    std::thread::spawn(move || {
+        let mut seen = String::new();
+        let mut found = false;
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if !found {
+                        seen.push_str(&line);
+                        if line.contains(&pat) {
+                            found = true;
+                            let _ = tx.send(Ok(line.trim_end().to_string()));
+                        }
+                    }
+                }
+            }
+        }
+        if !found {
+            let _ = tx.send(Err(format!(
+                "stream closed before a line containing {pat:?}; output was:\n{seen}"
+            )));
+        }
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(r) => r,
+        Err(_) => Err(format!("no line containing the pattern within {timeout:?}")),
+    }
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped.
+pub struct ChildGuard {
+    pub child: std::process::Child,
+    pub name: String,
+    /// Where its stderr goes, if anywhere.
+    pub log: Option<PathBuf>,
+}
+
+impl ChildGuard {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// True while the process has not exited.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Send a signal.
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: the child has not been reaped (we hold it un-waited unless `wait*` ran),
+        // so the pid still names it; kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+    }
+
+    /// Wait for exit with a timeout.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The tail of its stderr log (for failure messages).
+    pub fn log_tail(&self) -> String {
+        self.log.as_deref().map(log_tail).unwrap_or_default()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            let tail = self.log_tail();
+            if !tail.is_empty() {
+                eprintln!(
+                    "--- stderr of {} (pid {}) ---\n{tail}",
+                    self.name,
+                    self.child.id()
+                );
+            }
+        }
+    }
+}
+
+/// The last 40 lines of a log file.
+pub fn log_tail(path: &Path) -> String {
+    let s = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// `utime + stime` of a process in clock ticks, from /proc/PID/stat.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); utime is field 14, stime field 15.
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Clock ticks per second.
+pub fn clock_ticks_per_sec() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The daemon
+
+/// A running `docknetd` with its own run directory. Dropping it stops the daemon
+/// (SIGTERM, then SIGKILL) and removes the run directory.
+pub struct Daemon {
+    pub run_dir: PathBuf,
+    proc: ChildGuard,
+    services: AtomicU32,
+}
+
+impl Daemon {
+    /// Start `docknetd --run-dir <unique> --nic none` and wait until it answers.
+    pub fn start() -> Daemon {
+        Self::start_with(&[])
+    }
+
+    /// As [`Daemon::start`], with extra daemon arguments.
+    pub fn start_with(extra: &[&str]) -> Daemon {
+        let run_dir = unique_tmp();
+        let _ = std::fs::remove_dir_all(&run_dir);
+        std::fs::create_dir_all(&run_dir).expect("create run dir");
+        let log = run_dir.join("docknetd.log");
+        let child = Command::new(bin("docknetd"))
+            .arg("--run-dir")
+            .arg(&run_dir)
+            .args(["--nic", "none"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(File::create(run_dir.join("docknetd.out")).expect("create log"))
+            .stderr(File::create(&log).expect("create log"))
+            .spawn()
+            .expect("spawn docknetd");
+        let mut d = Daemon {
+            run_dir,
+            proc: ChildGuard {
+                child,
+                name: "docknetd".into(),
+                log: Some(log),
+            },
+            services: AtomicU32::new(0),
+        };
+        d.wait_ready(Duration::from_secs(15));
+        d
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) {
+        let sock = self.socket();
+        let start = Instant::now();
+        loop {
+            if !self.proc.alive() {
+                panic!("docknetd exited during start-up:\n{}", self.proc.log_tail());
+            }
+            if sock.exists() {
+                if let Ok(out) = self.try_ctl(&["pipe", "ls"], Duration::from_secs(5)) {
+                    if out.status.success() {
+                        return;
+                    }
+                }
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "docknetd not ready within {timeout:?}:\n{}",
+                    self.proc.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The control socket.
+    pub fn socket(&self) -> PathBuf {
+        self.run_dir.join("docknetd.sock")
+    }
+
+    /// The directory of pipe `name`.
+    pub fn pipe_dir(&self, name: &str) -> PathBuf {
+        self.run_dir.join("pipes").join(name)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    /// True while docknetd runs.
+    pub fn alive(&mut self) -> bool {
+        self.proc.alive()
+    }
+
+    /// The tail of docknetd's stderr.
+    pub fn log_tail(&self) -> String {
+        self.proc.log_tail()
+    }
+
+    fn try_ctl(&self, args: &[&str], timeout: Duration) -> Result<Output, String> {
+        let mut cmd = Command::new(bin("docknetctl"));
+        cmd.arg("--run-dir").arg(&self.run_dir).args(args);
+        run_with_timeout(&mut cmd, timeout).map_err(|(e, _)| e)
+    }
+
+    /// Run `docknetctl --run-dir DIR ARGS…` (panics if it hangs).
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        self.try_ctl(args, CTL_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{e}\ndocknetd log:\n{}", self.log_tail()))
+    }
+
+    /// Run `docknetctl`, assert success, return its stdout.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "docknetctl {args:?} failed ({}): {}{}\ndocknetd log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tail()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run `docknetctl`, assert it fails with exactly one line on stderr; return that line.
+    pub fn ctl_err(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "docknetctl {args:?} should have failed but succeeded: stdout {:?}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "docknetctl {args:?}: expected one error line on stderr, got {stderr:?}"
+        );
+        assert!(
+            !stderr.contains("panicked"),
+            "docknetctl {args:?} panicked: {stderr}"
+        );
+        lines[0].to_string()
+    }
+
+    /// `pipe create NAME --ip IP` (+ extra args); returns the printed pipe directory.
+    pub fn create_pipe(&self, name: &str, ip: &str, extra: &[&str]) -> PathBuf {
+        let mut args = vec!["pipe", "create", name, "--ip", ip];
+        args.extend_from_slice(extra);
+        let out = self.ctl_ok(&args);
+        let dir = self.pipe_dir(name);
+        assert!(
+            out.trim().is_empty() || out.trim() == dir.to_string_lossy(),
+            "pipe create printed {out:?}, expected {}",
+            dir.display()
+        );
+        assert!(
+            dir.join("pipe.map").exists(),
+            "{}/pipe.map missing after pipe create",
+            dir.display()
+        );
+        dir
+    }
+
+    /// `stats [NAME] --json`, parsed.
+    pub fn stats(&self, name: Option<&str>) -> Value {
+        let mut args = vec!["stats"];
+        args.extend(name);
+        args.push("--json");
+        let out = self.ctl_ok(&args);
+        serde_json::from_str(out.trim())
+            .unwrap_or_else(|e| panic!("stats --json is not JSON ({e}): {out}"))
+    }
+
+    /// Start a service (e.g. `dn-echo server --port 7`) attached to pipe `pipe`; its
+    /// stdout is returned for [`wait_for_line`], its stderr goes to a log in the run dir.
+    pub fn spawn_service(
+        &self,
+        pipe: &str,
+        bin_name: &str,
+        args: &[&str],
+    ) -> (ChildGuard, std::process::ChildStdout) {
+        let n = self.services.fetch_add(1, Ordering::Relaxed);
+        let log = self.run_dir.join(format!("{bin_name}-{pipe}-{n}.log"));
+        let mut child = Command::new(bin(bin_name))
+            .args(args)
+            .env("DOCKNET_PIPE", self.pipe_dir(pipe))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(File::create(&log).expect("create service log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {bin_name}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        (
+            ChildGuard {
+                child,
+                name: format!("{bin_name} on {pipe}"),
+                log: Some(log),
+            },
+            stdout,
+        )
+    }
+
+    /// Start `dn-echo server --port PORT` on `pipe` and wait until it is listening.
+    pub fn echo_server(&self, pipe: &str, port: u16) -> ChildGuard {
+        let port = port.to_string();
+        let (mut g, stdout) = self.spawn_service(pipe, "dn-echo", &["server", "--port", &port]);
+        if let Err(e) = wait_for_line(stdout, "listening", Duration::from_secs(20)) {
+            let alive = g.alive();
+            panic!(
+                "dn-echo server on {pipe} not listening: {e}\n(alive: {alive})\nits stderr:\n{}\ndocknetd log:\n{}",
+                g.log_tail(),
+                self.log_tail()
+            );
+        }
+        g
+    }
+
+    /// Run `dn-echo client ARGS…` on `pipe` to completion (with a timeout).
+    pub fn echo_client(&self, pipe: &str, args: &[&str], timeout: Duration) -> Output {
+        let mut cmd = Command::new(bin("dn-echo"));
+        cmd.arg("client")
+            .args(args)
+            .env("DOCKNET_PIPE", self.pipe_dir(pipe));
+        match run_with_timeout(&mut cmd, timeout) {
+            Ok(out) => out,
+            Err((e, out)) => panic!(
+                "{e}\nstdout: {}\nstderr: {}\ndocknetd log:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                self.log_tail()
+            ),
+        }
+    }
+
+    /// Run an echo client and assert it verified everything (exit 0). Returns stdout.
+    pub fn echo_ok(
+        &self,
+        pipe: &str,
+        to: &str,
+        size: usize,
+        count: usize,
+        timeout: Duration,
+    ) -> String {
+        let (size_s, count_s) = (size.to_string(), count.to_string());
+        let args = ["--to", to, "--size", &size_s, "--count", &count_s];
+        let start = Instant::now();
+        let out = self.echo_client(pipe, &args, timeout);
+        assert!(
+            out.status.success(),
+            "dn-echo client {args:?} on {pipe} failed ({}):\nstdout: {}\nstderr: {}\ndocknetd log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tail()
+        );
+        eprintln!(
+            "[echo] {size} B x {count} from {pipe} to {to}: ok in {:.2?}",
+            start.elapsed()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.proc.child.try_wait() {
+            self.proc.signal(libc::SIGTERM);
+            if self.proc.wait_timeout(Duration::from_secs(5)).is_none() {
+                eprintln!("[harness] docknetd did not stop on SIGTERM within 5 s; killing it");
+                let _ = self.proc.child.kill();
+                let _ = self.proc.child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- docknetd log ({}) ---\n{}",
+                self.run_dir.display(),
+                self.proc.log_tail()
+            );
+        }
+        // If docknetd died without cleaning up, it may have left a tmpfs mounted.
+        let pipes = self.run_dir.join("pipes");
+        if is_root() && is_mountpoint(&pipes) {
+            if let Ok(c) = std::ffi::CString::new(pipes.as_os_str().as_encoded_bytes()) {
+                // SAFETY: `c` is a valid NUL-terminated path; umount2 has no memory
+                // preconditions beyond that.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+}
+
+/// True if `p` is listed as a mount point in /proc/self/mountinfo.
+pub fn is_mountpoint(p: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let p = p.to_string_lossy();
+    info.lines()
+        .any(|l| l.split_whitespace().nth(4) == Some(&*p))
+}
+
+// ---------------------------------------------------------------------------------------
+// Stats
+
+/// The stats object of pipe `pipe` inside a `stats --json` document: the value under a
+/// key named `pipe`, or an object in an array whose `"name"` is `pipe` (searched
+/// recursively, so any nesting works).
+pub fn pipe_stats<'a>(v: &'a Value, pipe: &str) -> Option<&'a Value> {
+    match v {
+        Value::Object(m) => {
+            if let Some(x) = m.get(pipe) {
+                if x.is_object() {
+                    return Some(x);
+                }
+            }
+            if m.get("name").and_then(Value::as_str) == Some(pipe) {
+                return Some(v);
+            }
+            m.values().find_map(|x| pipe_stats(x, pipe))
+        }
+        Value::Array(a) => a.iter().find_map(|x| pipe_stats(x, pipe)),
+        _ => None,
+    }
+}
+
+/// Sum of every numeric value under key `counter` anywhere inside `v`; `None` if the
+/// counter does not appear at all.
+pub fn counter_in(v: &Value, counter: &str) -> Option<u64> {
+    fn walk(v: &Value, counter: &str, acc: &mut Option<u64>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    if k == counter {
+                        if let Some(n) = x.as_u64() {
+                            *acc = Some(acc.unwrap_or(0) + n);
+                            continue;
+                        }
+                    }
+                    walk(x, counter, acc);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, counter, acc)),
+            _ => {}
+        }
+    }
+    let mut acc = None;
+    walk(v, counter, &mut acc);
+    acc
+}
+
+/// Counter `counter` of pipe `pipe` in a stats document; panics with the document if the
+/// pipe or counter is missing.
+pub fn counter(v: &Value, pipe: &str, counter: &str) -> u64 {
+    let p = pipe_stats(v, pipe).unwrap_or_else(|| panic!("no stats for pipe {pipe} in {v}"));
+    counter_in(p, counter).unwrap_or_else(|| panic!("no counter {counter} for pipe {pipe} in {p}"))
+}
+
+// ---------------------------------------------------------------------------------------
+// Randomness
+
+/// xorshift64* — a small seeded PRNG so failures are reproducible without extra crates.
+#[derive(Clone, Debug)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn new(seed: u64) -> Self {
+        XorShift(seed.max(1))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn next_u32(&mut self) -> u32 {
+        (self.next_u64() >> 32) as u32
+    }
+
+    /// Uniform-ish in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// True with probability `1/n`.
+    pub fn one_in(&mut self, n: u64) -> bool {
+        self.below(n) == 0
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let r = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&r[..chunk.len()]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_found_at_any_nesting() {
+        let flat: Value =
+            serde_json::json!({"a": {"tx_frames": 3, "bad_desc": 1}, "b": {"tx_frames": 5}});
+        assert_eq!(counter(&flat, "a", "tx_frames"), 3);
+        assert_eq!(counter(&flat, "b", "tx_frames"), 5);
+        let nested: Value = serde_json::json!({"pipes": {"a": {"counters": {"tx_frames": 3}, "faults": {"tx": {"bad_desc": 2}, "rx": {"bad_desc": 1}}}}});
+        assert_eq!(counter(&nested, "a", "tx_frames"), 3);
+        assert_eq!(counter(&nested, "a", "bad_desc"), 3);
+        let list: Value = serde_json::json!({"pipes": [{"name": "a", "tx_frames": 7}, {"name": "b", "tx_frames": 9}]});
+        assert_eq!(counter(&list, "b", "tx_frames"), 9);
+        assert!(pipe_stats(&list, "c").is_none());
+        assert_eq!(counter_in(&flat, "nope"), None);
+    }
+
+    #[test]
+    fn proc_stat_parses_for_self() {
+        assert!(cpu_ticks(std::process::id()).is_some());
+        assert!(clock_ticks_per_sec() > 0);
+    }
+
+    #[test]
+    fn xorshift_is_deterministic() {
+        let (mut a, mut b) = (XorShift::new(42), XorShift::new(42));
+        for _ in 0..100 {
+            assert_eq!(a.next_u64(), b.next_u64());
+        }
+        assert!(a.below(10) < 10);
+    }
+
+    #[test]
+    fn wait_for_line_finds_and_times_out() {
+        let data: &'static [u8] = b"starting\nserver listening on 10.0.0.1:7\nmore\n";
+        assert_eq!(
+            wait_for_line(data, "listening", Duration::from_secs(1)).unwrap(),
+            "server listening on 10.0.0.1:7"
+        );
+        assert!(
+            wait_for_line(&b"nothing here\n"[..], "listening", Duration::from_secs(1)).is_err()
+        );
+    }
+}

@@ -1,0 +1,55 @@
+//! Two services joined by a fast channel exchange byte-exact echo streams without the
+//! master switching their data.
+
+use std::time::Duration;
+
+use docknet_tests::{counter, Daemon};
+
+const MIB16: usize = 16 * 1024 * 1024;
+/// What the master may still carry for the pair (ARP and the like before the FC is in
+/// use): far below the ~17 MiB each way that the test moves.
+const MASTER_BYTES_LIMIT: u64 = 1024 * 1024;
+
+#[test]
+fn echo_through_fast_channel() {
+    let d = Daemon::start();
+    d.create_pipe("a", "10.88.0.2/16", &[]);
+    d.create_pipe("b", "10.88.0.3/16", &[]);
+    d.ctl_ok(&["fc", "create", "a", "b"]);
+    let fc_a = d.pipe_dir("a").join("fc");
+    let fc_b = d.pipe_dir("b").join("fc");
+    let n = |p: &std::path::Path| std::fs::read_dir(p).map(|r| r.count()).unwrap_or(0);
+    assert!(
+        n(&fc_a) > 0 && n(&fc_b) > 0,
+        "fc create left no file in {} / {}",
+        fc_a.display(),
+        fc_b.display()
+    );
+
+    let _server = d.echo_server("a", 7);
+    let before = d.stats(None);
+    for (size, count) in [(1, 20), (1460, 20), (65536, 10), (MIB16, 1)] {
+        d.echo_ok("b", "10.88.0.2:7", size, count, Duration::from_secs(180));
+    }
+    let after = d.stats(None);
+
+    for pipe in ["a", "b"] {
+        let delta = |c| counter(&after, pipe, c) - counter(&before, pipe, c);
+        let (txf, rxf, txb, rxb) = (
+            delta("tx_frames"),
+            delta("rx_frames"),
+            delta("tx_bytes"),
+            delta("rx_bytes"),
+        );
+        eprintln!("[stats] {pipe} (through the master): tx {txf} frames / {txb} B, rx {rxf} frames / {rxb} B");
+        assert!(
+            txb < MASTER_BYTES_LIMIT && rxb < MASTER_BYTES_LIMIT,
+            "pipe {pipe}: the master switched {txb} B out / {rxb} B in for a fast-channel pair \
+             (limit {MASTER_BYTES_LIMIT}): the fast channel is not used\n{after}"
+        );
+    }
+
+    // Removing the channel falls back to the master, and echo still works.
+    d.ctl_ok(&["fc", "rm", "a", "b"]);
+    d.echo_ok("b", "10.88.0.2:7", 65536, 4, Duration::from_secs(60));
+}
