@@ -1,1 +1,14 @@
+//! DockNet master: the `docknetd` daemon and the `docknetctl` client.
+//!
+//! - [`net`]: address validation, MAC derivation, frame classification, ARP replies.
+//! - [`stats`]: per-pipe counters shared between the data path and the control plane.
+//! - [`switch`]: the data-path thread (pipe ↔ pipe switching, idle sleep on doorbells).
+//! - [`control`]: the JSON-lines control protocol, pipe/fast-channel state, socket server
+//!   and client.
+//! - [`daemon`]: run directory, tmpfs, stale state, threads and signals.
 
+pub mod control;
+pub mod daemon;
+pub mod net;
+pub mod stats;
+pub mod switch;

@@ -1,1 +1,279 @@
-fn main() {}
+//! `docknetctl`: command-line client of `docknetd`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use docknet_master::control::{self, ClientError, FcEntry, PipeEntry, Request, SOCKET_NAME};
+use docknet_master::stats::{StatsSnapshot, COLUMNS};
+use serde_json::Value;
+
+/// Control the DockNet master daemon (docknetd): pipes, fast channels, rate limits, stats.
+#[derive(Parser, Debug)]
+#[command(name = "docknetctl", version)]
+struct Args {
+    /// Run directory of the daemon (its socket is RUN_DIR/docknetd.sock).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/run/docknet",
+        global = true
+    )]
+    run_dir: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create, remove and list pipes (one per service).
+    #[command(subcommand)]
+    Pipe(PipeCmd),
+    /// Create, remove and list fast channels (direct links between two trusted services).
+    #[command(subcommand)]
+    Fc(FcCmd),
+    /// Show per-pipe counters: traffic, drops by reason, shared-memory faults.
+    Stats {
+        /// Only this pipe.
+        name: Option<String>,
+        /// Print JSON (an object keyed by pipe name) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rate limits.
+    #[command(subcommand)]
+    Rate(RateCmd),
+    /// Mount a pipe into a process's mount namespace (not implemented yet: issue 4).
+    Attach {
+        /// Pipe name.
+        name: String,
+        /// Any process in the target mount namespace (e.g. the container's init).
+        #[arg(long)]
+        pid: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PipeCmd {
+    /// Create a pipe; prints its directory (give it to the service as DOCKNET_PIPE).
+    Create {
+        /// Pipe name: 1-32 characters of A-Z a-z 0-9 _ -.
+        name: String,
+        /// The service's address and prefix, e.g. 10.88.0.2/16 (prefix 1-30). The first
+        /// address of the subnet (here 10.88.0.1) is the master's (the gateway).
+        #[arg(long, value_name = "A.B.C.D/N")]
+        ip: String,
+        /// IP MTU (576-65000).
+        #[arg(long, value_name = "M", default_value_t = control::DEFAULT_MTU)]
+        mtu: u32,
+        /// Rate limit in Mbit/s. Stored and shown only: enforcement comes in a later issue.
+        #[arg(long, value_name = "R")]
+        rate_mbps: Option<u64>,
+    },
+    /// Remove a pipe and its fast channels.
+    Rm {
+        /// Pipe name.
+        name: String,
+    },
+    /// List pipes.
+    Ls {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum FcCmd {
+    /// Join two pipes with a fast channel.
+    Create {
+        /// First pipe.
+        a: String,
+        /// Second pipe.
+        b: String,
+    },
+    /// Remove the fast channel between two pipes (either order).
+    Rm {
+        /// First pipe.
+        a: String,
+        /// Second pipe.
+        b: String,
+    },
+    /// List fast channels.
+    Ls {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RateCmd {
+    /// Set a pipe's rate limit (stored and shown only: enforcement comes in a later issue).
+    Set {
+        /// Pipe name.
+        name: String,
+        /// Limit in Mbit/s.
+        mbps: u64,
+    },
+}
+
+fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+            .collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+fn json_out(v: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+    );
+}
+
+fn decode<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, String> {
+    serde_json::from_value(v).map_err(|e| format!("unexpected answer from docknetd: {e}"))
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let sock = args.run_dir.join(SOCKET_NAME);
+    let call = |req: Request| {
+        control::request(&sock, &req, Duration::from_secs(10)).map_err(|e| match e {
+            ClientError::Unreachable(_) => format!(
+                "cannot reach docknetd at {}: is it running?",
+                sock.display()
+            ),
+            ClientError::Remote(m) => m,
+        })
+    };
+    match args.cmd {
+        Cmd::Pipe(PipeCmd::Create {
+            name,
+            ip,
+            mtu,
+            rate_mbps,
+        }) => {
+            let e: PipeEntry = decode(call(Request::PipeCreate {
+                name,
+                ip,
+                mtu: Some(mtu),
+                rate_mbps,
+            })?)?;
+            println!("{}", e.dir);
+        }
+        Cmd::Pipe(PipeCmd::Rm { name }) => {
+            call(Request::PipeRm { name })?;
+        }
+        Cmd::Pipe(PipeCmd::Ls { json }) => {
+            let v = call(Request::PipeLs)?;
+            if json {
+                json_out(&v);
+            } else {
+                let pipes: Vec<PipeEntry> = decode(v)?;
+                let rows: Vec<Vec<String>> = pipes
+                    .into_iter()
+                    .map(|p| {
+                        let rate = p
+                            .rate_mbps
+                            .map(|r| r.to_string())
+                            .unwrap_or_else(|| "-".into());
+                        vec![
+                            p.name,
+                            p.ip,
+                            p.mac,
+                            p.mtu.to_string(),
+                            rate,
+                            p.attached_pid.to_string(),
+                            p.dir,
+                        ]
+                    })
+                    .collect();
+                table(
+                    &[
+                        "NAME",
+                        "IP",
+                        "MAC",
+                        "MTU",
+                        "RATE-MBPS",
+                        "ATTACHED-PID",
+                        "DIR",
+                    ],
+                    &rows,
+                );
+            }
+        }
+        Cmd::Fc(FcCmd::Create { a, b }) => {
+            let e: FcEntry = decode(call(Request::FcCreate { a, b })?)?;
+            println!("{}", e.path);
+        }
+        Cmd::Fc(FcCmd::Rm { a, b }) => {
+            call(Request::FcRm { a, b })?;
+        }
+        Cmd::Fc(FcCmd::Ls { json }) => {
+            let v = call(Request::FcLs)?;
+            if json {
+                json_out(&v);
+            } else {
+                let fcs: Vec<FcEntry> = decode(v)?;
+                let rows: Vec<Vec<String>> = fcs
+                    .into_iter()
+                    .map(|f| vec![f.a, f.b, f.mtu.to_string(), f.path])
+                    .collect();
+                table(&["A", "B", "MTU", "PATH"], &rows);
+            }
+        }
+        Cmd::Stats { name, json } => {
+            let v = call(Request::Stats { name })?;
+            if json {
+                json_out(&v);
+            } else {
+                let stats: std::collections::BTreeMap<String, StatsSnapshot> = decode(v)?;
+                let mut header = vec!["NAME"];
+                header.extend(COLUMNS.iter().copied());
+                let rows: Vec<Vec<String>> = stats
+                    .into_iter()
+                    .map(|(n, s)| {
+                        std::iter::once(n)
+                            .chain(s.values().into_iter().map(|x| x.to_string()))
+                            .collect()
+                    })
+                    .collect();
+                table(&header, &rows);
+            }
+        }
+        Cmd::Rate(RateCmd::Set { name, mbps }) => {
+            call(Request::RateSet {
+                name: name.clone(),
+                mbps,
+            })?;
+            println!("{name}: rate limit {mbps} Mbit/s stored (not enforced yet)");
+        }
+        Cmd::Attach { name, pid } => {
+            call(Request::Attach { name, pid })?;
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        eprintln!("docknetctl: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,900 @@
+//! The control plane: the JSON-lines protocol on `RUN_DIR/docknetd.sock`, the state of
+//! pipes and fast channels, and the socket server.
+//!
+//! A request is one JSON object per line, e.g.
+//! `{"cmd":"pipe_create","name":"a","ip":"10.88.0.2/16","mtu":9000}`; the answer is one line,
+//! `{"ok":true,"data":...}` or `{"ok":false,"error":"..."}`. Changes reach the data path as
+//! [`DpMsg`] messages followed by a ring of its private doorbell.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use docknet::abi::{pipe_flags, Doorbell, MAX_MTU, MIN_MTU};
+use docknet::channel::ChannelFaults;
+use docknet::fc::{close_fc_file, create_fc_file};
+use docknet::pipe::{create_pipe_file, MasterPipeEnd, PipeConfig, PipeControl, FC_DIR};
+use docknet::shm::SharedMap;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::net::{self, fmt_mac, mac_for_ip};
+use crate::stats::{snapshot, PipeStats, StatsSnapshot};
+use crate::switch::DpMsg;
+
+/// Name of the control socket inside the run directory.
+pub const SOCKET_NAME: &str = "docknetd.sock";
+/// Directory (inside the run directory) holding one directory per pipe.
+pub const PIPES_DIR: &str = "pipes";
+/// Default IP MTU of a pipe.
+pub const DEFAULT_MTU: u32 = 9000;
+/// Buffers per direction in a pipe, and per direction in a fast channel.
+pub const NBUFS: u32 = 512;
+/// Longest request line accepted.
+pub const MAX_LINE: usize = 64 * 1024;
+/// A connection idle this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A request on the control socket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Liveness check; answers `"pong"`.
+    Ping,
+    /// Create a pipe. `ip` is `A.B.C.D/N`.
+    PipeCreate {
+        name: String,
+        ip: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mtu: Option<u32>,
+        /// Stored and shown; not enforced yet.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rate_mbps: Option<u64>,
+    },
+    /// Remove a pipe (and its fast channels).
+    PipeRm { name: String },
+    /// List pipes.
+    PipeLs,
+    /// Join two pipes with a fast channel.
+    FcCreate { a: String, b: String },
+    /// Remove the fast channel between two pipes.
+    FcRm { a: String, b: String },
+    /// List fast channels.
+    FcLs,
+    /// Counters of one pipe or all.
+    Stats {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// Set a pipe's rate limit (stored only for now).
+    RateSet { name: String, mbps: u64 },
+    /// Mount a pipe into a process's mount namespace (not implemented yet).
+    Attach { name: String, pid: u32 },
+}
+
+/// The answer to a request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    pub fn from_result(r: Result<Value, String>) -> Self {
+        match r {
+            Ok(data) => Response {
+                ok: true,
+                data: Some(data),
+                error: None,
+            },
+            Err(e) => Response {
+                ok: false,
+                data: None,
+                error: Some(e),
+            },
+        }
+    }
+}
+
+/// Parse one request line. The error is one line, fit to send back.
+pub fn parse_request(line: &str) -> Result<Request, String> {
+    let line = line.trim();
+    if line.is_empty() {
+        return Err("empty request".into());
+    }
+    let v: Value =
+        serde_json::from_str(line).map_err(|e| format!("malformed request (not JSON): {e}"))?;
+    if !v.is_object() {
+        return Err("malformed request: expected a JSON object with a \"cmd\" field".into());
+    }
+    match v.get("cmd") {
+        Some(Value::String(_)) => {}
+        Some(_) => return Err("malformed request: \"cmd\" must be a string".into()),
+        None => return Err("malformed request: missing \"cmd\" field".into()),
+    }
+    serde_json::from_value(v).map_err(|e| format!("bad request: {e}"))
+}
+
+/// A pipe as `pipe ls` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipeEntry {
+    pub name: String,
+    /// `A.B.C.D/N`.
+    pub ip: String,
+    pub gateway: String,
+    pub mac: String,
+    pub mtu: u32,
+    /// Stored, not enforced yet.
+    pub rate_mbps: Option<u64>,
+    /// Pid of the attached service, 0 when none (as the service wrote it).
+    pub attached_pid: u32,
+    /// The pipe directory (what a service gets as `DOCKNET_PIPE`).
+    pub dir: String,
+}
+
+/// A fast channel as `fc ls` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FcEntry {
+    pub a: String,
+    pub b: String,
+    pub mtu: u32,
+    pub path: String,
+}
+
+struct PipeRec {
+    slot: usize,
+    ip: Ipv4Addr,
+    prefix_len: u8,
+    gateway: Ipv4Addr,
+    mac: [u8; 6],
+    mtu: u32,
+    rate_mbps: Option<u64>,
+    dir: PathBuf,
+    control: PipeControl,
+    stats: Arc<PipeStats>,
+    faults: Arc<ChannelFaults>,
+}
+
+struct FcRec {
+    /// Side a (the first name given at creation) and side b.
+    a: String,
+    b: String,
+    mtu: u32,
+    map: SharedMap,
+}
+
+/// The control plane's state. Lives behind a `Mutex` shared by connection threads; the
+/// data path never touches it.
+pub struct Control {
+    run_dir: PathBuf,
+    pipes: BTreeMap<String, PipeRec>,
+    /// Keyed by the two names in sorted order.
+    fcs: BTreeMap<(String, String), FcRec>,
+    free_slots: Vec<usize>,
+    next_slot: usize,
+    dp: Sender<DpMsg>,
+    bell: Arc<Doorbell>,
+    closed: bool,
+}
+
+fn fc_key(a: &str, b: &str) -> (String, String) {
+    if a <= b {
+        (a.to_string(), b.to_string())
+    } else {
+        (b.to_string(), a.to_string())
+    }
+}
+
+impl Control {
+    /// State for the run directory `run_dir`, talking to the data path through `dp` + `bell`.
+    pub fn new(run_dir: &Path, dp: Sender<DpMsg>, bell: Arc<Doorbell>) -> Self {
+        Control {
+            run_dir: run_dir.to_path_buf(),
+            pipes: BTreeMap::new(),
+            fcs: BTreeMap::new(),
+            free_slots: Vec::new(),
+            next_slot: 0,
+            dp,
+            bell,
+            closed: false,
+        }
+    }
+
+    fn pipes_dir(&self) -> PathBuf {
+        self.run_dir.join(PIPES_DIR)
+    }
+
+    /// Send a message to the data path and wake it.
+    fn tell_dp(&self, msg: DpMsg) -> Result<(), String> {
+        self.dp
+            .send(msg)
+            .map_err(|_| "internal error: the data path thread is gone".to_string())?;
+        // SAFETY: the bell is in an Arc we hold, so it is live.
+        unsafe { docknet::doorbell::ring(Arc::as_ptr(&self.bell)) };
+        Ok(())
+    }
+
+    /// Serve one request.
+    pub fn handle(&mut self, req: Request) -> Result<Value, String> {
+        if self.closed {
+            return Err("docknetd is shutting down".into());
+        }
+        match req {
+            Request::Ping => Ok(json!("pong")),
+            Request::PipeCreate {
+                name,
+                ip,
+                mtu,
+                rate_mbps,
+            } => self
+                .pipe_create(&name, &ip, mtu, rate_mbps)
+                .map(|e| serde_json::to_value(e).unwrap_or(Value::Null)),
+            Request::PipeRm { name } => self.pipe_rm(&name).map(|()| json!({ "removed": name })),
+            Request::PipeLs => Ok(serde_json::to_value(self.pipe_ls()).unwrap_or(Value::Null)),
+            Request::FcCreate { a, b } => self
+                .fc_create(&a, &b)
+                .map(|e| serde_json::to_value(e).unwrap_or(Value::Null)),
+            Request::FcRm { a, b } => self.fc_rm(&a, &b).map(|()| json!({ "removed": [a, b] })),
+            Request::FcLs => Ok(serde_json::to_value(self.fc_ls()).unwrap_or(Value::Null)),
+            Request::Stats { name } => self
+                .stats(name.as_deref())
+                .map(|m| serde_json::to_value(m).unwrap_or(Value::Null)),
+            Request::RateSet { name, mbps } => {
+                let p = self.pipe_mut(&name)?;
+                p.rate_mbps = Some(mbps);
+                log::info!(
+                    "pipe {name}: rate limit set to {mbps} Mbit/s (stored; not enforced yet)"
+                );
+                Ok(json!({ "name": name, "rate_mbps": mbps, "enforced": false }))
+            }
+            Request::Attach { name, .. } => {
+                self.pipe_mut(&name)?;
+                Err("attach is not implemented yet (issue 4)".into())
+            }
+        }
+    }
+
+    fn pipe_mut(&mut self, name: &str) -> Result<&mut PipeRec, String> {
+        self.pipes
+            .get_mut(name)
+            .ok_or_else(|| format!("no pipe named {name:?}"))
+    }
+
+    fn entry(&self, name: &str, p: &PipeRec) -> PipeEntry {
+        PipeEntry {
+            name: name.to_string(),
+            ip: format!("{}/{}", p.ip, p.prefix_len),
+            gateway: p.gateway.to_string(),
+            mac: fmt_mac(&p.mac),
+            mtu: p.mtu,
+            rate_mbps: p.rate_mbps,
+            attached_pid: p.control.attached_pid(),
+            dir: p.dir.display().to_string(),
+        }
+    }
+
+    /// Check a new pipe's address against the existing pipes. Returns the gateway.
+    fn check_new_addr(&self, ip: Ipv4Addr, prefix: u8) -> Result<Ipv4Addr, String> {
+        let gw = net::validate_host_addr(ip, prefix)?;
+        for (other, p) in &self.pipes {
+            if p.ip == ip {
+                return Err(format!("address {ip} is already used by pipe {other:?}"));
+            }
+            if p.gateway == ip {
+                return Err(format!(
+                    "address {ip} is the gateway (master address) of pipe {other:?}'s subnet"
+                ));
+            }
+            if p.ip == gw {
+                return Err(format!(
+                    "the gateway of {ip}/{prefix} ({gw}) is pipe {other:?}'s address"
+                ));
+            }
+        }
+        Ok(gw)
+    }
+
+    fn pipe_create(
+        &mut self,
+        name: &str,
+        cidr: &str,
+        mtu: Option<u32>,
+        rate_mbps: Option<u64>,
+    ) -> Result<PipeEntry, String> {
+        net::validate_name(name)?;
+        if self.pipes.contains_key(name) {
+            return Err(format!("pipe {name:?} already exists"));
+        }
+        let (ip, prefix_len) = net::parse_cidr(cidr)?;
+        let gateway = self.check_new_addr(ip, prefix_len)?;
+        let mtu = mtu.unwrap_or(DEFAULT_MTU);
+        if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+            return Err(format!(
+                "invalid MTU {mtu}: must be in {MIN_MTU}..={MAX_MTU}"
+            ));
+        }
+        let dir = self.pipes_dir().join(name);
+        if dir.exists() {
+            log::warn!("removing stale pipe directory {}", dir.display());
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| format!("cannot remove stale {}: {e}", dir.display()))?;
+        }
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create pipe directory {}: {e}", dir.display()))?;
+        let mac = mac_for_ip(ip);
+        let cfg = PipeConfig {
+            mac,
+            ipv4: ip,
+            prefix_len,
+            gateway,
+            mtu,
+            nbufs: NBUFS,
+            flags: pipe_flags::CSUM_OFFLOAD,
+        };
+        let end = create_pipe_file(&dir, &cfg)
+            .map_err(|e| format!("cannot create pipe file in {}: {e}", dir.display()))
+            .and_then(|map| {
+                MasterPipeEnd::new(map).map_err(|e| format!("pipe file unusable: {e}"))
+            });
+        let end = match end {
+            Ok(end) => end,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        let slot = self.free_slots.pop().unwrap_or_else(|| {
+            self.next_slot += 1;
+            self.next_slot - 1
+        });
+        let stats = Arc::new(PipeStats::default());
+        let rec = PipeRec {
+            slot,
+            ip,
+            prefix_len,
+            gateway,
+            mac,
+            mtu,
+            rate_mbps,
+            dir: dir.clone(),
+            control: end.control(),
+            stats: stats.clone(),
+            faults: end.faults.clone(),
+        };
+        if let Err(e) = self.tell_dp(DpMsg::Add {
+            slot,
+            end: Box::new(end),
+            stats,
+        }) {
+            let _ = std::fs::remove_dir_all(&dir);
+            self.free_slots.push(slot);
+            return Err(e);
+        }
+        let entry = self.entry(name, &rec);
+        self.pipes.insert(name.to_string(), rec);
+        log::info!(
+            "pipe {name}: created {ip}/{prefix_len} mac {} mtu {mtu} in {}",
+            fmt_mac(&mac),
+            dir.display()
+        );
+        Ok(entry)
+    }
+
+    fn pipe_rm(&mut self, name: &str) -> Result<(), String> {
+        if !self.pipes.contains_key(name) {
+            return Err(format!("no pipe named {name:?}"));
+        }
+        let peers: Vec<(String, String)> = self
+            .fcs
+            .keys()
+            .filter(|(a, b)| a == name || b == name)
+            .cloned()
+            .collect();
+        for (a, b) in peers {
+            if let Err(e) = self.fc_rm(&a, &b) {
+                log::warn!("pipe {name}: removing fast channel {a}<->{b}: {e}");
+            }
+        }
+        let Some(rec) = self.pipes.remove(name) else {
+            return Err(format!("no pipe named {name:?}"));
+        };
+        let (done_tx, done_rx) = mpsc::sync_channel(1);
+        self.tell_dp(DpMsg::Remove {
+            slot: rec.slot,
+            done: Some(done_tx),
+        })?;
+        if done_rx.recv_timeout(Duration::from_secs(5)).is_err() {
+            log::warn!("pipe {name}: data path did not confirm removal in 5 s");
+        }
+        self.free_slots.push(rec.slot);
+        let dir = rec.dir.clone();
+        drop(rec);
+        std::fs::remove_dir_all(&dir).map_err(|e| {
+            format!(
+                "pipe {name} removed, but deleting {} failed: {e}",
+                dir.display()
+            )
+        })?;
+        log::info!("pipe {name}: removed");
+        Ok(())
+    }
+
+    /// Every pipe, sorted by name.
+    pub fn pipe_ls(&self) -> Vec<PipeEntry> {
+        self.pipes.iter().map(|(n, p)| self.entry(n, p)).collect()
+    }
+
+    fn fc_paths(&self, a: &str, b: &str) -> (PathBuf, PathBuf) {
+        let d = self.pipes_dir();
+        (
+            d.join(a).join(FC_DIR).join(format!("{b}.map")),
+            d.join(b).join(FC_DIR).join(format!("{a}.map")),
+        )
+    }
+
+    fn fc_create(&mut self, a: &str, b: &str) -> Result<FcEntry, String> {
+        if a == b {
+            return Err(format!("cannot join pipe {a:?} with itself"));
+        }
+        let pa = self
+            .pipes
+            .get(a)
+            .ok_or_else(|| format!("no pipe named {a:?}"))?;
+        let pb = self
+            .pipes
+            .get(b)
+            .ok_or_else(|| format!("no pipe named {b:?}"))?;
+        if self.fcs.contains_key(&fc_key(a, b)) {
+            return Err(format!(
+                "a fast channel between {a:?} and {b:?} already exists"
+            ));
+        }
+        let mtu = pa.mtu.min(pb.mtu);
+        let (path_a, path_b) = self.fc_paths(a, b);
+        for p in [&path_a, &path_b] {
+            if p.exists() {
+                log::warn!("removing stale fast-channel file {}", p.display());
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        let map = create_fc_file(&path_a, (pa.ip, pa.mac), (pb.ip, pb.mac), mtu, NBUFS)
+            .map_err(|e| format!("cannot create fast-channel file {}: {e}", path_a.display()))?;
+        if let Err(e) = std::fs::hard_link(&path_a, &path_b) {
+            let _ = std::fs::remove_file(&path_a);
+            return Err(format!(
+                "cannot link {} to {}: {e}",
+                path_a.display(),
+                path_b.display()
+            ));
+        }
+        pa.control.bump_fc_generation();
+        pb.control.bump_fc_generation();
+        self.fcs.insert(
+            fc_key(a, b),
+            FcRec {
+                a: a.to_string(),
+                b: b.to_string(),
+                mtu,
+                map,
+            },
+        );
+        log::info!("fast channel {a}<->{b} created (mtu {mtu})");
+        Ok(FcEntry {
+            a: a.into(),
+            b: b.into(),
+            mtu,
+            path: path_a.display().to_string(),
+        })
+    }
+
+    fn fc_rm(&mut self, a: &str, b: &str) -> Result<(), String> {
+        let rec = self
+            .fcs
+            .remove(&fc_key(a, b))
+            .ok_or_else(|| format!("no fast channel between {a:?} and {b:?}"))?;
+        close_fc_file(&rec.map);
+        let (path_a, path_b) = self.fc_paths(&rec.a, &rec.b);
+        let mut errs = Vec::new();
+        for p in [&path_a, &path_b] {
+            if let Err(e) = std::fs::remove_file(p) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    errs.push(format!("{}: {e}", p.display()));
+                }
+            }
+        }
+        for n in [&rec.a, &rec.b] {
+            if let Some(p) = self.pipes.get(n) {
+                p.control.bump_fc_generation();
+            }
+        }
+        log::info!("fast channel {}<->{} removed", rec.a, rec.b);
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "fast channel closed, but unlinking failed: {}",
+                errs.join("; ")
+            ))
+        }
+    }
+
+    /// Every fast channel.
+    pub fn fc_ls(&self) -> Vec<FcEntry> {
+        self.fcs
+            .values()
+            .map(|f| FcEntry {
+                a: f.a.clone(),
+                b: f.b.clone(),
+                mtu: f.mtu,
+                path: self.fc_paths(&f.a, &f.b).0.display().to_string(),
+            })
+            .collect()
+    }
+
+    /// Counters of pipe `name`, or of every pipe, keyed by pipe name.
+    pub fn stats(&self, name: Option<&str>) -> Result<BTreeMap<String, StatsSnapshot>, String> {
+        let snap = |p: &PipeRec| snapshot(&p.stats, &p.faults);
+        match name {
+            Some(n) => {
+                let p = self
+                    .pipes
+                    .get(n)
+                    .ok_or_else(|| format!("no pipe named {n:?}"))?;
+                Ok(BTreeMap::from([(n.to_string(), snap(p))]))
+            }
+            None => Ok(self
+                .pipes
+                .iter()
+                .map(|(n, p)| (n.clone(), snap(p)))
+                .collect()),
+        }
+    }
+
+    /// Remove every pipe and fast channel and refuse further requests.
+    pub fn shutdown(&mut self) {
+        let names: Vec<String> = self.pipes.keys().cloned().collect();
+        for n in names {
+            if let Err(e) = self.pipe_rm(&n) {
+                log::warn!("shutdown: {e}");
+            }
+        }
+        self.closed = true;
+    }
+}
+
+/// Lock the control state, recovering from a poisoned lock (a panicking connection thread
+/// must not take the daemon down).
+pub fn lock(ctl: &Mutex<Control>) -> MutexGuard<'_, Control> {
+    ctl.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Answer one request line.
+pub fn answer(ctl: &Mutex<Control>, line: &str) -> Response {
+    let r = parse_request(line).and_then(|req| {
+        log::debug!("request: {req:?}");
+        lock(ctl).handle(req)
+    });
+    if let Err(e) = &r {
+        log::info!("request failed: {e}");
+    }
+    Response::from_result(r)
+}
+
+fn serve_conn(stream: UnixStream, ctl: Arc<Mutex<Control>>) {
+    let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+    let Ok(mut out) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = match reader
+            .by_ref()
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut buf)
+        {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(_) => return, // timeout or reset: drop the client
+        };
+        let resp = if n > MAX_LINE {
+            Response::from_result(Err(format!("request longer than {MAX_LINE} bytes")))
+        } else {
+            match std::str::from_utf8(&buf) {
+                Ok(s) if s.trim().is_empty() => continue,
+                Ok(s) => answer(&ctl, s),
+                Err(_) => Response::from_result(Err("malformed request: not UTF-8".into())),
+            }
+        };
+        let mut line = serde_json::to_string(&resp)
+            .unwrap_or_else(|_| r#"{"ok":false,"error":"internal error"}"#.into());
+        line.push('\n');
+        if out.write_all(line.as_bytes()).is_err() || n > MAX_LINE {
+            return;
+        }
+    }
+}
+
+/// Accept connections until `stop` is set (the caller then shuts the listener down to
+/// wake `accept`). One thread per connection.
+pub fn serve(listener: UnixListener, ctl: Arc<Mutex<Control>>, stop: Arc<AtomicBool>) {
+    for conn in listener.incoming() {
+        if stop.load(Ordering::Acquire) {
+            break;
+        }
+        match conn {
+            Ok(stream) => {
+                let ctl = ctl.clone();
+                if let Err(e) = std::thread::Builder::new()
+                    .name("docknetd-conn".into())
+                    .spawn(move || serve_conn(stream, ctl))
+                {
+                    log::warn!("cannot spawn a connection thread: {e}");
+                }
+            }
+            Err(e) => {
+                if stop.load(Ordering::Acquire) {
+                    break;
+                }
+                log::warn!("accept on the control socket: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    log::debug!("control: accept loop stopped");
+}
+
+/// Why a client request failed.
+#[derive(Debug)]
+pub enum ClientError {
+    /// No daemon answers on the socket.
+    Unreachable(String),
+    /// The daemon answered with an error.
+    Remote(String),
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Unreachable(s) | ClientError::Remote(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Send one request to the daemon listening on `sock` and return its `data`.
+pub fn request(sock: &Path, req: &Request, timeout: Duration) -> Result<Value, ClientError> {
+    let unreachable = |e: std::io::Error| {
+        ClientError::Unreachable(format!(
+            "cannot reach docknetd at {}: is it running? ({e})",
+            sock.display()
+        ))
+    };
+    let mut s = UnixStream::connect(sock).map_err(unreachable)?;
+    s.set_read_timeout(Some(timeout)).map_err(unreachable)?;
+    s.set_write_timeout(Some(timeout)).map_err(unreachable)?;
+    let mut line = serde_json::to_string(req)
+        .map_err(|e| ClientError::Remote(format!("cannot encode request: {e}")))?;
+    line.push('\n');
+    s.write_all(line.as_bytes()).map_err(|e| {
+        ClientError::Unreachable(format!(
+            "cannot send to docknetd at {}: {e}",
+            sock.display()
+        ))
+    })?;
+    let mut resp = String::new();
+    BufReader::new(s).read_line(&mut resp).map_err(|e| {
+        ClientError::Unreachable(format!(
+            "no answer from docknetd at {}: {e}",
+            sock.display()
+        ))
+    })?;
+    if resp.is_empty() {
+        return Err(ClientError::Unreachable(format!(
+            "docknetd at {} closed the connection",
+            sock.display()
+        )));
+    }
+    let r: Response = serde_json::from_str(&resp)
+        .map_err(|e| ClientError::Remote(format!("malformed answer from docknetd: {e}")))?;
+    if r.ok {
+        Ok(r.data.unwrap_or(Value::Null))
+    } else {
+        Err(ClientError::Remote(
+            r.error.unwrap_or_else(|| "unknown error".into()),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_good_requests() {
+        assert_eq!(
+            parse_request(r#"{"cmd":"pipe_create","name":"a","ip":"10.88.0.2/16","mtu":9000}"#),
+            Ok(Request::PipeCreate {
+                name: "a".into(),
+                ip: "10.88.0.2/16".into(),
+                mtu: Some(9000),
+                rate_mbps: None
+            })
+        );
+        assert_eq!(
+            parse_request(r#"{"cmd":"stats"}"#),
+            Ok(Request::Stats { name: None })
+        );
+        assert_eq!(parse_request(" {\"cmd\":\"ping\"}\n"), Ok(Request::Ping));
+        // Round trip.
+        let r = Request::FcCreate {
+            a: "x".into(),
+            b: "y".into(),
+        };
+        assert_eq!(parse_request(&serde_json::to_string(&r).unwrap()), Ok(r));
+    }
+
+    #[test]
+    fn rejects_bad_requests_with_one_line() {
+        for bad in [
+            "",
+            "   ",
+            "garbage",
+            "{",
+            "[]",
+            "42",
+            r#"{"name":"a"}"#,
+            r#"{"cmd":7}"#,
+            r#"{"cmd":"explode"}"#,
+            r#"{"cmd":"pipe_create","name":"a"}"#,
+            r#"{"cmd":"pipe_create","name":"a","ip":"10.0.0.2/8","mtu":"big"}"#,
+            r#"{"cmd":"pipe_create","name":"a","ip":"10.0.0.2/8","mtu":-1}"#,
+            r#"{"cmd":"pipe_rm","name":"a","extra":1}"#,
+            r#"{"cmd":"rate_set","name":"a","mbps":1e99}"#,
+            "{\"cmd\":\"ping\"}{\"cmd\":\"ping\"}",
+        ] {
+            let e = parse_request(bad).expect_err(bad);
+            assert!(!e.is_empty() && !e.contains('\n'), "{bad:?} -> {e:?}");
+        }
+    }
+
+    fn test_control(tag: &str) -> (Control, mpsc::Receiver<DpMsg>, PathBuf) {
+        let base = if Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!("dn-master-ctl-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join(PIPES_DIR)).unwrap();
+        let (tx, rx) = mpsc::channel();
+        (Control::new(&dir, tx, Arc::new(Doorbell::new())), rx, dir)
+    }
+
+    /// Acknowledge data-path messages from a helper thread (stands in for the switch).
+    fn fake_dp(rx: mpsc::Receiver<DpMsg>) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            while let Ok(m) = rx.recv() {
+                if let DpMsg::Remove { done: Some(d), .. } = m {
+                    let _ = d.send(());
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn pipe_and_fc_lifecycle() {
+        let (mut c, rx, dir) = test_control("life");
+        let dp = fake_dp(rx);
+        let mk = |name: &str, ip: &str| Request::PipeCreate {
+            name: name.into(),
+            ip: ip.into(),
+            mtu: None,
+            rate_mbps: None,
+        };
+        let e = c.handle(mk("a", "10.88.0.2/16")).unwrap();
+        assert_eq!(e["mac"], "02:00:0a:58:00:02");
+        assert_eq!(e["gateway"], "10.88.0.1");
+        assert!(Path::new(e["dir"].as_str().unwrap())
+            .join("pipe.map")
+            .exists());
+        for (req, want) in [
+            (mk("a", "10.88.0.3/16"), "already exists"),
+            (mk("b", "10.88.0.2/16"), "already used"),
+            (mk("b", "10.88.0.1/16"), "gateway"),
+            (mk("b", "10.88.0.0/16"), "network"),
+            (mk("b", "10.88.255.255/16"), "broadcast"),
+            (mk("b/c", "10.88.0.5/16"), "invalid pipe name"),
+            (mk("b", "10.88.0.5"), "A.B.C.D/N"),
+            (mk("b", "10.88.0.5/31"), "prefix"),
+            (
+                Request::PipeCreate {
+                    name: "b".into(),
+                    ip: "10.88.0.5/16".into(),
+                    mtu: Some(100),
+                    rate_mbps: None,
+                },
+                "MTU",
+            ),
+            (
+                Request::FcCreate {
+                    a: "a".into(),
+                    b: "zz".into(),
+                },
+                "no pipe",
+            ),
+            (
+                Request::FcCreate {
+                    a: "a".into(),
+                    b: "a".into(),
+                },
+                "itself",
+            ),
+            (
+                Request::Attach {
+                    name: "a".into(),
+                    pid: 1,
+                },
+                "issue 4",
+            ),
+        ] {
+            let e = c.handle(req.clone()).expect_err(&format!("{req:?}"));
+            assert!(e.contains(want), "{req:?}: {e}");
+        }
+        c.handle(mk("b", "10.88.0.3/16")).unwrap();
+        c.handle(Request::FcCreate {
+            a: "a".into(),
+            b: "b".into(),
+        })
+        .unwrap();
+        assert!(c
+            .handle(Request::FcCreate {
+                a: "b".into(),
+                b: "a".into()
+            })
+            .is_err());
+        assert!(dir.join("pipes/a/fc/b.map").exists() && dir.join("pipes/b/fc/a.map").exists());
+        assert_eq!(c.fc_ls().len(), 1);
+        let s = c.handle(Request::Stats { name: None }).unwrap();
+        assert_eq!(s["a"]["tx_frames"], 0);
+        // Removing a pipe removes its fast channels.
+        c.handle(Request::PipeRm { name: "b".into() }).unwrap();
+        assert!(!dir.join("pipes/a/fc/b.map").exists() && !dir.join("pipes/b").exists());
+        assert!(c.fc_ls().is_empty());
+        // Same name and address again.
+        c.handle(mk("b", "10.88.0.3/16")).unwrap();
+        c.handle(Request::FcCreate {
+            a: "b".into(),
+            b: "a".into(),
+        })
+        .unwrap();
+        c.handle(Request::FcRm {
+            a: "a".into(),
+            b: "b".into(),
+        })
+        .unwrap();
+        assert!(!dir.join("pipes/a/fc/b.map").exists());
+        c.handle(Request::RateSet {
+            name: "a".into(),
+            mbps: 100,
+        })
+        .unwrap();
+        assert_eq!(c.pipe_ls()[0].rate_mbps, Some(100));
+        c.shutdown();
+        assert!(c.handle(Request::Ping).is_err());
+        assert_eq!(std::fs::read_dir(dir.join(PIPES_DIR)).unwrap().count(), 0);
+        drop(c);
+        dp.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,303 @@
+//! `docknetd` runtime: run directory and tmpfs, stale-state cleanup, threads, signals.
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use docknet::abi::Doorbell;
+
+use crate::control::{self, Control, Request, PIPES_DIR, SOCKET_NAME};
+use crate::switch::{DpMsg, Switch};
+
+/// `statfs` magic of tmpfs.
+pub const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+/// What `docknetd` was asked to do.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub run_dir: PathBuf,
+    /// NIC backend; only `none` exists today.
+    pub nic: String,
+    /// Pin the data-path thread to this CPU.
+    pub core: Option<usize>,
+}
+
+/// Why the daemon could not run. `code` is the exit status.
+#[derive(Debug)]
+pub struct DaemonError {
+    pub code: i32,
+    pub msg: String,
+}
+
+impl std::fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+fn fail(msg: String) -> DaemonError {
+    DaemonError { code: 1, msg }
+}
+
+fn cpath(p: &Path) -> Result<std::ffi::CString, DaemonError> {
+    std::ffi::CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| fail(format!("path {} contains a NUL byte", p.display())))
+}
+
+/// The filesystem magic of the filesystem holding `p`.
+pub fn fs_magic(p: &Path) -> std::io::Result<i64> {
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: statfs is plain old data; all-zero is a valid value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a valid out-pointer.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    #[allow(clippy::unnecessary_cast)]
+    Ok(st.f_type as i64)
+}
+
+/// True if `p` is a mount point (its device differs from its parent's).
+fn is_mount_point(p: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(me), Some(Ok(parent))) = (std::fs::metadata(p), p.parent().map(std::fs::metadata))
+    else {
+        return false;
+    };
+    me.dev() != parent.dev()
+}
+
+/// Mount a tmpfs on `dir`.
+fn mount_tmpfs(dir: &Path) -> Result<(), String> {
+    let target = cpath(dir).map_err(|e| e.msg)?;
+    let src = c"docknet";
+    let fstype = c"tmpfs";
+    let opts = c"size=50%,mode=0755";
+    // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            opts.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    Ok(())
+}
+
+fn unmount(dir: &Path) {
+    let Ok(target) = cpath(dir) else { return };
+    // SAFETY: valid NUL-terminated path.
+    if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
+        log::warn!(
+            "cannot unmount {}: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        );
+    } else {
+        log::info!("unmounted tmpfs from {}", dir.display());
+    }
+}
+
+/// Remove every entry under `dir` (leftover pipe directories).
+fn clear_dir(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let r = if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        match r {
+            Ok(()) => log::info!("removed leftover {}", p.display()),
+            Err(e) => log::warn!("cannot remove leftover {}: {e}", p.display()),
+        }
+    }
+}
+
+/// Block SIGINT and SIGTERM in this thread (and every thread spawned later), returning the set.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use; the calls only
+    // touch the set we pass and this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn pin_to(core: usize) {
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it (core < CPU_SETSIZE checked);
+    // sched_setaffinity(0, ..) affects only the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if core >= libc::CPU_SETSIZE as usize {
+            log::warn!("--core {core}: out of range, not pinning");
+            return;
+        }
+        libc::CPU_SET(core, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            log::warn!(
+                "cannot pin the data path to core {core}: {}",
+                std::io::Error::last_os_error()
+            );
+        } else {
+            log::info!("data path pinned to core {core}");
+        }
+    }
+}
+
+/// Check the `--nic` value. `Err` carries exit code 2 for unimplemented or unknown backends.
+pub fn check_nic(nic: &str) -> Result<(), DaemonError> {
+    match nic.split_once(':').map(|(k, _)| k).unwrap_or(nic) {
+        "none" if nic == "none" => Ok(()),
+        "tap" | "af-packet" | "dpdk" => Err(DaemonError { code: 2, msg: format!("--nic {nic}: not implemented yet (issue 3)") }),
+        _ => Err(DaemonError {
+            code: 2,
+            msg: format!("--nic {nic}: unknown NIC backend (expected none, tap:NAME, af-packet:IFACE or dpdk:'EAL ARGS')"),
+        }),
+    }
+}
+
+/// Run the daemon until SIGINT/SIGTERM.
+pub fn run(opts: Options) -> Result<(), DaemonError> {
+    check_nic(&opts.nic)?;
+    let run_dir = &opts.run_dir;
+    let pipes_dir = run_dir.join(PIPES_DIR);
+    let sock = run_dir.join(SOCKET_NAME);
+    std::fs::create_dir_all(&pipes_dir)
+        .map_err(|e| fail(format!("cannot create {}: {e}", pipes_dir.display())))?;
+
+    // Stale state from an earlier daemon.
+    let mut stale = false;
+    if sock.exists() {
+        match control::request(&sock, &Request::Ping, Duration::from_secs(2)) {
+            Ok(_) | Err(control::ClientError::Remote(_)) => {
+                return Err(fail(format!(
+                    "another docknetd is running on {}",
+                    run_dir.display()
+                )));
+            }
+            Err(control::ClientError::Unreachable(_)) => {
+                log::warn!("removing stale control socket {}", sock.display());
+                std::fs::remove_file(&sock)
+                    .map_err(|e| fail(format!("cannot remove stale {}: {e}", sock.display())))?;
+                stale = true;
+            }
+        }
+    }
+    clear_dir(&pipes_dir);
+
+    // tmpfs for the pipe files.
+    let mut mounted = false;
+    match fs_magic(&pipes_dir) {
+        Ok(TMPFS_MAGIC) => {
+            if stale && is_mount_point(&pipes_dir) {
+                log::info!(
+                    "{} is a tmpfs left by a previous docknetd: reusing it",
+                    pipes_dir.display()
+                );
+                mounted = true;
+            } else {
+                log::info!("{} is already on tmpfs", pipes_dir.display());
+            }
+        }
+        _ => match mount_tmpfs(&pipes_dir) {
+            Ok(()) => {
+                log::info!("mounted tmpfs on {}", pipes_dir.display());
+                mounted = true;
+            }
+            Err(e) => log::warn!(
+                "cannot mount tmpfs on {} ({e}); pipe files stay on the plain filesystem",
+                pipes_dir.display()
+            ),
+        },
+    }
+
+    let result = serve(&opts, &sock);
+
+    if mounted {
+        unmount(&pipes_dir);
+    }
+    let _ = std::fs::remove_dir(&pipes_dir);
+    let _ = std::fs::remove_dir(run_dir);
+    result
+}
+
+fn serve(opts: &Options, sock: &Path) -> Result<(), DaemonError> {
+    let sigs = block_signals();
+    let listener = UnixListener::bind(sock)
+        .map_err(|e| fail(format!("cannot listen on {}: {e}", sock.display())))?;
+
+    let bell = Arc::new(Doorbell::new());
+    let (dp_tx, dp_rx) = mpsc::channel::<DpMsg>();
+    let core = opts.core;
+    let dp_bell = bell.clone();
+    let dp = std::thread::Builder::new()
+        .name("docknetd-dp".into())
+        .spawn(move || {
+            if let Some(c) = core {
+                pin_to(c);
+            }
+            Switch::new(dp_rx, dp_bell).run();
+        })
+        .map_err(|e| fail(format!("cannot start the data-path thread: {e}")))?;
+
+    let ctl = Arc::new(Mutex::new(Control::new(
+        &opts.run_dir,
+        dp_tx.clone(),
+        bell.clone(),
+    )));
+    let stop = Arc::new(AtomicBool::new(false));
+    let listen_fd = listener.as_raw_fd();
+    let accept = {
+        let (ctl, stop) = (ctl.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("docknetd-ctl".into())
+            .spawn(move || control::serve(listener, ctl, stop))
+            .map_err(|e| fail(format!("cannot start the control thread: {e}")))?
+    };
+
+    log::info!("docknetd: ready on {}", sock.display());
+    eprintln!("docknetd: ready on {}", sock.display());
+
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `sigs` is an initialised set; sigwait writes the signal number into `sig`.
+    while unsafe { libc::sigwait(&sigs, &mut sig) } != 0 {}
+    log::info!("docknetd: signal {sig}, shutting down");
+
+    stop.store(true, Ordering::Release);
+    // SAFETY: the listener fd is still open (owned by the accept thread, which exits only
+    // after this wakes it); shutdown makes a blocked accept return.
+    unsafe { libc::shutdown(listen_fd, libc::SHUT_RDWR) };
+    // In case shutdown did not wake it: a connection does (the loop then sees `stop`).
+    let _ = std::os::unix::net::UnixStream::connect(sock);
+    if accept.join().is_err() {
+        log::warn!("control thread panicked");
+    }
+    control::lock(&ctl).shutdown();
+    let _ = dp_tx.send(DpMsg::Shutdown);
+    // SAFETY: the bell lives in an Arc we hold.
+    unsafe { docknet::doorbell::ring(Arc::as_ptr(&bell)) };
+    if dp.join().is_err() {
+        log::warn!("data-path thread panicked");
+    }
+    let _ = std::fs::remove_file(sock);
+    log::info!("docknetd: stopped");
+    Ok(())
+}

@@ -1,0 +1,335 @@
+//! End-to-end: run the real `docknetd`, drive it over its socket, and exchange frames
+//! through its pipes from this process acting as two services.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use docknet::pipe::ServicePipeEnd;
+use docknet_master::control::{request, Request, SOCKET_NAME};
+use serde_json::Value;
+
+struct Daemon {
+    child: Child,
+    run_dir: PathBuf,
+}
+
+impl Daemon {
+    fn start(tag: &str) -> Daemon {
+        let run_dir =
+            std::env::temp_dir().join(format!("dn-master-it-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&run_dir);
+        let child = Command::new(env!("CARGO_BIN_EXE_docknetd"))
+            .arg("--run-dir")
+            .arg(&run_dir)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn docknetd");
+        let d = Daemon { child, run_dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while d.call(Request::Ping).is_err() {
+            assert!(Instant::now() < deadline, "docknetd did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    fn call(&self, req: Request) -> Result<Value, String> {
+        request(
+            &self.run_dir.join(SOCKET_NAME),
+            &req,
+            Duration::from_secs(5),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn create(&self, name: &str, ip: &str) -> PathBuf {
+        let v = self
+            .call(Request::PipeCreate {
+                name: name.into(),
+                ip: ip.into(),
+                mtu: None,
+                rate_mbps: None,
+            })
+            .unwrap();
+        PathBuf::from(v["dir"].as_str().unwrap())
+    }
+
+    fn stats(&self, name: &str) -> Value {
+        self.call(Request::Stats {
+            name: Some(name.into()),
+        })
+        .unwrap()[name]
+            .clone()
+    }
+
+    fn stop(mut self) {
+        // SAFETY: sending SIGTERM to our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "docknetd exited with {status}");
+        assert!(!self.run_dir.exists(), "run dir left behind");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            let _ = std::fs::remove_dir_all(&self.run_dir);
+            return;
+        }
+        // A failed test: stop the daemon cleanly (it unmounts its tmpfs), then make sure.
+        // SAFETY: sending SIGTERM to our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+}
+
+fn mac(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [2, 0, o[0], o[1], o[2], o[3]]
+}
+
+fn arp_request(src: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&mac(src));
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    f.extend_from_slice(&mac(src));
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target.octets());
+    f
+}
+
+fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, payload: usize) -> Vec<u8> {
+    let mut f = vec![0xff; 12];
+    f.extend_from_slice(&[0x08, 0x00]);
+    let total = 20 + payload;
+    f.extend_from_slice(&[
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        0,
+        0x40,
+        0,
+        64,
+        253,
+        0,
+        0,
+    ]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    f.extend((0..payload).map(|i| i as u8));
+    f
+}
+
+fn send(s: &mut ServicePipeEnd, f: &[u8]) {
+    assert!(s.tx.send_copy(f));
+    s.tx.flush();
+}
+
+/// Wait for one frame on `s`.
+fn recv(s: &mut ServicePipeEnd) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(f) = s.rx.recv() {
+            let p = s.rx.frame_ptr(f);
+            // SAFETY: a validated frame of f.len bytes inside the mapping.
+            let v = unsafe { std::slice::from_raw_parts(p, f.len as usize) }.to_vec();
+            s.rx.give_back(f.buf);
+            s.rx.flush();
+            return v;
+        }
+        assert!(Instant::now() < deadline, "no frame arrived");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn wait_stat(d: &Daemon, name: &str, key: &str, want: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = d.stats(name)[key].as_u64().unwrap();
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}.{key} = {got}, want {want}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn switches_frames_between_services() {
+    let d = Daemon::start("switch");
+    let (ia, ib, ic) = (
+        "10.88.0.2".parse().unwrap(),
+        "10.88.0.3".parse().unwrap(),
+        "10.88.0.4".parse().unwrap(),
+    );
+    let mut a = ServicePipeEnd::attach(&d.create("a", "10.88.0.2/16")).unwrap();
+    let mut b = ServicePipeEnd::attach(&d.create("b", "10.88.0.3/16")).unwrap();
+    d.create("c", "10.88.0.4/16");
+    assert_eq!(
+        d.call(Request::PipeLs).unwrap()[0]["attached_pid"].as_u64(),
+        Some(std::process::id() as u64)
+    );
+
+    // ARP for b and for the gateway.
+    send(&mut a, &arp_request(ia, ib));
+    let r = recv(&mut a);
+    assert_eq!((&r[20..22], &r[22..28]), (&[0u8, 2][..], &mac(ib)[..]));
+    send(&mut a, &arp_request(ia, "10.88.0.1".parse().unwrap()));
+    assert_eq!(&recv(&mut a)[22..28], &[0x02, 0x44, 0x4e, 0, 0, 1]);
+
+    // a -> b, both ways, after the daemon went to sleep.
+    std::thread::sleep(Duration::from_millis(50));
+    let f = ipv4(ia, ib, 1000);
+    send(&mut a, &f);
+    let got = recv(&mut b);
+    assert_eq!(&got[0..6], &mac(ib));
+    assert_eq!(&got[6..12], &mac(ia));
+    assert_eq!(&got[12..], &f[12..]);
+    send(&mut b, &ipv4(ib, ia, 10));
+    assert_eq!(recv(&mut a).len(), 14 + 30);
+
+    // Drops.
+    send(&mut a, &ipv4(ia, ic, 10));
+    send(&mut a, &ipv4(ib, ic, 10));
+    send(&mut a, &ipv4(ia, "10.1.2.3".parse().unwrap(), 10));
+    wait_stat(&d, "a", "not_attached", 1);
+    wait_stat(&d, "a", "spoofed", 1);
+    wait_stat(&d, "a", "no_route", 1);
+    let sa = d.stats("a");
+    assert_eq!(sa["tx_frames"], 6);
+    assert_eq!(sa["arp_replies"], 2);
+    assert_eq!(sa["rx_frames"], 3);
+    assert_eq!(d.stats("b")["rx_bytes"], f.len() as u64);
+
+    // A service that dies keeps attached_pid set; rm + create with the same name/IP works.
+    std::mem::forget(b);
+    d.call(Request::PipeRm { name: "b".into() }).unwrap();
+    let mut b = ServicePipeEnd::attach(&d.create("b", "10.88.0.3/16")).unwrap();
+    send(&mut a, &f);
+    assert_eq!(recv(&mut b).len(), f.len());
+
+    d.stop();
+}
+
+#[test]
+fn survives_a_hostile_service() {
+    let d = Daemon::start("hostile");
+    let dir = d.create("evil", "10.77.0.2/24");
+    let map = docknet::shm::SharedMap::open(&dir.join("pipe.map")).unwrap();
+    let info = docknet::pipe::read_pipe_info(&map).unwrap();
+    // Garbage over the TX channel's rings, then over the whole file past the header.
+    let p = map.bytes_at(info.tx.ring_off as usize, 4096).unwrap();
+    // SAFETY: 4096 bytes inside the mapping.
+    unsafe { std::ptr::write_bytes(p, 0x5a, 4096) };
+    std::thread::sleep(Duration::from_millis(300));
+    let p = map.bytes_at(4096, map.len() - 4096).unwrap();
+    // SAFETY: the rest of the mapping.
+    unsafe { std::ptr::write_bytes(p, 0xff, map.len() - 4096) };
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.call(Request::Ping).unwrap(), "pong");
+    assert!(d.stats("evil")["ring_corrupt"].as_u64().unwrap() > 0);
+    d.call(Request::PipeRm {
+        name: "evil".into(),
+    })
+    .unwrap();
+    assert!(!Path::new(&dir).exists());
+    d.stop();
+}
+
+/// Wait for a frame like a libOS engine: spin 200 µs, then sleep on the service doorbell.
+fn wait_frame(
+    s: &mut ServicePipeEnd,
+    sleeper: &mut docknet::doorbell::Sleeper,
+    stop: &std::sync::atomic::AtomicBool,
+) -> bool {
+    let spin = Instant::now();
+    loop {
+        if let Some(r) = s.rx.recv() {
+            s.rx.give_back(r.buf);
+            s.rx.flush();
+            return true;
+        }
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
+        if spin.elapsed() > Duration::from_micros(200) {
+            // SAFETY: the bell is in s's live mapping.
+            unsafe { sleeper.prepare([s.service_bell()]) };
+            if s.rx.has_work() {
+                sleeper.cancel();
+            } else {
+                sleeper.wait(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// Round trips a -> b -> a through the daemon with services that spin then sleep like the
+/// libOS engine; prints the average.
+/// `cargo test -p docknet-master --release --test daemon -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn pingpong_latency() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let d = Daemon::start("pingpong");
+    let (ia, ib): (Ipv4Addr, Ipv4Addr) =
+        ("10.88.0.2".parse().unwrap(), "10.88.0.3".parse().unwrap());
+    let mut a = ServicePipeEnd::attach(&d.create("a", "10.88.0.2/16")).unwrap();
+    let mut b = ServicePipeEnd::attach(&d.create("b", "10.88.0.3/16")).unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let echo = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let reply = ipv4(ib, ia, 1000);
+            let mut sleeper = docknet::doorbell::Sleeper::default();
+            while wait_frame(&mut b, &mut sleeper, &stop) {
+                send(&mut b, &reply);
+            }
+        })
+    };
+    let f = ipv4(ia, ib, 1000);
+    let never = AtomicBool::new(false);
+    let mut sleeper = docknet::doorbell::Sleeper::default();
+    for (label, gap) in [
+        ("back to back", Duration::ZERO),
+        ("after 1 ms idle", Duration::from_millis(1)),
+    ] {
+        let n = if gap.is_zero() { 20_000 } else { 500 };
+        let mut total = Duration::ZERO;
+        let mut worst = Duration::ZERO;
+        for _ in 0..n {
+            std::thread::sleep(gap);
+            let t = Instant::now();
+            send(&mut a, &f);
+            assert!(wait_frame(&mut a, &mut sleeper, &never));
+            total += t.elapsed();
+            worst = worst.max(t.elapsed());
+        }
+        println!(
+            "pingpong {label}: {n} round trips, avg {:?}, worst {worst:?}",
+            total / n
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    echo.join().unwrap();
+    d.stop();
+}
