@@ -285,6 +285,12 @@ impl phy::Device for PipeDevice {
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<PipeTxToken<'_>> {
+        // No free buffer on the likely route: tell smoltcp to hold the segment (it retries
+        // next round) rather than drop it and wait for a retransmission timeout.
+        let hint = self.route_hint;
+        if !self.sender(hint).can_alloc() {
+            return None;
+        }
         Some(PipeTxToken { dev: self })
     }
 

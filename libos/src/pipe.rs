@@ -285,7 +285,13 @@ impl MasterPipeEnd {
                     core::ptr::addr_of!((*hdr).service_bell),
                     faults.clone(),
                 ),
-                ChannelReceiver::new(&map, &info.tx, core::ptr::null(), faults.clone()),
+                // Returning TX buffers wakes a service that sleeps waiting for them.
+                ChannelReceiver::new(
+                    &map,
+                    &info.tx,
+                    core::ptr::addr_of!((*hdr).service_bell),
+                    faults.clone(),
+                ),
             )
         };
         let bad = |field| AttachError::BadField {
@@ -310,7 +316,8 @@ impl MasterPipeEnd {
 
     /// Pid of the attached service, 0 if none (untrusted value; only for display/policy).
     pub fn attached_pid(&self) -> u32 {
-        self.control().attached_pid()
+        // SAFETY: header in the live mapping; atomic field.
+        unsafe { &(*header(&self.map)).attached_pid }.load(Ordering::Relaxed)
     }
 
     /// The mapped file.
