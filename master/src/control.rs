@@ -76,6 +76,8 @@ pub enum Request {
     RateSet { name: String, mbps: u64 },
     /// Mount a pipe into a process's mount namespace (not implemented yet).
     Attach { name: String, pid: u32 },
+    /// The NIC's name and counters.
+    Link,
 }
 
 /// The answer to a request.
@@ -184,6 +186,20 @@ pub struct Control {
     dp: Sender<DpMsg>,
     bell: Arc<Doorbell>,
     closed: bool,
+    link: Option<LinkInfo>,
+    /// Gateway addresses already given to the TAP's kernel side.
+    tap_addrs: std::collections::BTreeSet<(Ipv4Addr, u8)>,
+}
+
+/// What the control plane knows of the NIC.
+pub struct LinkInfo {
+    /// e.g. `tap:dn0`.
+    pub name: String,
+    /// The TAP's interface name, when the NIC is a TAP (its kernel side gets the gateways).
+    pub tap: Option<String>,
+    /// IP MTU of the link: the default MTU of new pipes.
+    pub mtu: u32,
+    pub stats: Arc<crate::link::LinkStats>,
 }
 
 fn fc_key(a: &str, b: &str) -> (String, String) {
@@ -206,7 +222,14 @@ impl Control {
             dp,
             bell,
             closed: false,
+            link: None,
+            tap_addrs: Default::default(),
         }
+    }
+
+    /// Tell the control plane about the NIC the data path uses.
+    pub fn set_link(&mut self, link: LinkInfo) {
+        self.link = Some(link);
     }
 
     fn pipes_dir(&self) -> PathBuf {
@@ -256,6 +279,10 @@ impl Control {
                 );
                 Ok(json!({ "name": name, "rate_mbps": mbps, "enforced": false }))
             }
+            Request::Link => match &self.link {
+                Some(l) => Ok(json!({ "name": l.name, "mtu": l.mtu, "counters": l.stats.snapshot() })),
+                None => Err("docknetd runs with --nic none: there is no NIC".into()),
+            },
             Request::Attach { name, .. } => {
                 self.pipe_mut(&name)?;
                 Err("attach is not implemented yet (issue 4)".into())
@@ -316,11 +343,17 @@ impl Control {
         }
         let (ip, prefix_len) = net::parse_cidr(cidr)?;
         let gateway = self.check_new_addr(ip, prefix_len)?;
-        let mtu = mtu.unwrap_or(DEFAULT_MTU);
+        let mtu = mtu.unwrap_or(self.link.as_ref().map_or(DEFAULT_MTU, |l| l.mtu.min(DEFAULT_MTU)));
         if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
             return Err(format!(
                 "invalid MTU {mtu}: must be in {MIN_MTU}..={MAX_MTU}"
             ));
+        }
+        if let Some(tap) = self.link.as_ref().and_then(|l| l.tap.clone()) {
+            if !self.tap_addrs.contains(&(gateway, prefix_len)) {
+                crate::nic::tap::add_address(&tap, &format!("{gateway}/{prefix_len}"))?;
+                self.tap_addrs.insert((gateway, prefix_len));
+            }
         }
         let dir = self.pipes_dir().join(name);
         if dir.exists() {

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use docknet::abi::Doorbell;
 
-use crate::control::{self, Control, Request, PIPES_DIR, SOCKET_NAME};
+use crate::control::{self, Control, LinkInfo, Request, PIPES_DIR, SOCKET_NAME};
+use crate::link::LinkStats;
+use crate::net;
+use crate::nic::{Nic, NicSpec};
 use crate::switch::{DpMsg, Switch};
 
 /// `statfs` magic of tmpfs.
@@ -162,21 +165,14 @@ fn pin_to(core: usize) {
     }
 }
 
-/// Check the `--nic` value. `Err` carries exit code 2 for unimplemented or unknown backends.
-pub fn check_nic(nic: &str) -> Result<(), DaemonError> {
-    match nic.split_once(':').map(|(k, _)| k).unwrap_or(nic) {
-        "none" if nic == "none" => Ok(()),
-        "tap" | "af-packet" | "dpdk" => Err(DaemonError { code: 2, msg: format!("--nic {nic}: not implemented yet (issue 3)") }),
-        _ => Err(DaemonError {
-            code: 2,
-            msg: format!("--nic {nic}: unknown NIC backend (expected none, tap:NAME, af-packet:IFACE or dpdk:'EAL ARGS')"),
-        }),
-    }
+/// Check the `--nic` value. `Err` carries exit code 2 for unknown backends.
+pub fn check_nic(nic: &str) -> Result<NicSpec, DaemonError> {
+    NicSpec::parse(nic).map_err(|msg| DaemonError { code: 2, msg })
 }
 
 /// Run the daemon until SIGINT/SIGTERM.
 pub fn run(opts: Options) -> Result<(), DaemonError> {
-    check_nic(&opts.nic)?;
+    let spec = check_nic(&opts.nic)?;
     let run_dir = &opts.run_dir;
     let pipes_dir = run_dir.join(PIPES_DIR);
     let sock = run_dir.join(SOCKET_NAME);
@@ -229,7 +225,9 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         },
     }
 
-    let result = serve(&opts, &sock);
+    let result = crate::nic::open(&spec, control::DEFAULT_MTU)
+        .map_err(|msg| DaemonError { code: 2, msg })
+        .and_then(|nic| serve(&opts, &sock, nic, &spec));
 
     if mounted {
         unmount(&pipes_dir);
@@ -239,7 +237,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     result
 }
 
-fn serve(opts: &Options, sock: &Path) -> Result<(), DaemonError> {
+fn serve(opts: &Options, sock: &Path, nic: Option<Box<dyn Nic>>, spec: &NicSpec) -> Result<(), DaemonError> {
     let sigs = block_signals();
     let listener = UnixListener::bind(sock)
         .map_err(|e| fail(format!("cannot listen on {}: {e}", sock.display())))?;
@@ -248,21 +246,39 @@ fn serve(opts: &Options, sock: &Path) -> Result<(), DaemonError> {
     let (dp_tx, dp_rx) = mpsc::channel::<DpMsg>();
     let core = opts.core;
     let dp_bell = bell.clone();
+    let link = nic.as_ref().map(|n| LinkInfo {
+        name: n.name().to_string(),
+        tap: match spec {
+            NicSpec::Tap(name) => Some(name.clone()),
+            _ => None,
+        },
+        mtu: (n.max_frame() - net::ETH_LEN) as u32,
+        stats: Arc::new(LinkStats::default()),
+    });
+    if let Some(l) = &link {
+        log::info!("NIC {} up, IP MTU {}", l.name, l.mtu);
+    }
+    let link_stats = link.as_ref().map(|l| l.stats.clone());
     let dp = std::thread::Builder::new()
         .name("docknetd-dp".into())
         .spawn(move || {
             if let Some(c) = core {
                 pin_to(c);
             }
-            Switch::new(dp_rx, dp_bell).run();
+            let sw = Switch::new(dp_rx, dp_bell);
+            let mut sw = match (nic, link_stats) {
+                (Some(nic), Some(stats)) => sw.with_nic(nic, stats),
+                _ => sw,
+            };
+            sw.run();
         })
         .map_err(|e| fail(format!("cannot start the data-path thread: {e}")))?;
 
-    let ctl = Arc::new(Mutex::new(Control::new(
-        &opts.run_dir,
-        dp_tx.clone(),
-        bell.clone(),
-    )));
+    let mut control = Control::new(&opts.run_dir, dp_tx.clone(), bell.clone());
+    if let Some(l) = link {
+        control.set_link(l);
+    }
+    let ctl = Arc::new(Mutex::new(control));
     let stop = Arc::new(AtomicBool::new(false));
     let listen_fd = listener.as_raw_fd();
     let accept = {

@@ -8,7 +8,10 @@
 //! - [`daemon`]: run directory, tmpfs, stale state, threads and signals.
 
 pub mod control;
+pub mod csum;
 pub mod daemon;
+pub mod link;
 pub mod net;
+pub mod nic;
 pub mod stats;
 pub mod switch;

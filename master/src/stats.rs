@@ -91,6 +91,8 @@ counters! {
     too_big,
     /// Dropped: not ARP or IPv4 (or an ARP operation other than request).
     unsupported,
+    /// 1 if the NIC steers this pipe's frames in hardware (DPDK rte_flow), else 0.
+    steered_hw,
 }
 
 /// A snapshot of one pipe's counters and its channel faults.

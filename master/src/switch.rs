@@ -19,7 +19,9 @@ use docknet::channel::{ChannelSender, RxFrame};
 use docknet::doorbell::{IdlePolicy, Sleeper, MAX_BELLS};
 use docknet::pipe::{MasterPipeEnd, PipeControl};
 
-use crate::net::{self, Verdict, ARP_FRAME_LEN, HDR_COPY, MASTER_MAC};
+use crate::link::{self, LinkCounters, LinkStats, Neighbors};
+use crate::net::{self, Verdict, ARP_FRAME_LEN, ETH_LEN, HDR_COPY, MASTER_MAC};
+use crate::nic::{Nic, NicWaker};
 use crate::stats::{Counters, PipeStats};
 
 /// Most frames taken from one pipe per round (keeps one busy pipe from starving others).
@@ -52,6 +54,7 @@ struct Slot {
     ip: u32,
     mac: [u8; 6],
     gateway: u32,
+    prefix_len: u8,
 }
 
 /// The switch state owned by the data-path thread.
@@ -65,6 +68,22 @@ pub struct Switch {
     sleeper: Sleeper,
     bells: Vec<*const Doorbell>,
     idle: IdlePolicy,
+    /// The link to the world outside the host, if any (`--nic`).
+    nic: Option<NicPort>,
+}
+
+/// The NIC and what the switch keeps about its link.
+struct NicPort {
+    nic: Box<dyn Nic>,
+    mac: [u8; 6],
+    max_frame: usize,
+    neighbors: Neighbors,
+    local: LinkCounters,
+    stats: Arc<LinkStats>,
+    /// ARP frames to send once the current receive burst is over.
+    arp_out: Vec<[u8; ARP_FRAME_LEN]>,
+    /// Wakes the sleeping data path when the NIC's fd turns readable.
+    waker: Option<NicWaker>,
 }
 
 // SAFETY: the raw doorbell pointers in `bells` point into pipe mappings owned by `slots`
@@ -88,7 +107,26 @@ impl Switch {
             sleeper: Sleeper::default(),
             bells: Vec::new(),
             idle: IdlePolicy::default(),
+            nic: None,
         }
+    }
+
+    /// Attach a NIC: frames for addresses that are no pipe of this host go out on it, and
+    /// frames from it go to the pipe that owns their destination IPv4 address.
+    pub fn with_nic(mut self, nic: Box<dyn Nic>, stats: Arc<LinkStats>) -> Self {
+        let waker = nic.rx_fd().map(|fd| NicWaker::start(fd, self.bell.clone()));
+        let (mac, max_frame) = (nic.mac(), nic.max_frame());
+        self.nic = Some(NicPort {
+            nic,
+            mac,
+            max_frame,
+            neighbors: Neighbors::new(max_frame),
+            local: LinkCounters::default(),
+            stats,
+            arp_out: Vec::with_capacity(BATCH),
+            waker,
+        });
+        self
     }
 
     /// Number of pipes being switched.
@@ -105,6 +143,7 @@ impl Switch {
                 let ip = u32::from(end.info.ipv4);
                 let gateway = u32::from(end.info.gateway);
                 let mac = end.info.mac;
+                let prefix_len = end.info.prefix_len;
                 if self.slots.len() <= slot {
                     self.slots.resize_with(slot + 1, || None);
                 }
@@ -119,9 +158,17 @@ impl Switch {
                     ip,
                     mac,
                     gateway,
+                    prefix_len,
                 });
                 self.by_ip.insert(ip, slot);
                 *self.gateways.entry(gateway).or_insert(0) += 1;
+                if let Some(port) = self.nic.as_mut() {
+                    let hw = port.nic.steer(std::net::Ipv4Addr::from(ip));
+                    if let Some(Some(s)) = self.slots.get_mut(slot) {
+                        s.local.steered_hw = hw as u64;
+                        s.stats.publish(&s.local);
+                    }
+                }
                 log::debug!(
                     "data path: pipe slot {slot} added ({})",
                     std::net::Ipv4Addr::from(ip)
@@ -144,6 +191,9 @@ impl Switch {
         };
         if self.by_ip.get(&s.ip) == Some(&slot) {
             self.by_ip.remove(&s.ip);
+            if let Some(port) = self.nic.as_mut() {
+                port.nic.unsteer(std::net::Ipv4Addr::from(s.ip));
+            }
         }
         if let Some(n) = self.gateways.get_mut(&s.gateway) {
             *n -= 1;
@@ -173,7 +223,7 @@ impl Switch {
     /// One pass over every pipe: up to [`BATCH`] frames each, then flush. Returns the
     /// number of frames taken.
     pub fn round(&mut self) -> usize {
-        let mut total = 0;
+        let mut total = self.link_round();
         for i in 0..self.slots.len() {
             for _ in 0..BATCH {
                 let Some(src) = self.slots[i].as_mut() else {
@@ -197,7 +247,124 @@ impl Switch {
                 s.dirty = false;
             }
         }
+        if let Some(port) = self.nic.as_mut() {
+            port.nic.flush_tx();
+            if total > 0 {
+                let n = port.nic.stats();
+                let l = &mut port.local;
+                (l.rx_frames, l.rx_bytes, l.tx_frames, l.tx_bytes) = (n.rx_frames, n.rx_bytes, n.tx_frames, n.tx_bytes);
+                (l.tx_dropped, l.rx_dropped) = (n.tx_dropped, n.rx_dropped);
+                port.stats.publish(&port.local);
+            }
+        }
         total
+    }
+
+    /// Take a burst from the NIC and deliver it; send queued ARP and frames whose
+    /// destination got resolved. Returns the number of frames received.
+    fn link_round(&mut self) -> usize {
+        let Some(mut port) = self.nic.take() else { return 0 };
+        let n = port.nic.rx_burst(BATCH, &mut |frame| self.ingress(&mut port.local, &mut port.arp_out, &mut port.neighbors, port.mac, frame));
+        let now = Instant::now();
+        if port.neighbors.has_pending() {
+            let NicPort { nic, neighbors, local, mac, arp_out, .. } = &mut port;
+            let dropped = neighbors.release(now, |frame, dst_mac| {
+                nic.tx(frame.len(), &mut |buf| {
+                    buf.copy_from_slice(frame);
+                    buf[0..6].copy_from_slice(&dst_mac);
+                });
+            });
+            local.no_neighbor += dropped;
+            let slots = &self.slots;
+            neighbors.ask_due(now, |ip| {
+                if arp_out.len() < arp_out.capacity() {
+                    arp_out.push(link::arp_request(*mac, link_source_ip(slots, ip), ip));
+                    local.arp_requests += 1;
+                }
+            });
+        }
+        for f in port.arp_out.drain(..) {
+            port.nic.tx(f.len(), &mut |buf| buf.copy_from_slice(&f));
+        }
+        self.nic = Some(port);
+        n
+    }
+
+    /// One frame from the NIC: answer ARP, learn neighbours, verify and deliver IPv4.
+    fn ingress(
+        &mut self,
+        local: &mut LinkCounters,
+        arp_out: &mut Vec<[u8; ARP_FRAME_LEN]>,
+        neighbors: &mut Neighbors,
+        my_mac: [u8; 6],
+        frame: &[u8],
+    ) {
+        if frame.len() < ETH_LEN {
+            local.bad_frame += 1;
+            return;
+        }
+        let dst_mac = &frame[0..6];
+        if dst_mac != my_mac && dst_mac != [0xff; 6] {
+            if dst_mac[0] & 1 != 0 {
+                local.unsupported += 1; // multicast
+            } else {
+                local.not_for_us += 1;
+            }
+            return;
+        }
+        match u16::from_be_bytes([frame[12], frame[13]]) {
+            net::ETHERTYPE_ARP => {
+                let Some(arp) = link::parse_arp(frame) else {
+                    local.bad_frame += 1;
+                    return;
+                };
+                neighbors.learn(arp.sender_ip, arp.sender_mac);
+                if arp.op == 1 && self.by_ip.contains_key(&arp.target_ip) && arp_out.len() < arp_out.capacity() {
+                    let mut reply = [0u8; ARP_FRAME_LEN];
+                    net::build_arp_reply(&mut reply, arp.sender_mac, my_mac, arp.target_ip, arp.sender_mac, arp.sender_ip.to_be_bytes());
+                    arp_out.push(reply);
+                    local.arp_answered += 1;
+                }
+            }
+            net::ETHERTYPE_IPV4 => {
+                if frame.len() < net::IPV4_MIN_FRAME_LEN {
+                    local.bad_frame += 1;
+                    return;
+                }
+                let total = u16::from_be_bytes([frame[16], frame[17]]) as usize;
+                if ETH_LEN + total > frame.len() || total < 20 {
+                    local.bad_frame += 1;
+                    return;
+                }
+                let frame = &frame[..ETH_LEN + total];
+                match crate::csum::verify(&frame[ETH_LEN..]) {
+                    Ok(()) => {}
+                    Err(crate::csum::Bad::Malformed) => {
+                        if u16::from_be_bytes([frame[20], frame[21]]) & 0x3fff != 0 {
+                            local.unsupported += 1; // a fragment
+                        } else {
+                            local.bad_frame += 1;
+                        }
+                        return;
+                    }
+                    Err(_) => {
+                        local.bad_csum += 1;
+                        return;
+                    }
+                }
+                let dst = u32::from_be_bytes([frame[30], frame[31], frame[32], frame[33]]);
+                let Some(Some(slot)) = self.by_ip.get(&dst).map(|&d| self.slots.get_mut(d).and_then(Option::as_mut)) else {
+                    local.unknown_dst += 1;
+                    return;
+                };
+                if deliver_from_link(slot, frame) {
+                    local.delivered += 1;
+                } else {
+                    local.pipe_full += 1;
+                }
+            }
+            _ => local.unsupported += 1,
+        }
     }
 
     /// Switch one frame taken from slot `i`'s TX channel (the caller gives its buffer back).
@@ -233,6 +400,8 @@ impl Switch {
                 let answer_mac = match self.by_ip.get(&target_ip) {
                     Some(&d) => slots.get(d).and_then(Option::as_ref).map(|d| d.mac),
                     None if self.gateways.contains_key(&target_ip) => Some(MASTER_MAC),
+                    // With a NIC, every other address is reached through the master.
+                    None if self.nic.is_some() && target_ip != src_ip => Some(MASTER_MAC),
                     None => None,
                 };
                 let Some(src) = slots[i].as_mut() else { return };
@@ -254,7 +423,19 @@ impl Switch {
             }
             Verdict::Ipv4 { dst, frame_len } => {
                 let Some(&d) = self.by_ip.get(&dst) else {
-                    src.local.no_route += 1;
+                    match self.nic.as_mut() {
+                        Some(port) => {
+                            let r = egress(port, ptr, &hdr, frame_len, dst);
+                            if let Some(src) = slots[i].as_mut() {
+                                match r {
+                                    Egress::Sent | Egress::Parked => {}
+                                    Egress::TooBig => src.local.too_big += 1,
+                                    Egress::Dropped => src.local.no_route += 1,
+                                }
+                            }
+                        }
+                        None => src.local.no_route += 1,
+                    }
                     return;
                 };
                 let Some(dslot) = slots.get_mut(d).and_then(Option::as_mut) else {
@@ -311,14 +492,27 @@ impl Switch {
         for s in self.slots.iter().flatten() {
             self.bells.push(s.end.master_bell());
         }
-        let timeout = if self.bells.len() > MAX_BELLS {
+        let mut timeout = if self.bells.len() > MAX_BELLS {
             Duration::from_millis(1)
         } else {
             self.idle.max_sleep
         };
+        if let Some(port) = &self.nic {
+            if port.waker.is_none() {
+                // A polling NIC (DPDK): look again soon.
+                timeout = timeout.min(Duration::from_millis(1));
+            }
+            if port.neighbors.has_pending() {
+                timeout = timeout.min(Duration::from_millis(50));
+            }
+        }
         // SAFETY: every bell is in a mapping owned by a slot (or in our Arc), and no slot is
         // removed before `wait`/`cancel` below returns (only this thread changes slots).
         unsafe { self.sleeper.prepare(self.bells.iter().copied()) };
+        // Armed only now that `sleeping` is set, so its ring cannot be missed.
+        if let Some(w) = self.nic.as_ref().and_then(|p| p.waker.as_ref()) {
+            w.arm();
+        }
         let mut work = false;
         for s in self.slots.iter_mut().flatten() {
             if s.end.tx.has_work() {
@@ -341,9 +535,101 @@ impl Switch {
             }
             Err(TryRecvError::Empty) => {
                 self.sleeper.wait(timeout);
+                if let Some(w) = self.nic.as_ref().and_then(|p| p.waker.as_ref()) {
+                    w.disarm();
+                }
                 true
             }
         }
+    }
+}
+
+/// The address the master speaks for when it asks the link about `target`: the gateway of
+/// a pipe subnet holding `target` if there is one, else any pipe's gateway (ARP needs a
+/// sender address; the reply comes back to our MAC either way).
+fn link_source_ip(slots: &[Option<Slot>], target: u32) -> u32 {
+    let same_subnet = slots
+        .iter()
+        .flatten()
+        .find(|s| (s.gateway ^ target) & net::netmask(s.prefix_len) == 0);
+    same_subnet
+        .or_else(|| slots.iter().flatten().next())
+        .map_or(0, |s| s.gateway)
+}
+
+enum Egress {
+    Sent,
+    Parked,
+    TooBig,
+    Dropped,
+}
+
+/// Send an IPv4 frame from a pipe out on the NIC: one copy from the pipe's buffer into the
+/// NIC's, Ethernet addresses set for the link, the validated header prefix rewritten from
+/// `hdr`, checksums filled (pipes carry none). An unresolved destination parks the frame
+/// and asks ARP.
+fn egress(port: &mut NicPort, src: *const u8, hdr: &[u8; HDR_COPY], frame_len: usize, dst: u32) -> Egress {
+    if frame_len > port.max_frame {
+        return Egress::TooBig;
+    }
+    let mac = port.mac;
+    let fill = |buf: &mut [u8], dst_mac: [u8; 6]| {
+        // SAFETY: `src` points at a validated pipe buffer holding at least `frame_len`
+        // bytes (checked by classify/recv); `buf` is the NIC's private buffer of exactly
+        // frame_len bytes, so the ranges cannot overlap.
+        unsafe { core::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), frame_len) };
+        buf[..net::IPV4_MIN_FRAME_LEN].copy_from_slice(&hdr[..net::IPV4_MIN_FRAME_LEN]);
+        buf[0..6].copy_from_slice(&dst_mac);
+        buf[6..12].copy_from_slice(&mac);
+        crate::csum::fill(&mut buf[ETH_LEN..]);
+    };
+    match port.neighbors.lookup(dst) {
+        Some(dst_mac) => {
+            if port.nic.tx(frame_len, &mut |buf| fill(buf, dst_mac)) {
+                Egress::Sent
+            } else {
+                Egress::Dropped
+            }
+        }
+        None => {
+            let now = Instant::now();
+            if !port.neighbors.park(dst, frame_len, now, |buf| fill(buf, [0; 6])) {
+                port.local.no_neighbor += 1;
+                return Egress::Parked;
+            }
+            // The ARP request goes out at the start of the next round (link_round).
+            Egress::Parked
+        }
+    }
+}
+
+/// Copy a verified frame from the NIC into a pipe's RX channel (Ethernet destination set
+/// to the pipe's MAC). False if the pipe is not attached or has no room.
+fn deliver_from_link(dst: &mut Slot, frame: &[u8]) -> bool {
+    if dst.control.attached_pid() == 0 || frame.len() > dst.end.rx.buf_size() {
+        return false;
+    }
+    let Some(buf) = dst.end.rx.alloc() else {
+        dst.local.rx_full += 1;
+        dst.dirty = true;
+        return false;
+    };
+    let out = dst.end.rx.buf_ptr(buf);
+    // SAFETY: `out` is a buffer we own of buf_size >= frame.len() bytes (checked above);
+    // `frame` is private NIC memory, not the pipe's.
+    unsafe {
+        core::ptr::copy_nonoverlapping(frame.as_ptr(), out, frame.len());
+        core::ptr::copy_nonoverlapping(dst.mac.as_ptr(), out, 6);
+    }
+    if dst.end.rx.post(buf, frame.len()) {
+        dst.local.rx_frames += 1;
+        dst.local.rx_bytes += frame.len() as u64;
+        dst.dirty = true;
+        true
+    } else {
+        dst.local.rx_full += 1;
+        dst.dirty = true;
+        false
     }
 }
 

@@ -37,6 +37,22 @@ enum Cmd {
         #[arg(long, default_value_t = 1 << 20)]
         buffer: usize,
     },
+    /// Answer every HTTP request with a short text page (a smoke test for curl and
+    /// browsers until dn-httpd exists), then close the connection.
+    Http {
+        /// TCP port to listen on.
+        #[arg(long, default_value_t = 80)]
+        port: u16,
+        /// Connections that may be in handshake at once.
+        #[arg(long, default_value_t = 16)]
+        backlog: usize,
+        /// The page's text.
+        #[arg(long, default_value = "hello from dn-echo on DockNet\n")]
+        body: String,
+        /// Socket buffer size per direction, bytes.
+        #[arg(long, default_value_t = 64 << 10)]
+        buffer: usize,
+    },
     /// Send messages, verify their echoes, report goodput and latency.
     Client {
         /// Server address, IP:PORT.
@@ -67,7 +83,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let buffer = match &cli.cmd {
-        Cmd::Server { buffer, .. } | Cmd::Client { buffer, .. } => *buffer,
+        Cmd::Server { buffer, .. } | Cmd::Client { buffer, .. } | Cmd::Http { buffer, .. } => *buffer,
     };
     let mut cfg = EngineConfig::from_env();
     cfg.tcp_rx_buffer = buffer;
@@ -81,6 +97,7 @@ fn main() -> ExitCode {
     };
     match cli.cmd {
         Cmd::Server { port, backlog, .. } => server(&mut engine, port, backlog),
+        Cmd::Http { port, backlog, body, .. } => http(&mut engine, port, backlog, &body.replace("\\n", "\n")),
         Cmd::Client {
             to,
             size,
@@ -135,6 +152,66 @@ fn server(engine: &mut Engine, port: u16, backlog: usize) -> ExitCode {
                 e.close(c.id);
                 false
             }
+        });
+        Control::Continue
+    });
+    ExitCode::SUCCESS
+}
+
+fn http(engine: &mut Engine, port: u16, backlog: usize, body: &str) -> ExitCode {
+    let listener = match engine.listen(port, backlog) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("dn-echo: cannot listen on port {port}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!("dn-echo: http listening on {}:{port}", engine.local_ip());
+    let _ = std::io::stdout().flush();
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes();
+    // Per connection: the request bytes seen so far (only the end matters) and how much
+    // of the response went out.
+    let mut conns: Vec<(SocketId, Vec<u8>, Option<usize>)> = Vec::new();
+    engine.run(|e| {
+        while let Some(id) = e.accept(listener) {
+            conns.push((id, Vec::with_capacity(1024), None));
+        }
+        conns.retain_mut(|(id, req, sent)| {
+            if sent.is_none() {
+                let mut buf = [0u8; 2048];
+                match e.read(*id, &mut buf) {
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                    Err(_) => {
+                        e.close(*id);
+                        return false;
+                    }
+                }
+                if req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    *sent = Some(0);
+                } else if req.len() > 16 * 1024 {
+                    e.abort(*id);
+                    return false;
+                } else {
+                    return true;
+                }
+            }
+            let done = sent.as_mut().expect("set above");
+            match e.write(*id, &response[*done..]) {
+                Ok(n) => *done += n,
+                Err(_) => {
+                    e.close(*id);
+                    return false;
+                }
+            }
+            if *done == response.len() {
+                e.close(*id);
+                return false;
+            }
+            true
         });
         Control::Continue
     });

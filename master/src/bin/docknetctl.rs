@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use docknet_master::control::{self, ClientError, FcEntry, PipeEntry, Request, SOCKET_NAME};
+use docknet_master::link::{LinkSnapshot, LINK_COLUMNS};
 use docknet_master::stats::{StatsSnapshot, COLUMNS};
 use serde_json::Value;
 
@@ -40,6 +41,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Show the NIC (--nic) and its counters: traffic, drops by reason, ARP.
+    Nic {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Rate limits.
     #[command(subcommand)]
     Rate(RateCmd),
@@ -63,9 +70,10 @@ enum PipeCmd {
         /// address of the subnet (here 10.88.0.1) is the master's (the gateway).
         #[arg(long, value_name = "A.B.C.D/N")]
         ip: String,
-        /// IP MTU (576-65000).
-        #[arg(long, value_name = "M", default_value_t = control::DEFAULT_MTU)]
-        mtu: u32,
+        /// IP MTU (576-65000). Default: 9000, or the NIC's MTU if that is smaller (frames
+        /// that leave the host must fit the link).
+        #[arg(long, value_name = "M")]
+        mtu: Option<u32>,
         /// Rate limit in Mbit/s. Stored and shown only: enforcement comes in a later issue.
         #[arg(long, value_name = "R")]
         rate_mbps: Option<u64>,
@@ -171,7 +179,7 @@ fn run(args: Args) -> Result<(), String> {
             let e: PipeEntry = decode(call(Request::PipeCreate {
                 name,
                 ip,
-                mtu: Some(mtu),
+                mtu,
                 rate_mbps,
             })?)?;
             println!("{}", e.dir);
@@ -254,6 +262,23 @@ fn run(args: Args) -> Result<(), String> {
                     })
                     .collect();
                 table(&header, &rows);
+            }
+        }
+        Cmd::Nic { json } => {
+            let v = call(Request::Link)?;
+            if json {
+                json_out(&v);
+            } else {
+                let name = v["name"].as_str().unwrap_or("?").to_string();
+                let mtu = v["mtu"].as_u64().unwrap_or(0);
+                let c: LinkSnapshot = decode(v["counters"].clone())?;
+                println!("{name} (IP MTU {mtu})");
+                let rows: Vec<Vec<String>> = LINK_COLUMNS
+                    .iter()
+                    .zip(c.values())
+                    .map(|(k, v)| vec![k.to_string(), v.to_string()])
+                    .collect();
+                table(&["COUNTER", "VALUE"], &rows);
             }
         }
         Cmd::Rate(RateCmd::Set { name, mbps }) => {

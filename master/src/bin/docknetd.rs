@@ -14,7 +14,10 @@ struct Args {
     /// Run directory: control socket and pipe directories.
     #[arg(long, value_name = "DIR", default_value = "/run/docknet")]
     run_dir: PathBuf,
-    /// NIC backend: none | tap:NAME | af-packet:IFACE | dpdk:'EAL ARGS' (only `none` is implemented yet).
+    /// NIC backend: none (intra-host only) | tap:NAME (a TAP interface whose kernel side
+    /// gets each pipe subnet's gateway address, so the host reaches the services) |
+    /// af-packet:IFACE (an existing interface, TPACKET_V3 rings) | dpdk:'EAL ARGS' (needs
+    /// the `dpdk` cargo feature; e.g. dpdk:'--no-huge --no-pci --vdev=net_af_packet0,iface=veth0').
     #[arg(long, value_name = "NIC", default_value = "none")]
     nic: String,
     /// Pin the data-path thread to this CPU core.
