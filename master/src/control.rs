@@ -78,6 +78,13 @@ pub enum Request {
     Attach { name: String, pid: u32 },
     /// The NIC's name and counters.
     Link,
+    /// Stream a pcap of what pipe `name` sends and receives (after the response line),
+    /// until `count` frames or the client hangs up.
+    Capture {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        count: Option<u64>,
+    },
 }
 
 /// The answer to a request.
@@ -227,6 +234,28 @@ impl Control {
         }
     }
 
+    /// Start capturing pipe `name`: returns its slot and the reader end.
+    pub fn capture_start(
+        &self,
+        name: &str,
+    ) -> Result<(usize, crate::capture::CaptureReader), String> {
+        let p = self
+            .pipes
+            .get(name)
+            .ok_or_else(|| format!("no pipe named {name:?}"))?;
+        let (tap, reader) = crate::capture::pair();
+        self.tell_dp(DpMsg::CaptureStart {
+            slot: p.slot,
+            tap: Box::new(tap),
+        })?;
+        Ok((p.slot, reader))
+    }
+
+    /// Stop capturing the pipe in `slot`.
+    pub fn capture_stop(&self, slot: usize) {
+        let _ = self.tell_dp(DpMsg::CaptureStop { slot });
+    }
+
     /// Tell the control plane about the NIC the data path uses.
     pub fn set_link(&mut self, link: LinkInfo) {
         self.link = Some(link);
@@ -279,8 +308,13 @@ impl Control {
                 );
                 Ok(json!({ "name": name, "rate_mbps": mbps, "enforced": false }))
             }
+            Request::Capture { .. } => {
+                Err("capture needs its own connection (docknetctl capture)".into())
+            }
             Request::Link => match &self.link {
-                Some(l) => Ok(json!({ "name": l.name, "mtu": l.mtu, "counters": l.stats.snapshot() })),
+                Some(l) => {
+                    Ok(json!({ "name": l.name, "mtu": l.mtu, "counters": l.stats.snapshot() }))
+                }
                 None => Err("docknetd runs with --nic none: there is no NIC".into()),
             },
             Request::Attach { name, .. } => {
@@ -343,7 +377,11 @@ impl Control {
         }
         let (ip, prefix_len) = net::parse_cidr(cidr)?;
         let gateway = self.check_new_addr(ip, prefix_len)?;
-        let mtu = mtu.unwrap_or(self.link.as_ref().map_or(DEFAULT_MTU, |l| l.mtu.min(DEFAULT_MTU)));
+        let mtu = mtu.unwrap_or(
+            self.link
+                .as_ref()
+                .map_or(DEFAULT_MTU, |l| l.mtu.min(DEFAULT_MTU)),
+        );
         if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
             return Err(format!(
                 "invalid MTU {mtu}: must be in {MIN_MTU}..={MAX_MTU}"
@@ -646,6 +684,14 @@ fn serve_conn(stream: UnixStream, ctl: Arc<Mutex<Control>>) {
         } else {
             match std::str::from_utf8(&buf) {
                 Ok(s) if s.trim().is_empty() => continue,
+                Ok(s) if s.contains("\"capture\"") => {
+                    if let Ok(Request::Capture { name, count }) = parse_request(s) {
+                        let _ = out.set_write_timeout(Some(Duration::from_secs(30)));
+                        serve_capture(&ctl, &name, count, out);
+                        return;
+                    }
+                    answer(&ctl, s)
+                }
                 Ok(s) => answer(&ctl, s),
                 Err(_) => Response::from_result(Err("malformed request: not UTF-8".into())),
             }
@@ -657,6 +703,53 @@ fn serve_conn(stream: UnixStream, ctl: Arc<Mutex<Control>>) {
             return;
         }
     }
+}
+
+/// Answer a capture request: a response line, then a pcap stream until the count is
+/// reached, the client hangs up, or the pipe goes away.
+fn serve_capture(ctl: &Arc<Mutex<Control>>, name: &str, count: Option<u64>, out: UnixStream) {
+    let reader = {
+        let c = lock(ctl);
+        match c.capture_start(name) {
+            Ok(r) => r,
+            Err(e) => {
+                let mut line =
+                    serde_json::to_string(&Response::from_result(Err(e))).unwrap_or_default();
+                line.push('\n');
+                let _ = (&out).write_all(line.as_bytes());
+                return;
+            }
+        }
+    };
+    let (slot, reader) = reader;
+    let mut w = std::io::BufWriter::new(&out);
+    let mut line = serde_json::to_string(&Response::from_result(Ok(json!({ "linktype": 1 }))))
+        .unwrap_or_default();
+    line.push('\n');
+    let ok =
+        w.write_all(line.as_bytes()).is_ok() && w.write_all(&crate::capture::pcap_header()).is_ok();
+    if ok {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&out);
+        let (n, end) = reader.pump(&mut w, count, || {
+            // The client never sends after its request: end-of-file means it hung up.
+            let mut b = [0u8; 1];
+            // SAFETY: recv into a 1-byte local buffer on our own open socket; MSG_PEEK
+            // leaves data queued, MSG_DONTWAIT never blocks.
+            let r = unsafe {
+                libc::recv(
+                    fd,
+                    b.as_mut_ptr().cast(),
+                    1,
+                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                )
+            };
+            r != 0
+        });
+        drop(w);
+        log::info!("capture of pipe {name}: {n} frames ({end:?})");
+    }
+    let c = lock(ctl);
+    c.capture_stop(slot);
 }
 
 /// Accept connections until `stop` is set (the caller then shuts the listener down to

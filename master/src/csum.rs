@@ -80,19 +80,27 @@ fn parse(ip: &[u8]) -> Option<(usize, u8, bool)> {
 /// Fill the IPv4 header checksum and the TCP/UDP/ICMP checksum of `ip` (one IPv4 packet,
 /// exactly its total length). Returns false if the packet is malformed (left untouched).
 pub fn fill(ip: &mut [u8]) -> bool {
-    let Some((ihl, proto, frag)) = parse(ip) else { return false };
+    let Some((ihl, proto, frag)) = parse(ip) else {
+        return false;
+    };
     ip[10..12].copy_from_slice(&[0, 0]);
     let h = field(sum(&ip[..ihl], 0));
     ip[10..12].copy_from_slice(&h);
     if frag {
         return true;
     }
-    let Some((off, with_pseudo)) = l4_field(proto) else { return true };
+    let Some((off, with_pseudo)) = l4_field(proto) else {
+        return true;
+    };
     let l4_len = ip.len() - ihl;
     if l4_len < off + 2 || (proto == PROTO_TCP && l4_len < 20) {
         return false;
     }
-    let base = if with_pseudo { pseudo(ip, proto, l4_len) } else { 0 };
+    let base = if with_pseudo {
+        pseudo(ip, proto, l4_len)
+    } else {
+        0
+    };
     let l4 = &mut ip[ihl..];
     l4[off..off + 2].copy_from_slice(&[0, 0]);
     let mut c = field(sum(l4, base));
@@ -123,16 +131,23 @@ pub fn verify(ip: &[u8]) -> Result<(), Bad> {
     if fold(sum(&ip[..ihl], 0)) != 0xffff {
         return Err(Bad::HeaderChecksum);
     }
-    let Some((off, with_pseudo)) = l4_field(proto) else { return Ok(()) };
+    let Some((off, with_pseudo)) = l4_field(proto) else {
+        return Ok(());
+    };
     let l4_len = ip.len() - ihl;
-    if l4_len < off + 2 || (proto == PROTO_TCP && l4_len < 20) || (proto == PROTO_UDP && l4_len < 8) {
+    if l4_len < off + 2 || (proto == PROTO_TCP && l4_len < 20) || (proto == PROTO_UDP && l4_len < 8)
+    {
         return Err(Bad::Malformed);
     }
     let l4 = &ip[ihl..];
     if proto == PROTO_UDP && l4[6..8] == [0, 0] {
         return Ok(()); // UDP without a checksum.
     }
-    let base = if with_pseudo { pseudo(ip, proto, l4_len) } else { 0 };
+    let base = if with_pseudo {
+        pseudo(ip, proto, l4_len)
+    } else {
+        0
+    };
     if fold(sum(l4, base)) != 0xffff {
         return Err(Bad::Checksum);
     }
@@ -185,7 +200,11 @@ mod tests {
     fn matches_the_reference_sum() {
         for len in [0, 1, 2, 7, 8, 9, 63, 64, 65, 1499, 9000] {
             let data: Vec<u8> = (0..len).map(|i| (i * 131 + 17) as u8).collect();
-            assert_eq!(u16::from_be_bytes(field(sum(&data, 0))), reference(&data), "len {len}");
+            assert_eq!(
+                u16::from_be_bytes(field(sum(&data, 0))),
+                reference(&data),
+                "len {len}"
+            );
         }
     }
 

@@ -237,7 +237,12 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     result
 }
 
-fn serve(opts: &Options, sock: &Path, nic: Option<Box<dyn Nic>>, spec: &NicSpec) -> Result<(), DaemonError> {
+fn serve(
+    opts: &Options,
+    sock: &Path,
+    nic: Option<Box<dyn Nic>>,
+    spec: &NicSpec,
+) -> Result<(), DaemonError> {
     let sigs = block_signals();
     let listener = UnixListener::bind(sock)
         .map_err(|e| fail(format!("cannot listen on {}: {e}", sock.display())))?;

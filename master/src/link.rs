@@ -111,9 +111,19 @@ impl Neighbors {
     /// A table whose waiting pool holds frames up to `max_frame` bytes.
     pub fn new(max_frame: usize) -> Self {
         let pending = (0..PENDING_SLOTS)
-            .map(|_| Pending { ip: 0, len: 0, since: Instant::now(), buf: vec![0; max_frame].into_boxed_slice() })
+            .map(|_| Pending {
+                ip: 0,
+                len: 0,
+                since: Instant::now(),
+                buf: vec![0; max_frame].into_boxed_slice(),
+            })
             .collect();
-        Neighbors { table: HashMap::new(), asked: HashMap::new(), pending, free: (0..PENDING_SLOTS).rev().collect() }
+        Neighbors {
+            table: HashMap::new(),
+            asked: HashMap::new(),
+            pending,
+            free: (0..PENDING_SLOTS).rev().collect(),
+        }
     }
 
     /// The MAC of `ip`, if known.
@@ -142,8 +152,16 @@ impl Neighbors {
 
     /// Park a frame for `ip` (written by `fill` into a pool buffer of `len` bytes). False
     /// if the pool is full or the frame too long: the frame is dropped.
-    pub fn park(&mut self, ip: u32, len: usize, now: Instant, fill: impl FnOnce(&mut [u8])) -> bool {
-        let Some(i) = self.free.pop() else { return false };
+    pub fn park(
+        &mut self,
+        ip: u32,
+        len: usize,
+        now: Instant,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        let Some(i) = self.free.pop() else {
+            return false;
+        };
         let p = &mut self.pending[i];
         if len > p.buf.len() {
             self.free.push(i);
@@ -250,7 +268,15 @@ mod tests {
     fn arp_request_parses_back() {
         let f = arp_request([2, 0, 0, 0, 0, 9], 0x0a580001, 0x0a580002);
         let a = parse_arp(&f).unwrap();
-        assert_eq!(a, ArpSeen { op: 1, sender_mac: [2, 0, 0, 0, 0, 9], sender_ip: 0x0a580001, target_ip: 0x0a580002 });
+        assert_eq!(
+            a,
+            ArpSeen {
+                op: 1,
+                sender_mac: [2, 0, 0, 0, 0, 9],
+                sender_ip: 0x0a580001,
+                target_ip: 0x0a580002
+            }
+        );
         assert!(parse_arp(&f[..41]).is_none());
     }
 
@@ -268,7 +294,10 @@ mod tests {
         assert_eq!(n.release(t0, |f, mac| sent.push((f.to_vec(), mac))), 0);
         assert_eq!(sent, vec![(vec![1; 10], [2, 1, 1, 1, 1, 1])]);
         assert!(n.has_pending());
-        assert_eq!(n.release(t0 + Duration::from_secs(2), |_, _| panic!("unresolved")), 1);
+        assert_eq!(
+            n.release(t0 + Duration::from_secs(2), |_, _| panic!("unresolved")),
+            1
+        );
         assert!(!n.has_pending());
         for i in 0..PENDING_SLOTS as u32 {
             assert!(n.park(i + 100, 1, t0, |_| {}));

@@ -19,6 +19,7 @@ use docknet::channel::{ChannelSender, RxFrame};
 use docknet::doorbell::{IdlePolicy, Sleeper, MAX_BELLS};
 use docknet::pipe::{MasterPipeEnd, PipeControl};
 
+use crate::capture::CaptureTap;
 use crate::link::{self, LinkCounters, LinkStats, Neighbors};
 use crate::net::{self, Verdict, ARP_FRAME_LEN, ETH_LEN, HDR_COPY, MASTER_MAC};
 use crate::nic::{Nic, NicWaker};
@@ -40,6 +41,10 @@ pub enum DpMsg {
         slot: usize,
         done: Option<std::sync::mpsc::SyncSender<()>>,
     },
+    /// Copy every frame pipe `slot` sends or receives to `tap` (replacing any earlier one).
+    CaptureStart { slot: usize, tap: Box<CaptureTap> },
+    /// Stop capturing pipe `slot`.
+    CaptureStop { slot: usize },
     /// Leave the loop.
     Shutdown,
 }
@@ -55,6 +60,8 @@ struct Slot {
     mac: [u8; 6],
     gateway: u32,
     prefix_len: u8,
+    /// Set while `docknetctl capture` watches this pipe.
+    capture: Option<Box<CaptureTap>>,
 }
 
 /// The switch state owned by the data-path thread.
@@ -159,6 +166,7 @@ impl Switch {
                     mac,
                     gateway,
                     prefix_len,
+                    capture: None,
                 });
                 self.by_ip.insert(ip, slot);
                 *self.gateways.entry(gateway).or_insert(0) += 1;
@@ -178,6 +186,16 @@ impl Switch {
                 self.remove(slot);
                 if let Some(done) = done {
                     let _ = done.try_send(());
+                }
+            }
+            DpMsg::CaptureStart { slot, tap } => {
+                if let Some(Some(s)) = self.slots.get_mut(slot) {
+                    s.capture = Some(tap);
+                }
+            }
+            DpMsg::CaptureStop { slot } => {
+                if let Some(Some(s)) = self.slots.get_mut(slot) {
+                    s.capture = None;
                 }
             }
             DpMsg::Shutdown => return false,
@@ -252,7 +270,8 @@ impl Switch {
             if total > 0 {
                 let n = port.nic.stats();
                 let l = &mut port.local;
-                (l.rx_frames, l.rx_bytes, l.tx_frames, l.tx_bytes) = (n.rx_frames, n.rx_bytes, n.tx_frames, n.tx_bytes);
+                (l.rx_frames, l.rx_bytes, l.tx_frames, l.tx_bytes) =
+                    (n.rx_frames, n.rx_bytes, n.tx_frames, n.tx_bytes);
                 (l.tx_dropped, l.rx_dropped) = (n.tx_dropped, n.rx_dropped);
                 port.stats.publish(&port.local);
             }
@@ -263,11 +282,28 @@ impl Switch {
     /// Take a burst from the NIC and deliver it; send queued ARP and frames whose
     /// destination got resolved. Returns the number of frames received.
     fn link_round(&mut self) -> usize {
-        let Some(mut port) = self.nic.take() else { return 0 };
-        let n = port.nic.rx_burst(BATCH, &mut |frame| self.ingress(&mut port.local, &mut port.arp_out, &mut port.neighbors, port.mac, frame));
+        let Some(mut port) = self.nic.take() else {
+            return 0;
+        };
+        let n = port.nic.rx_burst(BATCH, &mut |frame| {
+            self.ingress(
+                &mut port.local,
+                &mut port.arp_out,
+                &mut port.neighbors,
+                port.mac,
+                frame,
+            )
+        });
         let now = Instant::now();
         if port.neighbors.has_pending() {
-            let NicPort { nic, neighbors, local, mac, arp_out, .. } = &mut port;
+            let NicPort {
+                nic,
+                neighbors,
+                local,
+                mac,
+                arp_out,
+                ..
+            } = &mut port;
             let dropped = neighbors.release(now, |frame, dst_mac| {
                 nic.tx(frame.len(), &mut |buf| {
                     buf.copy_from_slice(frame);
@@ -319,9 +355,19 @@ impl Switch {
                     return;
                 };
                 neighbors.learn(arp.sender_ip, arp.sender_mac);
-                if arp.op == 1 && self.by_ip.contains_key(&arp.target_ip) && arp_out.len() < arp_out.capacity() {
+                if arp.op == 1
+                    && self.by_ip.contains_key(&arp.target_ip)
+                    && arp_out.len() < arp_out.capacity()
+                {
                     let mut reply = [0u8; ARP_FRAME_LEN];
-                    net::build_arp_reply(&mut reply, arp.sender_mac, my_mac, arp.target_ip, arp.sender_mac, arp.sender_ip.to_be_bytes());
+                    net::build_arp_reply(
+                        &mut reply,
+                        arp.sender_mac,
+                        my_mac,
+                        arp.target_ip,
+                        arp.sender_mac,
+                        arp.sender_ip.to_be_bytes(),
+                    );
                     arp_out.push(reply);
                     local.arp_answered += 1;
                 }
@@ -353,7 +399,11 @@ impl Switch {
                     }
                 }
                 let dst = u32::from_be_bytes([frame[30], frame[31], frame[32], frame[33]]);
-                let Some(Some(slot)) = self.by_ip.get(&dst).map(|&d| self.slots.get_mut(d).and_then(Option::as_mut)) else {
+                let Some(Some(slot)) = self
+                    .by_ip
+                    .get(&dst)
+                    .map(|&d| self.slots.get_mut(d).and_then(Option::as_mut))
+                else {
                     local.unknown_dst += 1;
                     return;
                 };
@@ -378,6 +428,10 @@ impl Switch {
         // bytes and we copy at most min(len, 42) of them into a private array. The bytes
         // may change under us; we decide only on this copy.
         unsafe { core::ptr::copy_nonoverlapping(ptr, hdr.as_mut_ptr(), len.min(HDR_COPY)) };
+        if let Some(cap) = src.capture.as_mut() {
+            // SAFETY: `ptr` is a validated buffer holding `len` bytes.
+            unsafe { cap.record_raw(ptr, len) };
+        }
         src.local.tx_frames += 1;
         src.local.tx_bytes += len as u64;
         src.dirty = true;
@@ -413,6 +467,9 @@ impl Switch {
                 net::build_arp_reply(
                     &mut reply, src_mac, answer_mac, target_ip, sender_mac, sender_ip,
                 );
+                if let Some(cap) = src.capture.as_mut() {
+                    cap.record(&reply);
+                }
                 if send_bytes(&mut src.end.rx, &reply) {
                     src.local.arp_replies += 1;
                     src.local.rx_frames += 1;
@@ -568,7 +625,13 @@ enum Egress {
 /// NIC's, Ethernet addresses set for the link, the validated header prefix rewritten from
 /// `hdr`, checksums filled (pipes carry none). An unresolved destination parks the frame
 /// and asks ARP.
-fn egress(port: &mut NicPort, src: *const u8, hdr: &[u8; HDR_COPY], frame_len: usize, dst: u32) -> Egress {
+fn egress(
+    port: &mut NicPort,
+    src: *const u8,
+    hdr: &[u8; HDR_COPY],
+    frame_len: usize,
+    dst: u32,
+) -> Egress {
     if frame_len > port.max_frame {
         return Egress::TooBig;
     }
@@ -593,7 +656,10 @@ fn egress(port: &mut NicPort, src: *const u8, hdr: &[u8; HDR_COPY], frame_len: u
         }
         None => {
             let now = Instant::now();
-            if !port.neighbors.park(dst, frame_len, now, |buf| fill(buf, [0; 6])) {
+            if !port
+                .neighbors
+                .park(dst, frame_len, now, |buf| fill(buf, [0; 6]))
+            {
                 port.local.no_neighbor += 1;
                 return Egress::Parked;
             }
@@ -620,6 +686,10 @@ fn deliver_from_link(dst: &mut Slot, frame: &[u8]) -> bool {
     unsafe {
         core::ptr::copy_nonoverlapping(frame.as_ptr(), out, frame.len());
         core::ptr::copy_nonoverlapping(dst.mac.as_ptr(), out, 6);
+    }
+    if let Some(cap) = dst.capture.as_mut() {
+        // SAFETY: `out` holds the frame.len() bytes just written.
+        unsafe { cap.record_raw(out, frame.len()) };
     }
     if dst.end.rx.post(buf, frame.len()) {
         dst.local.rx_frames += 1;
@@ -674,6 +744,10 @@ fn deliver(
     unsafe {
         core::ptr::copy_nonoverlapping(src, out, frame_len);
         core::ptr::copy_nonoverlapping(head.as_ptr(), out, head.len());
+    }
+    if let Some(cap) = dst.capture.as_mut() {
+        // SAFETY: `out` holds the frame_len bytes just written.
+        unsafe { cap.record_raw(out, frame_len) };
     }
     if dst.end.rx.post(buf, frame_len) {
         dst.local.rx_frames += 1;

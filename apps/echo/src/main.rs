@@ -83,7 +83,9 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let buffer = match &cli.cmd {
-        Cmd::Server { buffer, .. } | Cmd::Client { buffer, .. } | Cmd::Http { buffer, .. } => *buffer,
+        Cmd::Server { buffer, .. } | Cmd::Client { buffer, .. } | Cmd::Http { buffer, .. } => {
+            *buffer
+        }
     };
     let mut cfg = EngineConfig::from_env();
     cfg.tcp_rx_buffer = buffer;
@@ -97,7 +99,12 @@ fn main() -> ExitCode {
     };
     match cli.cmd {
         Cmd::Server { port, backlog, .. } => server(&mut engine, port, backlog),
-        Cmd::Http { port, backlog, body, .. } => http(&mut engine, port, backlog, &body.replace("\\n", "\n")),
+        Cmd::Http {
+            port,
+            backlog,
+            body,
+            ..
+        } => http(&mut engine, port, backlog, &body.replace("\\n", "\n")),
         Cmd::Client {
             to,
             size,

@@ -1,5 +1,7 @@
 //! `docknetctl`: command-line client of `docknetd`.
 
+use std::io::{BufRead, Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -40,6 +42,18 @@ enum Cmd {
         /// Print JSON (an object keyed by pipe name) instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Capture what a pipe sends and receives into a pcap file (tcpdump -r, Wireshark).
+    /// Stops after --count frames or on Ctrl-C.
+    Capture {
+        /// Pipe name.
+        name: String,
+        /// Output file (pcap, Ethernet link type); `-` for standard output.
+        #[arg(short = 'w', long = "write", value_name = "FILE.pcap")]
+        file: PathBuf,
+        /// Stop after this many frames.
+        #[arg(long, short = 'c')]
+        count: Option<u64>,
     },
     /// Show the NIC (--nic) and its counters: traffic, drops by reason, ARP.
     Nic {
@@ -264,6 +278,7 @@ fn run(args: Args) -> Result<(), String> {
                 table(&header, &rows);
             }
         }
+        Cmd::Capture { name, file, count } => capture(&sock, name, &file, count)?,
         Cmd::Nic { json } => {
             let v = call(Request::Link)?;
             if json {
@@ -292,6 +307,141 @@ fn run(args: Args) -> Result<(), String> {
             call(Request::Attach { name, pid })?;
         }
     }
+    Ok(())
+}
+
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Read exactly `buf.len()` bytes, retrying on read timeouts until interrupted. False on
+/// end of stream or interruption.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<bool, String> {
+    let mut got = 0;
+    while got < buf.len() {
+        if INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(false);
+        }
+        match r.read(&mut buf[got..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => got += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(format!("reading the capture stream: {e}")),
+        }
+    }
+    Ok(true)
+}
+
+fn capture(
+    sock: &std::path::Path,
+    name: String,
+    file: &std::path::Path,
+    count: Option<u64>,
+) -> Result<(), String> {
+    // SAFETY: installing a handler that only stores to an atomic (async-signal-safe).
+    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
+    let mut s = UnixStream::connect(sock).map_err(|e| {
+        format!(
+            "cannot reach docknetd at {}: is it running? ({e})",
+            sock.display()
+        )
+    })?;
+    let mut req = serde_json::to_string(&Request::Capture {
+        name: name.clone(),
+        count,
+    })
+    .map_err(|e| e.to_string())?;
+    req.push('\n');
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("cannot send to docknetd: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .map_err(|e| e.to_string())?;
+    let mut r = std::io::BufReader::new(s);
+    let mut line = Vec::new();
+    loop {
+        match r.read_until(b'\n', &mut line) {
+            Ok(_) if line.ends_with(b"\n") => break,
+            Ok(0) => return Err("docknetd closed the connection".into()),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                if INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Ok(());
+                }
+            }
+            Err(e) => return Err(format!("no answer from docknetd: {e}")),
+        }
+    }
+    let resp: control::Response = serde_json::from_slice(&line)
+        .map_err(|e| format!("malformed answer from docknetd: {e}"))?;
+    if !resp.ok {
+        return Err(resp.error.unwrap_or_else(|| "unknown error".into()));
+    }
+    let mut out: Box<dyn Write> = if file.as_os_str() == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::io::BufWriter::new(
+            std::fs::File::create(file)
+                .map_err(|e| format!("cannot create {}: {e}", file.display()))?,
+        ))
+    };
+    let mut header = [0u8; 24];
+    if !read_full(&mut r, &mut header)? {
+        return Err("the capture stream ended before its header".into());
+    }
+    out.write_all(&header)
+        .map_err(|e| format!("writing {}: {e}", file.display()))?;
+    let mut frames = 0u64;
+    let mut data = vec![0u8; 65536];
+    let mut last_report = std::time::Instant::now();
+    eprintln!(
+        "docknetctl: capturing pipe {name} to {} (Ctrl-C to stop)",
+        file.display()
+    );
+    loop {
+        let mut rec = [0u8; 16];
+        if !read_full(&mut r, &mut rec)? {
+            break;
+        }
+        let len = u32::from_le_bytes([rec[8], rec[9], rec[10], rec[11]]) as usize;
+        if len > data.len() {
+            return Err(format!(
+                "capture stream: record of {len} bytes is longer than the snap length"
+            ));
+        }
+        if !read_full(&mut r, &mut data[..len])? {
+            break;
+        }
+        out.write_all(&rec)
+            .and_then(|()| out.write_all(&data[..len]))
+            .map_err(|e| format!("writing {}: {e}", file.display()))?;
+        frames += 1;
+        if last_report.elapsed() > Duration::from_secs(1) {
+            eprint!("\rdocknetctl: {frames} frames");
+            last_report = std::time::Instant::now();
+        }
+        if count.is_some_and(|c| frames >= c) {
+            break;
+        }
+    }
+    out.flush()
+        .map_err(|e| format!("writing {}: {e}", file.display()))?;
+    eprintln!(
+        "\rdocknetctl: {frames} frames written to {}",
+        file.display()
+    );
     Ok(())
 }
 

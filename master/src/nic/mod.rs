@@ -80,7 +80,9 @@ pub enum NicSpec {
 impl NicSpec {
     /// Parse `none`, `tap:NAME`, `af-packet:IFACE` or `dpdk:'EAL ARGS'`.
     pub fn parse(s: &str) -> Result<NicSpec, String> {
-        let bad_name = |n: &str| n.is_empty() || n.len() > 15 || n.contains('/') || n.chars().any(char::is_whitespace);
+        let bad_name = |n: &str| {
+            n.is_empty() || n.len() > 15 || n.contains('/') || n.chars().any(char::is_whitespace)
+        };
         match s.split_once(':') {
             None if s == "none" => Ok(NicSpec::None),
             Some(("tap", n)) if !bad_name(n) => Ok(NicSpec::Tap(n.to_string())),
@@ -110,7 +112,10 @@ pub fn iface_mac_mtu(name: &str) -> Result<([u8; 6], u32), String> {
     // SAFETY: ioctl on a valid socket with a properly sized, NUL-terminated ifreq.
     let r = unsafe { libc::ioctl(fd.0, libc::SIOCGIFHWADDR, &mut req) };
     if r < 0 {
-        return Err(format!("interface {name}: cannot read its MAC: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "interface {name}: cannot read its MAC: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     // SAFETY: SIOCGIFHWADDR filled the ifru_hwaddr member of the union.
     let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
@@ -121,7 +126,10 @@ pub fn iface_mac_mtu(name: &str) -> Result<([u8; 6], u32), String> {
     // SAFETY: as above, for SIOCGIFMTU (fills ifru_mtu).
     let r = unsafe { libc::ioctl(fd.0, libc::SIOCGIFMTU, &mut req) };
     if r < 0 {
-        return Err(format!("interface {name}: cannot read its MTU: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "interface {name}: cannot read its MTU: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     // SAFETY: SIOCGIFMTU filled ifru_mtu.
     let mtu = unsafe { req.ifr_ifru.ifru_mtu } as u32;
@@ -169,19 +177,28 @@ pub fn set_up_and_mtu(name: &str, mtu: Option<u32>) -> Result<(), String> {
         req.ifr_ifru.ifru_mtu = mtu as libc::c_int;
         // SAFETY: ioctl with a valid ifreq.
         if unsafe { libc::ioctl(fd.0, libc::SIOCSIFMTU, &req) } < 0 {
-            return Err(format!("interface {name}: cannot set MTU {mtu}: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "interface {name}: cannot set MTU {mtu}: {}",
+                std::io::Error::last_os_error()
+            ));
         }
     }
     let mut req = ifreq(name)?;
     // SAFETY: ioctl with a valid ifreq; SIOCGIFFLAGS fills ifru_flags.
     if unsafe { libc::ioctl(fd.0, libc::SIOCGIFFLAGS, &mut req) } < 0 {
-        return Err(format!("interface {name}: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "interface {name}: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     // SAFETY: reading the flags member just filled by the kernel.
     unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
     // SAFETY: ioctl with a valid ifreq.
     if unsafe { libc::ioctl(fd.0, libc::SIOCSIFFLAGS, &req) } < 0 {
-        return Err(format!("interface {name}: cannot set it up: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "interface {name}: cannot set it up: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }
@@ -194,8 +211,14 @@ mod tests {
     fn parses_nic_specs() {
         assert_eq!(NicSpec::parse("none"), Ok(NicSpec::None));
         assert_eq!(NicSpec::parse("tap:dn0"), Ok(NicSpec::Tap("dn0".into())));
-        assert_eq!(NicSpec::parse("af-packet:veth1"), Ok(NicSpec::AfPacket("veth1".into())));
-        assert_eq!(NicSpec::parse("dpdk:--no-huge --no-pci"), Ok(NicSpec::Dpdk("--no-huge --no-pci".into())));
+        assert_eq!(
+            NicSpec::parse("af-packet:veth1"),
+            Ok(NicSpec::AfPacket("veth1".into()))
+        );
+        assert_eq!(
+            NicSpec::parse("dpdk:--no-huge --no-pci"),
+            Ok(NicSpec::Dpdk("--no-huge --no-pci".into()))
+        );
         assert!(NicSpec::parse("tap:").is_err());
         assert!(NicSpec::parse("tap:a/b").is_err());
         assert!(NicSpec::parse("tap:waytoolonginterfacename").is_err());
@@ -219,11 +242,24 @@ struct WakerShared {
     stop: std::sync::atomic::AtomicBool,
 }
 
-fn futex_private(word: &std::sync::atomic::AtomicU32, op: libc::c_int, val: u32, timeout: Option<&libc::timespec>) {
+fn futex_private(
+    word: &std::sync::atomic::AtomicU32,
+    op: libc::c_int,
+    val: u32,
+    timeout: Option<&libc::timespec>,
+) {
     let ts = timeout.map_or(core::ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: futex on a live, aligned u32 of this process; the kernel only reads `ts`.
     unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), op | libc::FUTEX_PRIVATE_FLAG, val, ts, 0usize, 0u32);
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            op | libc::FUTEX_PRIVATE_FLAG,
+            val,
+            ts,
+            0usize,
+            0u32,
+        );
     }
 }
 
@@ -239,13 +275,20 @@ impl NicWaker {
         let thread = std::thread::Builder::new()
             .name("docknetd-nicwake".into())
             .spawn(move || {
-                let tick = libc::timespec { tv_sec: 0, tv_nsec: 100_000_000 };
+                let tick = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 100_000_000,
+                };
                 while !sh.stop.load(Ordering::Acquire) {
                     if sh.armed.load(Ordering::Acquire) == 0 {
                         futex_private(&sh.armed, libc::FUTEX_WAIT, 0, Some(&tick));
                         continue;
                     }
-                    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+                    let mut pfd = libc::pollfd {
+                        fd,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
                     // SAFETY: poll on one valid pollfd; the fd outlives this thread (the
                     // NIC is dropped only after `stop` + join in Drop).
                     let r = unsafe { libc::poll(&mut pfd, 1, 100) };
@@ -256,24 +299,33 @@ impl NicWaker {
                 }
             })
             .expect("spawn the NIC waker thread");
-        NicWaker { shared, thread: Some(thread) }
+        NicWaker {
+            shared,
+            thread: Some(thread),
+        }
     }
 
     /// The data path is about to sleep: watch the fd.
     pub fn arm(&self) {
-        self.shared.armed.store(1, std::sync::atomic::Ordering::Release);
+        self.shared
+            .armed
+            .store(1, std::sync::atomic::Ordering::Release);
         futex_private(&self.shared.armed, libc::FUTEX_WAKE, 1, None);
     }
 
     /// The data path is awake: stop watching.
     pub fn disarm(&self) {
-        self.shared.armed.store(0, std::sync::atomic::Ordering::Release);
+        self.shared
+            .armed
+            .store(0, std::sync::atomic::Ordering::Release);
     }
 }
 
 impl Drop for NicWaker {
     fn drop(&mut self) {
-        self.shared.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.shared
+            .stop
+            .store(true, std::sync::atomic::Ordering::Release);
         futex_private(&self.shared.armed, libc::FUTEX_WAKE, 1, None);
         if let Some(t) = self.thread.take() {
             let _ = t.join();

@@ -34,9 +34,17 @@ impl TapNic {
     pub fn open(name: &str, mtu: u32) -> Result<TapNic, String> {
         let path = c"/dev/net/tun";
         // SAFETY: open(2) with a NUL-terminated path.
-        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+        let fd = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            )
+        };
         if fd < 0 {
-            return Err(format!("tap {name}: cannot open /dev/net/tun: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "tap {name}: cannot open /dev/net/tun: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         let fd = Fd(fd);
         let mut req = super::ifreq(name)?;
@@ -74,7 +82,9 @@ pub fn add_address(name: &str, cidr: &str) -> Result<(), String> {
     let out = std::process::Command::new("ip")
         .args(["addr", "replace", cidr, "dev", name])
         .output()
-        .map_err(|e| format!("tap {name}: cannot run `ip addr replace {cidr}`: {e} (is iproute2 installed?)"))?;
+        .map_err(|e| {
+            format!("tap {name}: cannot run `ip addr replace {cidr}`: {e} (is iproute2 installed?)")
+        })?;
     if !out.status.success() {
         return Err(format!(
             "tap {name}: `ip addr replace {cidr} dev {name}` failed: {}",
@@ -101,7 +111,13 @@ impl Nic for TapNic {
         let mut n = 0;
         while n < max {
             // SAFETY: read(2) into our own buffer of rx_buf.len() bytes.
-            let r = unsafe { libc::read(self.fd.0, self.rx_buf.as_mut_ptr().cast(), self.rx_buf.len()) };
+            let r = unsafe {
+                libc::read(
+                    self.fd.0,
+                    self.rx_buf.as_mut_ptr().cast(),
+                    self.rx_buf.len(),
+                )
+            };
             if r <= 0 {
                 break;
             }
