@@ -168,7 +168,9 @@ pub struct PipeHeader {
     /// Bumped by the master whenever this pipe's fast channels change; the libOS rescans
     /// its `fc/` directory only when it sees a new value.
     pub fc_generation: AtomicU32,
-    pub _pad1: [u8; 8],
+    /// Nonzero once the master removed the pipe: the service stops using it.
+    pub closed: AtomicU32,
+    pub _pad1: [u8; 4],
     /// Master → service frames. `ret` is the fill ring.
     pub rx: ChannelLayout,
     /// Service → master frames. `ret` is the completion ring.

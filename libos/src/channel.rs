@@ -181,6 +181,8 @@ impl ChannelSender {
                 _ => break false,
             }
         };
+        // A receiver publishes its returns before releasing ring slots (see
+        // `ChannelReceiver::flush`), so once the ring is drained every return is visible.
         while let Ok(Some(_)) = self.ret.pop() {}
         self.ret.release();
         drained
@@ -342,8 +344,11 @@ impl ChannelReceiver {
 
     /// Publish consumed slots and returned buffers; wake the sender if it waits.
     pub fn flush(&mut self) {
+        // Returns first: a sender that re-attaches waits for the ring to drain and then
+        // forgets returns, so every return must be visible before the slot is released.
+        let returned = self.ret.publish();
         self.ring.release();
-        if self.ret.publish() {
+        if returned {
             // SAFETY: the bell is in a live mapping (constructor contract).
             unsafe { doorbell::ring(self.sender_bell) };
         }

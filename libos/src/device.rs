@@ -51,6 +51,8 @@ pub struct PipeDevice {
     fcs: Vec<FcEnd>,
     /// A received frame smoltcp is (or was) looking at; returned to its sender next time.
     pending_rx: Option<(Route, RxFrame)>,
+    /// Fast channels given up on (until the master changes our fast channels).
+    broken: Vec<PathBuf>,
     route_hint: Route,
     fc_generation: u32,
     caps: DeviceCapabilities,
@@ -81,6 +83,7 @@ impl PipeDevice {
             pipe,
             fcs: Vec::new(),
             pending_rx: None,
+            broken: Vec::new(),
             route_hint: Route::Pipe,
             fc_generation: 0,
             caps,
@@ -120,8 +123,33 @@ impl PipeDevice {
         let closed = self.fcs.iter().any(|f| f.is_closed());
         if gen != self.fc_generation || closed {
             self.fc_generation = gen;
+            self.broken.clear();
             self.rescan_fcs();
         }
+        // A peer that wrote impossible ring indices has broken the channel: stop using it
+        // (traffic falls back to the master) until the master changes our fast channels.
+        if let Some(i) = self.fcs.iter().position(|f| {
+            f.faults
+                .ring_corrupt
+                .load(core::sync::atomic::Ordering::Relaxed)
+                > 0
+        }) {
+            let f = self.fcs.remove(i);
+            log::warn!("fast channel to {} is broken (impossible ring indices from the peer): using the master", f.peer_ip);
+            self.broken.push(f.path().to_path_buf());
+            self.release_pending();
+            self.route_hint = Route::Pipe;
+        }
+    }
+
+    /// True if the master changed our fast channels since we last looked (cheap).
+    pub fn fc_changed(&self) -> bool {
+        self.pipe.fc_generation() != self.fc_generation
+    }
+
+    /// True once the master removed our pipe.
+    pub fn pipe_closed(&self) -> bool {
+        self.pipe.is_closed()
     }
 
     fn rescan_fcs(&mut self) {
@@ -138,7 +166,7 @@ impl PipeDevice {
             if path.extension().and_then(|e| e.to_str()) != Some("map") {
                 continue;
             }
-            if self.fcs.iter().any(|f| f.path() == path) {
+            if self.fcs.iter().any(|f| f.path() == path) || self.broken.contains(&path) {
                 continue;
             }
             match FcEnd::attach(&path, self.pipe.info.ipv4) {
@@ -303,11 +331,13 @@ impl phy::RxToken for PipeRxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
         // SAFETY: `ptr` points either at the device's own `arp_rx` array (42 bytes) or at a
         // validated frame (`len <= buf_size`) in a buffer of a mapping the device keeps
-        // alive while this token's borrow lasts; the buffer is
-        // not returned to its sender before the next `receive`/`flush`, which need the
-        // device mutably and so come after this token is gone. The sender may still
-        // scribble on the bytes (it is untrusted); u8 has no invalid values and smoltcp
-        // bounds-checks every field it parses, so the worst case is a garbage frame.
+        // alive while this token's borrow lasts; the buffer is not returned to its sender
+        // before the next `receive`/`flush`, which need the device mutably and so come
+        // after this token is gone. Soundness relies on the sender not writing a buffer it
+        // lent us until we return it: the master never does; a fast-channel peer is a
+        // trusted partner (`docknetctl fc create` is the grant) and its libOS never does.
+        // smoltcp bounds-checks every field it parses, so even a misbehaving peer's bytes
+        // cannot make it read outside the frame.
         let frame = unsafe { core::slice::from_raw_parts(self.ptr, self.len) };
         f(frame)
     }

@@ -44,6 +44,9 @@ fn futex_wake(word: &AtomicU32) {
     }
 }
 
+/// Set once `futex_waitv` turned out to be missing; sleeps then use a fallback.
+static NO_WAITV: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// The most doorbells one sleep can watch (the kernel's `FUTEX_WAITV_MAX`).
 pub const MAX_BELLS: usize = 128;
 
@@ -112,16 +115,45 @@ impl Sleeper {
                     + (total / 1_000_000_000) as i64,
                 tv_nsec: (total % 1_000_000_000) as i64,
             };
-            // SAFETY: `waiters` holds valid futex_waitv entries for live u32 words; the
-            // kernel only reads them and the absolute deadline.
+            if !NO_WAITV.load(Ordering::Relaxed) {
+                // SAFETY: `waiters` holds valid futex_waitv entries for live u32 words; the
+                // kernel only reads them and the absolute deadline.
+                let r = unsafe {
+                    libc::syscall(
+                        SYS_FUTEX_WAITV,
+                        self.waiters.as_ptr(),
+                        self.waiters.len() as u32,
+                        0u32,
+                        &deadline as *const libc::timespec,
+                        libc::CLOCK_MONOTONIC,
+                    )
+                };
+                let err = std::io::Error::last_os_error().raw_os_error();
+                if r < 0 && matches!(err, Some(libc::ENOSYS) | Some(libc::EPERM)) {
+                    NO_WAITV.store(true, Ordering::Relaxed);
+                    log::warn!("futex_waitv is unavailable (Linux < 5.16 or a seccomp filter): sleeping in 1 ms slices on one doorbell");
+                } else {
+                    self.cancel();
+                    return;
+                }
+            }
+            // Fallback: wait on the first doorbell only, briefly, so the others are
+            // noticed within a millisecond.
+            let w = &self.waiters[0];
+            let slice = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: timeout.as_nanos().min(1_000_000) as i64,
+            };
+            // SAFETY: FUTEX_WAIT on a live u32 word with a relative timeout we own.
             unsafe {
                 libc::syscall(
-                    SYS_FUTEX_WAITV,
-                    self.waiters.as_ptr(),
-                    self.waiters.len() as u32,
+                    libc::SYS_futex,
+                    w.uaddr as *const u32,
+                    libc::FUTEX_WAIT,
+                    w.val as u32,
+                    &slice as *const libc::timespec,
+                    0usize,
                     0u32,
-                    &deadline as *const libc::timespec,
-                    libc::CLOCK_MONOTONIC,
                 );
             }
         } else {

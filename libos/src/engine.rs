@@ -123,6 +123,7 @@ pub struct Engine {
     epoch: std::time::Instant,
     sleeper: Sleeper,
     ip: Ipv4Addr,
+    pipe_removed: bool,
 }
 
 impl Engine {
@@ -151,12 +152,18 @@ impl Engine {
             epoch,
             sleeper: Sleeper::default(),
             ip: info.ipv4,
+            pipe_removed: false,
         })
     }
 
     /// Attach using `DOCKNET_PIPE` and default settings.
     pub fn from_env() -> Result<Engine, AttachError> {
         Self::attach(EngineConfig::from_env())
+    }
+
+    /// True if [`Engine::run`] returned because docknetd removed the pipe.
+    pub fn pipe_removed(&self) -> bool {
+        self.pipe_removed
     }
 
     /// This service's IPv4 address.
@@ -493,6 +500,14 @@ impl Engine {
                 self.abort_all();
                 return;
             }
+            if self.dev.pipe_closed() {
+                log::error!(
+                    "{}: docknetd removed this pipe; stopping",
+                    self.cfg.pipe_dir.display()
+                );
+                self.pipe_removed = true;
+                return;
+            }
             if app(self) == Control::Exit {
                 self.poll();
                 return;
@@ -540,7 +555,7 @@ impl Engine {
         // SAFETY: the bells point into mappings owned by `self.dev`, which is not changed
         // between prepare and wait/cancel.
         unsafe { self.sleeper.prepare(self.dev.bells()) };
-        if self.dev.has_rx_work() {
+        if self.dev.has_rx_work() || self.dev.fc_changed() || self.dev.pipe_closed() {
             self.sleeper.cancel();
         } else {
             self.sleeper.wait(delay);

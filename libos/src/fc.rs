@@ -136,14 +136,6 @@ impl FcEnd {
                 Side::B => (&(*hdr).b_attached, core::ptr::addr_of!((*hdr).a_bell)),
             }
         };
-        if let Err(pid) =
-            mine.compare_exchange(0, std::process::id(), Ordering::AcqRel, Ordering::Acquire)
-        {
-            return Err(AttachError::AlreadyAttached {
-                path: path.to_path_buf(),
-                pid,
-            });
-        }
         let (out_l, in_l, peer_ip, peer_mac) = match side {
             Side::A => (a_to_b, b_to_a, b_ip, b_mac),
             Side::B => (b_to_a, a_to_b, a_ip, a_mac),
@@ -162,7 +154,7 @@ impl FcEnd {
             field,
             why: "out of file".into(),
         };
-        Ok(FcEnd {
+        let end = FcEnd {
             side,
             my_ip,
             peer_ip,
@@ -171,7 +163,37 @@ impl FcEnd {
             rx: rx.ok_or_else(|| bad("rx"))?,
             faults,
             map,
-        })
+        };
+        // Claimed only now, so a failed attach leaves no claim behind.
+        if let Err(pid) =
+            mine.compare_exchange(0, std::process::id(), Ordering::AcqRel, Ordering::Acquire)
+        {
+            // Dropping `end` leaves the claim alone: Drop only clears a claim of our pid.
+            return Err(AttachError::AlreadyAttached {
+                path: path.to_path_buf(),
+                pid,
+            });
+        }
+        Ok(end.resynced())
+    }
+
+    /// Start over after an earlier owner of this side went away: hand back frames it left
+    /// unread and, if the peer is there to drain our old frames, forget the buffers it
+    /// returned to the earlier owner (see `ChannelSender::resync`).
+    fn resynced(mut self) -> Self {
+        self.rx.drain();
+        let wait = if self.peer_attached() {
+            std::time::Duration::from_millis(200)
+        } else {
+            std::time::Duration::ZERO
+        };
+        if !self.tx.resync(wait) && self.peer_attached() {
+            log::warn!(
+                "fast channel {}: the peer did not drain our ring in time",
+                self.path().display()
+            );
+        }
+        self
     }
 
     fn header(&self) -> *mut FcHeader {

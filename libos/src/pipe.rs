@@ -354,6 +354,14 @@ impl PipeControl {
         // SAFETY: bell in the live mapping.
         unsafe { crate::doorbell::ring(core::ptr::addr_of!((*header(&self.map)).service_bell)) };
     }
+
+    /// Mark the pipe removed and wake the service, which then stops using it.
+    pub fn close(&self) {
+        // SAFETY: header in the live mapping; atomic field.
+        unsafe { &(*header(&self.map)).closed }.store(1, Ordering::Release);
+        // SAFETY: bell in the live mapping.
+        unsafe { crate::doorbell::ring(core::ptr::addr_of!((*header(&self.map)).service_bell)) };
+    }
 }
 
 /// A service's end of its pipe: it receives on `rx` and sends on `tx`.
@@ -427,6 +435,12 @@ impl ServicePipeEnd {
     pub fn service_bell(&self) -> *const Doorbell {
         // SAFETY: header in the live mapping.
         unsafe { core::ptr::addr_of!((*header(&self.map)).service_bell) }
+    }
+
+    /// True once the master removed the pipe.
+    pub fn is_closed(&self) -> bool {
+        // SAFETY: header in the live mapping; atomic field.
+        unsafe { &(*header(&self.map)).closed }.load(Ordering::Acquire) != 0
     }
 
     /// The master's current fast-channel generation for this pipe.

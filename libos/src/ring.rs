@@ -81,7 +81,9 @@ impl Producer {
             ring,
             prod,
             published: prod,
-            cached_cons: prod,
+            // Unknown until read: assume full so the first push reads the real index
+            // (a ring can hold entries nobody consumed yet, e.g. after a restart).
+            cached_cons: prod.wrapping_sub(ring.size),
         }
     }
 

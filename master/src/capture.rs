@@ -159,7 +159,7 @@ impl CaptureReader {
                         return (n, End::Closed);
                     }
                     n += 1;
-                    if n % 64 == 0 && out.flush().is_err() {
+                    if n.is_multiple_of(64) && out.flush().is_err() {
                         return (n, End::Closed);
                     }
                 }

@@ -478,6 +478,9 @@ impl Control {
         let Some(rec) = self.pipes.remove(name) else {
             return Err(format!("no pipe named {name:?}"));
         };
+        // Tell an attached service its pipe is gone (it stops instead of talking into a
+        // deleted file).
+        rec.control.close();
         let (done_tx, done_rx) = mpsc::sync_channel(1);
         self.tell_dp(DpMsg::Remove {
             slot: rec.slot,

@@ -526,6 +526,7 @@ fn garbage_in_rings() {
             .map(|c| counter(&all, p, c))
             .sum();
         eprintln!("[garbage] honest pipe {p}: {faults} ring faults");
+        assert_eq!(faults, 0, "honest pipe {p} shows ring faults: {all}");
     }
 
     // The hostile pipe can be removed and the master still serves the honest pair.

@@ -162,7 +162,7 @@ fn server(engine: &mut Engine, port: u16, backlog: usize) -> ExitCode {
         });
         Control::Continue
     });
-    ExitCode::SUCCESS
+    exit_code(engine)
 }
 
 fn http(engine: &mut Engine, port: u16, backlog: usize, body: &str) -> ExitCode {
@@ -222,7 +222,7 @@ fn http(engine: &mut Engine, port: u16, backlog: usize, body: &str) -> ExitCode 
         });
         Control::Continue
     });
-    ExitCode::SUCCESS
+    exit_code(engine)
 }
 
 /// Move what the connection received into its send buffer. `Err` when it is finished.
@@ -242,6 +242,19 @@ fn echo(e: &mut Engine, c: &mut Conn) -> Result<(), NetError> {
             return Ok(());
         }
         c.end = n;
+    }
+}
+
+/// How a server's run ended: 0 on SIGTERM/SIGINT, 1 if docknetd removed the pipe.
+fn exit_code(engine: &Engine) -> ExitCode {
+    if engine.pipe_removed() {
+        eprintln!(
+            "dn-echo: docknetd removed the pipe {}",
+            engine.pipe_dir().display()
+        );
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -386,6 +399,9 @@ fn client(
             }
         }
     });
+    if engine.pipe_removed() {
+        return exit_code(engine);
+    }
     if let Some(f) = failure {
         eprintln!("dn-echo: {f}");
         return ExitCode::from(1);

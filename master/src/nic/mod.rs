@@ -13,6 +13,7 @@
 use std::net::Ipv4Addr;
 use std::os::fd::RawFd;
 
+pub mod af_packet;
 pub mod tap;
 
 /// Counters kept by a backend.
@@ -100,7 +101,7 @@ pub fn open(spec: &NicSpec, mtu: u32) -> Result<Option<Box<dyn Nic>>, String> {
     match spec {
         NicSpec::None => Ok(None),
         NicSpec::Tap(name) => Ok(Some(Box::new(tap::TapNic::open(name, mtu)?))),
-        NicSpec::AfPacket(_) => Err("--nic af-packet: not built yet".into()),
+        NicSpec::AfPacket(name) => Ok(Some(Box::new(af_packet::AfPacketNic::open(name)?))),
         NicSpec::Dpdk(_) => Err("--nic dpdk: this docknetd was built without the `dpdk` cargo feature (cargo build --features dpdk)".into()),
     }
 }
@@ -201,31 +202,6 @@ pub fn set_up_and_mtu(name: &str, mtu: Option<u32>) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_nic_specs() {
-        assert_eq!(NicSpec::parse("none"), Ok(NicSpec::None));
-        assert_eq!(NicSpec::parse("tap:dn0"), Ok(NicSpec::Tap("dn0".into())));
-        assert_eq!(
-            NicSpec::parse("af-packet:veth1"),
-            Ok(NicSpec::AfPacket("veth1".into()))
-        );
-        assert_eq!(
-            NicSpec::parse("dpdk:--no-huge --no-pci"),
-            Ok(NicSpec::Dpdk("--no-huge --no-pci".into()))
-        );
-        assert!(NicSpec::parse("tap:").is_err());
-        assert!(NicSpec::parse("tap:a/b").is_err());
-        assert!(NicSpec::parse("tap:waytoolonginterfacename").is_err());
-        assert!(NicSpec::parse("dpdk:").is_err());
-        assert!(NicSpec::parse("ovs:br0").is_err());
-        assert!(NicSpec::parse("nonex").is_err());
-    }
 }
 
 /// Wakes a sleeping data path when a NIC's fd turns readable: the data path can sleep on
@@ -330,5 +306,30 @@ impl Drop for NicWaker {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_nic_specs() {
+        assert_eq!(NicSpec::parse("none"), Ok(NicSpec::None));
+        assert_eq!(NicSpec::parse("tap:dn0"), Ok(NicSpec::Tap("dn0".into())));
+        assert_eq!(
+            NicSpec::parse("af-packet:veth1"),
+            Ok(NicSpec::AfPacket("veth1".into()))
+        );
+        assert_eq!(
+            NicSpec::parse("dpdk:--no-huge --no-pci"),
+            Ok(NicSpec::Dpdk("--no-huge --no-pci".into()))
+        );
+        assert!(NicSpec::parse("tap:").is_err());
+        assert!(NicSpec::parse("tap:a/b").is_err());
+        assert!(NicSpec::parse("tap:waytoolonginterfacename").is_err());
+        assert!(NicSpec::parse("dpdk:").is_err());
+        assert!(NicSpec::parse("ovs:br0").is_err());
+        assert!(NicSpec::parse("nonex").is_err());
     }
 }

@@ -21,7 +21,7 @@ pub const TAP_MAC: [u8; 6] = [0x02, 0x44, 0x4e, 0x00, 0x00, 0x02];
 /// A TAP interface owned by the master; it disappears when the master exits.
 pub struct TapNic {
     fd: Fd,
-    name: String,
+    ifname: String,
     label: String,
     max_frame: usize,
     rx_buf: Vec<u8>,
@@ -60,7 +60,7 @@ impl TapNic {
         let max_frame = mtu as usize + 14;
         Ok(TapNic {
             fd,
-            name: name.to_string(),
+            ifname: name.to_string(),
             label: format!("tap:{name}"),
             max_frame,
             rx_buf: vec![0; max_frame.max(65536)],
@@ -71,7 +71,7 @@ impl TapNic {
 
     /// The kernel-side interface name.
     pub fn ifname(&self) -> &str {
-        &self.name
+        &self.ifname
     }
 }
 
