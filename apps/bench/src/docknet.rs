@@ -60,10 +60,35 @@ impl Daemon {
         keep: bool,
         timeout: Duration,
     ) -> Result<Self, String> {
+        Self::start_with(bins, run_dir, keep, timeout, "none", None, "docknetd")
+    }
+
+    /// Starts `docknetd --run-dir RUN --nic NIC`, inside network namespace
+    /// `netns` if given (`nsenter --net=/run/netns/NS docknetd ...`: only the
+    /// network namespace, so the tmpfs docknetd mounts on RUN/pipes stays
+    /// visible to services in our mount namespace; `ip netns exec` would
+    /// also unshare the mount namespace and hide it). `name` labels the
+    /// process in logs and errors. Waits until the control socket answers.
+    pub fn start_with(
+        bins: &Bins,
+        run_dir: PathBuf,
+        keep: bool,
+        timeout: Duration,
+        nic: &str,
+        netns: Option<&str>,
+        name: &str,
+    ) -> Result<Self, String> {
         let run = DirGuard::create(run_dir, keep).map_err(|e| format!("creating run dir: {e}"))?;
-        let mut cmd = Command::new(&bins.docknetd);
-        cmd.arg("--run-dir").arg(&run.path).args(["--nic", "none"]);
-        let proc = ChildGuard::spawn("docknetd", cmd)?;
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(&bins.docknetd);
+                c
+            }
+            None => Command::new(&bins.docknetd),
+        };
+        cmd.arg("--run-dir").arg(&run.path).args(["--nic", nic]);
+        let proc = ChildGuard::spawn(name, cmd)?;
         let mut d = Daemon {
             proc,
             run,
@@ -74,8 +99,10 @@ impl Daemon {
         let mut last = String::from("control socket not created yet");
         loop {
             if let Some(status) = d.proc.exited() {
+                // Let the stderr reader catch the last lines.
+                std::thread::sleep(Duration::from_millis(100));
                 return Err(format!(
-                    "docknetd exited ({status}) during start-up; stderr: {}",
+                    "{name} exited ({status}) during start-up; stderr: {}",
                     d.proc.stderr_tail.digest()
                 ));
             }
@@ -87,13 +114,13 @@ impl Daemon {
             }
             if Instant::now() >= deadline {
                 return Err(format!(
-                    "docknetd not ready within {timeout:?}: {last}; docknetd stderr: {}",
+                    "{name} not ready within {timeout:?}: {last}; stderr: {}",
                     d.proc.stderr_tail.digest()
                 ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        log::info!("docknetd ready (run dir {})", d.run.path.display());
+        log::info!("{name} ready (run dir {})", d.run.path.display());
         Ok(d)
     }
 

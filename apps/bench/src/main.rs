@@ -3,6 +3,7 @@
 
 mod cleanup;
 mod docknet;
+mod interhost;
 mod kernel;
 mod netns;
 mod pingpong;
@@ -18,7 +19,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::pingpong::{PathList, PingPongArgs, SizeList};
+use crate::interhost::HostPathList;
+use crate::pingpong::{BenchArgs, PathList, SizeList};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -71,11 +73,48 @@ child output.
 Build everything first, e.g. `cargo build --release`, then run
 `target/release/docknet-bench pingpong`.";
 
+const INTERHOST_ABOUT: &str = "\
+TCP ping-pong between two hosts across a wire (the paper's Fig. 8a/b), several paths side by side.
+
+The hosts are network namespaces H1 and H2; the wire is a veth from each host's eth0 to a
+port of Linux bridge br0 in a third namespace: H1 —veth— br0 —veth— H2. Every path gets a
+fresh copy of the same wire, with the same MTU (--mtu; default the veth default, 1500)
+and offloads (veth defaults: TSO/GSO on, GRO off; --no-tso turns TSO/GSO off). Needs root
+(and ethtool for --no-tso).
+
+Paths:
+  kernel-veth-bridge  kernel TCP: 10.88.1.2/16 on H1's eth0, 10.88.2.2/16 on H2's; our
+                      kernel echo client in H1, echo server in H2
+  docknet-af-packet   one docknetd per host, `nsenter --net=/run/netns/H docknetd
+                      --run-dir RUN --nic af-packet:eth0` (eth0 has no kernel address);
+                      pipe a 10.88.1.2/16 on H1, pipe b 10.88.2.2/16 on H2 (one /16: the
+                      masters answer ARP for their pipes and ask ARP on the wire);
+                      dn-echo server on b, dn-echo client --to 10.88.2.2:7 on a
+  docknet-dpdk        the same with --nic dpdk:'--no-huge --no-pci
+                      --vdev=net_af_packet0,iface=eth0 -l N --file-prefix=... --log-level=error'
+                      (H1 on lcore 0, H2 on the last CPU). Skipped with a reason when
+                      docknetd was built without `--features docknet-master/dpdk`.
+
+Definitions, count/warm-up choice and failure handling: as `pingpong` (see its --help).
+
+Output: the table, a ratios section (1 KB and 200 KB, relative to kernel-veth-bridge) and
+the issue-3 targets (DockNet one-way p50 at 1 KB >= 3x lower than the kernel path; goodput
+no lower at any size) on stdout; OUT/interhost.svg, OUT/interhost.md, OUT/interhost.json.
+Progress goes to stderr. Everything started (namespaces dnbPID{k,p,d}{a,b,br}, docknetd
+processes, run dirs /tmp/dnbench-PID-*) is removed on exit, including on
+SIGINT/SIGTERM/SIGHUP.
+Build first, e.g. `cargo build --release` (add `--features docknet-master/dpdk` for the
+DPDK path), then run `target/release/docknet-bench interhost`.";
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// TCP ping-pong over kernel and DockNet paths; writes a table, an SVG plot and a report.
     #[command(long_about = PINGPONG_ABOUT)]
     Pingpong(PingPongCli),
+
+    /// TCP ping-pong between two netns hosts over veth + bridge: kernel vs DockNet (af-packet, dpdk).
+    #[command(long_about = INTERHOST_ABOUT)]
+    Interhost(InterhostCli),
 
     /// (internal) Kernel TCP echo server: echoes every byte on every connection.
     #[command(hide = true)]
@@ -111,6 +150,37 @@ struct PingPongCli {
     )]
     paths: PathList,
 
+    #[command(flatten)]
+    common: CommonCli,
+}
+
+#[derive(clap::Args, Debug)]
+struct InterhostCli {
+    /// Paths to run, comma-separated, in this order.
+    #[arg(
+        long,
+        default_value = "kernel-veth-bridge,docknet-af-packet,docknet-dpdk"
+    )]
+    paths: HostPathList,
+
+    /// MTU of every link of the wire (both veth ends and br0), for every path.
+    /// Default: the veth default, 1500. DockNet pipes follow the NIC's MTU.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(576..=65000))]
+    mtu: Option<u32>,
+
+    /// Turn TSO and GSO off on both hosts' eth0 (every path), so the kernel puts
+    /// MTU-sized frames on the wire as DockNet does. By default veth's TSO/GSO stay
+    /// on: the kernel then moves up to 64 KB per skb across the veth + bridge wire.
+    #[arg(long)]
+    no_tso: bool,
+
+    #[command(flatten)]
+    common: CommonCli,
+}
+
+/// Options shared by `pingpong` and `interhost`.
+#[derive(clap::Args, Debug)]
+struct CommonCli {
     /// Message sizes in bytes, comma-separated; K = 1024, M = 1024².
     #[arg(long, default_value = "64,256,1K,4K,16K,64K,200K,400K")]
     sizes: SizeList,
@@ -129,7 +199,7 @@ struct PingPongCli {
     #[arg(long)]
     warmup: Option<usize>,
 
-    /// Directory for pingpong.svg, pingpong.md and pingpong.json.
+    /// Directory for the .svg, .md and .json outputs.
     #[arg(long, default_value = "docs/bench")]
     out: PathBuf,
 
@@ -141,9 +211,39 @@ struct PingPongCli {
     #[arg(long, default_value_t = 120)]
     timeout: u64,
 
-    /// Keep the DockNet run directory (/tmp/dnbench-PID) for inspection.
+    /// Keep the DockNet run directories (/tmp/dnbench-PID*) for inspection.
     #[arg(long)]
     keep_run_dir: bool,
+}
+
+impl CommonCli {
+    fn into_args(self) -> BenchArgs {
+        BenchArgs {
+            sizes: self.sizes.0,
+            count: self.count,
+            seconds: self.seconds,
+            warmup: self.warmup,
+            out: self.out,
+            bin_dir: self.bin_dir,
+            timeout: Duration::from_secs(self.timeout),
+            keep_run_dir: self.keep_run_dir,
+            command_line: report::shell_join(&std::env::args().collect::<Vec<_>>()),
+        }
+    }
+}
+
+/// Runs a benchmark with signal handling and cleanup; the exit code.
+fn bench(f: impl FnOnce() -> Result<(), String>) -> i32 {
+    cleanup::install_signal_thread();
+    let r = f();
+    cleanup::release_all();
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("docknet-bench: {e}");
+            1
+        }
+    }
 }
 
 fn parse_size_arg(s: &str) -> Result<usize, String> {
@@ -153,7 +253,7 @@ fn parse_size_arg(s: &str) -> Result<usize, String> {
 fn main() {
     let cli = Cli::parse();
     let default_level = match cli.cmd {
-        Cmd::Pingpong(_) => "info",
+        Cmd::Pingpong(_) | Cmd::Interhost(_) => "info",
         _ => "warn",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
@@ -161,28 +261,18 @@ fn main() {
         .init();
     let code = match cli.cmd {
         Cmd::Pingpong(p) => {
-            cleanup::install_signal_thread();
-            let args = PingPongArgs {
+            let paths = p.paths.0;
+            let args = p.common.into_args();
+            bench(|| pingpong::run(&args, &paths))
+        }
+        Cmd::Interhost(p) => {
+            let ia = interhost::InterhostArgs {
                 paths: p.paths.0,
-                sizes: p.sizes.0,
-                count: p.count,
-                seconds: p.seconds,
-                warmup: p.warmup,
-                out: p.out,
-                bin_dir: p.bin_dir,
-                timeout: Duration::from_secs(p.timeout),
-                keep_run_dir: p.keep_run_dir,
-                command_line: report::shell_join(&std::env::args().collect::<Vec<_>>()),
+                mtu: p.mtu,
+                no_tso: p.no_tso,
             };
-            let r = pingpong::run(&args);
-            cleanup::release_all();
-            match r {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("docknet-bench: {e}");
-                    1
-                }
-            }
+            let args = p.common.into_args();
+            bench(|| interhost::run(&args, &ia))
         }
         Cmd::KernelEchoServer { bind } => match kernel::serve(bind) {
             Ok(()) => 0,
@@ -246,8 +336,8 @@ mod tests {
         };
         assert_eq!(p.paths.0.len(), 4);
         assert_eq!(p.paths.0[1], PathKind::KernelBridge);
-        assert_eq!(p.sizes.0.len(), 8);
-        assert_eq!(p.sizes.0[7], 400 * 1024);
+        assert_eq!(p.common.sizes.0.len(), 8);
+        assert_eq!(p.common.sizes.0[7], 400 * 1024);
         let cli = Cli::try_parse_from([
             "docknet-bench",
             "pingpong",
@@ -261,8 +351,44 @@ mod tests {
             panic!("not pingpong")
         };
         assert_eq!(p.paths.0, vec![PathKind::DocknetFc, PathKind::KernelLo]);
-        assert_eq!(p.sizes.0, vec![1024, 204800]);
+        assert_eq!(p.common.sizes.0, vec![1024, 204800]);
         assert!(Cli::try_parse_from(["docknet-bench", "pingpong", "--paths", "bogus"]).is_err());
         assert!(Cli::try_parse_from(["docknet-bench", "pingpong", "--sizes", "1Q"]).is_err());
+    }
+
+    #[test]
+    fn interhost_defaults_parse() {
+        use crate::interhost::HostPath;
+        let cli = Cli::try_parse_from(["docknet-bench", "interhost"]).unwrap();
+        let Cmd::Interhost(p) = cli.cmd else {
+            panic!("not interhost")
+        };
+        assert_eq!(p.paths.0, HostPath::ALL.to_vec());
+        assert_eq!(p.mtu, None);
+        assert!(!p.no_tso);
+        assert_eq!(p.common.sizes.0.len(), 8);
+        assert_eq!(p.common.out, PathBuf::from("docs/bench"));
+        let cli = Cli::try_parse_from([
+            "docknet-bench",
+            "interhost",
+            "--paths",
+            "docknet-af-packet",
+            "--mtu",
+            "9000",
+            "--sizes",
+            "1K",
+            "--no-tso",
+        ])
+        .unwrap();
+        let Cmd::Interhost(p) = cli.cmd else {
+            panic!("not interhost")
+        };
+        assert_eq!(p.paths.0, vec![HostPath::DocknetAfPacket]);
+        assert_eq!(p.mtu, Some(9000));
+        assert!(p.no_tso);
+        assert!(Cli::try_parse_from(["docknet-bench", "interhost", "--mtu", "100"]).is_err());
+        assert!(
+            Cli::try_parse_from(["docknet-bench", "interhost", "--paths", "kernel-lo"]).is_err()
+        );
     }
 }

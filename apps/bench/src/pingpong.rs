@@ -88,10 +88,9 @@ impl FromStr for SizeList {
     }
 }
 
-/// Everything `pingpong` needs.
+/// The options every benchmark (`pingpong`, `interhost`) shares.
 #[derive(Debug, Clone)]
-pub struct PingPongArgs {
-    pub paths: Vec<PathKind>,
+pub struct BenchArgs {
     pub sizes: Vec<usize>,
     pub count: Option<usize>,
     pub seconds: f64,
@@ -109,7 +108,7 @@ const PILOT_WARMUP: usize = 5;
 
 /// Measured messages for a point: `--count`, or enough for `--seconds` given
 /// the time per round trip seen in the pilot run.
-pub fn count_for(a: &PingPongArgs, pilot_rtt_s: Option<f64>) -> usize {
+pub fn count_for(a: &BenchArgs, pilot_rtt_s: Option<f64>) -> usize {
     if let Some(c) = a.count {
         return c.max(1);
     }
@@ -122,7 +121,7 @@ pub fn count_for(a: &PingPongArgs, pilot_rtt_s: Option<f64>) -> usize {
 }
 
 /// Warm-up messages: `--warmup`, or count / 20 within 10..=1000.
-pub fn warmup_for(a: &PingPongArgs, count: usize) -> usize {
+pub fn warmup_for(a: &BenchArgs, count: usize) -> usize {
     a.warmup.unwrap_or_else(|| (count / 20).clamp(10, 1000))
 }
 
@@ -166,9 +165,9 @@ fn run_point(
 /// `prepare(previous_point_failed)` runs before each point: it checks that the
 /// server is alive and may repair state a crashed client left behind; an
 /// error fails the point without running it.
-fn measure(
-    a: &PingPongArgs,
-    path: PathKind,
+pub fn measure(
+    a: &BenchArgs,
+    path: &str,
     mut client: impl FnMut(usize, usize, usize) -> Command,
     mut prepare: impl FnMut(bool) -> Result<(), String>,
 ) -> Vec<Row> {
@@ -176,7 +175,7 @@ fn measure(
     let mut prev_failed = false;
     let name = format!("{path} client");
     for &size in &a.sizes {
-        eprint!("  {path:<14} {:>5} B ", format_size(size));
+        eprint!("  {path:<18} {:>5} B ", format_size(size));
         let t0 = Instant::now();
         let mut point = || -> Result<PointResult, String> {
             prepare(prev_failed)?;
@@ -214,7 +213,7 @@ fn measure(
         }
         prev_failed = outcome.is_err();
         rows.push(Row {
-            path: path.name().to_string(),
+            path: path.to_string(),
             size,
             outcome,
         });
@@ -222,12 +221,12 @@ fn measure(
     rows
 }
 
-fn self_exe() -> Result<PathBuf, String> {
+pub fn self_exe() -> Result<PathBuf, String> {
     std::env::current_exe().map_err(|e| format!("cannot locate own executable: {e}"))
 }
 
 /// Adds the kernel client's arguments to `cmd`.
-fn kernel_client_args(cmd: &mut Command, to: &str, size: usize, count: usize, warmup: usize) {
+pub fn kernel_client_args(cmd: &mut Command, to: &str, size: usize, count: usize, warmup: usize) {
     cmd.args(["kernel-echo-client", "--to", to])
         .args(["--size", &size.to_string()])
         .args(["--count", &count.to_string()])
@@ -236,7 +235,7 @@ fn kernel_client_args(cmd: &mut Command, to: &str, size: usize, count: usize, wa
 }
 
 /// The address in a `listening on ADDR` line.
-fn listening_addr(line: &str) -> Result<String, String> {
+pub fn listening_addr(line: &str) -> Result<String, String> {
     line.rsplit(' ')
         .next()
         .filter(|s| s.parse::<std::net::SocketAddr>().is_ok())
@@ -244,7 +243,7 @@ fn listening_addr(line: &str) -> Result<String, String> {
         .ok_or_else(|| format!("cannot parse server address from {line:?}"))
 }
 
-fn run_kernel_lo(a: &PingPongArgs) -> Result<Vec<Row>, String> {
+fn run_kernel_lo(a: &BenchArgs) -> Result<Vec<Row>, String> {
     let exe = self_exe()?;
     let mut cmd = Command::new(&exe);
     cmd.args(["kernel-echo-server", "--bind", "127.0.0.1:0"]);
@@ -252,7 +251,7 @@ fn run_kernel_lo(a: &PingPongArgs) -> Result<Vec<Row>, String> {
     let addr = listening_addr(&server.wait_for_line("listening", Duration::from_secs(10))?)?;
     let rows = measure(
         a,
-        PathKind::KernelLo,
+        PathKind::KernelLo.name(),
         |size, count, warmup| {
             let mut c = Command::new(&exe);
             kernel_client_args(&mut c, &addr, size, count, warmup);
@@ -266,23 +265,35 @@ fn run_kernel_lo(a: &PingPongArgs) -> Result<Vec<Row>, String> {
     Ok(rows)
 }
 
-fn run_kernel_bridge(a: &PingPongArgs) -> Result<Vec<Row>, String> {
+fn run_kernel_bridge(a: &BenchArgs) -> Result<Vec<Row>, String> {
     if let Some(reason) = netns::unavailable_reason() {
         return Err(reason);
     }
-    let exe = self_exe()?;
-    let topo = BridgeTopology::create()?;
+    let topo = BridgeTopology::create(&netns::TopologySpec::pingpong())?;
     eprintln!("  topology: {}", topo.describe());
+    let rows = measure_kernel_topology(a, PathKind::KernelBridge.name(), &topo)?;
+    drop(topo);
+    Ok(rows)
+}
+
+/// Kernel TCP across `topo`: our echo server in host b (port 5201), clients
+/// in host a.
+pub fn measure_kernel_topology(
+    a: &BenchArgs,
+    name: &str,
+    topo: &BridgeTopology,
+) -> Result<Vec<Row>, String> {
+    let exe = self_exe()?;
     let bind = format!("{}:5201", topo.ip_b);
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &topo.ns_b.name])
         .arg(&exe)
         .args(["kernel-echo-server", "--bind", &bind]);
-    let mut server = ChildGuard::spawn("kernel-bridge server", cmd)?;
+    let mut server = ChildGuard::spawn(&format!("{name} server"), cmd)?;
     let addr = listening_addr(&server.wait_for_line("listening", Duration::from_secs(10))?)?;
     let rows = measure(
         a,
-        PathKind::KernelBridge,
+        name,
         |size, count, warmup| {
             let mut c = Command::new("ip");
             c.args(["netns", "exec", &topo.ns_a.name]).arg(&exe);
@@ -294,8 +305,6 @@ fn run_kernel_bridge(a: &PingPongArgs) -> Result<Vec<Row>, String> {
             None => Ok(()),
         },
     );
-    drop(server);
-    drop(topo);
     Ok(rows)
 }
 
@@ -306,7 +315,7 @@ struct DaemonSlot {
 }
 
 impl DaemonSlot {
-    fn get(&mut self, a: &PingPongArgs) -> Result<&mut Daemon, String> {
+    fn get(&mut self, a: &BenchArgs) -> Result<&mut Daemon, String> {
         let bins = self
             .bins
             .get_or_insert_with(|| docknet::find_bins(a.bin_dir.as_deref()))
@@ -321,11 +330,7 @@ impl DaemonSlot {
     }
 }
 
-fn run_docknet(
-    a: &PingPongArgs,
-    path: PathKind,
-    slot: &mut DaemonSlot,
-) -> Result<Vec<Row>, String> {
+fn run_docknet(a: &BenchArgs, path: PathKind, slot: &mut DaemonSlot) -> Result<Vec<Row>, String> {
     let d = slot.get(a)?;
     let (srv, srv_ip, cli, cli_ip) = match path {
         PathKind::DocknetFc => ("c", "10.88.0.4", "d", "10.88.0.5"),
@@ -348,7 +353,7 @@ fn run_docknet(
     let cli_pipe = d.pipe_dir(cli);
     let rows = measure(
         a,
-        path,
+        path.name(),
         |size, count, warmup| {
             let mut c = Command::new(&dn_echo);
             c.env("DOCKNET_PIPE", &cli_pipe)
@@ -390,15 +395,14 @@ fn run_docknet(
     Ok(rows)
 }
 
-/// Runs the benchmark and writes the outputs.
-pub fn run(a: &PingPongArgs) -> Result<(), String> {
+/// Checks `--seconds` and prints the run's header line on stderr.
+pub fn announce(a: &BenchArgs, bench: &str, paths: &[&str]) -> Result<(), String> {
     if !(a.seconds > 0.0 && a.seconds.is_finite()) {
         return Err(format!(
             "--seconds must be a positive number, not {}",
             a.seconds
         ));
     }
-    let host = HostInfo::collect();
     let sizes: Vec<String> = a.sizes.iter().map(|&s| format_size(s)).collect();
     let count = match a.count {
         Some(c) => format!("{c} messages per size"),
@@ -408,54 +412,65 @@ pub fn run(a: &PingPongArgs) -> Result<(), String> {
         ),
     };
     eprintln!(
-        "pingpong: paths {}; sizes {}; {count}",
-        a.paths
-            .iter()
-            .map(|p| p.name())
-            .collect::<Vec<_>>()
-            .join(","),
+        "{bench}: paths {}; sizes {}; {count}",
+        paths.join(","),
         sizes.join(",")
     );
-    let mut rows = Vec::new();
-    let mut skipped = Vec::new();
-    let mut slot = DaemonSlot {
-        bins: None,
-        daemon: None,
-    };
-    for (i, &path) in a.paths.iter().enumerate() {
-        eprintln!("[{}/{}] {path}", i + 1, a.paths.len());
-        let r = match path {
-            PathKind::KernelLo => run_kernel_lo(a),
-            PathKind::KernelBridge => run_kernel_bridge(a),
-            PathKind::DocknetMaster | PathKind::DocknetFc => run_docknet(a, path, &mut slot),
-        };
-        match r {
-            Ok(mut v) => rows.append(&mut v),
-            Err(reason) => {
-                eprintln!("  skipping {path}: {reason}");
-                skipped.push(Skipped {
-                    path: path.name().into(),
-                    reason,
-                });
-            }
-        }
-    }
-    drop(slot);
+    Ok(())
+}
 
-    let order: Vec<String> = a.paths.iter().map(|p| p.name().to_string()).collect();
-    let table = report::results_table(&rows);
+/// What differs between the benchmarks' outputs.
+pub struct OutputSpec<'a> {
+    /// File stem: `pingpong` -> pingpong.svg/.md/.json.
+    pub stem: &'a str,
+    /// Markdown title and plot title.
+    pub title: &'a str,
+    pub plot_title: &'a str,
+    /// Plot subtitle prefix (what was measured).
+    pub what: &'a str,
+    /// Markdown paragraph describing the paths.
+    pub paths_text: &'a str,
+    /// Ratio baselines, first measured one wins.
+    pub baselines: &'a [&'a str],
+    /// Extra markdown (and stdout) section appended after the ratios.
+    pub extra: Option<(String, String)>,
+    /// Extra fields for the JSON file.
+    pub json_extra: serde_json::Value,
+}
+
+/// Prints the table and ratios on stdout and writes OUT/STEM.svg, .md, .json.
+pub fn write_outputs(
+    a: &BenchArgs,
+    spec: &OutputSpec,
+    host: &HostInfo,
+    rows: &[Row],
+    skipped: &[Skipped],
+    order: &[String],
+) -> Result<(), String> {
+    let table = report::results_table(rows);
     println!("\n{table}");
-    println!("Ratios\n\n{}", report::ratios_section(&rows, &order));
-    for k in &skipped {
+    println!(
+        "Ratios\n\n{}",
+        report::ratios_section(rows, order, spec.baselines)
+    );
+    if let Some((heading, body)) = &spec.extra {
+        println!("{heading}\n\n{body}");
+    }
+    for k in skipped {
         println!("skipped {}: {}", k.path, k.reason);
     }
 
     let md = report::markdown(&report::Report {
+        title: spec.title,
+        paths_text: spec.paths_text,
+        svg_name: &format!("{}.svg", spec.stem),
+        baselines: spec.baselines,
+        extra: spec.extra.as_ref().map(|(h, b)| (h.as_str(), b.as_str())),
         command: a.command_line.clone(),
-        host: &host,
-        rows: &rows,
-        skipped: &skipped,
-        path_order: &order,
+        host,
+        rows,
+        skipped,
+        path_order: order,
     });
     let series: Vec<svg::Series> = order
         .iter()
@@ -476,18 +491,10 @@ pub fn run(a: &PingPongArgs) -> Result<(), String> {
         .collect();
     let subtitle = format!(
         "{} · {} ({} CPUs) · Linux {} · {}",
-        "TCP ping-pong, one connection, message echoed back",
-        host.cpu,
-        host.ncpu,
-        host.kernel,
-        host.date_utc
+        spec.what, host.cpu, host.ncpu, host.kernel, host.date_utc
     );
-    let svg_text = svg::render(
-        &series,
-        "Kernel TCP vs DockNet: goodput and one-way latency",
-        &subtitle,
-    );
-    let json = serde_json::json!({
+    let svg_text = svg::render(&series, spec.plot_title, &subtitle);
+    let mut json = serde_json::json!({
         "command": a.command_line,
         "date": host.date_utc,
         "kernel": host.kernel,
@@ -498,29 +505,80 @@ pub fn run(a: &PingPongArgs) -> Result<(), String> {
             Err(e) => serde_json::json!({"path": r.path, "size": r.size, "error": e}),
         }).collect::<Vec<_>>(),
     });
+    if let (Some(obj), serde_json::Value::Object(extra)) =
+        (json.as_object_mut(), spec.json_extra.clone())
+    {
+        obj.extend(extra);
+    }
     std::fs::create_dir_all(&a.out).map_err(|e| format!("creating {}: {e}", a.out.display()))?;
-    for (name, text) in [
-        ("pingpong.svg", svg_text),
-        ("pingpong.md", md),
+    for (ext, text) in [
+        ("svg", svg_text),
+        ("md", md),
         (
-            "pingpong.json",
+            "json",
             serde_json::to_string_pretty(&json).expect("serialize") + "\n",
         ),
     ] {
-        let p = a.out.join(name);
+        let p = a.out.join(format!("{}.{ext}", spec.stem));
         std::fs::write(&p, text).map_err(|e| format!("writing {}: {e}", p.display()))?;
         eprintln!("wrote {}", p.display());
     }
     Ok(())
 }
 
+/// Runs the benchmark and writes the outputs.
+pub fn run(a: &BenchArgs, paths: &[PathKind]) -> Result<(), String> {
+    let names: Vec<&str> = paths.iter().map(|p| p.name()).collect();
+    announce(a, "pingpong", &names)?;
+    let host = HostInfo::collect();
+    let mut rows = Vec::new();
+    let mut skipped = Vec::new();
+    let mut slot = DaemonSlot {
+        bins: None,
+        daemon: None,
+    };
+    for (i, &path) in paths.iter().enumerate() {
+        eprintln!("[{}/{}] {path}", i + 1, paths.len());
+        let r = match path {
+            PathKind::KernelLo => run_kernel_lo(a),
+            PathKind::KernelBridge => run_kernel_bridge(a),
+            PathKind::DocknetMaster | PathKind::DocknetFc => run_docknet(a, path, &mut slot),
+        };
+        match r {
+            Ok(mut v) => rows.append(&mut v),
+            Err(reason) => {
+                eprintln!("  skipping {path}: {reason}");
+                skipped.push(Skipped {
+                    path: path.name().into(),
+                    reason,
+                });
+            }
+        }
+    }
+    drop(slot);
+
+    let order: Vec<String> = names.iter().map(|p| p.to_string()).collect();
+    let spec = OutputSpec {
+        stem: "pingpong",
+        title: "TCP ping-pong: kernel vs DockNet",
+        plot_title: "Kernel TCP vs DockNet: goodput and one-way latency",
+        what: "TCP ping-pong, one connection, message echoed back",
+        paths_text: "Paths: `kernel-lo` = kernel TCP over 127.0.0.1; `kernel-bridge` = kernel TCP \
+between two network namespaces joined by veth pairs to a Linux bridge; `docknet-master` = \
+DockNet, frames switched by `docknetd`; `docknet-fc` = DockNet over a fast channel.",
+        baselines: &["kernel-bridge", "kernel-lo"],
+        extra: None,
+        json_extra: serde_json::json!({}),
+    };
+    write_outputs(a, &spec, &host, &rows, &skipped, &order)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn args() -> PingPongArgs {
-        PingPongArgs {
-            paths: PathKind::ALL.to_vec(),
+    fn args() -> BenchArgs {
+        BenchArgs {
             sizes: vec![64],
             count: None,
             seconds: 1.0,
@@ -546,7 +604,7 @@ mod tests {
         assert_eq!(count_for(&a, Some(1e-9)), 1_000_000);
         assert_eq!(count_for(&a, Some(0.0)), 2000);
         assert_eq!(count_for(&a, None), 2000);
-        let a = PingPongArgs {
+        let a = BenchArgs {
             count: Some(5),
             warmup: Some(0),
             ..args()

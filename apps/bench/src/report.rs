@@ -133,20 +133,21 @@ fn find<'a>(rows: &'a [Row], path: &str, size: usize) -> Option<&'a PointResult>
 }
 
 /// Ratios at 1 KB and 200 KB (or the nearest measured sizes): each path's
-/// one-way p50 latency and goodput divided by the baseline path's
-/// (kernel-bridge when measured, else kernel-lo).
-pub fn ratios_section(rows: &[Row], path_order: &[String]) -> String {
+/// one-way p50 latency and goodput divided by the baseline path's (the first
+/// of `baselines` with a measured point).
+pub fn ratios_section(rows: &[Row], path_order: &[String], baselines: &[&str]) -> String {
     let mut out = String::new();
     let has_ok = |p: &str| rows.iter().any(|r| r.path == p && r.outcome.is_ok());
-    let baseline = ["kernel-bridge", "kernel-lo"]
-        .into_iter()
-        .find(|p| has_ok(p));
+    let baseline = baselines.iter().copied().find(|p| has_ok(p));
     let Some(baseline) = baseline else {
         out += "No kernel path measured: no baseline for ratios.\n";
         return out;
     };
-    if baseline != "kernel-bridge" {
-        out += "kernel-bridge was not measured; ratios are relative to kernel-lo.\n\n";
+    if baseline != baselines[0] {
+        out += &format!(
+            "{} was not measured; ratios are relative to {baseline}.\n\n",
+            baselines[0]
+        );
     }
     let mut sizes: Vec<usize> = rows.iter().map(|r| r.size).collect();
     sizes.sort_unstable();
@@ -276,6 +277,12 @@ pub fn shell_join(args: &[String]) -> String {
 
 /// Everything the markdown report needs.
 pub struct Report<'a> {
+    pub title: &'a str,
+    pub paths_text: &'a str,
+    pub svg_name: &'a str,
+    pub baselines: &'a [&'a str],
+    /// An extra section: heading, markdown body.
+    pub extra: Option<(&'a str, &'a str)>,
     pub command: String,
     pub host: &'a HostInfo,
     pub rows: &'a [Row],
@@ -292,20 +299,24 @@ total time of the measured (non-warm-up) round trips.";
 
 pub fn markdown(r: &Report) -> String {
     let mut s = String::new();
-    s += "# TCP ping-pong: kernel vs DockNet\n\n";
+    s += &format!("# {}\n\n", r.title);
     s += &format!("- Command: `{}`\n", r.command);
     s += &format!("- Date: {}\n", r.host.date_utc);
     s += &format!("- Kernel (`uname -r`): {}\n", r.host.kernel);
     s += &format!("- CPU: {} ({} CPUs)\n\n", r.host.cpu, r.host.ncpu);
     s += &format!("{DEFINITIONS}\n\n");
-    s += "Paths: `kernel-lo` = kernel TCP over 127.0.0.1; `kernel-bridge` = kernel TCP between \
-two network namespaces joined by veth pairs to a Linux bridge; `docknet-master` = DockNet, \
-frames switched by `docknetd`; `docknet-fc` = DockNet over a fast channel.\n\n";
-    s += "![goodput and one-way latency vs message size](pingpong.svg)\n\n";
+    s += &format!("{}\n\n", r.paths_text);
+    s += &format!(
+        "![goodput and one-way latency vs message size]({})\n\n",
+        r.svg_name
+    );
     s += "## Results\n\n";
     s += &results_table(r.rows);
     s += "\n## Ratios\n\n";
-    s += &ratios_section(r.rows, r.path_order);
+    s += &ratios_section(r.rows, r.path_order, r.baselines);
+    if let Some((heading, body)) = r.extra {
+        s += &format!("\n## {heading}\n\n{body}");
+    }
     if !r.skipped.is_empty() {
         s += "\n## Skipped paths\n\n";
         for k in r.skipped {
@@ -372,7 +383,7 @@ mod tests {
             ok("docknet-fc", 204800, 500_000),
         ];
         let order = vec!["kernel-bridge".to_string(), "docknet-fc".to_string()];
-        let s = ratios_section(&rows, &order);
+        let s = ratios_section(&rows, &order, &["kernel-bridge", "kernel-lo"]);
         assert!(s.contains("Relative to kernel-bridge"));
         let fc: Vec<&str> = s.lines().filter(|l| l.contains("docknet-fc")).collect();
         assert_eq!(fc.len(), 2);
@@ -385,10 +396,10 @@ mod tests {
     fn ratios_fall_back_to_loopback_and_nearest_size() {
         let rows = vec![ok("kernel-lo", 1000, 100_000), ok("x", 1000, 200_000)];
         let order = vec!["kernel-lo".to_string(), "x".to_string()];
-        let s = ratios_section(&rows, &order);
+        let s = ratios_section(&rows, &order, &["kernel-bridge", "kernel-lo"]);
         assert!(s.contains("relative to kernel-lo"));
         assert!(s.contains("2.00×") && s.contains("0.50×"));
-        assert!(ratios_section(&[], &order).contains("no baseline"));
+        assert!(ratios_section(&[], &order, &["kernel-lo"]).contains("no baseline"));
     }
 
     #[test]

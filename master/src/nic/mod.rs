@@ -14,6 +14,8 @@ use std::net::Ipv4Addr;
 use std::os::fd::RawFd;
 
 pub mod af_packet;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod tap;
 
 /// Counters kept by a backend.
@@ -96,13 +98,19 @@ impl NicSpec {
     }
 }
 
-/// Open the backend `spec` names (`None` for `--nic none`).
+/// Open the backend `spec` names (`None` for `--nic none`). `mtu` is the IP MTU a TAP is
+/// created with; existing interfaces (af-packet, dpdk) keep theirs.
 pub fn open(spec: &NicSpec, mtu: u32) -> Result<Option<Box<dyn Nic>>, String> {
     match spec {
         NicSpec::None => Ok(None),
         NicSpec::Tap(name) => Ok(Some(Box::new(tap::TapNic::open(name, mtu)?))),
         NicSpec::AfPacket(name) => Ok(Some(Box::new(af_packet::AfPacketNic::open(name)?))),
-        NicSpec::Dpdk(_) => Err("--nic dpdk: this docknetd was built without the `dpdk` cargo feature (cargo build --features dpdk)".into()),
+        #[cfg(feature = "dpdk")]
+        NicSpec::Dpdk(args) => Ok(Some(Box::new(dpdk::DpdkNic::open_with_mtu(args, None)?))),
+        #[cfg(not(feature = "dpdk"))]
+        NicSpec::Dpdk(_) => Err(
+            "--nic dpdk: this docknetd was built without the `dpdk` cargo feature (cargo build --release --features docknet-master/dpdk; needs libdpdk-dev)".into(),
+        ),
     }
 }
 
