@@ -1,21 +1,30 @@
 //! The `interhost` benchmark (the paper's Fig. 8a/b): TCP ping-pong between
-//! two "hosts" — network namespaces H1 and H2 — across one "wire": each host's
-//! eth0 is a veth whose peer is a port of the Linux bridge br0 in a third
-//! namespace BR. Every path gets a fresh copy of the same topology, with the
-//! same MTU:
+//! two "hosts" — network namespaces H1 and H2 — across one "wire". Every path
+//! gets a fresh copy of the same wire, with the same MTU and offloads on its
+//! veth ends. Two topologies ([`Topology`], `--topology`):
+//!
+//! `containers` (the default): the wire is one veth pair H1:eth0 — H2:eth0.
 //!
 //! ```text
-//!   H1: eth0 ──veth── pa ┐
-//!                        ├ br0 (BR)
-//!   H2: eth0 ──veth── pb ┘
+//!   kernel:   C1 eth0 ─veth─ vethc1 ┐                      ┌ vethc2 ─veth─ eth0 C2
+//!                             H1 br0 ┴ eth0 ══wire══ eth0 ┴ br0 H2
+//!   DockNet:        H1 docknetd ─ eth0 ══wire══ eth0 ─ docknetd H2
 //! ```
 //!
-//! - `kernel-veth-bridge`: eth0 carries 10.88.1.2/16 (H1) and 10.88.2.2/16
-//!   (H2); kernel TCP client in H1, kernel echo server in H2.
-//! - `docknet-af-packet`: eth0 has no address; `docknetd --nic af-packet:eth0`
-//!   runs in each host (entered with `nsenter --net`), pipe `a` 10.88.1.2/16 on
-//!   H1, pipe `b` 10.88.2.2/16 on H2; `dn-echo server` on b, client on a.
+//! - `kernel-veth-bridge`: what containers get from Docker's default bridge
+//!   network, on each host: container C1 (C2) has eth0 10.88.1.2/16
+//!   (10.88.2.2/16), a veth to br0 in H1 (H2); the wire end is also a port of
+//!   that br0, so both containers share one L2 segment. Kernel client in C1,
+//!   server in C2.
+//! - `docknet-af-packet`: `docknetd --nic af-packet:eth0` in each host
+//!   (entered with `nsenter --net`) on the wire end itself — no bridge, no
+//!   container veth; pipe `a` 10.88.1.2/16 on H1, pipe `b` 10.88.2.2/16 on H2;
+//!   `dn-echo server` on b, client on a.
 //! - `docknet-dpdk`: the same with `--nic dpdk:'... --vdev=net_af_packet0,iface=eth0 ...'`.
+//!
+//! `bridge-wire`: each host's eth0 is a veth to a port of br0 in a third
+//! namespace BR (H1 —veth— br0 —veth— H2); the kernel endpoints sit directly
+//! in H1/H2 (addresses on eth0), DockNet binds eth0 as above.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -24,7 +33,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::docknet::{self, Bins, Daemon};
-use crate::netns::{self, BridgeTopology, TopologySpec};
+use crate::netns::{self, Endpoints, Network, Topology, TopologySpec};
 use crate::pingpong::{self, BenchArgs, OutputSpec};
 use crate::proc::{run_with_timeout, ChildGuard};
 use crate::report::{self, HostInfo, Row, Skipped};
@@ -111,38 +120,168 @@ pub const KERNEL: &str = "kernel-veth-bridge";
 /// What `docknetd` says when it lacks the `dpdk` feature.
 const NO_DPDK_FEATURE: &str = "built without the `dpdk` cargo feature";
 
-fn topology_spec(path: HostPath, mtu: Option<u32>, no_tso: bool) -> TopologySpec {
+fn topology_spec(
+    path: HostPath,
+    topology: Topology,
+    mtu: Option<u32>,
+    no_tso: bool,
+) -> TopologySpec {
     TopologySpec {
         tag: path.tag().into(),
+        topology,
+        endpoints: match path {
+            HostPath::KernelVethBridge => Endpoints::Kernel,
+            _ => Endpoints::Userspace,
+        },
         ip_a: IP_H1,
         ip_b: IP_H2,
         prefix: PREFIX,
-        assign_ips: path == HostPath::KernelVethBridge,
         mtu,
         no_tso,
     }
 }
 
-/// The `--nic` argument of host `host` (1 or 2) for a DockNet path.
-/// DPDK: the af_packet PMD on eth0, no hugepages or PCI; H1's EAL main lcore
+/// The `--nic` argument of host `host` (1 or 2) for a DockNet path whose
+/// wire end is `dev`.
+/// DPDK: the af_packet PMD on `dev`, no hugepages or PCI; H1's EAL main lcore
 /// is CPU 0 and H2's CPU `ncpu - 1` (so two masters don't share a core when
 /// there are two); a unique file prefix per process.
-pub fn nic_spec(path: HostPath, host: u8, pid: u32, ncpu: usize) -> String {
+pub fn nic_spec(path: HostPath, dev: &str, host: u8, pid: u32, ncpu: usize) -> String {
     match path {
         HostPath::DocknetDpdk => {
             let lcore = if host == 1 { 0 } else { ncpu.max(1) - 1 };
             format!(
-                "dpdk:--no-huge --no-pci --vdev=net_af_packet0,iface=eth0 -l {lcore} \
+                "dpdk:--no-huge --no-pci --vdev=net_af_packet0,iface={dev} -l {lcore} \
                  --file-prefix=dnb{pid}h{host} --log-level=error"
             )
         }
-        _ => "af-packet:eth0".into(),
+        _ => format!("af-packet:{dev}"),
     }
+}
+
+/// Renders a chain of boxes `(namespace, text)` as two lines: the texts
+/// joined, and above them each namespace label at the start of its text
+/// (empty label = a link between boxes).
+fn render_chain(segments: &[(&str, String)]) -> String {
+    let (mut top, mut bottom) = (String::new(), String::new());
+    for (label, text) in segments {
+        let at = bottom.chars().count();
+        if !label.is_empty() {
+            let len = top.chars().count();
+            if len < at {
+                top.push_str(&" ".repeat(at - len));
+            } else if len > 0 {
+                top.push(' ');
+            }
+            top.push_str(label);
+        }
+        bottom.push_str(text);
+    }
+    format!("{}\n{}\n", top.trim_end(), bottom)
+}
+
+/// The ASCII diagram of `topology` for the report: the kernel path and the
+/// DockNet paths, with the wire's MTU.
+pub fn diagram(topology: Topology, mtu: u32) -> String {
+    let (a, b) = (format!("{IP_H1}/{PREFIX}"), format!("{IP_H2}/{PREFIX}"));
+    let dn_a = format!("pipe a {a} - docknetd - eth0");
+    let dn_b = format!("eth0 - docknetd - pipe b {b}");
+    let (kernel, docknet) = match topology {
+        Topology::Containers => {
+            let wire = format!(" ==wire: veth, MTU {mtu}== ");
+            (
+                render_chain(&[
+                    ("C1", format!("eth0 {a}")),
+                    ("", " --veth-- ".into()),
+                    ("H1", "vethc1 - br0 - eth0".into()),
+                    ("", wire.clone()),
+                    ("H2", "eth0 - br0 - vethc2".into()),
+                    ("", " --veth-- ".into()),
+                    ("C2", format!("eth0 {b}")),
+                ]),
+                render_chain(&[("H1", dn_a), ("", wire), ("H2", dn_b)]),
+            )
+        }
+        Topology::BridgeWire => {
+            let veth = format!(" --veth, MTU {mtu}-- ");
+            let br = ("BR", "pa - br0 - pb".to_string());
+            (
+                render_chain(&[
+                    ("H1", format!("eth0 {a}")),
+                    ("", veth.clone()),
+                    br.clone(),
+                    ("", veth.clone()),
+                    ("H2", format!("eth0 {b}")),
+                ]),
+                render_chain(&[
+                    ("H1", dn_a),
+                    ("", veth.clone()),
+                    br,
+                    ("", veth),
+                    ("H2", dn_b),
+                ]),
+            )
+        }
+    };
+    format!(
+        "{KERNEL} (client left, server right):\n{kernel}\n\
+         docknet-af-packet, docknet-dpdk (client left, server right):\n{docknet}"
+    )
+}
+
+/// The report's paragraphs on the topology and the paths.
+fn paths_text(ia: &InterhostArgs, mtu: u32) -> String {
+    let offloads = if ia.no_tso {
+        "TSO/GSO turned off on every veth end (--no-tso), GRO off"
+    } else {
+        "every veth keeps its default offloads (TSO/GSO and checksum offload on, GRO off)"
+    };
+    let mtu_text = match ia.mtu {
+        Some(m) => format!("MTU {m} (--mtu) on every link"),
+        None => format!("MTU {mtu} (the veth default) on every link"),
+    };
+    let t = ia.topology;
+    let (shape, kernel) = match t {
+        Topology::Containers => (
+            "Two hosts = network namespaces H1 and H2; the wire = one veth pair between them \
+(H1's eth0 — H2's eth0).",
+            "`kernel-veth-bridge` = what containers get from Docker's default bridge network on \
+each host: container namespace C1 (C2) whose eth0 10.88.1.2/16 (10.88.2.2/16) is a veth to \
+Linux bridge br0 in H1 (H2); the host's wire end is also a port of that br0, so both containers \
+share one L2 segment. Kernel TCP client in C1, echo server in C2: \
+veth → bridge → wire → bridge → veth. `docknet-af-packet` = one `docknetd --nic af-packet:eth0` \
+per host directly on the wire end (the master owns the NIC: no bridge, no container veth; \
+started with `nsenter --net`), pipe a 10.88.1.2/16 on H1, pipe b 10.88.2.2/16 on H2, \
+`dn-echo client` on a to `dn-echo server` on b.",
+        ),
+        Topology::BridgeWire => (
+            "Two hosts = network namespaces H1 and H2; the wire = each host's eth0 is a veth whose \
+peer is a port of Linux bridge br0 in a third namespace BR (H1 — veth — br0 — veth — H2).",
+            "`kernel-veth-bridge` = kernel TCP, 10.88.1.2/16 on H1's eth0 to 10.88.2.2/16 on H2's \
+(no containers). `docknet-af-packet` = one `docknetd --nic af-packet:eth0` per host (started \
+with `nsenter --net`), pipe a 10.88.1.2/16 on H1, pipe b 10.88.2.2/16 on H2, `dn-echo client` \
+on a to `dn-echo server` on b.",
+        ),
+    };
+    format!(
+        "Topology: **{t}** (`--topology {t}`{}). {shape} Every path gets a fresh copy of the same \
+wire with the same settings: {mtu_text}; {offloads}.\n\n```text\n{}```\n\n{kernel} \
+`docknet-dpdk` = the same with `--nic dpdk:'--no-huge --no-pci \
+--vdev=net_af_packet0,iface=eth0 -l N ...'` (the af_packet PMD reports no partial checksums; \
+DockNet ↔ DockNet frames carry full checksums, filled in by the master, so the wire's checksum \
+offload is left as it is).",
+        if t == Topology::Containers {
+            ", the default"
+        } else {
+            ""
+        },
+        diagram(t, mtu)
+    )
 }
 
 fn run_kernel(a: &BenchArgs, ia: &InterhostArgs) -> Result<Vec<Row>, String> {
     let path = HostPath::KernelVethBridge;
-    let topo = BridgeTopology::create(&topology_spec(path, ia.mtu, ia.no_tso))?;
+    let topo = Network::create(&topology_spec(path, ia.topology, ia.mtu, ia.no_tso))?;
     eprintln!("  topology: {}", topo.describe());
     let rows = pingpong::measure_kernel_topology(a, path.name(), &topo)?;
     drop(topo);
@@ -175,10 +314,10 @@ fn run_docknet(
 ) -> Result<Vec<Row>, String> {
     let pid = std::process::id();
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let topo = BridgeTopology::create(&topology_spec(path, ia.mtu, ia.no_tso))?;
+    let topo = Network::create(&topology_spec(path, ia.topology, ia.mtu, ia.no_tso))?;
     eprintln!("  topology: {}", topo.describe());
-    let start = |host: u8, ns: &str| {
-        let nic = nic_spec(path, host, pid, ncpu);
+    let start = |host: u8, ns: &str, dev: &str| {
+        let nic = nic_spec(path, dev, host, pid, ncpu);
         eprintln!("  H{host}: nsenter --net=/run/netns/{ns} docknetd --nic {nic}");
         let run = std::env::temp_dir().join(format!("dnbench-{pid}-{}{host}", path.tag()));
         Daemon::start_with(
@@ -200,8 +339,8 @@ fn run_docknet(
             }
         })
     };
-    let mut h1 = start(1, &topo.ns_a.name)?;
-    let mut h2 = start(2, &topo.ns_b.name)?;
+    let mut h1 = start(1, &topo.end_a.ns, &topo.end_a.dev)?;
+    let mut h2 = start(2, &topo.end_b.ns, &topo.end_b.dev)?;
     let ip_a = format!("{IP_H1}/{PREFIX}");
     h1.ctl(&["pipe", "create", "a", "--ip", &ip_a])?;
     h2.ctl(&["pipe", "create", "b", "--ip", &format!("{IP_H2}/{PREFIX}")])?;
@@ -373,9 +512,11 @@ pub fn targets_section(rows: &[Row], order: &[String]) -> String {
 #[derive(Debug, Clone)]
 pub struct InterhostArgs {
     pub paths: Vec<HostPath>,
+    /// The shape of the network (`--topology`).
+    pub topology: Topology,
     /// MTU of every link of the wire (`None` = the veth default, 1500).
     pub mtu: Option<u32>,
-    /// TSO/GSO off on the hosts' eth0.
+    /// TSO/GSO off on every veth end.
     pub no_tso: bool,
 }
 
@@ -409,35 +550,25 @@ pub fn run(a: &BenchArgs, ia: &InterhostArgs) -> Result<(), String> {
         }
     }
     let order: Vec<String> = names.iter().map(|p| p.to_string()).collect();
-    let mtu = ia
-        .mtu
-        .map_or("1500 (veth default)".to_string(), |m| m.to_string());
-    let offloads = if ia.no_tso {
-        "TSO/GSO turned off on both hosts' eth0 (--no-tso), GRO off"
-    } else {
-        "veth keeps its default offloads: TSO/GSO on, GRO off"
-    };
-    let paths_text = format!(
-        "Two hosts = network namespaces H1 and H2; the wire = each host's eth0 is a veth whose \
-peer is a port of Linux bridge br0 in a third namespace (H1 — veth — br0 — veth — H2), MTU {mtu} \
-on every link; every path gets a fresh copy of the same wire. `kernel-veth-bridge` = kernel TCP, \
-10.88.1.2/16 on H1's eth0 to 10.88.2.2/16 on H2's ({offloads}). `docknet-af-packet` = one `docknetd --nic af-packet:eth0` per host (started with \
-`nsenter --net`), pipe a 10.88.1.2/16 on H1, pipe b 10.88.2.2/16 on H2, `dn-echo client` on a \
-to `dn-echo server` on b. `docknet-dpdk` = the same with `--nic dpdk:'--no-huge --no-pci \
---vdev=net_af_packet0,iface=eth0 -l N ...'`."
-    );
+    let mtu = ia.mtu.unwrap_or(1500);
+    let paths_text = paths_text(ia, mtu);
     let spec = OutputSpec {
         stem: "interhost",
         title: "Inter-host TCP ping-pong: kernel vs DockNet",
         plot_title: "Inter-host: kernel TCP vs DockNet, goodput and one-way latency",
         what: &format!(
-            "TCP ping-pong between two netns hosts over veth + bridge, MTU {mtu}{}",
+            "TCP ping-pong between two netns hosts, topology {}, MTU {mtu}{}",
+            ia.topology,
             if ia.no_tso { ", TSO/GSO off" } else { "" }
         ),
         paths_text: &paths_text,
         baselines: &[KERNEL],
         extra: Some(("Targets (issue 3)".into(), targets_section(&rows, &order))),
-        json_extra: serde_json::json!({ "mtu": ia.mtu.unwrap_or(1500), "no_tso": ia.no_tso }),
+        json_extra: serde_json::json!({
+            "topology": ia.topology.name(),
+            "mtu": mtu,
+            "no_tso": ia.no_tso,
+        }),
     };
     pingpong::write_outputs(a, &spec, &host, &rows, &skipped, &order)
 }
@@ -469,33 +600,112 @@ mod tests {
     #[test]
     fn nic_specs() {
         assert_eq!(
-            nic_spec(HostPath::DocknetAfPacket, 1, 9, 2),
+            nic_spec(HostPath::DocknetAfPacket, "eth0", 1, 9, 2),
             "af-packet:eth0"
         );
-        let d1 = nic_spec(HostPath::DocknetDpdk, 1, 9, 2);
-        let d2 = nic_spec(HostPath::DocknetDpdk, 2, 9, 2);
+        let d1 = nic_spec(HostPath::DocknetDpdk, "eth0", 1, 9, 2);
+        let d2 = nic_spec(HostPath::DocknetDpdk, "eth0", 2, 9, 2);
         assert!(d1.starts_with("dpdk:--no-huge --no-pci --vdev=net_af_packet0,iface=eth0 -l 0 "));
         assert!(d1.contains("--file-prefix=dnb9h1"));
         assert!(d2.contains(" -l 1 ") && d2.contains("--file-prefix=dnb9h2"));
         assert!(!d1.contains("--in-memory"));
         // One CPU: both on core 0.
-        assert!(nic_spec(HostPath::DocknetDpdk, 2, 9, 1).contains(" -l 0 "));
+        assert!(nic_spec(HostPath::DocknetDpdk, "eth0", 2, 9, 1).contains(" -l 0 "));
+        assert!(nic_spec(HostPath::DocknetDpdk, "wire", 2, 9, 1).contains("iface=wire "));
     }
 
     #[test]
-    fn topologies_are_identical_but_for_names_and_addresses_on_eth0() {
-        let k = topology_spec(HostPath::KernelVethBridge, Some(9000), true);
-        let d = topology_spec(HostPath::DocknetAfPacket, Some(9000), true);
-        assert!(k.assign_ips && !d.assign_ips);
+    fn topology_specs_per_path() {
+        for topology in Topology::ALL {
+            let k = topology_spec(HostPath::KernelVethBridge, topology, Some(9000), true);
+            let d = topology_spec(HostPath::DocknetAfPacket, topology, Some(9000), true);
+            let p = topology_spec(HostPath::DocknetDpdk, topology, Some(9000), true);
+            assert_eq!(k.endpoints, Endpoints::Kernel);
+            assert_eq!(d.endpoints, Endpoints::Userspace);
+            assert_eq!(p.endpoints, Endpoints::Userspace);
+            assert_eq!(
+                (k.topology, k.ip_a, k.ip_b, k.prefix, k.mtu, k.no_tso),
+                (d.topology, d.ip_a, d.ip_b, d.prefix, d.mtu, d.no_tso)
+            );
+            // Fresh, distinct namespaces per path.
+            assert_ne!(k.names(1)[0], d.names(1)[0]);
+            assert_ne!(p.names(1)[0], d.names(1)[0]);
+        }
+        // The default: kernel in containers C1/C2, DockNet on the hosts' wire ends.
+        let k = topology_spec(
+            HostPath::KernelVethBridge,
+            Topology::Containers,
+            None,
+            false,
+        )
+        .plan(4);
+        let d = topology_spec(HostPath::DocknetAfPacket, Topology::Containers, None, false).plan(4);
+        assert_eq!(k.end_a.ns, "dnb4kc1");
+        assert_eq!(k.end_b.ns, "dnb4kc2");
+        assert_eq!(k.wire_a.ns, "dnb4kh1");
         assert_eq!(
-            (k.ip_a, k.ip_b, k.prefix, k.mtu, k.no_tso),
-            (d.ip_a, d.ip_b, d.prefix, d.mtu, d.no_tso)
+            (d.end_a.ns.as_str(), d.end_a.dev.as_str()),
+            ("dnb4ph1", "eth0")
         );
-        assert_ne!(k.names(1), d.names(1));
-        assert_ne!(
-            topology_spec(HostPath::DocknetDpdk, None, false).names(1),
-            d.names(1)
+        assert_eq!(d.end_b, d.wire_b);
+    }
+
+    #[test]
+    fn chain_labels_sit_above_their_boxes() {
+        let c = render_chain(&[
+            ("H1", "eth0".into()),
+            ("", " == ".into()),
+            ("H2", "eth0".into()),
+        ]);
+        assert_eq!(c, "H1      H2\neth0 == eth0\n");
+        // A label longer than its box still gets a space before the next one.
+        let c = render_chain(&[("LONGLABEL", "x".into()), ("B", "y".into())]);
+        assert_eq!(c.lines().next(), Some("LONGLABEL B"));
+    }
+
+    #[test]
+    fn diagrams_name_the_topology_parts() {
+        let c = diagram(Topology::Containers, 1500);
+        for part in [
+            "C1",
+            "C2",
+            "vethc1 - br0 - eth0",
+            "==wire: veth, MTU 1500==",
+            "eth0 10.88.2.2/16",
+            "pipe a 10.88.1.2/16 - docknetd - eth0",
+        ] {
+            assert!(c.contains(part), "{part}: {c}");
+        }
+        assert!(!c.contains("BR"));
+        assert!(c.is_ascii(), "{c}");
+        // Labels line up with their boxes.
+        let lines: Vec<&str> = c.lines().collect();
+        let i = lines.iter().position(|l| l.starts_with("C1")).unwrap();
+        assert_eq!(lines[i].find("C2"), lines[i + 1].rfind("eth0 10.88.2.2"));
+        assert_eq!(lines[i].find("H1"), lines[i + 1].find("vethc1"));
+        let b = diagram(Topology::BridgeWire, 9000);
+        assert!(
+            b.contains("pa - br0 - pb") && b.contains("--veth, MTU 9000--"),
+            "{b}"
         );
+        assert!(!b.contains("C1") && !b.contains("wire"), "{b}");
+        assert!(b.is_ascii());
+    }
+
+    #[test]
+    fn report_text_says_which_topology_ran() {
+        let ia = |topology| InterhostArgs {
+            paths: HostPath::ALL.to_vec(),
+            topology,
+            mtu: None,
+            no_tso: false,
+        };
+        let t = paths_text(&ia(Topology::Containers), 1500);
+        assert!(t.starts_with("Topology: **containers** (`--topology containers`, the default)."));
+        assert!(t.contains("```text\n") && t.contains("vethc2"), "{t}");
+        let t = paths_text(&ia(Topology::BridgeWire), 1500);
+        assert!(t.starts_with("Topology: **bridge-wire** (`--topology bridge-wire`)."));
+        assert!(t.contains("pa - br0 - pb"), "{t}");
     }
 
     #[test]

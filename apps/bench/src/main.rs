@@ -76,15 +76,27 @@ Build everything first, e.g. `cargo build --release`, then run
 const INTERHOST_ABOUT: &str = "\
 TCP ping-pong between two hosts across a wire (the paper's Fig. 8a/b), several paths side by side.
 
-The hosts are network namespaces H1 and H2; the wire is a veth from each host's eth0 to a
-port of Linux bridge br0 in a third namespace: H1 —veth— br0 —veth— H2. Every path gets a
-fresh copy of the same wire, with the same MTU (--mtu; default the veth default, 1500)
-and offloads (veth defaults: TSO/GSO on, GRO off; --no-tso turns TSO/GSO off). Needs root
-(and ethtool for --no-tso).
+The hosts are network namespaces H1 and H2. Every path gets a fresh copy of the same wire,
+with the same MTU (--mtu; default the veth default, 1500) and offloads on every veth end
+(veth defaults: TSO/GSO and checksum offload on, GRO off; --no-tso turns TSO/GSO off).
+Needs root (and ethtool for --no-tso).
+
+Topologies (--topology):
+  containers (default)  the wire is one veth pair, H1's eth0 <-> H2's eth0 (the physical
+                        link). Kernel path, as Docker's default bridge network: on each
+                        host a container namespace C1 (C2) whose eth0 is a veth to br0 in
+                        H1 (H2), the wire end being a port of the same br0:
+                          C1 eth0 -veth- vethc1 -br0- eth0 ==wire== eth0 -br0- vethc2 -veth- eth0 C2
+                        DockNet paths: docknetd on each host's wire end itself (no bridge,
+                        no container veth):  H1 docknetd - eth0 ==wire== eth0 - docknetd H2
+  bridge-wire           each host's eth0 is a veth to a port of br0 in a third namespace:
+                        H1 eth0 -veth- br0 -veth- eth0 H2; kernel endpoints directly in
+                        H1/H2 (addresses on eth0), docknetd on eth0 as above
 
 Paths:
-  kernel-veth-bridge  kernel TCP: 10.88.1.2/16 on H1's eth0, 10.88.2.2/16 on H2's; our
-                      kernel echo client in H1, echo server in H2
+  kernel-veth-bridge  kernel TCP: 10.88.1.2/16 -> 10.88.2.2/16 (in C1/C2, or on H1/H2's
+                      eth0 with bridge-wire); our kernel echo client on the .1.2 side,
+                      echo server on the .2.2 side
   docknet-af-packet   one docknetd per host, `nsenter --net=/run/netns/H docknetd
                       --run-dir RUN --nic af-packet:eth0` (eth0 has no kernel address);
                       pipe a 10.88.1.2/16 on H1, pipe b 10.88.2.2/16 on H2 (one /16: the
@@ -99,10 +111,10 @@ Definitions, count/warm-up choice and failure handling: as `pingpong` (see its -
 
 Output: the table, a ratios section (1 KB and 200 KB, relative to kernel-veth-bridge) and
 the issue-3 targets (DockNet one-way p50 at 1 KB >= 3x lower than the kernel path; goodput
-no lower at any size) on stdout; OUT/interhost.svg, OUT/interhost.md, OUT/interhost.json.
-Progress goes to stderr. Everything started (namespaces dnbPID{k,p,d}{a,b,br}, docknetd
-processes, run dirs /tmp/dnbench-PID-*) is removed on exit, including on
-SIGINT/SIGTERM/SIGHUP.
+no lower at any size) on stdout; OUT/interhost.svg, OUT/interhost.md (with the topology that
+ran and its diagram), OUT/interhost.json. Progress goes to stderr. Everything started
+(namespaces dnbPID{k,p,d}{h1,h2,c1,c2} or dnbPID{k,p,d}{a,b,br}, docknetd processes, run
+dirs /tmp/dnbench-PID-*) is removed on exit, including on SIGINT/SIGTERM/SIGHUP.
 Build first, e.g. `cargo build --release` (add `--features docknet-master/dpdk` for the
 DPDK path), then run `target/release/docknet-bench interhost`.";
 
@@ -112,7 +124,7 @@ enum Cmd {
     #[command(long_about = PINGPONG_ABOUT)]
     Pingpong(PingPongCli),
 
-    /// TCP ping-pong between two netns hosts over veth + bridge: kernel vs DockNet (af-packet, dpdk).
+    /// TCP ping-pong between two netns hosts across a veth wire: kernel containers vs DockNet (af-packet, dpdk).
     #[command(long_about = INTERHOST_ABOUT)]
     Interhost(InterhostCli),
 
@@ -163,14 +175,20 @@ struct InterhostCli {
     )]
     paths: HostPathList,
 
-    /// MTU of every link of the wire (both veth ends and br0), for every path.
+    /// The network: `containers` (the wire is one veth between the hosts; kernel
+    /// endpoints in containers on a bridge in each host, DockNet on the wire ends)
+    /// or `bridge-wire` (each host a veth to a bridge in a third namespace).
+    #[arg(long, default_value = "containers")]
+    topology: netns::Topology,
+
+    /// MTU of every link (every veth end and bridge), for every path.
     /// Default: the veth default, 1500. DockNet pipes follow the NIC's MTU.
     #[arg(long, value_parser = clap::value_parser!(u32).range(576..=65000))]
     mtu: Option<u32>,
 
-    /// Turn TSO and GSO off on both hosts' eth0 (every path), so the kernel puts
+    /// Turn TSO and GSO off on every veth end (every path), so the kernel puts
     /// MTU-sized frames on the wire as DockNet does. By default veth's TSO/GSO stay
-    /// on: the kernel then moves up to 64 KB per skb across the veth + bridge wire.
+    /// on: the kernel then moves up to 64 KB per skb across veths and bridges.
     #[arg(long)]
     no_tso: bool,
 
@@ -268,6 +286,7 @@ fn main() {
         Cmd::Interhost(p) => {
             let ia = interhost::InterhostArgs {
                 paths: p.paths.0,
+                topology: p.topology,
                 mtu: p.mtu,
                 no_tso: p.no_tso,
             };
@@ -364,6 +383,7 @@ mod tests {
             panic!("not interhost")
         };
         assert_eq!(p.paths.0, HostPath::ALL.to_vec());
+        assert_eq!(p.topology, netns::Topology::Containers);
         assert_eq!(p.mtu, None);
         assert!(!p.no_tso);
         assert_eq!(p.common.sizes.0.len(), 8);
@@ -378,6 +398,8 @@ mod tests {
             "--sizes",
             "1K",
             "--no-tso",
+            "--topology",
+            "bridge-wire",
         ])
         .unwrap();
         let Cmd::Interhost(p) = cli.cmd else {
@@ -386,6 +408,8 @@ mod tests {
         assert_eq!(p.paths.0, vec![HostPath::DocknetAfPacket]);
         assert_eq!(p.mtu, Some(9000));
         assert!(p.no_tso);
+        assert_eq!(p.topology, netns::Topology::BridgeWire);
+        assert!(Cli::try_parse_from(["docknet-bench", "interhost", "--topology", "x"]).is_err());
         assert!(Cli::try_parse_from(["docknet-bench", "interhost", "--mtu", "100"]).is_err());
         assert!(
             Cli::try_parse_from(["docknet-bench", "interhost", "--paths", "kernel-lo"]).is_err()

@@ -1,16 +1,35 @@
-//! Two network namespaces joined by veth pairs to a Linux bridge that lives
-//! in a third namespace, so the root namespace is never touched.
+//! Network namespaces wired up as "hosts", so the root namespace is never
+//! touched. Two shapes ([`Topology`]):
+//!
+//! `bridge-wire` (`pingpong`'s kernel-bridge path, and `interhost
+//! --topology bridge-wire`): two hosts joined by veth pairs to a Linux bridge
+//! in a third namespace.
 //!
 //! ```text
-//!   NS_A: eth0 10.77.1.1/24 ──veth── pa ┐
-//!                                       ├ br0 (NS_BR)
-//!   NS_B: eth0 10.77.1.2/24 ──veth── pb ┘
+//!   A: eth0 ──veth── pa ┐
+//!                       ├ br0 (BR)
+//!   B: eth0 ──veth── pb ┘
 //! ```
 //!
-//! (`pingpong`'s kernel-bridge path; `interhost` uses the same shape with its
-//! own names, addresses and MTU, see [`TopologySpec`].)
+//! `containers` (`interhost`'s default): the wire is one veth pair between
+//! hosts H1 and H2 (each end is the host's `eth0`). With kernel endpoints
+//! each host also gets a container namespace on a Docker-style bridge that
+//! the wire end is a port of; with userspace endpoints the hosts are bare
+//! (the userspace stack owns `eth0`).
+//!
+//! ```text
+//!   kernel:    C1 eth0 ─veth─ vethc1 ┐                      ┌ vethc2 ─veth─ eth0 C2
+//!                              H1 br0 ┴ eth0 ══wire══ eth0 ┴ br0 H2
+//!   userspace:                    H1    eth0 ══wire══ eth0    H2
+//! ```
+//!
+//! The plan (namespaces, `ip`/`ethtool` commands, endpoints) is computed by a
+//! pure function, [`TopologySpec::plan`], and then executed by
+//! [`Network::create`].
 
+use std::fmt;
 use std::net::Ipv4Addr;
+use std::str::FromStr;
 
 use crate::cleanup::{self, Resource};
 use crate::proc::run_checked;
@@ -43,20 +62,116 @@ impl Drop for NetnsGuard {
     }
 }
 
-/// What to build: namespace names `dnb<pid><tag>a/b/br`, the hosts'
-/// addresses (`None` = leave eth0 without an address, for a userspace stack
-/// that binds it), and the MTU of every link (`None` = the kernel's default).
+/// The shape of the network between the two ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// Two hosts joined by one veth (the wire); kernel endpoints sit in
+    /// containers on a bridge in each host, userspace ones own the wire ends.
+    Containers,
+    /// Two hosts, each eth0 a veth to a port of br0 in a third namespace.
+    BridgeWire,
+}
+
+impl Topology {
+    pub const ALL: [Topology; 2] = [Topology::Containers, Topology::BridgeWire];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Topology::Containers => "containers",
+            Topology::BridgeWire => "bridge-wire",
+        }
+    }
+}
+
+impl fmt::Display for Topology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Topology {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Topology::ALL
+            .into_iter()
+            .find(|t| t.name() == s.trim())
+            .ok_or_else(|| {
+                format!(
+                    "unknown topology {s:?}; choose from {}",
+                    Topology::ALL.map(Topology::name).join(", ")
+                )
+            })
+    }
+}
+
+/// What terminates the traffic at each end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoints {
+    /// Kernel TCP: the endpoint interfaces carry the addresses (with
+    /// `Containers`: in container namespaces on a bridge in each host).
+    Kernel,
+    /// A userspace stack binds each host's eth0 (no kernel address; with
+    /// `Containers`: no bridge and no container either).
+    Userspace,
+}
+
+/// What to build: namespace names `dnb<pid><tag><suffix>`, the endpoint
+/// addresses, the MTU of every link (`None` = the kernel's default) and the
+/// offloads.
 #[derive(Debug, Clone)]
 pub struct TopologySpec {
     pub tag: String,
+    pub topology: Topology,
+    pub endpoints: Endpoints,
     pub ip_a: Ipv4Addr,
     pub ip_b: Ipv4Addr,
     pub prefix: u8,
-    pub assign_ips: bool,
     pub mtu: Option<u32>,
-    /// Turn TSO and GSO off on both hosts' eth0 (`ethtool -K eth0 tso off gso off`),
-    /// so the kernel sends MTU-sized frames on the wire as a userspace stack does.
+    /// Turn TSO and GSO off on every veth end of the topology
+    /// (`ethtool -K DEV tso off gso off`), so the kernel sends MTU-sized
+    /// frames as a userspace stack does.
     pub no_tso: bool,
+}
+
+/// A namespace and an interface in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NsDev {
+    pub ns: String,
+    pub dev: String,
+}
+
+/// What [`TopologySpec::plan`] computes: everything needed to build the
+/// network, as data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Namespaces to create, in order.
+    pub namespaces: Vec<String>,
+    /// Commands to run after that, in order (argv).
+    pub commands: Vec<Vec<String>>,
+    /// Where side a's and side b's endpoint runs, and the interface that
+    /// carries its traffic (kernel: the one with the address; userspace: the
+    /// NIC to bind).
+    pub end_a: NsDev,
+    pub end_b: NsDev,
+    /// The two ends of the wire, in the host namespaces.
+    pub wire_a: NsDev,
+    pub wire_b: NsDev,
+}
+
+fn ip(ns: &str, args: &[&str]) -> Vec<String> {
+    ["ip", "-n", ns]
+        .iter()
+        .chain(args)
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn ethtool_no_tso(ns: &str, dev: &str) -> Vec<String> {
+    [
+        "ip", "netns", "exec", ns, "ethtool", "-K", dev, "tso", "off", "gso", "off",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 impl TopologySpec {
@@ -64,40 +179,171 @@ impl TopologySpec {
     pub fn pingpong() -> Self {
         TopologySpec {
             tag: String::new(),
+            topology: Topology::BridgeWire,
+            endpoints: Endpoints::Kernel,
             ip_a: Ipv4Addr::new(10, 77, 1, 1),
             ip_b: Ipv4Addr::new(10, 77, 1, 2),
             prefix: 24,
-            assign_ips: true,
             mtu: None,
             no_tso: false,
         }
     }
 
-    /// The namespace names for `pid`: (a, b, bridge).
-    pub fn names(&self, pid: u32) -> (String, String, String) {
-        let t = &self.tag;
-        (
-            format!("dnb{pid}{t}a"),
-            format!("dnb{pid}{t}b"),
-            format!("dnb{pid}{t}br"),
-        )
+    /// The namespace name suffixes, in creation order.
+    fn suffixes(&self) -> &'static [&'static str] {
+        match (self.topology, self.endpoints) {
+            (Topology::BridgeWire, _) => &["a", "b", "br"],
+            (Topology::Containers, Endpoints::Kernel) => &["h1", "h2", "c1", "c2"],
+            (Topology::Containers, Endpoints::Userspace) => &["h1", "h2"],
+        }
+    }
+
+    /// The namespace names for `pid`, in creation order.
+    pub fn names(&self, pid: u32) -> Vec<String> {
+        self.suffixes()
+            .iter()
+            .map(|s| format!("dnb{pid}{}{s}", self.tag))
+            .collect()
+    }
+
+    /// The full plan for `pid` (pure: no side effects).
+    pub fn plan(&self, pid: u32) -> Plan {
+        let names = self.names(pid);
+        let mtu = self.mtu.map(|m| m.to_string());
+        let kernel = self.endpoints == Endpoints::Kernel;
+        let mut cmds = Vec::new();
+        let set_mtu = |cmds: &mut Vec<Vec<String>>, ns: &str, dev: &str| {
+            if let Some(m) = &mtu {
+                cmds.push(ip(ns, &["link", "set", dev, "mtu", m]));
+            }
+        };
+        let addr = |ip_: Ipv4Addr| format!("{ip_}/{}", self.prefix);
+        let nsdev = |ns: &str, dev: &str| NsDev {
+            ns: ns.into(),
+            dev: dev.into(),
+        };
+        match self.topology {
+            Topology::BridgeWire => {
+                let (a, b, br) = (&names[0], &names[1], &names[2]);
+                cmds.push(ip(br, &["link", "set", "lo", "up"]));
+                cmds.push(ip(br, &["link", "add", "br0", "type", "bridge"]));
+                for (h, port, ip_) in [(a, "pa", self.ip_a), (b, "pb", self.ip_b)] {
+                    cmds.push(ip(
+                        h,
+                        &[
+                            "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns",
+                            br,
+                        ],
+                    ));
+                    set_mtu(&mut cmds, h, "eth0");
+                    set_mtu(&mut cmds, br, port);
+                    cmds.push(ip(br, &["link", "set", port, "master", "br0"]));
+                    cmds.push(ip(br, &["link", "set", port, "up"]));
+                    if kernel {
+                        cmds.push(ip(h, &["addr", "add", &addr(ip_), "dev", "eth0"]));
+                    }
+                    cmds.push(ip(h, &["link", "set", "eth0", "up"]));
+                    cmds.push(ip(h, &["link", "set", "lo", "up"]));
+                    if self.no_tso {
+                        cmds.push(ethtool_no_tso(h, "eth0"));
+                        cmds.push(ethtool_no_tso(br, port));
+                    }
+                }
+                set_mtu(&mut cmds, br, "br0");
+                cmds.push(ip(br, &["link", "set", "br0", "up"]));
+                Plan {
+                    end_a: nsdev(a, "eth0"),
+                    end_b: nsdev(b, "eth0"),
+                    wire_a: nsdev(a, "eth0"),
+                    wire_b: nsdev(b, "eth0"),
+                    namespaces: names.clone(),
+                    commands: cmds,
+                }
+            }
+            Topology::Containers => {
+                let (h1, h2) = (&names[0], &names[1]);
+                // The wire: one veth pair, each end the host's eth0; the same
+                // settings whatever the endpoints.
+                cmds.push(ip(
+                    h1,
+                    &[
+                        "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", h2,
+                    ],
+                ));
+                for h in [h1, h2] {
+                    set_mtu(&mut cmds, h, "eth0");
+                    if self.no_tso {
+                        cmds.push(ethtool_no_tso(h, "eth0"));
+                    }
+                    cmds.push(ip(h, &["link", "set", "lo", "up"]));
+                }
+                if kernel {
+                    let (c1, c2) = (&names[2], &names[3]);
+                    for (h, c, veth, ip_) in
+                        [(h1, c1, "vethc1", self.ip_a), (h2, c2, "vethc2", self.ip_b)]
+                    {
+                        cmds.push(ip(h, &["link", "add", "br0", "type", "bridge"]));
+                        cmds.push(ip(h, &["link", "set", "eth0", "master", "br0"]));
+                        cmds.push(ip(
+                            c,
+                            &[
+                                "link", "add", "eth0", "type", "veth", "peer", "name", veth,
+                                "netns", h,
+                            ],
+                        ));
+                        set_mtu(&mut cmds, c, "eth0");
+                        set_mtu(&mut cmds, h, veth);
+                        if self.no_tso {
+                            cmds.push(ethtool_no_tso(c, "eth0"));
+                            cmds.push(ethtool_no_tso(h, veth));
+                        }
+                        cmds.push(ip(h, &["link", "set", veth, "master", "br0"]));
+                        cmds.push(ip(h, &["link", "set", veth, "up"]));
+                        set_mtu(&mut cmds, h, "br0");
+                        cmds.push(ip(h, &["link", "set", "br0", "up"]));
+                        cmds.push(ip(c, &["addr", "add", &addr(ip_), "dev", "eth0"]));
+                        cmds.push(ip(c, &["link", "set", "eth0", "up"]));
+                        cmds.push(ip(c, &["link", "set", "lo", "up"]));
+                    }
+                }
+                for h in [h1, h2] {
+                    cmds.push(ip(h, &["link", "set", "eth0", "up"]));
+                }
+                let (end_a, end_b) = if kernel {
+                    (nsdev(&names[2], "eth0"), nsdev(&names[3], "eth0"))
+                } else {
+                    (nsdev(h1, "eth0"), nsdev(h2, "eth0"))
+                };
+                Plan {
+                    end_a,
+                    end_b,
+                    wire_a: nsdev(h1, "eth0"),
+                    wire_b: nsdev(h2, "eth0"),
+                    namespaces: names.clone(),
+                    commands: cmds,
+                }
+            }
+        }
     }
 }
 
-/// The two-host bridge topology.
-pub struct BridgeTopology {
-    pub ns_a: NetnsGuard,
-    pub ns_b: NetnsGuard,
-    pub ns_br: NetnsGuard,
+/// A built topology; everything is removed on drop (and on a signal).
+pub struct Network {
+    /// Every namespace, in creation order.
+    pub namespaces: Vec<NetnsGuard>,
+    pub topology: Topology,
+    pub end_a: NsDev,
+    pub end_b: NsDev,
+    pub wire_a: NsDev,
     pub ip_a: Ipv4Addr,
     pub ip_b: Ipv4Addr,
-    /// Link MTU (what `ip link` reports on eth0 after setup).
+    /// MTU of the wire (what `ip link` reports on H1's end after setup).
     pub mtu: u32,
-    /// TSO/GSO turned off on eth0.
+    /// TSO/GSO turned off on every veth end.
     pub no_tso: bool,
 }
 
-/// Why the bridge path cannot run here, if it cannot.
+/// Why the namespace paths cannot run here, if they cannot.
 pub fn unavailable_reason() -> Option<String> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
@@ -112,86 +358,48 @@ pub fn unavailable_reason() -> Option<String> {
     None
 }
 
-impl BridgeTopology {
+impl Network {
     /// One line for the progress output.
     pub fn describe(&self) -> String {
+        let names: Vec<&str> = self.namespaces.iter().map(|n| n.name.as_str()).collect();
         format!(
-            "{} ({}) <-veth-> br0 in {} <-veth-> {} ({}), MTU {}{}",
-            self.ns_a.name,
+            "{} [{}]: a = {}/{} ({}), b = {}/{} ({}), wire {}/{} MTU {}{}",
+            self.topology,
+            names.join(" "),
+            self.end_a.ns,
+            self.end_a.dev,
             self.ip_a,
-            self.ns_br.name,
-            self.ns_b.name,
+            self.end_b.ns,
+            self.end_b.dev,
             self.ip_b,
+            self.wire_a.ns,
+            self.wire_a.dev,
             self.mtu,
             if self.no_tso { ", TSO/GSO off" } else { "" }
         )
     }
 
-    /// Creates the namespaces of `spec` and wires them up: eth0 in each host,
-    /// its veth peer (pa, pb) in the bridge namespace as a port of br0.
-    /// On error everything created so far is removed (guards drop).
+    /// Builds `spec`'s plan. On error everything created so far is removed
+    /// (guards drop).
     pub fn create(spec: &TopologySpec) -> Result<Self, String> {
-        let (a, b, brn) = spec.names(std::process::id());
-        let ns_a = NetnsGuard::create(&a)?;
-        let ns_b = NetnsGuard::create(&b)?;
-        let ns_br = NetnsGuard::create(&brn)?;
-        let (ip_a, ip_b) = (spec.ip_a, spec.ip_b);
-        let br = ns_br.name.as_str();
-        run_checked(&["ip", "-n", br, "link", "set", "lo", "up"])?;
-        run_checked(&["ip", "-n", br, "link", "add", "br0", "type", "bridge"])?;
-        for (ns, port, ip) in [(&ns_a, "pa", ip_a), (&ns_b, "pb", ip_b)] {
-            let n = ns.name.as_str();
-            run_checked(&[
-                "ip", "-n", n, "link", "add", "eth0", "type", "veth", "peer", "name", port,
-                "netns", br,
-            ])?;
-            if let Some(mtu) = spec.mtu {
-                let m = mtu.to_string();
-                run_checked(&["ip", "-n", n, "link", "set", "eth0", "mtu", &m])?;
-                run_checked(&["ip", "-n", br, "link", "set", port, "mtu", &m])?;
-            }
-            run_checked(&["ip", "-n", br, "link", "set", port, "master", "br0"])?;
-            run_checked(&["ip", "-n", br, "link", "set", port, "up"])?;
-            if spec.assign_ips {
-                run_checked(&[
-                    "ip",
-                    "-n",
-                    n,
-                    "addr",
-                    "add",
-                    &format!("{ip}/{}", spec.prefix),
-                    "dev",
-                    "eth0",
-                ])?;
-            }
-            run_checked(&["ip", "-n", n, "link", "set", "eth0", "up"])?;
-            run_checked(&["ip", "-n", n, "link", "set", "lo", "up"])?;
-            if spec.no_tso {
-                run_checked(&[
-                    "ip", "netns", "exec", n, "ethtool", "-K", "eth0", "tso", "off", "gso", "off",
-                ])?;
-            }
+        let plan = spec.plan(std::process::id());
+        let mut namespaces = Vec::new();
+        for n in &plan.namespaces {
+            namespaces.push(NetnsGuard::create(n)?);
         }
-        if let Some(mtu) = spec.mtu {
-            run_checked(&[
-                "ip",
-                "-n",
-                br,
-                "link",
-                "set",
-                "br0",
-                "mtu",
-                &mtu.to_string(),
-            ])?;
+        for c in &plan.commands {
+            let argv: Vec<&str> = c.iter().map(String::as_str).collect();
+            run_checked(&argv)?;
         }
-        run_checked(&["ip", "-n", br, "link", "set", "br0", "up"])?;
-        let mtu = link_mtu(&ns_a.name, "eth0")?;
-        Ok(BridgeTopology {
-            ns_a,
-            ns_b,
-            ns_br,
-            ip_a,
-            ip_b,
+        let mtu = link_mtu(&plan.wire_a.ns, &plan.wire_a.dev)?;
+        Ok(Network {
+            namespaces,
+            topology: spec.topology,
+            end_a: plan.end_a,
+            end_b: plan.end_b,
+            wire_a: plan.wire_a,
+            ip_a: spec.ip_a,
+            ip_b: spec.ip_b,
             mtu,
             no_tso: spec.no_tso,
         })
@@ -223,18 +431,209 @@ pub fn parse_mtu(text: &str) -> Option<u32> {
 mod tests {
     use super::*;
 
+    fn spec(
+        topology: Topology,
+        endpoints: Endpoints,
+        mtu: Option<u32>,
+        no_tso: bool,
+    ) -> TopologySpec {
+        TopologySpec {
+            tag: "t".into(),
+            topology,
+            endpoints,
+            ip_a: Ipv4Addr::new(10, 88, 1, 2),
+            ip_b: Ipv4Addr::new(10, 88, 2, 2),
+            prefix: 16,
+            mtu,
+            no_tso,
+        }
+    }
+
+    fn has(plan: &Plan, cmd: &str) -> bool {
+        plan.commands.iter().any(|c| c.join(" ") == cmd)
+    }
+
+    /// The commands that set up the wire ends (`eth0` in the host
+    /// namespaces), bridge enslaving and addresses excepted, with the
+    /// namespace names made generic (`NS0`, `NS1`, ...).
+    fn wire_settings(p: &Plan) -> Vec<String> {
+        let hosts = [&p.wire_a.ns, &p.wire_b.ns];
+        let mut names: Vec<(usize, &String)> = p.namespaces.iter().enumerate().collect();
+        names.sort_by_key(|(_, n)| std::cmp::Reverse(n.len()));
+        p.commands
+            .iter()
+            .filter(|c| {
+                let target = if c[1] == "-n" { &c[2] } else { &c[3] };
+                hosts.contains(&target)
+                    && c.iter().any(|w| w == "eth0")
+                    && !c.iter().any(|w| w == "master" || w == "addr")
+            })
+            .map(|c| {
+                let mut s = c.join(" ");
+                for (i, n) in &names {
+                    s = s.replace(n.as_str(), &format!("NS{i}"));
+                }
+                s
+            })
+            .collect()
+    }
+
     #[test]
     fn names_and_mtu_parsing() {
         let mut s = TopologySpec::pingpong();
-        assert_eq!(
-            s.names(42),
-            ("dnb42a".into(), "dnb42b".into(), "dnb42br".into())
-        );
+        assert_eq!(s.names(42), ["dnb42a", "dnb42b", "dnb42br"]);
         s.tag = "k".into();
-        assert_eq!(s.names(7).2, "dnb7kbr");
+        assert_eq!(s.names(7)[2], "dnb7kbr");
         let line = "2: eth0@if3: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 9000 qdisc noqueue state UP mode DEFAULT group default qlen 1000\\    link/ether 02:00:00:00:00:01 brd ff:ff:ff:ff:ff:ff link-netns x";
         assert_eq!(parse_mtu(line), Some(9000));
         assert_eq!(parse_mtu("no such thing"), None);
         assert_eq!(parse_mtu("mtu"), None);
+    }
+
+    #[test]
+    fn topology_names_parse() {
+        assert_eq!("containers".parse::<Topology>(), Ok(Topology::Containers));
+        assert_eq!(" bridge-wire".parse::<Topology>(), Ok(Topology::BridgeWire));
+        let e = "docker".parse::<Topology>().unwrap_err();
+        assert!(e.contains("containers, bridge-wire"), "{e}");
+    }
+
+    #[test]
+    fn pingpong_plan_is_the_bridge_wire() {
+        let p = TopologySpec::pingpong().plan(5);
+        assert_eq!(p.namespaces, ["dnb5a", "dnb5b", "dnb5br"]);
+        assert!(has(&p, "ip -n dnb5br link add br0 type bridge"));
+        assert!(has(
+            &p,
+            "ip -n dnb5a link add eth0 type veth peer name pa netns dnb5br"
+        ));
+        assert!(has(&p, "ip -n dnb5b addr add 10.77.1.2/24 dev eth0"));
+        assert!(has(&p, "ip -n dnb5br link set pb master br0"));
+        assert!(!p.commands.iter().any(|c| c.contains(&"mtu".to_string())));
+        assert!(!p
+            .commands
+            .iter()
+            .any(|c| c.contains(&"ethtool".to_string())));
+        assert_eq!(
+            p.end_a,
+            NsDev {
+                ns: "dnb5a".into(),
+                dev: "eth0".into()
+            }
+        );
+        assert_eq!(p.end_b.ns, "dnb5b");
+    }
+
+    #[test]
+    fn containers_kernel_plan() {
+        let p = spec(Topology::Containers, Endpoints::Kernel, Some(9000), true).plan(3);
+        assert_eq!(p.namespaces, ["dnb3th1", "dnb3th2", "dnb3tc1", "dnb3tc2"]);
+        // The wire: one veth between the hosts.
+        assert!(has(
+            &p,
+            "ip -n dnb3th1 link add eth0 type veth peer name eth0 netns dnb3th2"
+        ));
+        // A bridge in each host with the wire end and the container's veth.
+        for (h, c, v, a) in [
+            ("dnb3th1", "dnb3tc1", "vethc1", "10.88.1.2/16"),
+            ("dnb3th2", "dnb3tc2", "vethc2", "10.88.2.2/16"),
+        ] {
+            assert!(has(&p, &format!("ip -n {h} link add br0 type bridge")));
+            assert!(has(&p, &format!("ip -n {h} link set eth0 master br0")));
+            assert!(has(&p, &format!("ip -n {h} link set {v} master br0")));
+            assert!(has(
+                &p,
+                &format!("ip -n {c} link add eth0 type veth peer name {v} netns {h}")
+            ));
+            assert!(has(&p, &format!("ip -n {c} addr add {a} dev eth0")));
+            // MTU and offloads on every link.
+            for (ns, dev) in [(h, "eth0"), (h, v), (h, "br0"), (c, "eth0")] {
+                assert!(
+                    has(&p, &format!("ip -n {ns} link set {dev} mtu 9000")),
+                    "{ns} {dev}"
+                );
+            }
+            for (ns, dev) in [(h, "eth0"), (h, v), (c, "eth0")] {
+                assert!(
+                    has(
+                        &p,
+                        &format!("ip netns exec {ns} ethtool -K {dev} tso off gso off")
+                    ),
+                    "{ns} {dev}"
+                );
+            }
+        }
+        // No address on the hosts: only the containers talk.
+        assert_eq!(
+            p.commands
+                .iter()
+                .filter(|c| c.contains(&"addr".to_string()))
+                .count(),
+            2
+        );
+        assert_eq!(
+            p.end_a,
+            NsDev {
+                ns: "dnb3tc1".into(),
+                dev: "eth0".into()
+            }
+        );
+        assert_eq!(p.end_b.ns, "dnb3tc2");
+        assert_eq!(
+            p.wire_a,
+            NsDev {
+                ns: "dnb3th1".into(),
+                dev: "eth0".into()
+            }
+        );
+        // Every namespace is created before a command names it.
+        let created: Vec<&String> = p.namespaces.iter().collect();
+        for c in &p.commands {
+            for w in c.iter().filter(|w| w.starts_with("dnb")) {
+                assert!(created.contains(&w), "{w} in {c:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn containers_userspace_plan_is_the_bare_wire() {
+        let p = spec(Topology::Containers, Endpoints::Userspace, None, false).plan(3);
+        assert_eq!(p.namespaces, ["dnb3th1", "dnb3th2"]);
+        assert!(!p.commands.iter().any(|c| c.contains(&"bridge".to_string())));
+        assert!(!p.commands.iter().any(|c| c.contains(&"addr".to_string())));
+        assert_eq!(p.end_a, p.wire_a);
+        assert_eq!(p.end_b, p.wire_b);
+        assert_eq!(
+            p.end_b,
+            NsDev {
+                ns: "dnb3th2".into(),
+                dev: "eth0".into()
+            }
+        );
+        assert!(has(&p, "ip -n dnb3th2 link set eth0 up"));
+    }
+
+    #[test]
+    fn wire_settings_are_identical_for_kernel_and_userspace() {
+        for topology in Topology::ALL {
+            for (mtu, no_tso) in [(None, false), (Some(9000), true), (Some(1400), false)] {
+                let k = spec(topology, Endpoints::Kernel, mtu, no_tso).plan(1);
+                let mut u = spec(topology, Endpoints::Userspace, mtu, no_tso);
+                u.tag = "u".into();
+                let u = u.plan(1);
+                let (wk, wu) = (wire_settings(&k), wire_settings(&u));
+                assert!(!wk.is_empty());
+                assert_eq!(wk, wu, "{topology} {mtu:?} {no_tso}");
+                if let Some(m) = mtu {
+                    assert!(wu.contains(&format!("ip -n NS0 link set eth0 mtu {m}")));
+                    assert!(wu.contains(&format!("ip -n NS1 link set eth0 mtu {m}")));
+                }
+                assert_eq!(
+                    wu.iter().any(|c| c.contains("tso off gso off")),
+                    no_tso,
+                    "{wu:?}"
+                );
+            }
+        }
     }
 }

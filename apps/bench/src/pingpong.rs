@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use crate::docknet::{self, Daemon};
-use crate::netns::{self, BridgeTopology};
+use crate::netns::{self, Network};
 use crate::proc::{run_with_timeout, ChildGuard};
 use crate::report::{self, HostInfo, Row, Skipped};
 use crate::sizes::{self, format_size};
@@ -269,26 +269,28 @@ fn run_kernel_bridge(a: &BenchArgs) -> Result<Vec<Row>, String> {
     if let Some(reason) = netns::unavailable_reason() {
         return Err(reason);
     }
-    let topo = BridgeTopology::create(&netns::TopologySpec::pingpong())?;
+    let topo = Network::create(&netns::TopologySpec::pingpong())?;
     eprintln!("  topology: {}", topo.describe());
     let rows = measure_kernel_topology(a, PathKind::KernelBridge.name(), &topo)?;
     drop(topo);
     Ok(rows)
 }
 
-/// Kernel TCP across `topo`: our echo server in host b (port 5201), clients
-/// in host a.
+/// Kernel TCP across `topo`: our echo server in end b's namespace (port
+/// 5201), clients in end a's.
 pub fn measure_kernel_topology(
     a: &BenchArgs,
     name: &str,
-    topo: &BridgeTopology,
+    topo: &Network,
 ) -> Result<Vec<Row>, String> {
     let exe = self_exe()?;
     let bind = format!("{}:5201", topo.ip_b);
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &topo.ns_b.name])
-        .arg(&exe)
-        .args(["kernel-echo-server", "--bind", &bind]);
+    cmd.args(["netns", "exec", &topo.end_b.ns]).arg(&exe).args([
+        "kernel-echo-server",
+        "--bind",
+        &bind,
+    ]);
     let mut server = ChildGuard::spawn(&format!("{name} server"), cmd)?;
     let addr = listening_addr(&server.wait_for_line("listening", Duration::from_secs(10))?)?;
     let rows = measure(
@@ -296,7 +298,7 @@ pub fn measure_kernel_topology(
         name,
         |size, count, warmup| {
             let mut c = Command::new("ip");
-            c.args(["netns", "exec", &topo.ns_a.name]).arg(&exe);
+            c.args(["netns", "exec", &topo.end_a.ns]).arg(&exe);
             kernel_client_args(&mut c, &addr, size, count, warmup);
             c
         },
