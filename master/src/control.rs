@@ -36,6 +36,19 @@ pub const PIPES_DIR: &str = "pipes";
 pub const DEFAULT_MTU: u32 = 9000;
 /// Buffers per direction in a pipe, and per direction in a fast channel.
 pub const NBUFS: u32 = 512;
+/// Bytes of frame buffering a channel should at least have: more than a TCP window of
+/// the default 1 MiB socket buffers, so a service that falls behind for a moment loses no
+/// frames (a loss costs smoltcp a retransmission timeout).
+const CHANNEL_BYTES: u32 = 4 << 20;
+
+/// Buffers per direction for a pipe or fast channel of IP MTU `mtu`: at least [`NBUFS`],
+/// more for small MTUs (4096 at MTU 1500), so that every channel holds [`CHANNEL_BYTES`].
+pub fn nbufs_for_mtu(mtu: u32) -> u32 {
+    (CHANNEL_BYTES / (mtu + 64))
+        .clamp(NBUFS, 4096)
+        .next_power_of_two()
+        .min(4096)
+}
 /// Longest request line accepted.
 pub const MAX_LINE: usize = 64 * 1024;
 /// A connection idle this long is closed.
@@ -204,9 +217,25 @@ pub struct LinkInfo {
     pub name: String,
     /// The TAP's interface name, when the NIC is a TAP (its kernel side gets the gateways).
     pub tap: Option<String>,
-    /// IP MTU of the link: the default MTU of new pipes.
+    /// IP MTU of the link (what one frame on the wire carries).
     pub mtu: u32,
+    /// The default MTU of new pipes: [`pipe_mtu_for`] the link.
+    pub pipe_mtu: u32,
     pub stats: Arc<crate::link::LinkStats>,
+}
+
+/// The default MTU of new pipes on a link of IP MTU `link_mtu` whose NIC sends and
+/// receives GSO frames of up to `gso_max_frame` bytes (Ethernet header included; equal to
+/// the MTU's frame size without GSO): the link MTU (at most [`DEFAULT_MTU`]) without GSO;
+/// with GSO, the largest frame it takes, up to [`MAX_MTU`] (65000), so services send and
+/// receive ~64 KB TCP segments that the link cuts to its MTU.
+pub fn pipe_mtu_for(link_mtu: u32, gso_max_frame: usize) -> u32 {
+    let gso_mtu = gso_max_frame.saturating_sub(net::ETH_LEN) as u32;
+    if gso_mtu > link_mtu {
+        gso_mtu.min(MAX_MTU).max(link_mtu.min(DEFAULT_MTU))
+    } else {
+        link_mtu.min(DEFAULT_MTU)
+    }
 }
 
 fn fc_key(a: &str, b: &str) -> (String, String) {
@@ -377,11 +406,7 @@ impl Control {
         }
         let (ip, prefix_len) = net::parse_cidr(cidr)?;
         let gateway = self.check_new_addr(ip, prefix_len)?;
-        let mtu = mtu.unwrap_or(
-            self.link
-                .as_ref()
-                .map_or(DEFAULT_MTU, |l| l.mtu.min(DEFAULT_MTU)),
-        );
+        let mtu = mtu.unwrap_or(self.link.as_ref().map_or(DEFAULT_MTU, |l| l.pipe_mtu));
         if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
             return Err(format!(
                 "invalid MTU {mtu}: must be in {MIN_MTU}..={MAX_MTU}"
@@ -408,7 +433,7 @@ impl Control {
             prefix_len,
             gateway,
             mtu,
-            nbufs: NBUFS,
+            nbufs: nbufs_for_mtu(mtu),
             flags: pipe_flags::CSUM_OFFLOAD,
         };
         let end = create_pipe_file(&dir, &cfg)
@@ -540,8 +565,14 @@ impl Control {
                 let _ = std::fs::remove_file(p);
             }
         }
-        let map = create_fc_file(&path_a, (pa.ip, pa.mac), (pb.ip, pb.mac), mtu, NBUFS)
-            .map_err(|e| format!("cannot create fast-channel file {}: {e}", path_a.display()))?;
+        let map = create_fc_file(
+            &path_a,
+            (pa.ip, pa.mac),
+            (pb.ip, pb.mac),
+            mtu,
+            nbufs_for_mtu(mtu),
+        )
+        .map_err(|e| format!("cannot create fast-channel file {}: {e}", path_a.display()))?;
         if let Err(e) = std::fs::hard_link(&path_a, &path_b) {
             let _ = std::fs::remove_file(&path_a);
             return Err(format!(
@@ -848,6 +879,25 @@ pub fn request(sock: &Path, req: &Request, timeout: Duration) -> Result<Value, C
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn channel_buffers_scale_with_small_mtus() {
+        assert_eq!(nbufs_for_mtu(1500), 4096);
+        assert_eq!(nbufs_for_mtu(9000), 512);
+        assert_eq!(nbufs_for_mtu(65000), 512);
+        assert!(nbufs_for_mtu(576) <= 4096);
+    }
+
+    #[test]
+    fn default_pipe_mtu_follows_the_link_and_its_gso() {
+        // No GSO: the link MTU, at most DEFAULT_MTU.
+        assert_eq!(pipe_mtu_for(1500, 1514), 1500);
+        assert_eq!(pipe_mtu_for(65000, 65014), DEFAULT_MTU);
+        // GSO: the largest frame the NIC takes, at most MAX_MTU.
+        assert_eq!(pipe_mtu_for(1500, 65460), MAX_MTU);
+        assert_eq!(pipe_mtu_for(1500, 20014), 20000);
+        assert_eq!(pipe_mtu_for(9000, 9100), 9086);
+    }
 
     #[test]
     fn parses_good_requests() {

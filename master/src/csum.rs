@@ -111,6 +111,44 @@ pub fn fill(ip: &mut [u8]) -> bool {
     true
 }
 
+/// Prepare `ip` (one TCP or UDP over IPv4 packet, exactly its total length, not a
+/// fragment) for a link that fills the L4 checksum (`CHECKSUM_PARTIAL`, virtio
+/// `NEEDS_CSUM`): fill the IPv4 header checksum and put the folded pseudo-header sum, not
+/// complemented, into the L4 checksum field. Returns (L4 header offset in `ip` = IHL,
+/// checksum field offset in the L4 header); `None` (packet untouched) for anything else,
+/// which the caller then fills with [`fill`].
+pub fn fill_partial(ip: &mut [u8]) -> Option<(usize, usize)> {
+    let (ihl, proto, frag) = parse(ip)?;
+    if frag || !(proto == PROTO_TCP || proto == PROTO_UDP) {
+        return None;
+    }
+    let (off, _) = l4_field(proto)?;
+    let l4_len = ip.len() - ihl;
+    if (proto == PROTO_TCP && l4_len < 20) || (proto == PROTO_UDP && l4_len < 8) {
+        return None;
+    }
+    ip[10..12].copy_from_slice(&[0, 0]);
+    let h = field(sum(&ip[..ihl], 0));
+    ip[10..12].copy_from_slice(&h);
+    let p = fold(pseudo(ip, proto, l4_len)).to_ne_bytes();
+    ip[ihl + off..ihl + off + 2].copy_from_slice(&p);
+    Some((ihl, off))
+}
+
+/// Check that `ip` is a well-formed, unfragmented IPv4 packet (exactly its total length)
+/// with a good header checksum, without looking at the L4 checksum: for frames whose L4
+/// checksum the link vouches for (or left for a device to fill).
+pub fn verify_header(ip: &[u8]) -> Result<(), Bad> {
+    let (ihl, _, frag) = parse(ip).ok_or(Bad::Malformed)?;
+    if frag {
+        return Err(Bad::Malformed);
+    }
+    if fold(sum(&ip[..ihl], 0)) != 0xffff {
+        return Err(Bad::HeaderChecksum);
+    }
+    Ok(())
+}
+
 /// Why an incoming packet failed verification.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bad {
@@ -226,6 +264,65 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// What a device does with a `CHECKSUM_PARTIAL` packet: sum from csum_start to the end
+    /// (the field holding the pseudo-header sum) and store the complement in the field.
+    fn device_completes(ip: &mut [u8], start: usize, off: usize) {
+        let c = field(sum(&ip[start..], 0));
+        ip[start + off..start + off + 2].copy_from_slice(&c);
+    }
+
+    #[test]
+    fn partial_fill_is_completed_by_the_device_into_a_valid_packet() {
+        for proto in [PROTO_TCP, PROTO_UDP] {
+            for payload in [0, 1, 7, 1000, 65000 - 40] {
+                let mut p = packet(proto, payload);
+                let mut want = p.clone();
+                assert!(fill(&mut want));
+                let (start, off) = fill_partial(&mut p).expect("TCP/UDP");
+                assert_eq!((start, off), (20, if proto == PROTO_TCP { 16 } else { 6 }));
+                assert_eq!(verify_header(&p), Ok(()));
+                // The field holds the pseudo-header sum: the reference sum of the
+                // pseudo-header, not complemented.
+                let mut ph = p[12..20].to_vec();
+                ph.extend([0, proto]);
+                ph.extend(((p.len() - 20) as u16).to_be_bytes());
+                let field_be = u16::from_be_bytes([p[start + off], p[start + off + 1]]);
+                assert_eq!(field_be, !reference(&ph), "proto {proto} payload {payload}");
+                device_completes(&mut p, start, off);
+                assert_eq!(verify(&p), Ok(()), "proto {proto} payload {payload}");
+                if proto == PROTO_TCP {
+                    assert_eq!(p, want, "same bytes as a software fill");
+                }
+            }
+        }
+        // ICMP, other protocols, fragments and malformed packets are left to `fill`.
+        for mut p in [packet(PROTO_ICMP, 10), packet(47, 10)] {
+            let q = p.clone();
+            assert_eq!(fill_partial(&mut p), None);
+            assert_eq!(p, q);
+        }
+        let mut f = packet(PROTO_TCP, 10);
+        f[6] = 0x20;
+        assert_eq!(fill_partial(&mut f), None);
+        assert_eq!(fill_partial(&mut packet(PROTO_TCP, 10)[..30]), None);
+    }
+
+    #[test]
+    fn verify_header_ignores_the_l4_checksum_only() {
+        let mut p = packet(PROTO_TCP, 100);
+        assert!(fill(&mut p));
+        p[40] ^= 0xff; // L4 checksum now wrong
+        assert_eq!(verify(&p), Err(Bad::Checksum));
+        assert_eq!(verify_header(&p), Ok(()));
+        p[8] ^= 1;
+        assert_eq!(verify_header(&p), Err(Bad::HeaderChecksum));
+        let mut f = packet(PROTO_TCP, 10);
+        assert!(fill(&mut f));
+        f[6] = 0x20;
+        assert_eq!(verify_header(&f), Err(Bad::Malformed));
+        assert_eq!(verify_header(&f[..30]), Err(Bad::Malformed));
     }
 
     #[test]

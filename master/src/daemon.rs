@@ -258,10 +258,16 @@ fn serve(
             _ => None,
         },
         mtu: (n.max_frame() - net::ETH_LEN) as u32,
+        pipe_mtu: control::pipe_mtu_for((n.max_frame() - net::ETH_LEN) as u32, n.gso_max_frame()),
         stats: Arc::new(LinkStats::default()),
     });
     if let Some(l) = &link {
-        log::info!("NIC {} up, IP MTU {}", l.name, l.mtu);
+        log::info!(
+            "NIC {} up, IP MTU {}, default pipe MTU {}",
+            l.name,
+            l.mtu,
+            l.pipe_mtu
+        );
     }
     let link_stats = link.as_ref().map(|l| l.stats.clone());
     let dp = std::thread::Builder::new()

@@ -22,7 +22,7 @@ use docknet::pipe::{MasterPipeEnd, PipeControl};
 use crate::capture::CaptureTap;
 use crate::link::{self, LinkCounters, LinkStats, Neighbors};
 use crate::net::{self, Verdict, ARP_FRAME_LEN, ETH_LEN, HDR_COPY, MASTER_MAC};
-use crate::nic::{Nic, NicWaker};
+use crate::nic::{CsumState, Nic, NicWaker, RxMeta, TxMeta};
 use crate::stats::{Counters, PipeStats};
 
 /// Most frames taken from one pipe per round (keeps one busy pipe from starving others).
@@ -84,6 +84,10 @@ struct NicPort {
     nic: Box<dyn Nic>,
     mac: [u8; 6],
     max_frame: usize,
+    /// Largest TCP frame sent as one GSO frame (== max_frame without GSO).
+    gso_max_frame: usize,
+    /// The NIC fills L4 checksums (`TxMeta::csum_partial`).
+    tx_csum: bool,
     neighbors: Neighbors,
     local: LinkCounters,
     stats: Arc<LinkStats>,
@@ -123,10 +127,13 @@ impl Switch {
     pub fn with_nic(mut self, nic: Box<dyn Nic>, stats: Arc<LinkStats>) -> Self {
         let waker = nic.rx_fd().map(|fd| NicWaker::start(fd, self.bell.clone()));
         let (mac, max_frame) = (nic.mac(), nic.max_frame());
+        let (gso_max_frame, tx_csum) = (nic.gso_max_frame(), nic.tx_csum_offload());
         self.nic = Some(NicPort {
             nic,
             mac,
             max_frame,
+            gso_max_frame,
+            tx_csum,
             neighbors: Neighbors::new(max_frame),
             local: LinkCounters::default(),
             stats,
@@ -285,13 +292,14 @@ impl Switch {
         let Some(mut port) = self.nic.take() else {
             return 0;
         };
-        let n = port.nic.rx_burst(BATCH, &mut |frame| {
+        let n = port.nic.rx_burst_meta(BATCH, &mut |frame, meta| {
             self.ingress(
                 &mut port.local,
                 &mut port.arp_out,
                 &mut port.neighbors,
                 port.mac,
                 frame,
+                meta,
             )
         });
         let now = Instant::now();
@@ -327,6 +335,9 @@ impl Switch {
     }
 
     /// One frame from the NIC: answer ARP, learn neighbours, verify and deliver IPv4.
+    /// Frames the link vouches for (`meta.csum` Partial: from the local kernel, L4 checksum
+    /// not filled; Valid: verified) get only their IPv4 header checked; GSO super-frames
+    /// (always Partial) go to the pipe whole.
     fn ingress(
         &mut self,
         local: &mut LinkCounters,
@@ -334,6 +345,7 @@ impl Switch {
         neighbors: &mut Neighbors,
         my_mac: [u8; 6],
         frame: &[u8],
+        meta: RxMeta,
     ) {
         if frame.len() < ETH_LEN {
             local.bad_frame += 1;
@@ -383,7 +395,13 @@ impl Switch {
                     return;
                 }
                 let frame = &frame[..ETH_LEN + total];
-                match crate::csum::verify(&frame[ETH_LEN..]) {
+                let checked = match meta.csum {
+                    CsumState::Unknown => crate::csum::verify(&frame[ETH_LEN..]),
+                    CsumState::Partial | CsumState::Valid => {
+                        crate::csum::verify_header(&frame[ETH_LEN..])
+                    }
+                };
+                match checked {
                     Ok(()) => {}
                     Err(crate::csum::Bad::Malformed) => {
                         if u16::from_be_bytes([frame[20], frame[21]]) & 0x3fff != 0 {
@@ -559,7 +577,8 @@ impl Switch {
                 // A polling NIC (DPDK) cannot wake us: look again soon, the sooner the more
                 // recently traffic flowed (50 µs slices just after a burst, 1 ms once idle
                 // for 100 ms), trading a little idle CPU for latency.
-                let slice = (idle_for / 100).clamp(Duration::from_micros(50), Duration::from_millis(1));
+                let slice =
+                    (idle_for / 100).clamp(Duration::from_micros(50), Duration::from_millis(1));
                 timeout = timeout.min(slice);
             }
             if port.neighbors.has_pending() {
@@ -624,10 +643,22 @@ enum Egress {
     Dropped,
 }
 
+/// Bytes of a frame's head the egress path copies once to decide on GSO: Ethernet +
+/// the longest IPv4 header + the longest TCP header.
+const EGRESS_HEAD: usize = ETH_LEN + 60 + 60;
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+
 /// Send an IPv4 frame from a pipe out on the NIC: one copy from the pipe's buffer into the
 /// NIC's, Ethernet addresses set for the link, the validated header prefix rewritten from
 /// `hdr`, checksums filled (pipes carry none). An unresolved destination parks the frame
 /// and asks ARP.
+///
+/// With a NIC that offloads: a TCP frame longer than the link's MTU goes out as one GSO
+/// frame (the kernel or the device cuts it into MTU-sized segments: `gso_size` = MTU − IP
+/// header − TCP header), and TCP/UDP checksums are left for the link to fill (the field
+/// holds the pseudo-header sum); the IPv4 header checksum is always filled here. Other
+/// frames longer than the MTU are too big (no IP fragmentation).
 fn egress(
     port: &mut NicPort,
     src: *const u8,
@@ -635,33 +666,74 @@ fn egress(
     frame_len: usize,
     dst: u32,
 ) -> Egress {
-    if frame_len > port.max_frame {
+    let gso = frame_len > port.max_frame;
+    let proto = hdr[ETH_LEN + 9];
+    if gso && (frame_len > port.gso_max_frame || proto != PROTO_TCP) {
         return Egress::TooBig;
     }
+    // The headers the decisions below rest on, copied once out of shared memory and
+    // written over the frame after its copy (a racing sender cannot make them disagree).
+    let mut head = [0u8; EGRESS_HEAD];
+    let head_len = frame_len.min(EGRESS_HEAD);
+    // SAFETY: `src` points at a validated pipe buffer holding at least `frame_len` bytes
+    // (checked by classify/recv); `head` is a private array of at least head_len bytes.
+    unsafe { core::ptr::copy_nonoverlapping(src, head.as_mut_ptr(), head_len) };
+    head[..net::IPV4_MIN_FRAME_LEN].copy_from_slice(&hdr[..net::IPV4_MIN_FRAME_LEN]);
+    let ihl = (head[ETH_LEN] & 0x0f) as usize * 4;
+    let fragment = u16::from_be_bytes([head[ETH_LEN + 6], head[ETH_LEN + 7]]) & 0x3fff != 0;
+    let l4 = ETH_LEN + ihl;
+    let mut meta = TxMeta::default();
+    if (gso || port.tx_csum) && ihl >= 20 && !fragment {
+        let min_l4 = if proto == PROTO_TCP { 20 } else { 8 };
+        if (proto == PROTO_TCP || proto == PROTO_UDP) && l4 + min_l4 <= frame_len {
+            let off = if proto == PROTO_TCP { 16 } else { 6 };
+            meta.csum_partial = Some((l4 as u16, off));
+        }
+    }
+    if gso {
+        let tcp_len = match head.get(l4 + 12) {
+            Some(&doff) => (doff >> 4) as usize * 4,
+            None => 0,
+        };
+        let mss = (port.max_frame - ETH_LEN).saturating_sub(ihl + tcp_len);
+        if meta.csum_partial.is_none() || tcp_len < 20 || l4 + tcp_len > frame_len || mss == 0 {
+            return Egress::TooBig;
+        }
+        meta.gso_size = Some(mss as u16);
+    }
     let mac = port.mac;
-    let fill = |buf: &mut [u8], dst_mac: [u8; 6]| {
+    let fill = |buf: &mut [u8], dst_mac: [u8; 6], meta: &TxMeta| {
         // SAFETY: `src` points at a validated pipe buffer holding at least `frame_len`
         // bytes (checked by classify/recv); `buf` is the NIC's private buffer of exactly
         // frame_len bytes, so the ranges cannot overlap.
         unsafe { core::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), frame_len) };
-        buf[..net::IPV4_MIN_FRAME_LEN].copy_from_slice(&hdr[..net::IPV4_MIN_FRAME_LEN]);
+        buf[..head_len].copy_from_slice(&head[..head_len]);
         buf[0..6].copy_from_slice(&dst_mac);
         buf[6..12].copy_from_slice(&mac);
-        crate::csum::fill(&mut buf[ETH_LEN..]);
+        if meta.csum_partial.is_none() || crate::csum::fill_partial(&mut buf[ETH_LEN..]).is_none() {
+            crate::csum::fill(&mut buf[ETH_LEN..]);
+        }
     };
     match port.neighbors.lookup(dst) {
         Some(dst_mac) => {
-            if port.nic.tx(frame_len, &mut |buf| fill(buf, dst_mac)) {
+            if port
+                .nic
+                .tx_meta(frame_len, meta, &mut |buf| fill(buf, dst_mac, &meta))
+            {
                 Egress::Sent
             } else {
                 Egress::Dropped
             }
         }
         None => {
+            // Parked frames are sent later with plain `tx`: checksums filled here, and
+            // only MTU-sized frames park (the first frames of a flow are small).
             let now = Instant::now();
-            if !port
-                .neighbors
-                .park(dst, frame_len, now, |buf| fill(buf, [0; 6]))
+            let plain = TxMeta::default();
+            if gso
+                || !port
+                    .neighbors
+                    .park(dst, frame_len, now, |buf| fill(buf, [0; 6], &plain))
             {
                 port.local.no_neighbor += 1;
                 return Egress::Parked;

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod nic;
+
 /// Counters `docknetctl stats --json` reports per pipe.
 pub const COUNTERS: &[&str] = &[
     "tx_frames",
@@ -79,6 +81,10 @@ pub fn bin_dir() -> &'static Path {
             .arg("--manifest-path")
             .arg(&manifest);
         cmd.arg("--target-dir").arg(&target_dir);
+        if cfg!(feature = "dpdk") {
+            // The DPDK NIC backend (tests in nic_dpdk.rs).
+            cmd.args(["--features", "docknet-master/dpdk"]);
+        }
         match profile.as_str() {
             "debug" => {}
             "release" => {
@@ -324,14 +330,40 @@ impl Daemon {
 
     /// As [`Daemon::start`], with extra daemon arguments.
     pub fn start_with(extra: &[&str]) -> Daemon {
+        Self::spawn(None, "none", extra)
+    }
+
+    /// Start `docknetd --nic NIC` inside the network namespace whose handle is
+    /// `netns_path` (e.g. `/run/netns/NAME`), entered with `nsenter --net=…` only: the
+    /// daemon stays in our mount namespace, so services started here see its tmpfs.
+    pub fn start_in(netns_path: &Path, nic: &str, extra: &[&str]) -> Daemon {
+        Self::spawn(Some(netns_path), nic, extra)
+    }
+
+    fn spawn(netns_path: Option<&Path>, nic: &str, extra: &[&str]) -> Daemon {
+        // Build (or find) the binaries first: a failed build must not leave a run dir.
+        let docknetd = bin("docknetd");
         let run_dir = unique_tmp();
         let _ = std::fs::remove_dir_all(&run_dir);
         std::fs::create_dir_all(&run_dir).expect("create run dir");
         let log = run_dir.join("docknetd.log");
-        let child = Command::new(bin("docknetd"))
+        let mut cmd = match netns_path {
+            // nsenter execs docknetd (no fork without a PID namespace), so the child's
+            // pid is docknetd's and signals reach it directly.
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                let mut net = std::ffi::OsString::from("--net=");
+                net.push(ns);
+                c.arg(net).arg("--").arg(&docknetd);
+                c
+            }
+            None => Command::new(&docknetd),
+        };
+        let child = cmd
             .arg("--run-dir")
             .arg(&run_dir)
-            .args(["--nic", "none"])
+            .arg("--nic")
+            .arg(nic)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(File::create(run_dir.join("docknetd.out")).expect("create log"))

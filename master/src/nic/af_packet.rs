@@ -26,7 +26,8 @@
 //! [`tx`](Nic::tx) writes the frame in place in the next slot and marks it
 //! `TP_STATUS_SEND_REQUEST`; [`flush_tx`](Nic::flush_tx) makes one `sendto(MSG_DONTWAIT)`
 //! per batch (retried next round if the device is busy). `PACKET_QDISC_BYPASS` skips the
-//! qdisc and `PACKET_LOSS` makes the kernel skip (not stall on) a frame it refuses.
+//! qdisc (without offloads only, see below) and `PACKET_LOSS` makes the kernel skip (not
+//! stall on) a frame it refuses.
 //!
 //! The socket is created with protocol 0 (it hears nothing) and only bound with
 //! `ETH_P_ALL` to the interface once both rings exist, so no frame of another interface
@@ -50,7 +51,7 @@ use std::mem::{offset_of, size_of};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::{iface_mac_mtu, Fd, Nic, NicStats};
+use super::{iface_mac_mtu, CsumState, Fd, Nic, NicStats, RxMeta, TxMeta};
 
 /// Size of one RX block. Large enough for one frame of any MTU up to 64 KiB + headers.
 const RX_BLOCK_SIZE: usize = 256 * 1024;
@@ -65,6 +66,17 @@ const TX_BLOCK_SIZE: usize = 256 * 1024;
 const TX_BLOCK_NR: usize = 8;
 /// Smallest slot size (header + frame), a power of two.
 const MIN_FRAME_SIZE: usize = 2048;
+/// With offloads (`PACKET_VNET_HDR`): slot size, RX and TX. The kernel allocates ring
+/// blocks in power-of-two page runs, so 64 KiB (not 64 KiB + headers): a slot holds a
+/// 65 460-byte frame on V2 RX (65 536 - 76 bytes of headers), enough for the kernel's own
+/// GSO frames (`sk_gso_max_size` = 65 536 - 321) and for pipe-MTU-65000 frames.
+const GSO_FRAME_SIZE: usize = 64 * 1024;
+/// With offloads: RX blocks (4 slots each): 128 × 256 KiB = 32 MiB, 512 slots.
+const GSO_RX_BLOCK_NR: usize = 128;
+/// With offloads: TX blocks: 64 × 256 KiB = 16 MiB, 256 slots.
+const GSO_TX_BLOCK_NR: usize = 64;
+/// Longest IPv4 packet in an Ethernet frame: 65 535 + 14.
+const MAX_IPV4_FRAME: usize = 65_535 + 14;
 /// `TPACKET_ALIGN(x)` (linux/if_packet.h).
 const fn tpacket_align(x: usize) -> usize {
     (x + libc::TPACKET_ALIGNMENT - 1) & !(libc::TPACKET_ALIGNMENT - 1)
@@ -115,6 +127,88 @@ impl Layout {
         self.hdr + offset_of!(libc::sockaddr_ll, sll_pkttype)
     }
 }
+/// `sizeof(struct virtio_net_hdr)` (linux/virtio_net.h): what `PACKET_VNET_HDR` puts before
+/// every frame, on RX and on TX.
+pub const VNET_HDR_LEN: usize = 10;
+/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the L4 checksum is to be filled from `csum_start`.
+pub const VNET_F_NEEDS_CSUM: u8 = 1;
+/// `VIRTIO_NET_HDR_F_DATA_VALID`: the checksum was verified.
+pub const VNET_F_DATA_VALID: u8 = 2;
+/// `VIRTIO_NET_HDR_GSO_NONE`.
+pub const VNET_GSO_NONE: u8 = 0;
+/// `VIRTIO_NET_HDR_GSO_TCPV4`.
+pub const VNET_GSO_TCPV4: u8 = 1;
+/// `VIRTIO_NET_HDR_GSO_ECN` (a flag on `gso_type`).
+pub const VNET_GSO_ECN: u8 = 0x80;
+
+/// `struct virtio_net_hdr` (without `num_buffers`). Its 16-bit fields are in the host's
+/// byte order: AF_PACKET reads and writes them as legacy virtio (`vio_le()`: little-endian
+/// exactly when the host is).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VnetHdr {
+    pub flags: u8,
+    pub gso_type: u8,
+    /// Length of the headers (Ethernet + IP + TCP) to copy into the linear part.
+    pub hdr_len: u16,
+    /// Payload bytes per segment, for GSO.
+    pub gso_size: u16,
+    /// Where checksumming starts (from the start of the frame) ...
+    pub csum_start: u16,
+    /// ... and where, from `csum_start`, the result goes.
+    pub csum_offset: u16,
+}
+
+impl VnetHdr {
+    pub fn encode(&self) -> [u8; VNET_HDR_LEN] {
+        let mut b = [0u8; VNET_HDR_LEN];
+        b[0] = self.flags;
+        b[1] = self.gso_type;
+        b[2..4].copy_from_slice(&self.hdr_len.to_ne_bytes());
+        b[4..6].copy_from_slice(&self.gso_size.to_ne_bytes());
+        b[6..8].copy_from_slice(&self.csum_start.to_ne_bytes());
+        b[8..10].copy_from_slice(&self.csum_offset.to_ne_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Option<VnetHdr> {
+        let b = b.get(..VNET_HDR_LEN)?;
+        let u = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+        Some(VnetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u(2),
+            gso_size: u(4),
+            csum_start: u(6),
+            csum_offset: u(8),
+        })
+    }
+
+    /// The header for a frame sent with `meta`; `frame` is the frame as written (to find
+    /// the TCP header length, so the kernel copies exactly the headers into the skb's
+    /// linear part).
+    fn for_tx(meta: &TxMeta, frame: &[u8]) -> VnetHdr {
+        let mut h = VnetHdr::default();
+        if let Some((start, off)) = meta.csum_partial {
+            h.flags = VNET_F_NEEDS_CSUM;
+            h.csum_start = start;
+            h.csum_offset = off;
+            h.hdr_len = start + off + 2;
+        }
+        if let Some(size) = meta.gso_size {
+            h.gso_type = VNET_GSO_TCPV4;
+            h.gso_size = size;
+            let start = h.csum_start as usize;
+            if let Some(&doff) = frame.get(start + 12) {
+                let end = start + (doff >> 4) as usize * 4;
+                if end >= start + 20 && end <= frame.len() {
+                    h.hdr_len = end as u16;
+                }
+            }
+        }
+        h
+    }
+}
+
 /// Read the packet statistics every this many `rx_burst` calls that found a block.
 const STATS_EVERY_BLOCKS: u32 = 64;
 
@@ -141,6 +235,10 @@ pub struct AfPacketNic {
     tx: TxRing,
     mac: [u8; 6],
     max_frame: usize,
+    /// Frames carry a virtio-net header (`PACKET_VNET_HDR`): GSO and checksum offload.
+    vnet: bool,
+    /// Largest GSO frame taken and handed up; `max_frame` without `vnet`.
+    gso_max_frame: usize,
     stats: NicStats,
     /// Kernel drop counter (`tp_drops`); the kernel zeroes it on every read, so it is
     /// accumulated here. A `Cell` so that [`Nic::stats`] (which takes `&self`) can refresh it.
@@ -179,6 +277,8 @@ struct RxRing {
     left: u32,
     /// Offset in the current block of the next frame header.
     off: usize,
+    /// Frames are preceded by a virtio-net header.
+    vnet: bool,
 }
 
 /// Counters the RX walk updates.
@@ -186,7 +286,8 @@ struct RxRing {
 struct RxCounters {
     frames: u64,
     bytes: u64,
-    /// Frames dropped here (oversize, truncated by the kernel).
+    /// Frames dropped here (oversize, truncated by the kernel, GSO of another protocol
+    /// than TCP/IPv4).
     dropped: u64,
     /// Blocks given back early because of an inconsistent header.
     bad_blocks: u64,
@@ -208,6 +309,8 @@ struct RxFrame {
     pkttype: u8,
     /// `tp_next_offset` (0 on the block's last frame).
     next: usize,
+    /// The virtio-net header before the frame (with `PACKET_VNET_HDR`).
+    vnet: Option<VnetHdr>,
 }
 
 fn rd_u32(b: &[u8], off: usize) -> Option<u32> {
@@ -221,9 +324,9 @@ fn rd_u16(b: &[u8], off: usize) -> Option<u16> {
 }
 
 /// Read and validate the frame header (layout `l`) at `off` in `area` (a V3 block or a
-/// V2 frame slot): the header, its `sockaddr_ll` and the frame data must all lie inside
-/// the area. `None` if not.
-fn parse_frame(area: &[u8], off: usize, l: &Layout) -> Option<RxFrame> {
+/// V2 frame slot): the header, its `sockaddr_ll`, the virtio-net header (if `vnet`: just
+/// before the frame) and the frame data must all lie inside the area. `None` if not.
+fn parse_frame(area: &[u8], off: usize, l: &Layout, vnet: bool) -> Option<RxFrame> {
     let block = area;
     // The header and the sockaddr_ll after it must fit.
     if off.checked_add(l.hdr + size_of::<libc::sockaddr_ll>())? > block.len() {
@@ -238,13 +341,19 @@ fn parse_frame(area: &[u8], off: usize, l: &Layout) -> Option<RxFrame> {
     let status = rd_u32(block, off + l.status)?;
     let mac = rd_u16(block, off + l.mac)? as usize;
     let pkttype = *block.get(off + l.pkttype())?;
-    if mac < l.hdr {
+    let vlen = if vnet { VNET_HDR_LEN } else { 0 };
+    if mac < l.hdr + vlen {
         return None; // the data would overlap the header
     }
     let start = off.checked_add(mac)?;
     if start.checked_add(snaplen)? > block.len() {
         return None;
     }
+    let vnet = if vnet {
+        Some(VnetHdr::decode(&block[start - VNET_HDR_LEN..start])?)
+    } else {
+        None
+    };
     Some(RxFrame {
         start,
         len: snaplen,
@@ -252,6 +361,7 @@ fn parse_frame(area: &[u8], off: usize, l: &Layout) -> Option<RxFrame> {
         status,
         pkttype,
         next,
+        vnet,
     })
 }
 
@@ -267,29 +377,75 @@ fn complete_checksum(frame: &mut [u8]) {
     }
 }
 
+/// What the caller of an RX walk takes.
+#[derive(Clone, Copy, Debug)]
+struct RxWant {
+    /// The link MTU's frame size.
+    max_frame: usize,
+    /// Largest TCP/IPv4 GSO frame taken (== max_frame for a caller without metadata).
+    gso_max_frame: usize,
+    /// The caller takes metadata: hand partial checksums up as they are. Without, they are
+    /// completed in software (and GSO frames are dropped as oversize).
+    meta: bool,
+}
+
+impl RxWant {
+    /// For [`Nic::rx_burst`]: plain frames, no offloads.
+    #[cfg(test)]
+    fn plain(max_frame: usize) -> RxWant {
+        RxWant {
+            max_frame,
+            gso_max_frame: max_frame,
+            meta: false,
+        }
+    }
+}
+
 /// Hand one parsed frame to `f` unless it is ours looped back, truncated or oversize.
 /// Returns whether `f` was called.
 fn deliver(
     area: &mut [u8],
     fr: &RxFrame,
-    max_frame: usize,
+    want: RxWant,
     c: &mut RxCounters,
-    f: &mut dyn FnMut(&[u8]),
+    f: &mut dyn FnMut(&[u8], RxMeta),
 ) -> bool {
     if fr.pkttype == libc::PACKET_OUTGOING {
         return false; // our own frame looped back: not traffic
     }
-    if fr.len != fr.wire_len || fr.len > max_frame {
+    let vnet = fr.vnet.unwrap_or_default();
+    // A frame longer than the MTU is only taken as a TCP/IPv4 GSO frame (sent by the
+    // kernel with TSO, or merged by GRO), and only by a caller that takes metadata.
+    let gso = fr.len > want.max_frame
+        && want.meta
+        && vnet.gso_type & !VNET_GSO_ECN == VNET_GSO_TCPV4
+        && vnet.gso_size > 0;
+    if fr.len != fr.wire_len || (fr.len > want.max_frame && !gso) || fr.len > want.gso_max_frame {
         c.dropped += 1;
         c.oversize = c.oversize.max(fr.wire_len);
         return false;
     }
     // parse_frame checked the range against the area.
     let frame = &mut area[fr.start..fr.start + fr.len];
-    if fr.status & libc::TP_STATUS_CSUMNOTREADY != 0 {
+    let partial =
+        fr.status & libc::TP_STATUS_CSUMNOTREADY != 0 || vnet.flags & VNET_F_NEEDS_CSUM != 0;
+    let mut meta = RxMeta::default();
+    if want.meta {
+        meta.csum = if partial {
+            CsumState::Partial
+        } else if fr.status & libc::TP_STATUS_CSUM_VALID != 0 || vnet.flags & VNET_F_DATA_VALID != 0
+        {
+            CsumState::Valid
+        } else {
+            CsumState::Unknown
+        };
+        if gso {
+            meta.gso_size = vnet.gso_size;
+        }
+    } else if partial {
         complete_checksum(frame);
     }
-    f(frame);
+    f(frame, meta);
     c.frames += 1;
     c.bytes += fr.len as u64;
     true
@@ -318,9 +474,9 @@ impl RxRing {
     fn burst(
         &mut self,
         max: usize,
-        max_frame: usize,
+        want: RxWant,
         c: &mut RxCounters,
-        f: &mut dyn FnMut(&[u8]),
+        f: &mut dyn FnMut(&[u8], RxMeta),
     ) -> usize {
         let mut n = 0;
         while n < max {
@@ -347,13 +503,13 @@ impl RxRing {
             // SAFETY: as above: we own the current block until we release it, and `block`
             // is not used after any `release` below.
             let block = unsafe { self.block_mut() };
-            let Some(fr) = parse_frame(block, self.off, &V3) else {
+            let Some(fr) = parse_frame(block, self.off, &V3, self.vnet) else {
                 c.bad_blocks += 1;
                 self.release(c);
                 continue;
             };
             self.left -= 1;
-            if deliver(block, &fr, max_frame, c, f) {
+            if deliver(block, &fr, want, c, f) {
                 n += 1;
             }
             if self.left == 0 || fr.next == 0 {
@@ -426,6 +582,8 @@ impl Slots {
 /// TPACKET_V2 RX: one slot per frame, handed over one by one.
 struct FrameRx {
     s: Slots,
+    /// Frames are preceded by a virtio-net header.
+    vnet: bool,
 }
 
 impl FrameRx {
@@ -433,9 +591,9 @@ impl FrameRx {
     fn burst(
         &mut self,
         max: usize,
-        max_frame: usize,
+        want: RxWant,
         c: &mut RxCounters,
-        f: &mut dyn FnMut(&[u8]),
+        f: &mut dyn FnMut(&[u8], RxMeta),
     ) -> usize {
         let mut n = 0;
         while n < max {
@@ -448,9 +606,9 @@ impl FrameRx {
                 // TP_STATUS_USER (Acquire above), ours until we store TP_STATUS_KERNEL
                 // below, after this slice is gone. No other reference exists (`&mut self`).
                 let area = unsafe { std::slice::from_raw_parts_mut(slot, self.s.frame_size) };
-                match parse_frame(area, 0, &self.s.l) {
+                match parse_frame(area, 0, &self.s.l, self.vnet) {
                     Some(fr) => {
-                        if deliver(area, &fr, max_frame, c, f) {
+                        if deliver(area, &fr, want, c, f) {
                             n += 1;
                         }
                     }
@@ -480,15 +638,24 @@ struct TxRing {
     s: Slots,
     /// Frames marked since the last kick (or a kick that failed and must be retried).
     pending: usize,
+    /// Frames are preceded by a virtio-net header (built from the `TxMeta`).
+    vnet: bool,
 }
 
 impl TxRing {
-    /// Queue one frame; see [`Nic::tx`]. The caller checked `len` against max_frame.
-    fn push(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> bool {
+    /// Largest frame a slot holds.
+    fn capacity(&self) -> usize {
+        self.s.frame_size - self.s.l.hdr - if self.vnet { VNET_HDR_LEN } else { 0 }
+    }
+
+    /// Queue one frame; see [`Nic::tx_meta`]. The caller checked `len` against max_frame
+    /// (or gso_max_frame) and `meta` against what the ring does (none without `vnet`).
+    fn push(&mut self, len: usize, meta: &TxMeta, fill: &mut dyn FnMut(&mut [u8])) -> bool {
         let l = self.s.l;
-        if len > self.s.frame_size - l.hdr {
+        if len > self.capacity() {
             return false;
         }
+        let vlen = if self.vnet { VNET_HDR_LEN } else { 0 };
         let slot = self.s.slot(self.s.head);
         let status = self.s.status(slot).load(Ordering::Acquire);
         // TP_STATUS_WRONG_FORMAT: the kernel refused the frame (cannot happen with
@@ -499,15 +666,20 @@ impl TxRing {
         // SAFETY: the slot's status is AVAILABLE (Acquire), so the kernel is done with it
         // and will not touch it before we store SEND_REQUEST; the header and `len` data
         // bytes lie inside the slot (checked above). No other reference exists (`&mut self`).
-        let s = unsafe { std::slice::from_raw_parts_mut(slot, l.hdr + len) };
-        let len32 = (len as u32).to_ne_bytes();
+        let s = unsafe { std::slice::from_raw_parts_mut(slot, l.hdr + vlen + len) };
+        // tp_len counts the virtio-net header (tpacket_snd takes it off the front).
+        let len32 = ((vlen + len) as u32).to_ne_bytes();
         if let Some(next) = l.next {
             // V3 TX slots are fixed-size: the kernel requires tp_next_offset == 0.
             s[next..next + 4].copy_from_slice(&0u32.to_ne_bytes());
         }
         s[l.len..l.len + 4].copy_from_slice(&len32);
         s[l.snaplen..l.snaplen + 4].copy_from_slice(&len32);
-        fill(&mut s[l.hdr..]);
+        fill(&mut s[l.hdr + vlen..]);
+        if self.vnet {
+            let (h, frame) = s[l.hdr..].split_at_mut(VNET_HDR_LEN);
+            h.copy_from_slice(&VnetHdr::for_tx(meta, frame).encode());
+        }
         self.s
             .status(slot)
             .store(libc::TP_STATUS_SEND_REQUEST, Ordering::Release);
@@ -551,8 +723,20 @@ impl AfPacketNic {
         AfPacketNic::open_with(iface, RingVersion::default())
     }
 
-    /// Open `iface` with rings of TPACKET version `version`.
+    /// Open `iface` with rings of TPACKET version `version`, with offloads if the kernel
+    /// takes `PACKET_VNET_HDR`.
     pub fn open_with(iface: &str, version: RingVersion) -> Result<AfPacketNic, String> {
+        AfPacketNic::open_offload(iface, version, true)
+    }
+
+    /// Open `iface` with rings of TPACKET version `version`; `offload`: try
+    /// `PACKET_VNET_HDR` (GSO and checksum offload, 64 KiB slots), falling back to plain
+    /// MTU-sized slots if the kernel refuses it.
+    pub fn open_offload(
+        iface: &str,
+        version: RingVersion,
+        offload: bool,
+    ) -> Result<AfPacketNic, String> {
         let e = |what: &str, err: std::io::Error| format!("af-packet:{iface}: {what}: {err}");
         let (mac, mtu) = iface_mac_mtu(iface).map_err(|m| format!("af-packet:{iface}: {m}"))?;
         let max_frame = mtu as usize + 14;
@@ -589,13 +773,39 @@ impl AfPacketNic {
         if let Err(err) = set_opt(fd.0, libc::PACKET_IGNORE_OUTGOING, &one) {
             log::debug!("af-packet:{iface}: PACKET_IGNORE_OUTGOING: {err}; filtering by hand");
         }
-        set_opt(fd.0, libc::PACKET_QDISC_BYPASS, &one)
-            .map_err(|err| e("setsockopt(PACKET_QDISC_BYPASS)", err))?;
         set_opt(fd.0, libc::PACKET_LOSS, &one).map_err(|err| e("setsockopt(PACKET_LOSS)", err))?;
+        // Must come before the rings exist (EBUSY after).
+        let vnet = offload
+            && match set_opt(fd.0, libc::PACKET_VNET_HDR, &one) {
+                Ok(()) => true,
+                Err(err) => {
+                    log::warn!("af-packet:{iface}: setsockopt(PACKET_VNET_HDR): {err}; no GSO or checksum offload");
+                    false
+                }
+            };
+        // Without offloads, skip the qdisc. With them, keep it: the bypass path
+        // (`__dev_direct_xmit`) drops every skb that `validate_xmit_skb` had to change, i.e.
+        // every GSO frame the device cannot take as is (no TSO, or TX checksumming off)
+        // and so must be segmented in software; `dev_queue_xmit` segments it instead. On a
+        // veth (qdisc `noqueue`) that path costs next to nothing more.
+        if !vnet {
+            set_opt(fd.0, libc::PACKET_QDISC_BYPASS, &one)
+                .map_err(|err| e("setsockopt(PACKET_QDISC_BYPASS)", err))?;
+        }
 
         // A slot holds a header, its sockaddr_ll and a max_frame frame (on RX the frame
-        // starts at TPACKET_ALIGN(hdrlen + 16) - 14: 66 bytes in for V2, 82 for V3).
-        let frame_size = (128 + max_frame).next_power_of_two().max(MIN_FRAME_SIZE);
+        // starts at TPACKET_ALIGN(hdrlen + 16) - 14: 66 bytes in for V2, 82 for V3; 10 more
+        // with the virtio-net header).
+        let frame_size = if vnet {
+            GSO_FRAME_SIZE.max((128 + max_frame).next_power_of_two())
+        } else {
+            (128 + max_frame).next_power_of_two().max(MIN_FRAME_SIZE)
+        };
+        let (rx_block_nr, tx_block_nr) = if vnet {
+            (GSO_RX_BLOCK_NR, GSO_TX_BLOCK_NR)
+        } else {
+            (RX_BLOCK_NR, TX_BLOCK_NR)
+        };
         let page = 4096;
         // An RX block holds at least one slot (V2) or one frame with its headers (V3).
         let rx_block = RX_BLOCK_SIZE.max(round_up(frame_size, page).next_power_of_two());
@@ -635,7 +845,7 @@ impl AfPacketNic {
             libc::PACKET_RX_RING,
             "PACKET_RX_RING",
             rx_block,
-            RX_BLOCK_NR,
+            rx_block_nr,
             rx_fpb,
             RX_RETIRE_TOV_MS,
         )?;
@@ -643,13 +853,13 @@ impl AfPacketNic {
             libc::PACKET_TX_RING,
             "PACKET_TX_RING",
             tx_block,
-            TX_BLOCK_NR,
+            tx_block_nr,
             tx_fpb,
             0,
         )?;
 
-        let rx_len = rx_block * RX_BLOCK_NR;
-        let map_len = rx_len + tx_block * TX_BLOCK_NR;
+        let rx_len = rx_block * rx_block_nr;
+        let map_len = rx_len + tx_block * tx_block_nr;
         // SAFETY: mapping the socket's rings (RX first, then TX, as the kernel lays them
         // out) with the total size requested above.
         let ptr = unsafe {
@@ -697,10 +907,11 @@ impl AfPacketNic {
             RingVersion::V3 => Rx::Block(RxRing {
                 base: map.ptr,
                 block_size: rx_block,
-                block_nr: RX_BLOCK_NR,
+                block_nr: rx_block_nr,
                 cur: 0,
                 left: 0,
                 off: 0,
+                vnet,
             }),
             RingVersion::V2 => Rx::Frames(FrameRx {
                 s: Slots {
@@ -708,10 +919,11 @@ impl AfPacketNic {
                     block_size: rx_block,
                     frame_size,
                     frames_per_block: rx_fpb,
-                    frame_nr: rx_fpb * RX_BLOCK_NR,
+                    frame_nr: rx_fpb * rx_block_nr,
                     l,
                     head: 0,
                 },
+                vnet,
             }),
         };
         let tx = TxRing {
@@ -721,16 +933,31 @@ impl AfPacketNic {
                 block_size: tx_block,
                 frame_size,
                 frames_per_block: tx_fpb,
-                frame_nr: tx_fpb * TX_BLOCK_NR,
+                frame_nr: tx_fpb * tx_block_nr,
                 l,
                 head: 0,
             },
             pending: 0,
+            vnet,
+        };
+        // The longest frame every ring holds: a TX slot, and (V2) an RX slot, whose frame
+        // starts at TPACKET_ALIGN(hdrlen + 16) + 10 - 14 (tpacket_rcv's macoff).
+        let gso_max_frame = if vnet {
+            let rx_macoff =
+                tpacket_align(l.hdr + size_of::<libc::sockaddr_ll>() + 16) + VNET_HDR_LEN - 14;
+            let rx_cap = match version {
+                RingVersion::V2 => frame_size - rx_macoff,
+                RingVersion::V3 => rx_block - rx_macoff - 64,
+            };
+            MAX_IPV4_FRAME.min(tx.capacity()).min(rx_cap).max(max_frame)
+        } else {
+            max_frame
         };
         log::info!(
-            "af-packet:{iface}: ifindex {ifindex}, MTU {mtu}, {version:?} rings: RX {RX_BLOCK_NR} x {} KiB, TX {} slots of {frame_size} bytes",
+            "af-packet:{iface}: ifindex {ifindex}, MTU {mtu}, {version:?} rings: RX {rx_block_nr} x {} KiB, TX {} slots of {frame_size} bytes, offloads {}",
             rx_block / 1024,
-            tx.s.frame_nr
+            tx.s.frame_nr,
+            if vnet { format!("on (GSO frames up to {gso_max_frame} bytes)") } else { "off".to_string() }
         );
         Ok(AfPacketNic {
             name: format!("af-packet:{iface}"),
@@ -741,6 +968,8 @@ impl AfPacketNic {
             tx,
             mac,
             max_frame,
+            vnet,
+            gso_max_frame,
             stats: NicStats::default(),
             kernel_drops: Cell::new(0),
             blocks_since_stats: 0,
@@ -778,6 +1007,59 @@ impl AfPacketNic {
     pub fn tx_slots(&self) -> usize {
         self.tx.s.frame_nr
     }
+
+    /// Number of RX slots (V2; 0 for the V3 block ring).
+    pub fn rx_slots(&self) -> usize {
+        match &self.rx {
+            Rx::Frames(r) => r.s.frame_nr,
+            Rx::Block(_) => 0,
+        }
+    }
+
+    /// Whether frames carry a virtio-net header (GSO and checksum offload are on).
+    pub fn offloads(&self) -> bool {
+        self.vnet
+    }
+
+    fn rx(&mut self, max: usize, want: RxWant, f: &mut dyn FnMut(&[u8], RxMeta)) -> usize {
+        let mut c = RxCounters::default();
+        let n = match &mut self.rx {
+            Rx::Block(r) => r.burst(max, want, &mut c, f),
+            Rx::Frames(r) => r.burst(max, want, &mut c, f),
+        };
+        self.stats.rx_frames += c.frames;
+        self.stats.rx_bytes += c.bytes;
+        self.stats.rx_dropped += c.dropped + c.bad_blocks;
+        if c.bad_blocks > 0 {
+            log::debug!(
+                "{}: gave back {} RX blocks with bad headers",
+                self.name,
+                c.bad_blocks
+            );
+        }
+        if c.oversize > 0 && !self.warned_oversize {
+            self.warned_oversize = true;
+            if self.vnet {
+                log::warn!(
+                    "{}: dropped a {}-byte frame, larger than the MTU allows ({}) and not a TCP/IPv4 GSO frame of at most {} bytes",
+                    self.name, c.oversize, self.max_frame, self.gso_max_frame
+                );
+            } else {
+                log::warn!(
+                    "{}: dropped a {}-byte frame, larger than the MTU allows ({}); if GRO/LRO is on, turn it off: ethtool -K {} gro off lro off",
+                    self.name, c.oversize, self.max_frame, self.iface
+                );
+            }
+        }
+        if c.blocks > 0 {
+            self.blocks_since_stats += c.blocks;
+            if self.blocks_since_stats >= STATS_EVERY_BLOCKS {
+                self.blocks_since_stats = 0;
+                self.poll_kernel_drops();
+            }
+        }
+        n
+    }
 }
 
 impl Nic for AfPacketNic {
@@ -794,40 +1076,35 @@ impl Nic for AfPacketNic {
     }
 
     fn rx_burst(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize {
-        let mut c = RxCounters::default();
-        let n = match &mut self.rx {
-            Rx::Block(r) => r.burst(max, self.max_frame, &mut c, f),
-            Rx::Frames(r) => r.burst(max, self.max_frame, &mut c, f),
+        let want = RxWant {
+            max_frame: self.max_frame,
+            gso_max_frame: self.max_frame,
+            meta: false,
         };
-        self.stats.rx_frames += c.frames;
-        self.stats.rx_bytes += c.bytes;
-        self.stats.rx_dropped += c.dropped + c.bad_blocks;
-        if c.bad_blocks > 0 {
-            log::debug!(
-                "{}: gave back {} RX blocks with bad headers",
-                self.name,
-                c.bad_blocks
-            );
-        }
-        if c.oversize > 0 && !self.warned_oversize {
-            self.warned_oversize = true;
-            log::warn!(
-                "{}: dropped a {}-byte frame, larger than the MTU allows ({}); if GRO/LRO is on, turn it off: ethtool -K {} gro off lro off",
-                self.name, c.oversize, self.max_frame, self.iface
-            );
-        }
-        if c.blocks > 0 {
-            self.blocks_since_stats += c.blocks;
-            if self.blocks_since_stats >= STATS_EVERY_BLOCKS {
-                self.blocks_since_stats = 0;
-                self.poll_kernel_drops();
-            }
-        }
-        n
+        self.rx(max, want, &mut |frame, _| f(frame))
+    }
+
+    fn rx_burst_meta(&mut self, max: usize, f: &mut dyn FnMut(&[u8], RxMeta)) -> usize {
+        let want = RxWant {
+            max_frame: self.max_frame,
+            gso_max_frame: self.gso_max_frame,
+            meta: true,
+        };
+        self.rx(max, want, f)
     }
 
     fn tx(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> bool {
-        if len <= self.max_frame && self.tx.push(len, fill) {
+        self.tx_meta(len, TxMeta::default(), fill)
+    }
+
+    fn tx_meta(&mut self, len: usize, meta: TxMeta, fill: &mut dyn FnMut(&mut [u8])) -> bool {
+        let limit = match meta.gso_size {
+            Some(_) => self.gso_max_frame,
+            None => self.max_frame,
+        };
+        let meta_ok = meta == TxMeta::default()
+            || (self.vnet && (meta.gso_size.is_none() || meta.csum_partial.is_some()));
+        if len <= limit && meta_ok && self.tx.push(len, &meta, fill) {
             self.stats.tx_frames += 1;
             self.stats.tx_bytes += len as u64;
             true
@@ -835,6 +1112,14 @@ impl Nic for AfPacketNic {
             self.stats.tx_dropped += 1;
             false
         }
+    }
+
+    fn gso_max_frame(&self) -> usize {
+        self.gso_max_frame
+    }
+
+    fn tx_csum_offload(&self) -> bool {
+        self.vnet
     }
 
     fn flush_tx(&mut self) {
@@ -906,6 +1191,7 @@ mod tests {
                 cur: 0,
                 left: 0,
                 off: 0,
+                vnet: false,
             }
         }
         fn put32(&mut self, at: usize, v: u32) {
@@ -951,7 +1237,9 @@ mod tests {
     fn collect(r: &mut RxRing, max: usize) -> (Vec<Vec<u8>>, RxCounters) {
         let mut got = Vec::new();
         let mut c = RxCounters::default();
-        r.burst(max, 1514, &mut c, &mut |f: &[u8]| got.push(f.to_vec()));
+        r.burst(max, RxWant::plain(1514), &mut c, &mut |f: &[u8], _| {
+            got.push(f.to_vec())
+        });
         (got, c)
     }
 
@@ -1060,9 +1348,12 @@ mod tests {
             }
             let mut r = fr.ring();
             let mut c = RxCounters::default();
-            r.burst(usize::MAX, 1514, &mut c, &mut |f: &[u8]| {
-                assert!(f.len() <= 1514)
-            });
+            r.burst(
+                usize::MAX,
+                RxWant::plain(1514),
+                &mut c,
+                &mut |f: &[u8], _| assert!(f.len() <= 1514),
+            );
             for b in 0..NR {
                 assert_eq!(fr.status(b), libc::TP_STATUS_KERNEL);
             }
@@ -1081,6 +1372,12 @@ mod tests {
         }
     }
 
+    impl TxRing {
+        fn push_plain(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> bool {
+            self.push(len, &TxMeta::default(), fill)
+        }
+    }
+
     #[test]
     fn tx_ring_fills_slots_and_stops_when_full() {
         for l in [V2, V3] {
@@ -1089,12 +1386,13 @@ mod tests {
             let mut tx = TxRing {
                 s: slots(&mut mem, l),
                 pending: 0,
+                vnet: false,
             };
             for i in 0..4u8 {
-                assert!(tx.push(100, &mut |b: &mut [u8]| b.fill(i)));
+                assert!(tx.push_plain(100, &mut |b: &mut [u8]| b.fill(i)));
             }
-            assert!(!tx.push(100, &mut |_: &mut [u8]| panic!("no room")));
-            assert!(!tx.push(frame_size, &mut |_: &mut [u8]| panic!("too big")));
+            assert!(!tx.push_plain(100, &mut |_: &mut [u8]| panic!("no room")));
+            assert!(!tx.push_plain(frame_size, &mut |_: &mut [u8]| panic!("too big")));
             assert_eq!(tx.pending, 4);
             // SAFETY: viewing a Vec<u64> as bytes.
             let bytes: &mut [u8] =
@@ -1112,7 +1410,7 @@ mod tests {
             }
             // The kernel sent slot 0: it is usable again.
             bytes[l.status..l.status + 4].copy_from_slice(&libc::TP_STATUS_AVAILABLE.to_ne_bytes());
-            assert!(tx.push(60, &mut |b: &mut [u8]| b.fill(9)));
+            assert!(tx.push_plain(60, &mut |b: &mut [u8]| b.fill(9)));
         }
     }
 
@@ -1121,6 +1419,7 @@ mod tests {
         let mut mem = vec![0u64; 2 * 4096 / 8];
         let mut rx = FrameRx {
             s: slots(&mut mem, V2),
+            vnet: false,
         };
         let l = V2;
         let put = |mem: &mut [u64], slot: usize, data: &[u8], snap: u32, mac: u16, pkttype: u8| {
@@ -1145,7 +1444,9 @@ mod tests {
         put(&mut mem, 3, &a, 100, 66, 0);
         let mut got = Vec::new();
         let mut c = RxCounters::default();
-        let n = rx.burst(10, 1514, &mut c, &mut |f: &[u8]| got.push(f.to_vec()));
+        let n = rx.burst(10, RxWant::plain(1514), &mut c, &mut |f: &[u8], _| {
+            got.push(f.to_vec())
+        });
         assert_eq!(n, 2);
         assert_eq!(got, vec![a.clone(), a.clone()]);
         assert_eq!(c.bad_blocks, 1);
@@ -1158,6 +1459,182 @@ mod tests {
                 Some(libc::TP_STATUS_KERNEL)
             );
         }
+    }
+
+    #[test]
+    fn vnet_header_encodes_and_decodes() {
+        let h = VnetHdr {
+            flags: VNET_F_NEEDS_CSUM,
+            gso_type: VNET_GSO_TCPV4,
+            hdr_len: 66,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        let b = h.encode();
+        // struct virtio_net_hdr: u8 flags, u8 gso_type, then u16 hdr_len, gso_size,
+        // csum_start, csum_offset in host order.
+        let mut want = vec![1u8, 1];
+        for v in [66u16, 1448, 34, 16] {
+            want.extend(v.to_ne_bytes());
+        }
+        assert_eq!(b.to_vec(), want);
+        assert_eq!(VnetHdr::decode(&b), Some(h));
+        assert_eq!(VnetHdr::decode(&b[..9]), None);
+        assert_eq!(VnetHdr::decode(&[0; 10]), Some(VnetHdr::default()));
+    }
+
+    #[test]
+    fn vnet_tx_header_follows_the_meta() {
+        // Ethernet + IPv4 (IHL 5) + TCP with 12 bytes of options (doff 8).
+        let mut f = vec![0u8; 14 + 20 + 32 + 100];
+        f[14 + 20 + 12] = 8 << 4;
+        let plain = VnetHdr::for_tx(&TxMeta::default(), &f);
+        assert_eq!(plain, VnetHdr::default());
+        let csum = TxMeta {
+            gso_size: None,
+            csum_partial: Some((34, 16)),
+        };
+        let h = VnetHdr::for_tx(&csum, &f);
+        assert_eq!(
+            (h.flags, h.gso_type, h.csum_start, h.csum_offset, h.hdr_len),
+            (VNET_F_NEEDS_CSUM, VNET_GSO_NONE, 34, 16, 52)
+        );
+        let gso = TxMeta {
+            gso_size: Some(1448),
+            csum_partial: Some((34, 16)),
+        };
+        let h = VnetHdr::for_tx(&gso, &f);
+        assert_eq!(
+            (h.gso_type, h.gso_size, h.hdr_len),
+            (VNET_GSO_TCPV4, 1448, 66)
+        );
+    }
+
+    #[test]
+    fn tx_ring_writes_the_vnet_header_before_the_frame() {
+        let mut mem = vec![0u64; 2 * 4096 / 8];
+        let mut tx = TxRing {
+            s: slots(&mut mem, V2),
+            pending: 0,
+            vnet: true,
+        };
+        assert_eq!(tx.capacity(), 2048 - V2.hdr - VNET_HDR_LEN);
+        let meta = TxMeta {
+            gso_size: Some(1000),
+            csum_partial: Some((34, 16)),
+        };
+        let mut f = vec![7u8; 200];
+        f[14 + 20 + 12] = 5 << 4;
+        assert!(tx.push(200, &meta, &mut |b: &mut [u8]| b.copy_from_slice(&f)));
+        assert!(
+            !tx.push(tx.capacity() + 1, &meta, &mut |_: &mut [u8]| panic!(
+                "too big"
+            ))
+        );
+        // SAFETY: viewing a Vec<u64> as bytes.
+        let b: &[u8] = unsafe { std::slice::from_raw_parts(mem.as_ptr().cast(), 2 * 4096) };
+        assert_eq!(rd_u32(b, V2.len), Some(200 + VNET_HDR_LEN as u32));
+        let h = VnetHdr::decode(&b[V2.hdr..]).unwrap();
+        assert_eq!(h, VnetHdr::for_tx(&meta, &f));
+        assert_eq!(h.hdr_len, 54);
+        assert_eq!(
+            &b[V2.hdr + VNET_HDR_LEN..V2.hdr + VNET_HDR_LEN + 200],
+            &f[..]
+        );
+    }
+
+    /// A V2 slot as the kernel fills it with PACKET_VNET_HDR: frame at `mac`, the
+    /// virtio-net header just before it.
+    fn put_vnet_slot(b: &mut [u8], slot: usize, data: &[u8], status: u32, v: &VnetHdr) {
+        let l = V2;
+        let h = slot * 8192;
+        let mac = 76usize;
+        b[h + l.len..h + l.len + 4].copy_from_slice(&(data.len() as u32).to_ne_bytes());
+        b[h + l.snaplen..h + l.snaplen + 4].copy_from_slice(&(data.len() as u32).to_ne_bytes());
+        b[h + l.mac..h + l.mac + 2].copy_from_slice(&(mac as u16).to_ne_bytes());
+        b[h + l.pkttype()] = 0;
+        b[h + mac - VNET_HDR_LEN..h + mac].copy_from_slice(&v.encode());
+        b[h + mac..h + mac + data.len()].copy_from_slice(data);
+        b[h + l.status..h + l.status + 4]
+            .copy_from_slice(&(libc::TP_STATUS_USER | status).to_ne_bytes());
+    }
+
+    #[test]
+    fn vnet_rx_hands_up_gso_frames_and_checksum_state() {
+        let mut mem = vec![0u64; 4 * 8192 / 8];
+        let mut rx = FrameRx {
+            s: Slots {
+                base: mem.as_mut_ptr().cast(),
+                block_size: 16384,
+                frame_size: 8192,
+                frames_per_block: 2,
+                frame_nr: 4,
+                l: V2,
+                head: 0,
+            },
+            vnet: true,
+        };
+        let gso = VnetHdr {
+            flags: VNET_F_NEEDS_CSUM,
+            gso_type: VNET_GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: 1460,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        let udp_gso = VnetHdr {
+            gso_type: 5, // VIRTIO_NET_HDR_GSO_UDP_L4
+            ..gso
+        };
+        let valid = VnetHdr {
+            flags: VNET_F_DATA_VALID,
+            ..VnetHdr::default()
+        };
+        let big = vec![0x11u8; 5000];
+        let small = vec![0x22u8; 100];
+        {
+            // SAFETY: viewing a Vec<u64> as bytes.
+            let b: &mut [u8] =
+                unsafe { std::slice::from_raw_parts_mut(mem.as_mut_ptr().cast(), 4 * 8192) };
+            put_vnet_slot(b, 0, &big, libc::TP_STATUS_CSUMNOTREADY, &gso);
+            put_vnet_slot(b, 1, &big, libc::TP_STATUS_CSUMNOTREADY, &udp_gso);
+            put_vnet_slot(b, 2, &small, 0, &valid);
+            put_vnet_slot(b, 3, &small, 0, &VnetHdr::default());
+        }
+        let want = RxWant {
+            max_frame: 1514,
+            gso_max_frame: 8000,
+            meta: true,
+        };
+        let mut got = Vec::new();
+        let mut c = RxCounters::default();
+        let n = rx.burst(10, want, &mut c, &mut |f: &[u8], m| {
+            got.push((f.to_vec(), m))
+        });
+        assert_eq!(n, 3);
+        assert_eq!(c.dropped, 1, "UDP GSO is not taken");
+        let m = |csum, gso_size| RxMeta { csum, gso_size };
+        assert_eq!(
+            got,
+            vec![
+                (big.clone(), m(CsumState::Partial, 1460)),
+                (small.clone(), m(CsumState::Valid, 0)),
+                (small.clone(), m(CsumState::Unknown, 0)),
+            ]
+        );
+        // A caller without metadata gets no GSO frame.
+        {
+            // SAFETY: viewing a Vec<u64> as bytes.
+            let b: &mut [u8] =
+                unsafe { std::slice::from_raw_parts_mut(mem.as_mut_ptr().cast(), 4 * 8192) };
+            put_vnet_slot(b, 0, &big, libc::TP_STATUS_CSUMNOTREADY, &gso);
+        }
+        let mut c = RxCounters::default();
+        let n = rx.burst(10, RxWant::plain(1514), &mut c, &mut |_: &[u8], _| {
+            panic!("oversize frame handed up")
+        });
+        assert_eq!((n, c.dropped, c.oversize), (0, 1, 5000));
     }
 
     #[test]

@@ -31,7 +31,48 @@ pub struct NicStats {
     pub rx_dropped: u64,
 }
 
+/// What a backend knows about the checksums of a received frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CsumState {
+    /// Nothing known: verify in software.
+    #[default]
+    Unknown,
+    /// Sent by the local kernel with the L4 checksum left for the device to fill
+    /// (`CHECKSUM_PARTIAL`; the field holds the pseudo-header sum). The data never crossed
+    /// a real wire: trust it, do not verify (the IPv4 header checksum is filled).
+    Partial,
+    /// Verified by the kernel or the hardware (`CHECKSUM_UNNECESSARY`).
+    Valid,
+}
+
+/// Offload metadata of a received frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RxMeta {
+    pub csum: CsumState,
+    /// Non-zero for a TCP/IPv4 GSO super-frame (longer than the link MTU): the segment size
+    /// it would be cut into. Such frames always come with `csum` [`CsumState::Partial`].
+    pub gso_size: u16,
+}
+
+/// Offload requests for a frame to send.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxMeta {
+    /// Cut this TCP/IPv4 frame into segments of this many payload bytes (TSO/GSO); the
+    /// frame may then be up to [`Nic::gso_max_frame`] long. Needs `csum_partial`.
+    pub gso_size: Option<u16>,
+    /// Let the link fill the L4 checksum: (`csum_start`, `csum_offset`) from the start of
+    /// the frame; the checksum field must hold the folded pseudo-header sum, not
+    /// complemented ([`crate::csum::pseudo_partial`]).
+    pub csum_partial: Option<(u16, u16)>,
+}
+
 /// A link the master sends and receives Ethernet frames on.
+///
+/// The offload-aware entry points ([`rx_burst_meta`](Nic::rx_burst_meta),
+/// [`tx_meta`](Nic::tx_meta)) default to the plain ones, so a backend without offloads
+/// (tap, dpdk) implements only those; a backend with offloads overrides them, and its plain
+/// [`rx_burst`](Nic::rx_burst) / [`tx`](Nic::tx) still behave as for a link without any
+/// (checksums completed, frames up to [`max_frame`](Nic::max_frame)).
 pub trait Nic: Send {
     /// For logs and stats, e.g. `tap:dn0`, `af-packet:veth1`.
     fn name(&self) -> &str;
@@ -50,6 +91,37 @@ pub trait Nic: Send {
     /// `len` bytes). Returns false, without calling `fill`, if there is no room or `len`
     /// exceeds [`max_frame`](Nic::max_frame); the frame is then dropped and counted.
     fn tx(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> bool;
+
+    /// Like [`rx_burst`](Nic::rx_burst), with each frame's offload metadata. A frame may
+    /// then be up to [`gso_max_frame`](Nic::gso_max_frame) long (a GSO super-frame) and
+    /// its L4 checksum may be left unfilled ([`CsumState::Partial`]).
+    fn rx_burst_meta(&mut self, max: usize, f: &mut dyn FnMut(&[u8], RxMeta)) -> usize {
+        self.rx_burst(max, &mut |frame| f(frame, RxMeta::default()))
+    }
+
+    /// Like [`tx`](Nic::tx), with offload requests. A backend without offloads takes only
+    /// `TxMeta::default()`: anything else returns false without calling `fill` (callers ask
+    /// only for what [`gso_max_frame`](Nic::gso_max_frame) and
+    /// [`tx_csum_offload`](Nic::tx_csum_offload) promise).
+    fn tx_meta(&mut self, len: usize, meta: TxMeta, fill: &mut dyn FnMut(&mut [u8])) -> bool {
+        if meta == TxMeta::default() {
+            self.tx(len, fill)
+        } else {
+            false
+        }
+    }
+
+    /// Largest frame [`tx_meta`](Nic::tx_meta) takes with `gso_size` set and
+    /// [`rx_burst_meta`](Nic::rx_burst_meta) may hand up; [`max_frame`](Nic::max_frame)
+    /// for a backend without GSO.
+    fn gso_max_frame(&self) -> usize {
+        self.max_frame()
+    }
+
+    /// Whether [`tx_meta`](Nic::tx_meta) takes `csum_partial` (the link fills L4 checksums).
+    fn tx_csum_offload(&self) -> bool {
+        false
+    }
 
     /// Send everything queued since the last flush (one kick per batch where possible).
     fn flush_tx(&mut self);
