@@ -181,6 +181,10 @@ pub struct IdlePolicy {
     pub spin: Duration,
     /// Longest single sleep (control changes and timers are noticed at least this often).
     pub max_sleep: Duration,
+    /// While spinning, yield the core every this many idle rounds: with more busy threads
+    /// than cores the thread holding our next frame may be queued behind us, but yielding
+    /// on every round turns into context-switch churn.
+    pub yield_every: u32,
 }
 
 impl Default for IdlePolicy {
@@ -188,6 +192,37 @@ impl Default for IdlePolicy {
         IdlePolicy {
             spin: Duration::from_micros(200),
             max_sleep: Duration::from_millis(100),
+            yield_every: 1,
+        }
+    }
+}
+
+impl IdlePolicy {
+    /// The default, with `DOCKNET_SPIN_US` and `DOCKNET_YIELD_EVERY` applied if set.
+    pub fn from_env() -> Self {
+        let mut p = IdlePolicy::default();
+        if let Some(us) = std::env::var("DOCKNET_SPIN_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            p.spin = Duration::from_micros(us);
+        }
+        if let Some(n) = std::env::var("DOCKNET_YIELD_EVERY")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+        {
+            p.yield_every = n.max(1);
+        }
+        p
+    }
+
+    /// Called once per idle round while spinning: yields every `yield_every` rounds.
+    pub fn spin_once(&self, rounds: &mut u32) {
+        *rounds = rounds.wrapping_add(1);
+        if (*rounds).is_multiple_of(self.yield_every) {
+            std::thread::yield_now();
+        } else {
+            core::hint::spin_loop();
         }
     }
 }

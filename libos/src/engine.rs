@@ -24,8 +24,6 @@ use crate::pipe::AttachError;
 
 /// Environment variable naming the pipe directory.
 pub const PIPE_ENV: &str = "DOCKNET_PIPE";
-/// Environment variable overriding how long an idle engine spins before sleeping (µs).
-pub const SPIN_ENV: &str = "DOCKNET_SPIN_US";
 /// Where the pipe is mounted inside a container.
 pub const DEFAULT_PIPE_DIR: &str = "/run/docknet/pipe";
 
@@ -48,10 +46,7 @@ impl EngineConfig {
         let pipe_dir = std::env::var_os(PIPE_ENV)
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_PIPE_DIR));
-        let mut idle = IdlePolicy::default();
-        if let Some(us) = std::env::var(SPIN_ENV).ok().and_then(|v| v.parse().ok()) {
-            idle.spin = Duration::from_micros(us);
-        }
+        let idle = IdlePolicy::from_env();
         EngineConfig {
             pipe_dir,
             tcp_rx_buffer: 256 * 1024,
@@ -494,6 +489,7 @@ impl Engine {
     /// arrives or a TCP timer is due.
     pub fn run(&mut self, mut app: impl FnMut(&mut Engine) -> Control) {
         let mut last_busy = std::time::Instant::now();
+        let mut spins = 0u32;
         loop {
             let mut busy = self.poll();
             if terminate_requested() {
@@ -522,7 +518,7 @@ impl Engine {
                 // Yield while spinning: with more busy engines than cores (the master and
                 // two services on two cores), a pure spin would hold the core for a whole
                 // scheduler slice while the thread that has our next frame waits for it.
-                std::thread::yield_now();
+                self.cfg.idle.spin_once(&mut spins);
                 continue;
             }
             self.sleep();

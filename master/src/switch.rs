@@ -117,7 +117,7 @@ impl Switch {
             bell,
             sleeper: Sleeper::default(),
             bells: Vec::new(),
-            idle: IdlePolicy::default(),
+            idle: IdlePolicy::from_env(),
             nic: None,
         }
     }
@@ -534,6 +534,7 @@ impl Switch {
     /// Run until [`DpMsg::Shutdown`] (or until the control plane drops its sender).
     pub fn run(&mut self) {
         let mut last_work = Instant::now();
+        let mut spins = 0u32;
         loop {
             if !self.poll_control() {
                 break;
@@ -545,7 +546,7 @@ impl Switch {
             if last_work.elapsed() < self.idle.spin {
                 // Yield while spinning: with more busy threads than cores, the service
                 // that will hand us the next frame may be queued behind us.
-                std::thread::yield_now();
+                self.idle.spin_once(&mut spins);
                 continue;
             }
             if !self.sleep(last_work.elapsed()) {
