@@ -85,25 +85,7 @@ pub struct HostPathList(pub Vec<HostPath>);
 impl FromStr for HostPathList {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let mut v = Vec::new();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let k = HostPath::ALL
-                .into_iter()
-                .find(|k| k.name() == part)
-                .ok_or_else(|| {
-                    format!(
-                        "unknown path {part:?}; choose from {}",
-                        HostPath::ALL.map(HostPath::name).join(", ")
-                    )
-                })?;
-            if !v.contains(&k) {
-                v.push(k);
-            }
-        }
-        if v.is_empty() {
-            return Err("no paths given".into());
-        }
-        Ok(HostPathList(v))
+        crate::pingpong::parse_named_list(s, &HostPath::ALL, HostPath::name).map(HostPathList)
     }
 }
 

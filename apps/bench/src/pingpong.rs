@@ -55,26 +55,35 @@ pub struct PathList(pub Vec<PathKind>);
 impl FromStr for PathList {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let mut v = Vec::new();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let k = PathKind::ALL
-                .into_iter()
-                .find(|k| k.name() == part)
-                .ok_or_else(|| {
-                    format!(
-                        "unknown path {part:?}; choose from {}",
-                        PathKind::ALL.map(PathKind::name).join(", ")
-                    )
-                })?;
-            if !v.contains(&k) {
-                v.push(k);
-            }
-        }
-        if v.is_empty() {
-            return Err("no paths given".into());
-        }
-        Ok(PathList(v))
+        parse_named_list(s, &PathKind::ALL, PathKind::name).map(PathList)
     }
+}
+
+/// Parse a comma-separated list of names, each one of `all` (by `name`), without
+/// duplicates, in the order given.
+pub fn parse_named_list<T: Copy + PartialEq>(
+    s: &str,
+    all: &[T],
+    name: fn(T) -> &'static str,
+) -> Result<Vec<T>, String> {
+    let mut v = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let k = all
+            .iter()
+            .copied()
+            .find(|&k| name(k) == part)
+            .ok_or_else(|| {
+                let names: Vec<&str> = all.iter().map(|&k| name(k)).collect();
+                format!("unknown path {part:?}; choose from {}", names.join(", "))
+            })?;
+        if !v.contains(&k) {
+            v.push(k);
+        }
+    }
+    if v.is_empty() {
+        return Err("no paths given".into());
+    }
+    Ok(v)
 }
 
 /// `--sizes`: a comma-separated list of sizes.
