@@ -119,6 +119,7 @@ pub struct Engine {
     sleeper: Sleeper,
     ip: Ipv4Addr,
     pipe_removed: bool,
+    wake_at: Option<std::time::Instant>,
 }
 
 impl Engine {
@@ -148,6 +149,7 @@ impl Engine {
             sleeper: Sleeper::default(),
             ip: info.ipv4,
             pipe_removed: false,
+            wake_at: None,
         })
     }
 
@@ -484,7 +486,7 @@ impl Engine {
     }
 
     /// Run the app until it returns [`Control::Exit`] or SIGTERM/SIGINT arrives (then
-    /// open connections are aborted). Each round: receive, smoltcp,
+    /// open connections are closed gracefully, for at most a second, and the rest reset). Each round: receive, smoltcp,
     /// `app`, transmit; when idle for `idle.spin`, sleep on the doorbells until a frame
     /// arrives or a TCP timer is due.
     pub fn run(&mut self, mut app: impl FnMut(&mut Engine) -> Control) {
@@ -493,7 +495,7 @@ impl Engine {
         loop {
             let mut busy = self.poll();
             if terminate_requested() {
-                self.abort_all();
+                self.close_all(Duration::from_secs(1));
                 return;
             }
             if self.dev.pipe_closed() {
@@ -526,14 +528,45 @@ impl Engine {
         }
     }
 
-    /// Reset every TCP connection (peers learn at once instead of timing out).
-    fn abort_all(&mut self) {
+    /// Close every TCP connection gracefully (FIN after queued data), give them up to
+    /// `grace` to finish, then reset what is left so peers learn at once.
+    fn close_all(&mut self, grace: Duration) {
+        for (_, sock) in self.sockets.iter_mut() {
+            if let smoltcp::socket::Socket::Tcp(t) = sock {
+                if t.is_listening() {
+                    t.abort();
+                } else {
+                    t.close();
+                }
+            }
+        }
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            self.poll();
+            let open = self.sockets.iter().any(|(_, s)| match s {
+                smoltcp::socket::Socket::Tcp(t) => !matches!(
+                    t.state(),
+                    tcp::State::Closed | tcp::State::TimeWait | tcp::State::Listen
+                ),
+                _ => false,
+            });
+            if !open {
+                return;
+            }
+            std::thread::yield_now();
+        }
         for (_, sock) in self.sockets.iter_mut() {
             if let smoltcp::socket::Socket::Tcp(t) = sock {
                 t.abort();
             }
         }
         self.poll();
+    }
+
+    /// Make the engine wake up by `at` even if no frame arrives (an app timer). The
+    /// earliest pending wake-up wins; it is cleared once passed.
+    pub fn wake_at(&mut self, at: std::time::Instant) {
+        self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
     }
 
     /// Sleep until a doorbell rings or smoltcp's next deadline (at most `idle.max_sleep`).
@@ -545,6 +578,17 @@ impl Engine {
             .map(|d| Duration::from_micros(d.total_micros()))
             .unwrap_or(self.cfg.idle.max_sleep)
             .min(self.cfg.idle.max_sleep);
+        let delay = match self.wake_at {
+            Some(at) => {
+                let now = std::time::Instant::now();
+                if at <= now {
+                    self.wake_at = None;
+                    return;
+                }
+                delay.min(at - now)
+            }
+            None => delay,
+        };
         if delay.is_zero() {
             return;
         }

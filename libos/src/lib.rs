@@ -5,6 +5,7 @@
 //! - [`pipe`], [`fc`]: pipe and fast-channel files.
 //! - [`device`]: a smoltcp `Device` over a pipe and its fast channels.
 //! - [`engine`]: the run-to-completion loop and the socket API apps use.
+//! - [`runtime`]: the process entry (`docknet::main!`).
 
 pub mod abi;
 pub mod channel;
@@ -14,6 +15,7 @@ pub mod engine;
 pub mod fc;
 pub mod pipe;
 pub mod ring;
+pub mod runtime;
 pub mod shm;
 
 pub use engine::{Control, Engine, EngineConfig, ListenerId, NetError, SocketId};

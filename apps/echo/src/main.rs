@@ -6,11 +6,11 @@
 
 use std::io::Write;
 use std::net::SocketAddrV4;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use docknet::{Control, Engine, EngineConfig, NetError, SocketId};
+use docknet::runtime::AppResult;
+use docknet::{Control, Engine, NetError, SocketId};
 
 #[derive(Parser)]
 #[command(
@@ -79,32 +79,31 @@ enum Cmd {
     },
 }
 
-fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+fn main() {
     let cli = Cli::parse();
     let buffer = match &cli.cmd {
         Cmd::Server { buffer, .. } | Cmd::Client { buffer, .. } | Cmd::Http { buffer, .. } => {
             *buffer
         }
     };
-    let mut cfg = EngineConfig::from_env();
-    cfg.tcp_rx_buffer = buffer;
-    cfg.tcp_tx_buffer = buffer;
-    let mut engine = match Engine::attach(cfg) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("dn-echo: {e}");
-            return ExitCode::from(2);
-        }
+    let config = |cfg: &mut docknet::EngineConfig| {
+        cfg.tcp_rx_buffer = buffer;
+        cfg.tcp_tx_buffer = buffer;
     };
+    std::process::exit(docknet::runtime::start("dn-echo", config, |engine| {
+        run(engine, cli)
+    }));
+}
+
+fn run(engine: &mut Engine, cli: Cli) -> AppResult {
     match cli.cmd {
-        Cmd::Server { port, backlog, .. } => server(&mut engine, port, backlog),
+        Cmd::Server { port, backlog, .. } => server(engine, port, backlog),
         Cmd::Http {
             port,
             backlog,
             body,
             ..
-        } => http(&mut engine, port, backlog, &body.replace("\\n", "\n")),
+        } => http(engine, port, backlog, &body.replace("\\n", "\n")),
         Cmd::Client {
             to,
             size,
@@ -114,7 +113,7 @@ fn main() -> ExitCode {
             json,
             ..
         } => client(
-            &mut engine,
+            engine,
             to,
             size,
             count,
@@ -132,12 +131,11 @@ struct Conn {
     end: usize,
 }
 
-fn server(engine: &mut Engine, port: u16, backlog: usize) -> ExitCode {
+fn server(engine: &mut Engine, port: u16, backlog: usize) -> AppResult {
     let listener = match engine.listen(port, backlog) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("dn-echo: cannot listen on port {port}: {e}");
-            return ExitCode::from(2);
+            return Err(format!("cannot listen on port {port}: {e}").into());
         }
     };
     println!("dn-echo: listening on {}:{port}", engine.local_ip());
@@ -162,15 +160,14 @@ fn server(engine: &mut Engine, port: u16, backlog: usize) -> ExitCode {
         });
         Control::Continue
     });
-    exit_code(engine)
+    Ok(())
 }
 
-fn http(engine: &mut Engine, port: u16, backlog: usize, body: &str) -> ExitCode {
+fn http(engine: &mut Engine, port: u16, backlog: usize, body: &str) -> AppResult {
     let listener = match engine.listen(port, backlog) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("dn-echo: cannot listen on port {port}: {e}");
-            return ExitCode::from(2);
+            return Err(format!("cannot listen on port {port}: {e}").into());
         }
     };
     println!("dn-echo: http listening on {}:{port}", engine.local_ip());
@@ -222,7 +219,7 @@ fn http(engine: &mut Engine, port: u16, backlog: usize, body: &str) -> ExitCode 
         });
         Control::Continue
     });
-    exit_code(engine)
+    Ok(())
 }
 
 /// Move what the connection received into its send buffer. `Err` when it is finished.
@@ -242,19 +239,6 @@ fn echo(e: &mut Engine, c: &mut Conn) -> Result<(), NetError> {
             return Ok(());
         }
         c.end = n;
-    }
-}
-
-/// How a server's run ended: 0 on SIGTERM/SIGINT, 1 if docknetd removed the pipe.
-fn exit_code(engine: &Engine) -> ExitCode {
-    if engine.pipe_removed() {
-        eprintln!(
-            "dn-echo: docknetd removed the pipe {}",
-            engine.pipe_dir().display()
-        );
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
     }
 }
 
@@ -285,16 +269,14 @@ fn client(
     warmup: u64,
     timeout: Duration,
     json: bool,
-) -> ExitCode {
+) -> AppResult {
     if size == 0 {
-        eprintln!("dn-echo: --size must be at least 1");
-        return ExitCode::from(2);
+        return Err("--size must be at least 1".into());
     }
     let id = match engine.connect(to) {
         Ok(id) => id,
         Err(e) => {
-            eprintln!("dn-echo: cannot connect to {to}: {e}");
-            return ExitCode::from(2);
+            return Err(format!("cannot connect to {to}: {e}").into());
         }
     };
     let pat = pattern(size);
@@ -400,11 +382,10 @@ fn client(
         }
     });
     if engine.pipe_removed() {
-        return exit_code(engine);
+        return Ok(()); // the runtime reports it (exit 1)
     }
     if let Some(f) = failure {
-        eprintln!("dn-echo: {f}");
-        return ExitCode::from(1);
+        return Err(f.into());
     }
     let elapsed = measure_end
         .saturating_duration_since(measure_start)
@@ -436,5 +417,5 @@ fn client(
             p50 / 2.0
         );
     }
-    ExitCode::SUCCESS
+    Ok(())
 }
