@@ -1,0 +1,360 @@
+//! dn-httpd: HTTP/1.1 on the DockNet libOS, serving content compiled in by makefsdata.
+//!
+//! Keep-alive and pipelining (requests answered in order, one response at a time per
+//! connection), GET and HEAD, Accept-Encoding (br, gzip), If-None-Match → 304, single
+//! byte ranges → 206/416, and 400/404/405/413/414/431/505 for bad requests; limits on
+//! head size, idle and slow connections, and the number of connections.
+
+mod http;
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use docknet::runtime::AppResult;
+use docknet::{Control, Engine, SocketId};
+use http::{Limits, Method, Parse, Request};
+
+#[allow(dead_code, clippy::all)]
+mod site {
+    include!(concat!(env!("OUT_DIR"), "/site.rs"));
+}
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "dn-httpd",
+    version,
+    about = "HTTP/1.1 server on the DockNet libOS; the site is compiled in (makefsdata).\n\nThe pipe is found through DOCKNET_PIPE (default /run/docknet/pipe)."
+)]
+struct Cli {
+    /// TCP port.
+    #[arg(long, default_value_t = 80)]
+    port: u16,
+    /// Connections that may be in handshake at once (listening sockets).
+    #[arg(long, default_value_t = 64)]
+    backlog: usize,
+    /// Most open connections; more are answered 503 and closed.
+    #[arg(long, default_value_t = 4096)]
+    max_conns: usize,
+    /// Close connections idle for this long (seconds).
+    #[arg(long, default_value_t = 30)]
+    idle_timeout_s: u64,
+    /// Answer 408 and close when a request head takes longer than this (seconds).
+    #[arg(long, default_value_t = 10)]
+    header_timeout_s: u64,
+    /// Busy work per request, in microseconds, to mimic processing (the paper's web cluster).
+    #[arg(long, default_value_t = 0)]
+    work_us: u64,
+    /// TCP receive buffer per connection, bytes.
+    #[arg(long, default_value_t = 16 * 1024)]
+    rx_buffer: usize,
+    /// TCP send buffer per connection, bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    tx_buffer: usize,
+}
+
+/// One client connection.
+struct Conn {
+    id: SocketId,
+    /// Received bytes not yet parsed (at most `limits.max_head` + one read).
+    inbuf: Vec<u8>,
+    /// Response being sent: head bytes, then `body`.
+    head: Vec<u8>,
+    head_sent: usize,
+    body: &'static [u8],
+    body_sent: usize,
+    /// Close after the current response.
+    close_after: bool,
+    last_active: Instant,
+    /// When the first byte of an unfinished request head arrived.
+    head_started: Option<Instant>,
+}
+
+impl Conn {
+    fn sending(&self) -> bool {
+        self.head_sent < self.head.len() || self.body_sent < self.body.len()
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let (rx, tx) = (cli.rx_buffer, cli.tx_buffer);
+    std::process::exit(docknet::runtime::start(
+        "dn-httpd",
+        |cfg| {
+            cfg.tcp_rx_buffer = rx;
+            cfg.tcp_tx_buffer = tx;
+        },
+        |e| serve(e, &cli),
+    ));
+}
+
+fn serve(engine: &mut Engine, cli: &Cli) -> AppResult {
+    let listener = engine
+        .listen(cli.port, cli.backlog)
+        .map_err(|e| format!("cannot listen on port {}: {e}", cli.port))?;
+    println!(
+        "dn-httpd: listening on {}:{} ({} files)",
+        engine.local_ip(),
+        cli.port,
+        site::FILES.len()
+    );
+    let limits = Limits::default();
+    let idle = Duration::from_secs(cli.idle_timeout_s);
+    let header_timeout = Duration::from_secs(cli.header_timeout_s);
+    let work = Duration::from_micros(cli.work_us);
+    let mut conns: Vec<Conn> = Vec::new();
+    let mut last_sweep = Instant::now();
+    engine.run(|e| {
+        let now = Instant::now();
+        while let Some(id) = e.accept(listener) {
+            if conns.len() >= cli.max_conns {
+                let _ = e.write(id, &error_response(503, true));
+                e.close(id);
+                continue;
+            }
+            conns.push(Conn {
+                id,
+                inbuf: Vec::with_capacity(1024),
+                head: Vec::with_capacity(512),
+                head_sent: 0,
+                body: &[],
+                body_sent: 0,
+                close_after: false,
+                last_active: now,
+                head_started: None,
+            });
+        }
+        let sweep = now.duration_since(last_sweep) > Duration::from_millis(250);
+        if sweep {
+            last_sweep = now;
+        }
+        conns.retain_mut(|c| {
+            let keep = step(e, c, &limits, work, now);
+            if !keep {
+                return false;
+            }
+            if sweep {
+                if c.head_started
+                    .is_some_and(|t| now.duration_since(t) > header_timeout)
+                {
+                    let _ = e.write(c.id, &error_response(408, true));
+                    e.close(c.id);
+                    return false;
+                }
+                if !c.sending() && now.duration_since(c.last_active) > idle {
+                    e.close(c.id);
+                    return false;
+                }
+            }
+            true
+        });
+        if !conns.is_empty() {
+            e.wake_at(now + Duration::from_millis(250));
+        }
+        Control::Continue
+    });
+    Ok(())
+}
+
+/// Advance one connection: send what is pending, then read and answer the next request.
+/// Returns false once the connection is finished (closed by us or the peer).
+fn step(e: &mut Engine, c: &mut Conn, limits: &Limits, work: Duration, now: Instant) -> bool {
+    loop {
+        // 1. Send the current response.
+        if c.sending() {
+            if c.head_sent < c.head.len() {
+                match e.write(c.id, &c.head[c.head_sent..]) {
+                    Ok(n) => c.head_sent += n,
+                    Err(_) => return false,
+                }
+            }
+            if c.head_sent == c.head.len() && c.body_sent < c.body.len() {
+                match e.write(c.id, &c.body[c.body_sent..]) {
+                    Ok(n) => c.body_sent += n,
+                    Err(_) => return false,
+                }
+            }
+            if c.sending() {
+                return true; // send buffer full: continue next round
+            }
+            c.last_active = now;
+            if c.close_after {
+                e.close(c.id);
+                return false;
+            }
+        }
+        // 2. Parse a buffered request (pipelining) before reading more.
+        let inbuf = std::mem::take(&mut c.inbuf);
+        let parsed = http::parse(&inbuf, limits);
+        let used = match parsed {
+            Parse::Done { req, len } => {
+                if !work.is_zero() {
+                    let until = Instant::now() + work;
+                    while Instant::now() < until {
+                        std::hint::spin_loop();
+                    }
+                }
+                respond(c, &req);
+                Some(len)
+            }
+            Parse::Error(status) => {
+                c.head = error_response(status, true);
+                c.head_sent = 0;
+                c.body = &[];
+                c.body_sent = 0;
+                c.close_after = true;
+                Some(inbuf.len())
+            }
+            Parse::Incomplete => None,
+        };
+        c.inbuf = inbuf;
+        if let Some(len) = used {
+            c.inbuf.drain(..len);
+            c.head_started = (!c.inbuf.is_empty()).then_some(now);
+            c.last_active = now;
+            continue;
+        }
+        // 3. Read more.
+        let mut buf = [0u8; 4096];
+        match e.read(c.id, &mut buf) {
+            Ok(0) => return true,
+            Ok(n) => {
+                if c.inbuf.is_empty() {
+                    c.head_started = Some(now);
+                }
+                c.inbuf.extend_from_slice(&buf[..n]);
+                c.last_active = now;
+            }
+            Err(_) => {
+                e.close(c.id);
+                return false;
+            }
+        }
+    }
+}
+
+/// A short text response for an error status.
+fn error_response(status: u16, close: bool) -> Vec<u8> {
+    let body = format!("{status} {}\n", http::reason(status));
+    let mut h = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n",
+        http::reason(status),
+        body.len()
+    );
+    if status == 405 {
+        h.push_str("Allow: GET, HEAD\r\n");
+    }
+    h.push_str(if close {
+        "Connection: close\r\n\r\n"
+    } else {
+        "\r\n"
+    });
+    h.push_str(&body);
+    h.into_bytes()
+}
+
+fn connection_line(h: &mut Vec<u8>, req: &Request, close: bool) {
+    if close {
+        h.extend_from_slice(b"Connection: close\r\n");
+    } else if !req.http11 {
+        h.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+}
+
+/// Build the response to `req` into the connection's output.
+fn respond(c: &mut Conn, req: &Request) {
+    c.head.clear();
+    c.head_sent = 0;
+    c.body = &[];
+    c.body_sent = 0;
+    c.close_after = !req.keep_alive;
+    let head_only = req.method == Method::Head;
+    let Some(file) = site::lookup(req.path) else {
+        if site::is_dir(req.path) {
+            let loc = format!(
+                "HTTP/1.1 301 Moved Permanently\r\nLocation: {}/\r\nContent-Length: 0\r\n",
+                req.path
+            );
+            c.head.extend_from_slice(loc.as_bytes());
+            connection_line(&mut c.head, req, c.close_after);
+            c.head.extend_from_slice(b"\r\n");
+            return;
+        }
+        match site::NOT_FOUND {
+            Some(nf) => {
+                let v = nf.select(req.accepts_gzip, req.accepts_br);
+                c.head.extend_from_slice(v.header);
+                connection_line(&mut c.head, req, c.close_after);
+                c.head.extend_from_slice(b"\r\n");
+                if !head_only {
+                    c.body = v.body;
+                }
+            }
+            None => {
+                c.head = error_response(404, c.close_after);
+            }
+        }
+        return;
+    };
+    let v = file.select(req.accepts_gzip, req.accepts_br);
+    if req
+        .if_none_match
+        .is_some_and(|inm| http::etag_matches(inm, v.etag))
+    {
+        let h = format!(
+            "HTTP/1.1 304 Not Modified\r\nETag: {}\r\nCache-Control: {}\r\nLast-Modified: {}\r\n",
+            v.etag, file.cache_control, file.last_modified
+        );
+        c.head.extend_from_slice(h.as_bytes());
+        if file.gzip.is_some() || file.br.is_some() {
+            c.head.extend_from_slice(b"Vary: Accept-Encoding\r\n");
+        }
+        connection_line(&mut c.head, req, c.close_after);
+        c.head.extend_from_slice(b"\r\n");
+        return;
+    }
+    // Ranges apply to the identity representation; If-Range must match its ETag.
+    let range = req.range.filter(|_| {
+        req.if_range
+            .is_none_or(|ir| http::etag_matches(ir, file.identity.etag))
+    });
+    if let Some(r) = range {
+        let body = file.identity.body;
+        let len = body.len() as u64;
+        match r.resolve(len) {
+            Some((a, b)) => {
+                let h = format!(
+                    "HTTP/1.1 206 Partial Content\r\nContent-Type: {}\r\nContent-Length: {}\r\nContent-Range: bytes {a}-{b}/{len}\r\nETag: {}\r\nLast-Modified: {}\r\nAccept-Ranges: bytes\r\n",
+                    file.content_type,
+                    b - a + 1,
+                    file.identity.etag,
+                    file.last_modified
+                );
+                c.head.extend_from_slice(h.as_bytes());
+                connection_line(&mut c.head, req, c.close_after);
+                c.head.extend_from_slice(b"\r\n");
+                if !head_only {
+                    c.body = &body[a as usize..=b as usize];
+                }
+            }
+            None => {
+                let h = format!(
+                    "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\n"
+                );
+                c.head.extend_from_slice(h.as_bytes());
+                connection_line(&mut c.head, req, c.close_after);
+                c.head.extend_from_slice(b"\r\n");
+            }
+        }
+        return;
+    }
+    c.head.extend_from_slice(v.header);
+    if file.status == 200 {
+        c.head.extend_from_slice(b"Accept-Ranges: bytes\r\n");
+    }
+    connection_line(&mut c.head, req, c.close_after);
+    c.head.extend_from_slice(b"\r\n");
+    if !head_only {
+        c.body = v.body;
+    }
+}
