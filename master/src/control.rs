@@ -346,9 +346,15 @@ impl Control {
                 }
                 None => Err("docknetd runs with --nic none: there is no NIC".into()),
             },
-            Request::Attach { name, .. } => {
-                self.pipe_mut(&name)?;
-                Err("attach is not implemented yet (issue 4)".into())
+            Request::Attach { name, pid } => {
+                let dir = self.pipe_mut(&name)?.dir.clone();
+                crate::attach::attach(&dir, pid)
+                    .map_err(|e| format!("attach {name} to pid {pid}: {e}"))?;
+                log::info!(
+                    "pipe {name}: mounted at {} in the mount namespace of pid {pid}",
+                    crate::attach::MOUNT_POINT
+                );
+                Ok(json!({ "name": name, "pid": pid, "mounted_at": crate::attach::MOUNT_POINT }))
             }
         }
     }
@@ -1022,9 +1028,9 @@ mod tests {
             (
                 Request::Attach {
                     name: "a".into(),
-                    pid: 1,
+                    pid: std::process::id(),
                 },
-                "issue 4",
+                "shares docknetd's mount namespace",
             ),
         ] {
             let e = c.handle(req.clone()).expect_err(&format!("{req:?}"));

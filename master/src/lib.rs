@@ -7,6 +7,7 @@
 //!   and client.
 //! - [`daemon`]: run directory, tmpfs, stale state, threads and signals.
 
+pub mod attach;
 pub mod capture;
 pub mod control;
 pub mod csum;

@@ -64,7 +64,8 @@ enum Cmd {
     /// Rate limits.
     #[command(subcommand)]
     Rate(RateCmd),
-    /// Mount a pipe into a process's mount namespace (not implemented yet: issue 4).
+    /// Mount a pipe at /run/docknet/pipe inside a process's mount namespace only (e.g. a
+    /// container's init); other namespaces, the host's included, do not see it.
     Attach {
         /// Pipe name.
         name: String,
@@ -304,7 +305,11 @@ fn run(args: Args) -> Result<(), String> {
             println!("{name}: rate limit {mbps} Mbit/s stored (not enforced yet)");
         }
         Cmd::Attach { name, pid } => {
-            call(Request::Attach { name, pid })?;
+            call(Request::Attach {
+                name: name.clone(),
+                pid,
+            })?;
+            println!("{name}: mounted at /run/docknet/pipe in the mount namespace of pid {pid}");
         }
     }
     Ok(())
