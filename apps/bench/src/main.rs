@@ -3,6 +3,7 @@
 
 mod cleanup;
 mod docknet;
+mod httpd;
 mod interhost;
 mod kernel;
 mod netns;
@@ -118,8 +119,41 @@ dirs /tmp/dnbench-PID-*) is removed on exit, including on SIGINT/SIGTERM/SIGHUP.
 Build first, e.g. `cargo build --release` (add `--features docknet-master/dpdk` for the
 DPDK path), then run `target/release/docknet-bench interhost`.";
 
+const HTTPD_ABOUT: &str = "\
+HTTP/1.1 keep-alive load on the same 1 KB page, DockNet vs the kernel, side by side, at
+several connection counts (issue 4).
+
+Paths:
+  kernel-nginx      wrk -t1 -cN in namespace A -> veth -> Linux bridge -> veth -> nginx
+                    (worker_processes 1, access_log off, sendfile, keep-alive) in namespace B;
+                    nginx runs from a temp dir (config, pid, temp paths), daemon off
+  docknet-fc        dn-loadgen -> dn-httpd over a fast channel (docknetd --nic none, two
+                    pipes, docknetctl fc create)
+  docknet-master    dn-loadgen -> dn-httpd, frames switched by docknetd
+  wrk-tap-dn-httpd  wrk in a namespace whose TAP is docknetd's NIC (`nsenter --net=...
+                    docknetd --nic tap:dnbtap0`) -> docknetd -> dn-httpd
+
+The page: 1024 bytes of HTML (index.html), served by nginx from a temp dir and compiled into
+a dedicated dn-httpd: DN_HTTPD_SITE=/tmp/bench-httpd-target/site-1k
+CARGO_TARGET_DIR=/tmp/bench-httpd-target cargo build --release -p dn-httpd, run in --src
+(default: this source tree) unless --httpd-bin names a binary built that way.
+
+Needs root, nginx and wrk (apt-get install nginx-light wrk); docknetd, docknetctl,
+dn-echo and dn-loadgen next to this executable (or --bin-dir).
+
+Output: table (path, conns, requests/s, latency p50/p99, errors), ratios against
+kernel-nginx, the issue-4 target ((a) docknet-fc >= 3x kernel-nginx requests/s at 64
+connections; (b) as measured) on stdout; OUT/httpd.svg (requests/s and p50 vs
+connections), OUT/httpd.md (with every command line), OUT/httpd.json. Everything started
+(nginx, docknetd, dn-httpd, namespaces dnbPIDh*, temp dirs /tmp/dnbench-PID-*) is
+removed on exit, including on SIGINT/SIGTERM/SIGHUP.";
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// HTTP: dn-loadgen/wrk against dn-httpd and nginx, 1 KB page, several connection counts.
+    #[command(long_about = HTTPD_ABOUT)]
+    Httpd(HttpdCli),
+
     /// TCP ping-pong over kernel and DockNet paths; writes a table, an SVG plot and a report.
     #[command(long_about = PINGPONG_ABOUT)]
     Pingpong(PingPongCli),
@@ -194,6 +228,46 @@ struct InterhostCli {
 
     #[command(flatten)]
     common: CommonCli,
+}
+
+#[derive(clap::Args, Debug)]
+struct HttpdCli {
+    /// Paths to run, comma-separated, in this order.
+    #[arg(
+        long,
+        default_value = "kernel-nginx,docknet-fc,docknet-master,wrk-tap-dn-httpd"
+    )]
+    paths: httpd::HttpPathList,
+
+    /// Connection counts, comma-separated.
+    #[arg(long, default_value = "1,16,64,256")]
+    conns: httpd::ConnList,
+
+    /// Seconds per point (one client run; whole seconds, as wrk's -d).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    duration: u64,
+
+    /// Directory for httpd.svg, httpd.md and httpd.json.
+    #[arg(long, default_value = "docs/bench")]
+    out: PathBuf,
+
+    /// Directory holding docknetd, docknetctl, dn-echo and dn-loadgen (default: next to
+    /// this executable).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+
+    /// A dn-httpd built with DN_HTTPD_SITE=/tmp/bench-httpd-target/site-1k (default:
+    /// build it now).
+    #[arg(long)]
+    httpd_bin: Option<PathBuf>,
+
+    /// Workspace to build dn-httpd from (default: the tree this bench was built from).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))]
+    src: PathBuf,
+
+    /// Keep the temp dirs (/tmp/dnbench-PID-*) for inspection.
+    #[arg(long)]
+    keep_run_dir: bool,
 }
 
 /// Options shared by `pingpong` and `interhost`.
@@ -271,7 +345,7 @@ fn parse_size_arg(s: &str) -> Result<usize, String> {
 fn main() {
     let cli = Cli::parse();
     let default_level = match cli.cmd {
-        Cmd::Pingpong(_) | Cmd::Interhost(_) => "info",
+        Cmd::Pingpong(_) | Cmd::Interhost(_) | Cmd::Httpd(_) => "info",
         _ => "warn",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
@@ -292,6 +366,20 @@ fn main() {
             };
             let args = p.common.into_args();
             bench(|| interhost::run(&args, &ia))
+        }
+        Cmd::Httpd(h) => {
+            let ha = httpd::HttpdArgs {
+                paths: h.paths.0,
+                conns: h.conns.0,
+                seconds: h.duration,
+                out: h.out,
+                bin_dir: h.bin_dir,
+                httpd_bin: h.httpd_bin,
+                src: h.src,
+                keep_run_dir: h.keep_run_dir,
+                command_line: report::shell_join(&std::env::args().collect::<Vec<_>>()),
+            };
+            bench(|| httpd::run(&ha))
         }
         Cmd::KernelEchoServer { bind } => match kernel::serve(bind) {
             Ok(()) => 0,

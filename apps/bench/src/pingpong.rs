@@ -493,9 +493,8 @@ pub fn write_outputs(
                 .filter(|r| &r.path == p)
                 .filter_map(|r| r.outcome.as_ref().ok())
                 .map(|o| svg::SeriesPoint {
-                    size: o.size,
-                    goodput_gbps: o.goodput_gbps,
-                    one_way_us_p50: o.one_way_us_p50,
+                    x: o.size,
+                    y: [o.goodput_gbps, o.one_way_us_p50],
                 })
                 .collect(),
         })
@@ -504,7 +503,7 @@ pub fn write_outputs(
         "{} · {} ({} CPUs) · Linux {} · {}",
         spec.what, host.cpu, host.ncpu, host.kernel, host.date_utc
     );
-    let svg_text = svg::render(&series, spec.plot_title, &subtitle);
+    let svg_text = svg::render(&series, spec.plot_title, &subtitle, &svg::PINGPONG_LABELS);
     let mut json = serde_json::json!({
         "command": a.command_line,
         "date": host.date_utc,

@@ -6,13 +6,29 @@ use std::fmt::Write as _;
 
 use crate::sizes::format_size;
 
-/// One measured point of a series.
+/// One measured point of a series: x (log-2 axis) and the y value of each panel.
 #[derive(Debug, Clone, Copy)]
 pub struct SeriesPoint {
-    pub size: usize,
-    pub goodput_gbps: f64,
-    pub one_way_us_p50: f64,
+    pub x: usize,
+    pub y: [f64; 2],
 }
+
+/// What the axes and panels say.
+#[derive(Debug, Clone, Copy)]
+pub struct Labels<'a> {
+    pub x_label: &'a str,
+    /// (panel title, y label) of panels (a) and (b).
+    pub panels: [(&'a str, &'a str); 2],
+}
+
+/// The ping-pong figure: goodput and one-way p50 vs message size.
+pub const PINGPONG_LABELS: Labels<'static> = Labels {
+    x_label: "message size (bytes, log scale; K = 1024)",
+    panels: [
+        ("(a) Goodput", "goodput (Gbit/s)"),
+        ("(b) One-way latency, p50", "one-way latency p50 (µs)"),
+    ],
+};
 
 /// One path's line.
 #[derive(Debug, Clone)]
@@ -151,7 +167,7 @@ struct PanelSpec<'a> {
     idx: usize,
     title: &'a str,
     y_label: &'a str,
-    value: fn(&SeriesPoint) -> f64,
+    x_label: &'a str,
 }
 
 /// Draws one panel.
@@ -160,8 +176,9 @@ fn panel(out: &mut String, spec: &PanelSpec, series: &[Series], x_ticks: &[usize
         idx,
         title,
         y_label,
-        value,
+        x_label,
     } = *spec;
+    let value = |p: &SeriesPoint| p.y[idx];
     let left = PANEL_LEFT[idx];
     let top = PLOT_TOP;
     let ymax_data = series
@@ -248,9 +265,10 @@ fn panel(out: &mut String, spec: &PanelSpec, series: &[Series], x_ticks: &[usize
     // Axis labels.
     let _ = writeln!(
         out,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="13">message size (bytes, log scale; K = 1024)</text>"#,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="13">{}</text>"#,
         left + PLOT_W / 2.0,
-        top + PLOT_H + 50.0
+        top + PLOT_H + 50.0,
+        esc(x_label)
     );
     let (lx, ly) = (left - 55.0, top + PLOT_H / 2.0);
     let _ = writeln!(
@@ -266,7 +284,7 @@ fn panel(out: &mut String, spec: &PanelSpec, series: &[Series], x_ticks: &[usize
             .points
             .iter()
             .filter(|p| value(p).is_finite())
-            .map(|p| (sx(p.size), sy(value(p))))
+            .map(|p| (sx(p.x), sy(value(p))))
             .collect();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         let coords: Vec<String> = pts.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
@@ -309,10 +327,10 @@ fn x_ticks(sizes: &[usize]) -> Vec<usize> {
 }
 
 /// Renders the whole figure.
-pub fn render(series: &[Series], title: &str, subtitle: &str) -> String {
+pub fn render(series: &[Series], title: &str, subtitle: &str, labels: &Labels) -> String {
     let sizes: Vec<usize> = series
         .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.size))
+        .flat_map(|s| s.points.iter().map(|p| p.x))
         .collect();
     let ticks = x_ticks(&sizes);
     let (lo, hi) = match (ticks.first(), ticks.last()) {
@@ -346,20 +364,12 @@ pub fn render(series: &[Series], title: &str, subtitle: &str) -> String {
         WIDTH / 2.0,
         esc(subtitle)
     );
-    let specs = [
-        PanelSpec {
-            idx: 0,
-            title: "(a) Goodput",
-            y_label: "goodput (Gbit/s)",
-            value: |p| p.goodput_gbps,
-        },
-        PanelSpec {
-            idx: 1,
-            title: "(b) One-way latency, p50",
-            y_label: "one-way latency p50 (µs)",
-            value: |p| p.one_way_us_p50,
-        },
-    ];
+    let specs = [0, 1].map(|idx| PanelSpec {
+        idx,
+        title: labels.panels[idx].0,
+        y_label: labels.panels[idx].1,
+        x_label: labels.x_label,
+    });
     for spec in &specs {
         panel(&mut out, spec, series, &ticks, &x_axis);
     }
@@ -489,9 +499,11 @@ mod tests {
             points: sizes
                 .iter()
                 .map(|&s| SeriesPoint {
-                    size: s,
-                    goodput_gbps: s as f64 / 40_000.0 * (k + 1) as f64,
-                    one_way_us_p50: 50.0 + s as f64 / 1000.0,
+                    x: s,
+                    y: [
+                        s as f64 / 40_000.0 * (k + 1) as f64,
+                        50.0 + s as f64 / 1000.0,
+                    ],
                 })
                 .collect(),
         })
@@ -501,7 +513,7 @@ mod tests {
     #[test]
     fn svg_is_well_formed_with_one_polyline_per_path_per_panel() {
         let series = sample();
-        let svg = render(&series, "Ping-pong", "host: \"x\" & y");
+        let svg = render(&series, "Ping-pong", "host: \"x\" & y", &PINGPONG_LABELS);
         check_well_formed(&svg).unwrap();
         assert!(svg.starts_with("<?xml"));
         for panel in ["panel-0", "panel-1"] {
@@ -524,13 +536,12 @@ mod tests {
 
     #[test]
     fn svg_handles_empty_and_single_point() {
-        check_well_formed(&render(&[], "t", "s")).unwrap();
+        check_well_formed(&render(&[], "t", "s", &PINGPONG_LABELS)).unwrap();
         let one = vec![Series {
             name: "a".into(),
             points: vec![SeriesPoint {
-                size: 1024,
-                goodput_gbps: 0.5,
-                one_way_us_p50: 60.0,
+                x: 1024,
+                y: [0.5, 60.0],
             }],
         }];
         let mut two = one.clone();
@@ -538,7 +549,7 @@ mod tests {
             name: "b".into(),
             points: vec![],
         });
-        let svg = render(&two, "t", "s");
+        let svg = render(&two, "t", "s", &PINGPONG_LABELS);
         check_well_formed(&svg).unwrap();
         assert_eq!(svg.matches("<polyline").count(), 4);
         assert!(svg.contains(">b (no data)<"));
