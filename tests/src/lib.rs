@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod httpd;
 pub mod nic;
 
 /// Counters `docknetctl stats --json` reports per pipe.
