@@ -184,6 +184,15 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parse<'a> {
     if head.contains(&0) {
         return Parse::Error(400);
     }
+    // Bare CR or bare LF: a front end that splits lines differently would see other
+    // requests than we do (RFC 9112 §2.2), so refuse them.
+    let bare_cr =
+        head.windows(2).any(|w| w[0] == b'\r' && w[1] != b'\n') || head.last() == Some(&b'\r');
+    let bare_lf =
+        head.first() == Some(&b'\n') || head.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r');
+    if bare_cr || bare_lf {
+        return Parse::Error(400);
+    }
     let mut lines = head
         .split(|&b| b == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
@@ -243,7 +252,12 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parse<'a> {
             return Parse::Error(400); // no whitespace before the colon (RFC 9112 §5.1)
         }
         match name.to_ascii_lowercase().as_slice() {
-            b"host" => host = true,
+            b"host" => {
+                if host {
+                    return Parse::Error(400); // RFC 9112 §3.2: exactly one Host
+                }
+                host = true;
+            }
             b"connection" => {
                 if has_token(value, "close") {
                     req.keep_alive = false;
@@ -280,7 +294,10 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parse<'a> {
 
 /// True if an `If-None-Match` value matches `etag` (weak comparison; `*` matches).
 pub fn etag_matches(if_none_match: &[u8], etag: &str) -> bool {
-    let strip = |t: &[u8]| -> Vec<u8> { trim(t).strip_prefix(b"W/").unwrap_or(trim(t)).to_vec() };
+    fn strip(t: &[u8]) -> &[u8] {
+        let t = trim(t);
+        t.strip_prefix(b"W/").unwrap_or(t)
+    }
     let want = strip(etag.as_bytes());
     trim(if_none_match) == b"*"
         || if_none_match
@@ -357,6 +374,21 @@ mod tests {
         assert_eq!(p("GET /\r\n\r\n"), Parse::Error(400));
         assert_eq!(p("GET / HTTP/1.1\r\n\r\n"), Parse::Error(400), "no Host");
         assert_eq!(p("GET / HTTP/1.1\r\nHost : h\r\n\r\n"), Parse::Error(400));
+        assert_eq!(
+            p("GET / HTTP/1.1\r\nHost: h\r\nX: y\rContent-Length: 30\r\n\r\n"),
+            Parse::Error(400),
+            "bare CR"
+        );
+        assert_eq!(
+            p("GET / HTTP/1.1\nHost: h\r\n\r\n"),
+            Parse::Error(400),
+            "bare LF"
+        );
+        assert_eq!(
+            p("GET / HTTP/1.1\r\nHost: h\r\nHost: i\r\n\r\n"),
+            Parse::Error(400),
+            "two Hosts"
+        );
         assert_eq!(
             p("GET / HTTP/1.1\r\nHost: h\r\nbroken\r\n\r\n"),
             Parse::Error(400)

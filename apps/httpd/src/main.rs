@@ -134,14 +134,19 @@ fn serve(engine: &mut Engine, cli: &Cli) -> AppResult {
                 return false;
             }
             if sweep {
-                if c.head_started
-                    .is_some_and(|t| now.duration_since(t) > header_timeout)
+                // A request head that does not complete in time (only while we wait for
+                // one: a pipelined request waiting behind a response is not slow).
+                if !c.sending()
+                    && c.head_started
+                        .is_some_and(|t| now.duration_since(t) > header_timeout)
                 {
                     let _ = e.write(c.id, &error_response(408, true));
                     e.close(c.id);
                     return false;
                 }
-                if !c.sending() && now.duration_since(c.last_active) > idle {
+                // Idle: no bytes moved either way for `idle` (a client that stops reading
+                // a response counts too, so it cannot hold its buffers forever).
+                if now.duration_since(c.last_active) > idle {
                     e.close(c.id);
                     return false;
                 }
@@ -164,13 +169,23 @@ fn step(e: &mut Engine, c: &mut Conn, limits: &Limits, work: Duration, now: Inst
         if c.sending() {
             if c.head_sent < c.head.len() {
                 match e.write(c.id, &c.head[c.head_sent..]) {
-                    Ok(n) => c.head_sent += n,
+                    Ok(n) => {
+                        c.head_sent += n;
+                        if n > 0 {
+                            c.last_active = now;
+                        }
+                    }
                     Err(_) => return false,
                 }
             }
             if c.head_sent == c.head.len() && c.body_sent < c.body.len() {
                 match e.write(c.id, &c.body[c.body_sent..]) {
-                    Ok(n) => c.body_sent += n,
+                    Ok(n) => {
+                        c.body_sent += n;
+                        if n > 0 {
+                            c.last_active = now;
+                        }
+                    }
                     Err(_) => return false,
                 }
             }
@@ -210,9 +225,13 @@ fn step(e: &mut Engine, c: &mut Conn, limits: &Limits, work: Duration, now: Inst
         c.inbuf = inbuf;
         if let Some(len) = used {
             c.inbuf.drain(..len);
-            c.head_started = (!c.inbuf.is_empty()).then_some(now);
+            c.head_started = None;
             c.last_active = now;
             continue;
+        }
+        // A partial head is waiting for more bytes: the header timeout runs from now on.
+        if !c.inbuf.is_empty() && c.head_started.is_none() {
+            c.head_started = Some(now);
         }
         // 3. Read more.
         let mut buf = [0u8; 4096];
@@ -292,6 +311,16 @@ fn respond(c: &mut Conn, req: &Request) {
             }
             None => {
                 c.head = error_response(404, c.close_after);
+                if !c.close_after && !req.http11 {
+                    // error_response ends the head; add the keep-alive line HTTP/1.0 needs.
+                    let at = c
+                        .head
+                        .windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .map_or(0, |p| p + 2);
+                    c.head
+                        .splice(at..at, b"Connection: keep-alive\r\n".iter().copied());
+                }
             }
         }
         return;
