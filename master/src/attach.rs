@@ -29,15 +29,29 @@ fn ns_inode(path: &str) -> Option<u64> {
 /// Mount `dir` at [`MOUNT_POINT`] in the mount namespace of `pid`.
 pub fn attach(dir: &Path, pid: u32) -> Result<(), String> {
     let ns_path = format!("/proc/{pid}/ns/mnt");
-    let target_ns =
-        ns_inode(&ns_path).ok_or_else(|| format!("no process {pid} (cannot read {ns_path})"))?;
-    if Some(target_ns) == ns_inode("/proc/self/ns/mnt") {
+    let ns_c = cstr(ns_path.as_bytes())?;
+    // Open the namespace first and check *that* fd, so a pid reused in between cannot
+    // point us at another namespace.
+    // SAFETY: open(2) of /proc/PID/ns/mnt, read-only.
+    let nsfd = unsafe { libc::open(ns_c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if nsfd < 0 {
+        return Err(format!(
+            "no process {pid} (cannot open {ns_path}: {})",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let nsfd = crate::nic::Fd(nsfd);
+    // SAFETY: fstat into a zeroed stat we own, on an fd we own.
+    let target_ns = unsafe {
+        let mut st: libc::stat = core::mem::zeroed();
+        (libc::fstat(nsfd.0, &mut st) == 0).then_some(st.st_ino)
+    };
+    if target_ns.is_some() && target_ns == ns_inode("/proc/self/ns/mnt") {
         return Err(format!(
             "process {pid} shares docknetd's mount namespace: give the pid of a process inside the container"
         ));
     }
     let dir_c = cstr(dir.as_os_str().as_bytes())?;
-    let ns_c = cstr(ns_path.as_bytes())?;
     let parts: Vec<CString> = ["/run", "/run/docknet", MOUNT_POINT]
         .iter()
         .map(|p| cstr(p.as_bytes()))
@@ -60,15 +74,6 @@ pub fn attach(dir: &Path, pid: u32) -> Result<(), String> {
         ));
     }
     let tree = crate::nic::Fd(tree);
-    // SAFETY: open(2) of /proc/PID/ns/mnt, read-only.
-    let nsfd = unsafe { libc::open(ns_c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if nsfd < 0 {
-        return Err(format!(
-            "cannot open {ns_path}: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    let nsfd = crate::nic::Fd(nsfd);
     let mut report = [0 as libc::c_int; 2];
     // SAFETY: pipe2 fills two fds.
     if unsafe { libc::pipe2(report.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
@@ -124,11 +129,24 @@ pub fn attach(dir: &Path, pid: u32) -> Result<(), String> {
     }
     drop(wr);
     let mut status = 0;
-    // SAFETY: waitpid on our own child.
-    unsafe { libc::waitpid(child, &mut status, 0) };
+    loop {
+        // SAFETY: waitpid on our own child.
+        let r = unsafe { libc::waitpid(child, &mut status, 0) };
+        if r == child {
+            break;
+        }
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return Err(format!("waitpid: {}", std::io::Error::last_os_error()));
+        }
+    }
     let mut msg = [0u8; 2];
-    // SAFETY: read into a 2-byte local buffer.
-    let n = unsafe { libc::read(rd.0, msg.as_mut_ptr().cast(), 2) };
+    let n = loop {
+        // SAFETY: read into a 2-byte local buffer.
+        let n = unsafe { libc::read(rd.0, msg.as_mut_ptr().cast(), 2) };
+        if n >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            break n;
+        }
+    };
     if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
         return Ok(());
     }

@@ -25,6 +25,8 @@ pub struct Captured {
 
 /// The data path's end.
 pub struct CaptureTap {
+    /// Which capture session this is (so stopping one never stops another).
+    pub id: u64,
     free: Receiver<Vec<u8>>,
     full: SyncSender<Captured>,
     /// Frames skipped because the writer was behind.
@@ -38,7 +40,7 @@ pub struct CaptureReader {
 }
 
 /// A connected tap and reader with a pool of buffers.
-pub fn pair() -> (CaptureTap, CaptureReader) {
+pub fn pair(id: u64) -> (CaptureTap, CaptureReader) {
     let (free_tx, free_rx) = sync_channel(POOL);
     let (full_tx, full_rx) = sync_channel(POOL);
     for _ in 0..POOL {
@@ -46,6 +48,7 @@ pub fn pair() -> (CaptureTap, CaptureReader) {
     }
     (
         CaptureTap {
+            id,
             free: free_rx,
             full: full_tx,
             skipped: 0,
@@ -183,7 +186,7 @@ mod tests {
 
     #[test]
     fn frames_flow_through_the_pool_and_back() {
-        let (mut tap, reader) = pair();
+        let (mut tap, reader) = pair(1);
         for i in 0..10u8 {
             tap.record(&[i; 60]);
         }

@@ -267,22 +267,24 @@ impl Control {
     pub fn capture_start(
         &self,
         name: &str,
-    ) -> Result<(usize, crate::capture::CaptureReader), String> {
+    ) -> Result<(usize, u64, crate::capture::CaptureReader), String> {
         let p = self
             .pipes
             .get(name)
             .ok_or_else(|| format!("no pipe named {name:?}"))?;
-        let (tap, reader) = crate::capture::pair();
+        static NEXT_CAPTURE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT_CAPTURE.fetch_add(1, Ordering::Relaxed);
+        let (tap, reader) = crate::capture::pair(id);
         self.tell_dp(DpMsg::CaptureStart {
             slot: p.slot,
             tap: Box::new(tap),
         })?;
-        Ok((p.slot, reader))
+        Ok((p.slot, id, reader))
     }
 
-    /// Stop capturing the pipe in `slot`.
-    pub fn capture_stop(&self, slot: usize) {
-        let _ = self.tell_dp(DpMsg::CaptureStop { slot });
+    /// Stop capture session `id` on the pipe in `slot`.
+    pub fn capture_stop(&self, slot: usize, id: u64) {
+        let _ = self.tell_dp(DpMsg::CaptureStop { slot, id });
     }
 
     /// Tell the control plane about the NIC the data path uses.
@@ -761,7 +763,7 @@ fn serve_capture(ctl: &Arc<Mutex<Control>>, name: &str, count: Option<u64>, out:
             }
         }
     };
-    let (slot, reader) = reader;
+    let (slot, id, reader) = reader;
     let mut w = std::io::BufWriter::new(&out);
     let mut line = serde_json::to_string(&Response::from_result(Ok(json!({ "linktype": 1 }))))
         .unwrap_or_default();
@@ -789,7 +791,7 @@ fn serve_capture(ctl: &Arc<Mutex<Control>>, name: &str, count: Option<u64>, out:
         log::info!("capture of pipe {name}: {n} frames ({end:?})");
     }
     let c = lock(ctl);
-    c.capture_stop(slot);
+    c.capture_stop(slot, id);
 }
 
 /// Accept connections until `stop` is set (the caller then shuts the listener down to

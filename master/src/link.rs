@@ -84,6 +84,12 @@ link_counters! {
     rx_dropped,
 }
 
+/// Most neighbours remembered (and most addresses being asked for): the table is bounded
+/// so that ARP floods from the link cannot grow it without end.
+const MAX_NEIGHBORS: usize = 4096;
+/// How long a learnt MAC is used before it is asked for again.
+const NEIGHBOR_TTL: Duration = Duration::from_secs(60);
+
 /// Frames waiting for ARP resolution.
 const PENDING_SLOTS: usize = 64;
 /// How long a frame may wait for its destination's ARP reply.
@@ -100,7 +106,9 @@ struct Pending {
 
 /// IPv4 → MAC on the link, plus frames waiting for an answer.
 pub struct Neighbors {
-    table: HashMap<u32, [u8; 6]>,
+    /// MAC and when it was last confirmed; entries older than [`NEIGHBOR_TTL`] are asked
+    /// for again (a host that changed its MAC is found again).
+    table: HashMap<u32, ([u8; 6], Instant)>,
     asked: HashMap<u32, Instant>,
     pending: Vec<Pending>,
     /// Indices of free `pending` slots.
@@ -128,15 +136,38 @@ impl Neighbors {
 
     /// The MAC of `ip`, if known.
     pub fn lookup(&self, ip: u32) -> Option<[u8; 6]> {
-        self.table.get(&ip).copied()
+        self.lookup_at(ip, Instant::now())
     }
 
-    /// Record `ip` at `mac` (from any ARP packet seen on the link).
-    pub fn learn(&mut self, ip: u32, mac: [u8; 6]) {
-        if ip != 0 && mac[0] & 1 == 0 {
-            self.table.insert(ip, mac);
-            self.asked.remove(&ip);
+    /// The MAC of `ip` if known and not older than the TTL at `now`.
+    pub fn lookup_at(&self, ip: u32, now: Instant) -> Option<[u8; 6]> {
+        match self.table.get(&ip) {
+            Some((mac, at)) if now.duration_since(*at) < NEIGHBOR_TTL => Some(*mac),
+            _ => None,
         }
+    }
+
+    /// Record `ip` at `mac` from an ARP packet seen on the link. Like Linux, a new entry is
+    /// made only when the packet was meant for us (`for_us`: its target is one of our
+    /// addresses, or it answers our request); known entries are refreshed by any packet.
+    pub fn learn(&mut self, ip: u32, mac: [u8; 6], for_us: bool) {
+        if ip == 0 || mac[0] & 1 != 0 {
+            return;
+        }
+        let known = self.table.contains_key(&ip) || self.asked.contains_key(&ip);
+        if !(for_us || known) {
+            return;
+        }
+        if !self.table.contains_key(&ip) && self.table.len() >= MAX_NEIGHBORS {
+            let now = Instant::now();
+            self.table
+                .retain(|_, (_, at)| now.duration_since(*at) < NEIGHBOR_TTL);
+            if self.table.len() >= MAX_NEIGHBORS {
+                return;
+            }
+        }
+        self.table.insert(ip, (mac, Instant::now()));
+        self.asked.remove(&ip);
     }
 
     /// True if an ARP request for `ip` should go out now (rate-limited per address).
@@ -144,6 +175,10 @@ impl Neighbors {
         match self.asked.get(&ip) {
             Some(t) if now.duration_since(*t) < ARP_RETRY => false,
             _ => {
+                if self.asked.len() >= MAX_NEIGHBORS {
+                    self.asked
+                        .retain(|_, t| now.duration_since(*t) < PENDING_MAX_AGE);
+                }
                 self.asked.insert(ip, now);
                 true
             }
@@ -184,11 +219,12 @@ impl Neighbors {
                 continue;
             }
             let p = &self.pending[i];
-            if let Some(mac) = self.table.get(&p.ip) {
-                send(&p.buf[..p.len], *mac);
+            if let Some(mac) = self.lookup_at(p.ip, now) {
+                send(&p.buf[..p.len], mac);
                 self.free.push(i);
             } else if now.duration_since(p.since) > PENDING_MAX_AGE {
                 dropped += 1;
+                self.asked.remove(&p.ip);
                 self.free.push(i);
             }
         }
@@ -203,7 +239,7 @@ impl Neighbors {
                 continue;
             }
             let ip = self.pending[i].ip;
-            if !self.table.contains_key(&ip) && self.should_ask(ip, now) {
+            if self.lookup_at(ip, now).is_none() && self.should_ask(ip, now) {
                 ask(ip);
             }
         }
@@ -281,6 +317,30 @@ mod tests {
     }
 
     #[test]
+    fn only_arp_meant_for_us_makes_new_entries() {
+        let mut n = Neighbors::new(100);
+        n.learn(9, [2, 9, 9, 9, 9, 9], false);
+        assert_eq!(n.lookup(9), None, "a stranger's broadcast is not learnt");
+        n.learn(9, [2, 9, 9, 9, 9, 9], true);
+        assert_eq!(n.lookup(9), Some([2, 9, 9, 9, 9, 9]));
+        n.learn(9, [2, 8, 8, 8, 8, 8], false);
+        assert_eq!(
+            n.lookup(9),
+            Some([2, 8, 8, 8, 8, 8]),
+            "known entries are refreshed"
+        );
+        assert!(n.should_ask(10, Instant::now()));
+        n.learn(10, [2, 1, 0, 0, 0, 1], false);
+        assert_eq!(
+            n.lookup(10),
+            Some([2, 1, 0, 0, 0, 1]),
+            "an answer to our question is learnt"
+        );
+        n.learn(11, [3, 0, 0, 0, 0, 1], true);
+        assert_eq!(n.lookup(11), None, "multicast MACs are refused");
+    }
+
+    #[test]
     fn parked_frames_leave_when_resolved_or_expire() {
         let mut n = Neighbors::new(100);
         let t0 = Instant::now();
@@ -289,7 +349,7 @@ mod tests {
         assert!(n.park(7, 10, t0, |b| b.fill(1)));
         assert!(n.park(8, 10, t0, |b| b.fill(2)));
         assert!(!n.park(9, 101, t0, |_| {}));
-        n.learn(7, [2, 1, 1, 1, 1, 1]);
+        n.learn(7, [2, 1, 1, 1, 1, 1], true);
         let mut sent = Vec::new();
         assert_eq!(n.release(t0, |f, mac| sent.push((f.to_vec(), mac))), 0);
         assert_eq!(sent, vec![(vec![1; 10], [2, 1, 1, 1, 1, 1])]);

@@ -43,8 +43,8 @@ pub enum DpMsg {
     },
     /// Copy every frame pipe `slot` sends or receives to `tap` (replacing any earlier one).
     CaptureStart { slot: usize, tap: Box<CaptureTap> },
-    /// Stop capturing pipe `slot`.
-    CaptureStop { slot: usize },
+    /// Stop capture session `id` of pipe `slot` (a newer session there is left alone).
+    CaptureStop { slot: usize, id: u64 },
     /// Leave the loop.
     Shutdown,
 }
@@ -200,9 +200,11 @@ impl Switch {
                     s.capture = Some(tap);
                 }
             }
-            DpMsg::CaptureStop { slot } => {
+            DpMsg::CaptureStop { slot, id } => {
                 if let Some(Some(s)) = self.slots.get_mut(slot) {
-                    s.capture = None;
+                    if s.capture.as_ref().is_some_and(|t| t.id == id) {
+                        s.capture = None;
+                    }
                 }
             }
             DpMsg::Shutdown => return false,
@@ -366,7 +368,9 @@ impl Switch {
                     local.bad_frame += 1;
                     return;
                 };
-                neighbors.learn(arp.sender_ip, arp.sender_mac);
+                let for_us = self.by_ip.contains_key(&arp.target_ip)
+                    || self.gateways.contains_key(&arp.target_ip);
+                neighbors.learn(arp.sender_ip, arp.sender_mac, for_us);
                 if arp.op == 1
                     && self.by_ip.contains_key(&arp.target_ip)
                     && arp_out.len() < arp_out.capacity()
