@@ -34,18 +34,22 @@ pub const SOCKET_NAME: &str = "docknetd.sock";
 pub const PIPES_DIR: &str = "pipes";
 /// Default IP MTU of a pipe.
 pub const DEFAULT_MTU: u32 = 9000;
-/// Buffers per direction in a pipe, and per direction in a fast channel.
-pub const NBUFS: u32 = 512;
+/// The fewest buffers a channel gets (see [`nbufs_for_mtu`]).
+pub const MIN_NBUFS: u32 = 1024;
 /// Bytes of frame buffering a channel should at least have: more than a TCP window of
 /// the default 1 MiB socket buffers, so a service that falls behind for a moment loses no
 /// frames (a loss costs smoltcp a retransmission timeout).
 const CHANNEL_BYTES: u32 = 4 << 20;
 
-/// Buffers per direction for a pipe or fast channel of IP MTU `mtu`: at least [`NBUFS`],
-/// more for small MTUs (4096 at MTU 1500), so that every channel holds [`CHANNEL_BYTES`].
+/// Buffers per direction for a pipe or fast channel of IP MTU `mtu`: enough for
+/// [`CHANNEL_BYTES`] (4096 at MTU 1500), and never fewer than [`MIN_NBUFS`]: a link peer
+/// may fill a large-MTU pipe with 1500-byte frames, each taking a whole buffer, and the
+/// channel must still hold a 1 MiB TCP window of them (a drop stalls smoltcp on a
+/// retransmission timeout). Large buffers cost only address space: the file is sparse on
+/// tmpfs and free buffers are reused last-in first-out.
 pub fn nbufs_for_mtu(mtu: u32) -> u32 {
     (CHANNEL_BYTES / (mtu + 64))
-        .clamp(NBUFS, 4096)
+        .clamp(MIN_NBUFS, 4096)
         .next_power_of_two()
         .min(4096)
 }
@@ -891,8 +895,8 @@ mod tests {
     #[test]
     fn channel_buffers_scale_with_small_mtus() {
         assert_eq!(nbufs_for_mtu(1500), 4096);
-        assert_eq!(nbufs_for_mtu(9000), 512);
-        assert_eq!(nbufs_for_mtu(65000), 512);
+        assert_eq!(nbufs_for_mtu(9000), 1024);
+        assert_eq!(nbufs_for_mtu(65000), 1024);
         assert!(nbufs_for_mtu(576) <= 4096);
     }
 
