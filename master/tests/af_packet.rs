@@ -9,6 +9,9 @@
 
 use std::ffi::CString;
 use std::process::Command;
+
+mod common;
+use common::{enter_netns, ip};
 use std::time::{Duration, Instant};
 
 use docknet_master::nic::af_packet::{AfPacketNic, RingVersion};
@@ -23,22 +26,6 @@ struct Netns {
     name: String,
     a: String,
     b: String,
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
 }
 
 impl Netns {
@@ -77,7 +64,7 @@ impl Netns {
     fn run<T: Send + 'static>(&self, body: impl FnOnce(&str, &str) -> T + Send + 'static) -> T {
         let (name, a, b) = (self.name.clone(), self.a.clone(), self.b.clone());
         let h = std::thread::spawn(move || {
-            enter(&name);
+            enter_netns(&name).expect("enter the namespace");
             body(&a, &b)
         });
         match h.join() {
@@ -93,19 +80,6 @@ impl Drop for Netns {
             eprintln!("cleanup: {e}");
         }
     }
-}
-
-/// Move the calling thread into namespace `name`.
-fn enter(name: &str) {
-    let path = CString::new(format!("/run/netns/{name}")).unwrap();
-    // SAFETY: valid C string; plain open(2).
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    assert!(fd >= 0, "open {name}: {}", std::io::Error::last_os_error());
-    // SAFETY: fd is a network namespace file; setns affects only this thread.
-    let r = unsafe { libc::setns(fd, libc::CLONE_NEWNET) };
-    assert_eq!(r, 0, "setns {name}: {}", std::io::Error::last_os_error());
-    // SAFETY: closing the fd we opened.
-    unsafe { libc::close(fd) };
 }
 
 /// A plain AF_PACKET raw socket (no ring) bound to one interface: the far end.
@@ -272,7 +246,7 @@ fn receive(a: &str, b: &str, v: RingVersion) {
         let (name, bname) = (ns_of_thread(), b.to_string());
         let dst2 = dst;
         let sender = std::thread::spawn(move || {
-            enter(&name);
+            enter_netns(&name).expect("enter the namespace");
             let far = RawSock::open(&bname);
             for seq in 0..n {
                 let len = 60 + (seq as usize * 37) % (1514 - 60 + 1);

@@ -8,6 +8,9 @@
 
 use std::net::Ipv4Addr;
 use std::process::Command;
+
+mod common;
+use common::{enter_netns, ip};
 use std::time::{Duration, Instant};
 
 use docknet_master::nic::dpdk::{DpdkNic, BURST};
@@ -15,22 +18,6 @@ use docknet_master::nic::Nic;
 
 /// A local experimental EtherType: frames of this test, nothing else uses it.
 const ETHERTYPE: u16 = 0x88b5;
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
 
 /// A network namespace with a veth pair `a` <-> `b`, deleted (with the pair) on drop.
 struct Netns {
@@ -66,30 +53,6 @@ impl Netns {
         ip(&["-n", &ns.name, "link", "set", &ns.a, "up"])?;
         ip(&["-n", &ns.name, "link", "set", &ns.b, "up"])?;
         Ok(ns)
-    }
-}
-
-/// Move the calling thread into network namespace `name`.
-fn enter_netns(name: &str) -> Result<(), String> {
-    {
-        let path = std::ffi::CString::new(format!("/run/netns/{name}")).unwrap();
-        // SAFETY: open(2) with a NUL-terminated path.
-        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(format!(
-                "open {path:?}: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        // SAFETY: setns on a netns fd we own; affects only the calling thread.
-        let r = unsafe { libc::setns(fd, libc::CLONE_NEWNET) };
-        let err = std::io::Error::last_os_error();
-        // SAFETY: closing the fd we opened.
-        unsafe { libc::close(fd) };
-        if r < 0 {
-            return Err(format!("setns {name}: {err}"));
-        }
-        Ok(())
     }
 }
 

@@ -9,24 +9,11 @@
 use std::net::Ipv4Addr;
 use std::process::Command;
 
+mod common;
+use common::{enter_netns, ip};
+
 use docknet_master::nic::dpdk::DpdkNic;
 use docknet_master::nic::Nic;
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
 
 /// A network namespace, deleted on drop (with the TAP the PMD made in it).
 struct Netns(String);
@@ -36,27 +23,6 @@ impl Drop for Netns {
         let _ = ip(&["netns", "del", &self.0]);
         let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.0));
     }
-}
-
-fn enter_netns(name: &str) -> Result<(), String> {
-    let path = std::ffi::CString::new(format!("/run/netns/{name}")).unwrap();
-    // SAFETY: open(2) with a NUL-terminated path.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(format!(
-            "open {path:?}: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: setns on a netns fd we own; affects only the calling thread.
-    let r = unsafe { libc::setns(fd, libc::CLONE_NEWNET) };
-    let err = std::io::Error::last_os_error();
-    // SAFETY: closing the fd we opened.
-    unsafe { libc::close(fd) };
-    if r < 0 {
-        return Err(format!("setns {name}: {err}"));
-    }
-    Ok(())
 }
 
 /// The net_tap PMD implements rte_flow with tc (multiq qdisc, flower filters, skbedit
