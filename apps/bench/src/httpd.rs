@@ -487,6 +487,20 @@ fn run_nginx(a: &HttpdArgs, cmds: &mut PathCommands) -> Result<Vec<HttpRow>, Str
     Ok(rows)
 }
 
+/// `Err` (with their stderr) once dn-httpd or docknetd has exited during a measurement.
+fn both_alive(server: &mut ChildGuard, d: &mut Daemon) -> Result<(), String> {
+    if let Some(s) = server.exited() {
+        return Err(format!(
+            "dn-httpd exited ({s}): {}",
+            server.stderr_tail.digest()
+        ));
+    }
+    if let Some(s) = d.exited() {
+        return Err(format!("docknetd exited ({s}): {}", d.stderr_tail()));
+    }
+    Ok(())
+}
+
 /// Waits until `url` answers 200 to a 1-second wrk run from namespace `ns`.
 fn wait_http(ns: &str, url: &str, server: &mut ChildGuard) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -596,18 +610,7 @@ fn run_docknet(
             c
         },
         parse_loadgen,
-        || {
-            if let Some(s) = server.exited() {
-                return Err(format!(
-                    "dn-httpd exited ({s}): {}",
-                    server.stderr_tail.digest()
-                ));
-            }
-            if let Some(s) = d.exited() {
-                return Err(format!("docknetd exited ({s}): {}", d.stderr_tail()));
-            }
-            Ok(())
-        },
+        || both_alive(&mut server, &mut d),
     );
     drop(server);
     drop(d);
@@ -662,18 +665,7 @@ fn run_tap(
         HttpPath::WrkTapDnHttpd,
         |n| wrk_cmd(a, &ns.name, &url, n),
         parse_wrk,
-        || {
-            if let Some(s) = server.exited() {
-                return Err(format!(
-                    "dn-httpd exited ({s}): {}",
-                    server.stderr_tail.digest()
-                ));
-            }
-            if let Some(s) = d.exited() {
-                return Err(format!("docknetd exited ({s}): {}", d.stderr_tail()));
-            }
-            Ok(())
-        },
+        || both_alive(&mut server, &mut d),
     );
     drop(server);
     drop(d);
