@@ -18,6 +18,7 @@ use smoltcp::time::Instant;
 
 use crate::abi::{pipe_flags, Doorbell, ETH_HEADER_LEN};
 use crate::channel::{ChannelReceiver, ChannelSender, RxFrame};
+use crate::fault::RxDropper;
 use crate::fc::FcEnd;
 use crate::pipe::{AttachError, ServicePipeEnd, FC_DIR};
 
@@ -43,6 +44,8 @@ pub struct DeviceStats {
     pub tx_no_buffer: u64,
     /// Route-cache misses: frames copied from one channel's buffer to another's.
     pub tx_reroutes: u64,
+    /// Received frames dropped on purpose by the fault injector (`DOCKNET_DROP_RX`).
+    pub rx_injected_drops: u64,
 }
 
 /// The service's network device: its pipe plus zero or more fast channels.
@@ -64,6 +67,8 @@ pub struct PipeDevice {
     /// Where that reply sits while smoltcp reads it (apart from `scratch`, which a reply
     /// transmitted during the read may use).
     arp_rx: [u8; ARP_FRAME_LEN],
+    /// Test-only loss on receive (off unless `DOCKNET_DROP_RX` is set).
+    rx_drop: RxDropper,
     pub stats: DeviceStats,
 }
 
@@ -90,11 +95,25 @@ impl PipeDevice {
             scratch,
             local_arp: None,
             arp_rx: [0; ARP_FRAME_LEN],
+            rx_drop: RxDropper::off(),
             stats: DeviceStats::default(),
         };
         dev.fc_generation = dev.pipe.fc_generation();
         dev.rescan_fcs();
         Ok(dev)
+    }
+
+    /// Drop received frames as `dropper` decides (fault injection for tests).
+    pub fn set_rx_dropper(&mut self, dropper: RxDropper) {
+        self.rx_drop = dropper;
+    }
+
+    /// With loss injection on: (frames dropped, frames received including the dropped).
+    pub fn injected_loss(&self) -> Option<(u64, u64)> {
+        self.rx_drop.is_on().then(|| {
+            let s = &self.stats;
+            (s.rx_injected_drops, s.rx_pipe_frames + s.rx_fc_frames)
+        })
     }
 
     /// The pipe's identity (address, MAC, MTU).
@@ -285,21 +304,29 @@ impl phy::Device for PipeDevice {
                 PipeTxToken { dev: self },
             ));
         }
-        let mut got = None;
-        for i in 0..self.fcs.len() {
-            if let Some(f) = self.fcs[i].rx.recv() {
-                self.stats.rx_fc_frames += 1;
-                got = Some((Route::Fc(i), f));
-                break;
+        let (route, frame) = loop {
+            let mut got = None;
+            for i in 0..self.fcs.len() {
+                if let Some(f) = self.fcs[i].rx.recv() {
+                    self.stats.rx_fc_frames += 1;
+                    got = Some((Route::Fc(i), f));
+                    break;
+                }
             }
-        }
-        if got.is_none() {
-            if let Some(f) = self.pipe.rx.recv() {
-                self.stats.rx_pipe_frames += 1;
-                got = Some((Route::Pipe, f));
+            if got.is_none() {
+                if let Some(f) = self.pipe.rx.recv() {
+                    self.stats.rx_pipe_frames += 1;
+                    got = Some((Route::Pipe, f));
+                }
             }
-        }
-        let (route, frame) = got?;
+            let (route, frame) = got?;
+            if !self.rx_drop.should_drop() {
+                break (route, frame);
+            }
+            // Injected loss: the frame never reaches smoltcp; its buffer goes straight back.
+            self.stats.rx_injected_drops += 1;
+            self.receiver(route).give_back(frame.buf);
+        };
         let ptr = self.receiver(route).frame_ptr(frame);
         self.pending_rx = Some((route, frame));
         Some((

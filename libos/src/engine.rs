@@ -20,6 +20,7 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpo
 
 use crate::device::PipeDevice;
 use crate::doorbell::{IdlePolicy, Sleeper};
+use crate::fault::{BadDropRate, RxDropper};
 use crate::pipe::AttachError;
 
 /// Environment variable naming the pipe directory.
@@ -38,20 +39,35 @@ pub struct EngineConfig {
     pub tcp_tx_buffer: usize,
     /// Spin-then-sleep policy.
     pub idle: IdlePolicy,
+    /// Loss injected on receive, for tests (`DOCKNET_DROP_RX`; off by default).
+    pub rx_drop: RxDropper,
 }
 
 impl EngineConfig {
-    /// Defaults, with the pipe directory from `DOCKNET_PIPE` (or [`DEFAULT_PIPE_DIR`]).
+    /// Defaults, with the pipe directory from `DOCKNET_PIPE` (or [`DEFAULT_PIPE_DIR`])
+    /// and injected loss from `DOCKNET_DROP_RX`; a bad `DOCKNET_DROP_RX` is an error.
+    pub fn try_from_env() -> Result<Self, BadDropRate> {
+        Ok(Self::from_env_with(RxDropper::from_env()?))
+    }
+
+    /// As [`EngineConfig::try_from_env`], but a bad `DOCKNET_DROP_RX` is logged and no loss
+    /// is injected.
     pub fn from_env() -> Self {
-        let pipe_dir = std::env::var_os(PIPE_ENV)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_PIPE_DIR));
-        let idle = IdlePolicy::from_env();
+        Self::from_env_with(RxDropper::from_env().unwrap_or_else(|e| {
+            log::error!("{e}; injecting no loss");
+            RxDropper::off()
+        }))
+    }
+
+    fn from_env_with(rx_drop: RxDropper) -> Self {
         EngineConfig {
-            pipe_dir,
+            pipe_dir: std::env::var_os(PIPE_ENV)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_PIPE_DIR)),
             tcp_rx_buffer: 256 * 1024,
             tcp_tx_buffer: 256 * 1024,
-            idle,
+            idle: IdlePolicy::from_env(),
+            rx_drop,
         }
     }
 }
@@ -127,6 +143,13 @@ impl Engine {
     pub fn attach(cfg: EngineConfig) -> Result<Engine, AttachError> {
         install_signal_handlers();
         let mut dev = PipeDevice::attach(&cfg.pipe_dir)?;
+        if cfg.rx_drop.is_on() {
+            log::warn!(
+                "fault injection on ({}): dropping some received frames on purpose",
+                crate::fault::DROP_ENV
+            );
+        }
+        dev.set_rx_dropper(cfg.rx_drop.clone());
         let info = dev.info().clone();
         let epoch = std::time::Instant::now();
         let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(info.mac)));

@@ -4,6 +4,7 @@
 //! - [`shm`], [`ring`], [`channel`], [`doorbell`]: moving frames through shared memory.
 //! - [`pipe`], [`fc`]: pipe and fast-channel files.
 //! - [`device`]: a smoltcp `Device` over a pipe and its fast channels.
+//! - [`fault`]: loss injected on receive, for tests (`DOCKNET_DROP_RX`).
 //! - [`engine`]: the run-to-completion loop and the socket API apps use.
 //! - [`runtime`]: the process entry (`docknet::main!`).
 
@@ -12,6 +13,7 @@ pub mod channel;
 pub mod device;
 pub mod doorbell;
 pub mod engine;
+pub mod fault;
 pub mod fc;
 pub mod pipe;
 pub mod ring;

@@ -19,7 +19,13 @@ pub fn start(
 ) -> i32 {
     let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .try_init();
-    let mut cfg = EngineConfig::from_env();
+    let mut cfg = match EngineConfig::try_from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return 2;
+        }
+    };
     config(&mut cfg);
     let mut engine = match Engine::attach(cfg) {
         Ok(e) => e,
@@ -29,6 +35,12 @@ pub fn start(
         }
     };
     let result = app(&mut engine);
+    if let Some((dropped, received)) = engine.device().injected_loss() {
+        eprintln!(
+            "{name}: injected loss ({}): dropped {dropped} of {received} received frames",
+            crate::fault::DROP_ENV
+        );
+    }
     if engine.pipe_removed() {
         eprintln!(
             "{name}: docknetd removed the pipe {}",

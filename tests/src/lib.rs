@@ -517,11 +517,23 @@ impl Daemon {
         bin_name: &str,
         args: &[&str],
     ) -> (ChildGuard, std::process::ChildStdout) {
+        self.spawn_service_env(pipe, bin_name, args, &[])
+    }
+
+    /// As [`Daemon::spawn_service`], with extra environment variables.
+    pub fn spawn_service_env(
+        &self,
+        pipe: &str,
+        bin_name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> (ChildGuard, std::process::ChildStdout) {
         let n = self.services.fetch_add(1, Ordering::Relaxed);
         let log = self.run_dir.join(format!("{bin_name}-{pipe}-{n}.log"));
         let mut child = Command::new(bin(bin_name))
             .args(args)
             .env("DOCKNET_PIPE", self.pipe_dir(pipe))
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(File::create(&log).expect("create service log"))

@@ -387,6 +387,13 @@ fn client(
     if let Some(f) = failure {
         return Err(f.into());
     }
+    if msg < total {
+        // The engine stopped early: SIGTERM/SIGINT. Not a result.
+        return Err(format!(
+            "stopped by a signal before the end (message {msg} of {total}, {got} of {size} bytes echoed)"
+        )
+        .into());
+    }
     let elapsed = measure_end
         .saturating_duration_since(measure_start)
         .as_secs_f64()
