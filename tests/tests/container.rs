@@ -233,6 +233,11 @@ fn httpd_image_runs_under_runc_with_its_pipe_only() {
         "[container]   uncompressed overhead: {overhead_uncompressed} B (tar {tar_len} B, manifest+config+index+oci-layout {meta} B)"
     );
     assert!(
+        bin_size <= 1024 * 1024,
+        "dn-httpd is {bin_size} B, over issue 4's 1 MiB (1048576 B); build-minimal.sh links \
+         musl's libc.a when musl-tools and musl-dev are installed, glibc's does not fit"
+    );
+    assert!(
         overhead_disk <= 64 * 1024,
         "the image layout adds {overhead_disk} B to the binary (> 64 KiB)"
     );
