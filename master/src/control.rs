@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::net::{self, fmt_mac, mac_for_ip};
+use crate::rate::bytes_per_sec_from_mbps;
 use crate::stats::{snapshot, PipeStats, StatsSnapshot};
 use crate::switch::DpMsg;
 
@@ -70,7 +71,8 @@ pub enum Request {
         ip: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mtu: Option<u32>,
-        /// Stored and shown; not enforced yet.
+        /// Rate limit in Mbit/s (1..=[`crate::rate::MAX_RATE_MBPS`]) on what the pipe sends through
+        /// the master; none by default.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rate_mbps: Option<u64>,
     },
@@ -89,8 +91,12 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
     },
-    /// Set a pipe's rate limit (stored only for now).
+    /// Set a pipe's rate limit in Mbit/s (1..=[`crate::rate::MAX_RATE_MBPS`]): the master takes the
+    /// frames the pipe sends (to other pipes and the NIC) no faster. Fast channels bypass
+    /// the master and are not limited.
     RateSet { name: String, mbps: u64 },
+    /// Remove a pipe's rate limit.
+    RateClear { name: String },
     /// Mount a pipe into a process's mount namespace (not implemented yet).
     Attach { name: String, pid: u32 },
     /// The NIC's name and counters.
@@ -159,7 +165,7 @@ pub struct PipeEntry {
     pub gateway: String,
     pub mac: String,
     pub mtu: u32,
-    /// Stored, not enforced yet.
+    /// Rate limit (Mbit/s) on what the pipe sends through the master; `None`: unlimited.
     pub rate_mbps: Option<u64>,
     /// Pid of the attached service, 0 when none (as the service wrote it).
     pub attached_pid: u32,
@@ -335,14 +341,8 @@ impl Control {
             Request::Stats { name } => self
                 .stats(name.as_deref())
                 .map(|m| serde_json::to_value(m).unwrap_or(Value::Null)),
-            Request::RateSet { name, mbps } => {
-                let p = self.pipe_mut(&name)?;
-                p.rate_mbps = Some(mbps);
-                log::info!(
-                    "pipe {name}: rate limit set to {mbps} Mbit/s (stored; not enforced yet)"
-                );
-                Ok(json!({ "name": name, "rate_mbps": mbps, "enforced": false }))
-            }
+            Request::RateSet { name, mbps } => self.rate_set(&name, Some(mbps)),
+            Request::RateClear { name } => self.rate_set(&name, None),
             Request::Capture { .. } => {
                 Err("capture needs its own connection (docknetctl capture)".into())
             }
@@ -363,6 +363,44 @@ impl Control {
                 Ok(json!({ "name": name, "pid": pid, "mounted_at": crate::attach::MOUNT_POINT }))
             }
         }
+    }
+
+    /// Set (`Some`) or lift (`None`) the rate limit of pipe `name`.
+    fn rate_set(&mut self, name: &str, mbps: Option<u64>) -> Result<Value, String> {
+        let rate = mbps.map(bytes_per_sec_from_mbps).transpose()?;
+        let slot = self.pipe_mut(name)?.slot;
+        self.tell_dp(DpMsg::SetRate {
+            slot,
+            bytes_per_sec: rate,
+        })?;
+        self.pipe_mut(name)?.rate_mbps = mbps;
+        // Fast channels bypass the master: say which ones the limit does not cover.
+        let unlimited: Vec<&str> = self
+            .fcs
+            .values()
+            .filter_map(|f| {
+                if f.a == name {
+                    Some(f.b.as_str())
+                } else if f.b == name {
+                    Some(f.a.as_str())
+                } else {
+                    None
+                }
+            })
+            .collect();
+        match mbps {
+            Some(m) => {
+                log::info!("pipe {name}: rate limit {m} Mbit/s on what it sends through the master")
+            }
+            None => log::info!("pipe {name}: rate limit removed"),
+        }
+        Ok(json!({
+            "name": name,
+            "rate_mbps": mbps,
+            "enforced": true,
+            "note": "the limit covers frames the pipe sends through the master (to pipes and the NIC); fast channels bypass the master and are not limited",
+            "unlimited_fast_channels": unlimited,
+        }))
     }
 
     fn pipe_mut(&mut self, name: &str) -> Result<&mut PipeRec, String> {
@@ -418,6 +456,7 @@ impl Control {
         }
         let (ip, prefix_len) = net::parse_cidr(cidr)?;
         let gateway = self.check_new_addr(ip, prefix_len)?;
+        let rate = rate_mbps.map(bytes_per_sec_from_mbps).transpose()?;
         let mtu = mtu.unwrap_or(self.link.as_ref().map_or(DEFAULT_MTU, |l| l.pipe_mtu));
         if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
             return Err(format!(
@@ -478,19 +517,30 @@ impl Control {
             stats: stats.clone(),
             faults: end.faults.clone(),
         };
-        if let Err(e) = self.tell_dp(DpMsg::Add {
-            slot,
-            end: Box::new(end),
-            stats,
-        }) {
+        let added = self
+            .tell_dp(DpMsg::Add {
+                slot,
+                end: Box::new(end),
+                stats,
+            })
+            .and_then(|()| match rate {
+                // Queued right behind `Add`: applied before the service can attach.
+                Some(r) => self.tell_dp(DpMsg::SetRate {
+                    slot,
+                    bytes_per_sec: Some(r),
+                }),
+                None => Ok(()),
+            });
+        if let Err(e) = added {
             let _ = std::fs::remove_dir_all(&dir);
             self.free_slots.push(slot);
             return Err(e);
         }
         let entry = self.entry(name, &rec);
         self.pipes.insert(name.to_string(), rec);
+        let limit = rate_mbps.map_or(String::new(), |m| format!(" rate limit {m} Mbit/s"));
         log::info!(
-            "pipe {name}: created {ip}/{prefix_len} mac {} mtu {mtu} in {}",
+            "pipe {name}: created {ip}/{prefix_len} mac {} mtu {mtu}{limit} in {}",
             fmt_mac(&mac),
             dir.display()
         );
@@ -1075,12 +1125,56 @@ mod tests {
         })
         .unwrap();
         assert!(!dir.join("pipes/a/fc/b.map").exists());
-        c.handle(Request::RateSet {
-            name: "a".into(),
-            mbps: 100,
-        })
-        .unwrap();
+        let r = c
+            .handle(Request::RateSet {
+                name: "a".into(),
+                mbps: 100,
+            })
+            .unwrap();
+        assert_eq!(r["enforced"], true);
         assert_eq!(c.pipe_ls()[0].rate_mbps, Some(100));
+        for mbps in [0, crate::rate::MAX_RATE_MBPS + 1, u64::MAX] {
+            let e = c
+                .handle(Request::RateSet {
+                    name: "a".into(),
+                    mbps,
+                })
+                .unwrap_err();
+            assert!(e.contains("invalid rate limit"), "{e}");
+        }
+        assert_eq!(
+            c.pipe_ls()[0].rate_mbps,
+            Some(100),
+            "a bad value changes nothing"
+        );
+        let e = c
+            .handle(Request::RateSet {
+                name: "zz".into(),
+                mbps: 5,
+            })
+            .unwrap_err();
+        assert!(e.contains("no pipe"), "{e}");
+        c.handle(Request::RateClear { name: "a".into() }).unwrap();
+        assert_eq!(c.pipe_ls()[0].rate_mbps, None);
+        let e = c
+            .handle(Request::PipeCreate {
+                name: "c".into(),
+                ip: "10.88.0.4/16".into(),
+                mtu: None,
+                rate_mbps: Some(0),
+            })
+            .unwrap_err();
+        assert!(e.contains("invalid rate limit"), "{e}");
+        assert!(!dir.join("pipes/c").exists());
+        let e = c
+            .handle(Request::PipeCreate {
+                name: "c".into(),
+                ip: "10.88.0.4/16".into(),
+                mtu: None,
+                rate_mbps: Some(500),
+            })
+            .unwrap();
+        assert_eq!(e["rate_mbps"], 500);
         c.shutdown();
         assert!(c.handle(Request::Ping).is_err());
         assert_eq!(std::fs::read_dir(dir.join(PIPES_DIR)).unwrap().count(), 0);

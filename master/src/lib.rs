@@ -1,6 +1,7 @@
 //! DockNet master: the `docknetd` daemon and the `docknetctl` client.
 //!
 //! - [`net`]: address validation, MAC derivation, frame classification, ARP replies.
+//! - [`rate`]: token buckets for per-pipe rate limits (used by the switch).
 //! - [`stats`]: per-pipe counters shared between the data path and the control plane.
 //! - [`switch`]: the data-path thread (pipe ↔ pipe switching, idle sleep on doorbells).
 //! - [`control`]: the JSON-lines control protocol, pipe/fast-channel state, socket server
@@ -15,5 +16,6 @@ pub mod daemon;
 pub mod link;
 pub mod net;
 pub mod nic;
+pub mod rate;
 pub mod stats;
 pub mod switch;

@@ -93,6 +93,9 @@ counters! {
     unsupported,
     /// 1 if the NIC steers this pipe's frames in hardware (DPDK rte_flow), else 0.
     steered_hw,
+    /// Times the pipe's rate limit held its frames back (the master stopped taking them
+    /// until tokens were due; nothing is dropped). 0 for a pipe without a limit.
+    throttled,
 }
 
 /// A snapshot of one pipe's counters and its channel faults.

@@ -8,8 +8,14 @@
 //! When a whole round finds nothing it spins for [`IdlePolicy::spin`], then sleeps on every
 //! pipe's master doorbell plus a private control doorbell (rung by the control plane after
 //! each message), so an idle daemon uses ~0% CPU and config changes apply at once.
+//!
+//! A pipe with a rate limit has a [`TokenBucket`] (see [`crate::rate`]): each round refills
+//! it (one clock read per round, only while some pipe is limited) and the pipe's TX ring is
+//! drained only while it holds tokens. Frames left behind wait in the service's ring; the
+//! sleep ignores such a throttled pipe and wakes when its tokens are due.
 
 use std::collections::HashMap;
+use std::num::NonZeroU64;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +29,7 @@ use crate::capture::CaptureTap;
 use crate::link::{self, LinkCounters, LinkStats, Neighbors};
 use crate::net::{self, Verdict, ARP_FRAME_LEN, ETH_LEN, HDR_COPY, MASTER_MAC};
 use crate::nic::{CsumState, Nic, NicWaker, RxMeta, TxMeta};
+use crate::rate::TokenBucket;
 use crate::stats::{Counters, PipeStats};
 
 /// Most frames taken from one pipe per round (keeps one busy pipe from starving others).
@@ -45,6 +52,12 @@ pub enum DpMsg {
     CaptureStart { slot: usize, tap: Box<CaptureTap> },
     /// Stop capture session `id` of pipe `slot` (a newer session there is left alone).
     CaptureStop { slot: usize, id: u64 },
+    /// Limit what pipe `slot` sends through the master to `bytes_per_sec` (whole frames),
+    /// or lift its limit (`None`).
+    SetRate {
+        slot: usize,
+        bytes_per_sec: Option<NonZeroU64>,
+    },
     /// Leave the loop.
     Shutdown,
 }
@@ -62,6 +75,13 @@ struct Slot {
     prefix_len: u8,
     /// Set while `docknetctl capture` watches this pipe.
     capture: Option<Box<CaptureTap>>,
+    /// The pipe's rate limit, if it has one.
+    bucket: Option<TokenBucket>,
+    /// Frames wait in the TX ring for tokens (set when counted in `local.throttled`,
+    /// cleared when the next frame is taken).
+    throttled: bool,
+    /// Largest frame the pipe sends (IP MTU + Ethernet header): the bucket's least burst.
+    max_frame: usize,
 }
 
 /// The switch state owned by the data-path thread.
@@ -77,6 +97,8 @@ pub struct Switch {
     idle: IdlePolicy,
     /// The link to the world outside the host, if any (`--nic`).
     nic: Option<NicPort>,
+    /// Number of pipes with a rate limit (the clock is read per round only if > 0).
+    limited: usize,
 }
 
 /// The NIC and what the switch keeps about its link.
@@ -119,6 +141,7 @@ impl Switch {
             bells: Vec::new(),
             idle: IdlePolicy::from_env(),
             nic: None,
+            limited: 0,
         }
     }
 
@@ -158,6 +181,7 @@ impl Switch {
                 let gateway = u32::from(end.info.gateway);
                 let mac = end.info.mac;
                 let prefix_len = end.info.prefix_len;
+                let max_frame = end.info.mtu as usize + ETH_LEN;
                 if self.slots.len() <= slot {
                     self.slots.resize_with(slot + 1, || None);
                 }
@@ -174,6 +198,9 @@ impl Switch {
                     gateway,
                     prefix_len,
                     capture: None,
+                    bucket: None,
+                    throttled: false,
+                    max_frame,
                 });
                 self.by_ip.insert(ip, slot);
                 *self.gateways.entry(gateway).or_insert(0) += 1;
@@ -184,6 +211,7 @@ impl Switch {
                         s.stats.publish(&s.local);
                     }
                 }
+                self.count_limited();
                 log::debug!(
                     "data path: pipe slot {slot} added ({})",
                     std::net::Ipv4Addr::from(ip)
@@ -207,9 +235,41 @@ impl Switch {
                     }
                 }
             }
+            DpMsg::SetRate {
+                slot,
+                bytes_per_sec,
+            } => {
+                if let Some(Some(s)) = self.slots.get_mut(slot) {
+                    let now = Instant::now();
+                    match (bytes_per_sec, s.bucket.as_mut()) {
+                        (Some(rate), Some(b)) => b.set_rate(rate, now),
+                        (Some(rate), None) => {
+                            s.bucket = Some(TokenBucket::new(rate, s.max_frame, now))
+                        }
+                        (None, _) => {
+                            s.bucket = None;
+                            s.throttled = false;
+                        }
+                    }
+                    log::debug!(
+                        "data path: pipe slot {slot} rate limit {:?} bytes/s",
+                        bytes_per_sec
+                    );
+                }
+                self.count_limited();
+            }
             DpMsg::Shutdown => return false,
         }
         true
+    }
+
+    fn count_limited(&mut self) {
+        self.limited = self
+            .slots
+            .iter()
+            .flatten()
+            .filter(|s| s.bucket.is_some())
+            .count();
     }
 
     fn remove(&mut self, slot: usize) {
@@ -229,6 +289,7 @@ impl Switch {
             }
         }
         s.stats.publish(&s.local);
+        self.count_limited();
         log::debug!("data path: pipe slot {slot} removed");
     }
 
@@ -247,18 +308,43 @@ impl Switch {
         }
     }
 
-    /// One pass over every pipe: up to [`BATCH`] frames each, then flush. Returns the
-    /// number of frames taken.
+    /// One pass over every pipe: up to [`BATCH`] frames each (a rate-limited pipe: only
+    /// while its bucket holds tokens), then flush. Returns the number of frames taken.
     pub fn round(&mut self) -> usize {
         let mut total = self.link_round();
+        let now = if self.limited > 0 {
+            Some(Instant::now())
+        } else {
+            None
+        };
         for i in 0..self.slots.len() {
+            if let (Some(now), Some(Some(s))) = (now, self.slots.get_mut(i)) {
+                if let Some(b) = s.bucket.as_mut() {
+                    b.refill(now);
+                }
+            }
             for _ in 0..BATCH {
                 let Some(src) = self.slots[i].as_mut() else {
                     break;
                 };
+                if let Some(b) = src.bucket.as_mut() {
+                    if !b.may_send() {
+                        // Out of tokens: the frames stay in the service's ring.
+                        if !src.throttled && src.end.tx.has_work() {
+                            src.throttled = true;
+                            src.local.throttled += 1;
+                            src.dirty = true;
+                        }
+                        break;
+                    }
+                }
                 let Some(frame) = src.end.tx.recv() else {
                     break;
                 };
+                if let Some(b) = src.bucket.as_mut() {
+                    b.take(frame.len as usize);
+                    src.throttled = false;
+                }
                 self.process(i, frame);
                 if let Some(src) = self.slots[i].as_mut() {
                     src.end.tx.give_back(frame.buf);
@@ -597,8 +683,24 @@ impl Switch {
         if let Some(w) = self.nic.as_ref().and_then(|p| p.waker.as_ref()) {
             w.arm();
         }
+        // A pipe out of tokens has no work until they are due, frames or not: its ring
+        // waiting must not keep us awake (a busy spin), only cut the sleep short.
+        let now = if self.limited > 0 {
+            Some(Instant::now())
+        } else {
+            None
+        };
         let mut work = false;
         for s in self.slots.iter_mut().flatten() {
+            if let (Some(b), Some(now)) = (s.bucket.as_mut(), now) {
+                b.refill(now);
+                if !b.may_send() {
+                    if s.end.tx.has_work() {
+                        timeout = timeout.min(b.wait_time());
+                    }
+                    continue;
+                }
+            }
             if s.end.tx.has_work() {
                 work = true;
                 break;
@@ -1037,6 +1139,64 @@ mod tests {
         send(&mut a, &ipv4_frame(ia, ib, 10));
         r.sw.round();
         assert_eq!(r.stats[0].load().no_route, 2);
+        r.tx.send(DpMsg::Shutdown).unwrap();
+        assert!(!r.sw.poll_control());
+    }
+
+    #[test]
+    fn rate_limit_holds_frames_back_and_sleep_waits_for_tokens() {
+        let mut r = rig("rate", &[("10.88.0.2", 1500), ("10.88.0.3", 1500)]);
+        let mut a = ServicePipeEnd::attach(&r.dirs[0]).unwrap();
+        let mut b = ServicePipeEnd::attach(&r.dirs[1]).unwrap();
+        let (ia, ib) = (ip("10.88.0.2"), ip("10.88.0.3"));
+        // 1 Mbit/s: the bucket starts with its least burst, 2 × 1514 bytes.
+        r.tx.send(DpMsg::SetRate {
+            slot: 0,
+            bytes_per_sec: NonZeroU64::new(125_000),
+        })
+        .unwrap();
+        assert!(r.sw.poll_control());
+        assert_eq!(r.sw.limited, 1);
+        let f = ipv4_frame(ia, ib, 1000 - 42);
+        assert_eq!(f.len(), 1000);
+        for _ in 0..10 {
+            assert!(a.tx.send_copy(&f));
+        }
+        a.tx.flush();
+        // 3028 tokens: four frames (the fourth overdraws), then nothing.
+        assert_eq!(r.sw.round(), 4);
+        assert_eq!(r.sw.round(), 0);
+        assert_eq!(recv_all(&mut b).len(), 4);
+        let s = r.stats[0].load();
+        assert_eq!((s.tx_frames, s.throttled), (4, 1), "one throttle episode");
+        // -972 tokens: 973 bytes at 125 kB/s = 7.8 ms. The sleep neither spins (returns
+        // at once because frames wait) nor oversleeps to the 100 ms idle limit.
+        let t = Instant::now();
+        assert!(r.sw.sleep(Duration::from_secs(1)));
+        let slept = t.elapsed();
+        assert!(
+            slept >= Duration::from_millis(4) && slept < Duration::from_millis(80),
+            "slept {slept:?}"
+        );
+        while r.sw.round() == 0 {
+            assert!(t.elapsed() < Duration::from_secs(2), "tokens never came");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(r.stats[0].load().tx_frames, 5);
+        // Lifting the limit lets the rest through at once.
+        r.tx.send(DpMsg::SetRate {
+            slot: 0,
+            bytes_per_sec: None,
+        })
+        .unwrap();
+        assert!(r.sw.poll_control());
+        assert_eq!(r.sw.limited, 0);
+        assert_eq!(r.sw.round(), 5);
+        assert_eq!(recv_all(&mut b).len(), 6);
+        // Traffic the other way (pipe b, unlimited) was never held back.
+        send(&mut b, &ipv4_frame(ib, ia, 100));
+        assert_eq!(r.sw.round(), 1);
+        assert_eq!(r.stats[1].load().throttled, 0);
         r.tx.send(DpMsg::Shutdown).unwrap();
         assert!(!r.sw.poll_control());
     }

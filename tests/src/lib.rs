@@ -38,6 +38,7 @@ pub const COUNTERS: &[&str] = &[
     "ring_corrupt",
     "arp_replies",
     "too_big",
+    "throttled",
 ];
 
 /// Default timeout for a `docknetctl` command.

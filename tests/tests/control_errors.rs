@@ -108,6 +108,22 @@ fn control_errors() {
         ("fc with unknown pipe", &["fc", "create", "a", "nosuch"]),
         ("fc with unknown pipe", &["fc", "create", "nosuch", "b"]),
         ("stats of unknown pipe", &["stats", "nosuch", "--json"]),
+        ("rate limit 0", &["rate", "set", "a", "0"]),
+        ("rate limit not a number", &["rate", "set", "a", "fast"]),
+        ("rate limit too high", &["rate", "set", "a", "1000001"]),
+        ("rate of unknown pipe", &["rate", "set", "nosuch", "10"]),
+        (
+            "pipe with rate limit 0",
+            &[
+                "pipe",
+                "create",
+                "c",
+                "--ip",
+                "10.88.0.9/16",
+                "--rate-mbps",
+                "0",
+            ],
+        ),
     ];
     for (what, args) in cases {
         let line = d.ctl_err(args);

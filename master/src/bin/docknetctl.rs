@@ -61,7 +61,7 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Rate limits.
+    /// Rate limits on what a pipe sends through the master (fast channels are not limited).
     #[command(subcommand)]
     Rate(RateCmd),
     /// Mount a pipe at /run/docknet/pipe inside a process's mount namespace only (e.g. a
@@ -89,7 +89,10 @@ enum PipeCmd {
         /// that leave the host must fit the link).
         #[arg(long, value_name = "M")]
         mtu: Option<u32>,
-        /// Rate limit in Mbit/s. Stored and shown only: enforcement comes in a later issue.
+        /// Rate limit in Mbit/s (1-1000000) on what the service sends through the master
+        /// (to other pipes and the NIC), counted in whole Ethernet frames; excess frames
+        /// wait in the service's ring (nothing is dropped). Fast channels bypass the
+        /// master and are not limited. Default: no limit.
         #[arg(long, value_name = "R")]
         rate_mbps: Option<u64>,
     },
@@ -132,12 +135,18 @@ enum FcCmd {
 
 #[derive(Subcommand, Debug)]
 enum RateCmd {
-    /// Set a pipe's rate limit (stored and shown only: enforcement comes in a later issue).
+    /// Set or remove a pipe's rate limit (Mbit/s, or `off`).
+    ///
+    /// It applies at once to everything the service sends through the master (to other pipes and the NIC), counted in whole Ethernet
+    /// frames; frames over the limit wait in the service's ring, so TCP slows down
+    /// without losses. Fast channels bypass the master and are not limited. `pipe ls`
+    /// shows the limits, `stats` counts how often a pipe was held back (`throttled`).
     Set {
         /// Pipe name.
         name: String,
-        /// Limit in Mbit/s.
-        mbps: u64,
+        /// Limit in Mbit/s (1-1000000), or `off` to remove the limit.
+        #[arg(value_name = "MBPS|off")]
+        mbps: String,
     },
 }
 
@@ -298,11 +307,34 @@ fn run(args: Args) -> Result<(), String> {
             }
         }
         Cmd::Rate(RateCmd::Set { name, mbps }) => {
-            call(Request::RateSet {
-                name: name.clone(),
-                mbps,
-            })?;
-            println!("{name}: rate limit {mbps} Mbit/s stored (not enforced yet)");
+            let req = match mbps.trim() {
+                "off" => Request::RateClear { name: name.clone() },
+                m => {
+                    let mbps = m.parse::<u64>().map_err(|_| {
+                        format!(
+                            "invalid rate limit {m:?}: expected Mbit/s (a whole number, 1-1000000) or \"off\""
+                        )
+                    })?;
+                    Request::RateSet {
+                        name: name.clone(),
+                        mbps,
+                    }
+                }
+            };
+            let v = call(req)?;
+            let fcs: Vec<String> = decode(v["unlimited_fast_channels"].clone()).unwrap_or_default();
+            match v["rate_mbps"].as_u64() {
+                Some(m) => println!(
+                    "{name}: rate limit {m} Mbit/s on what it sends through the master (fast channels are not limited)"
+                ),
+                None => println!("{name}: no rate limit"),
+            }
+            if !fcs.is_empty() {
+                println!(
+                    "{name}: note: its fast channels to {} bypass the master and are not limited",
+                    fcs.join(", ")
+                );
+            }
         }
         Cmd::Attach { name, pid } => {
             call(Request::Attach {
