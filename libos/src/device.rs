@@ -9,6 +9,10 @@
 //! Once written, the frame's destination IPv4 decides where it really goes: a fast channel
 //! to that address if one is up, else the pipe's TX channel (the master). On a miss the
 //! frame is copied once into the right channel; on a hit nothing is copied.
+//!
+//! Neighbours: before the first frame from a same-subnet peer (and every 20 s after),
+//! smoltcp gets the ARP request that peer would have sent on a real segment, so it never
+//! has to ARP for its clients itself ([`crate::peers`]); its ARP replies are dropped here.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -20,10 +24,10 @@ use crate::abi::{pipe_flags, Doorbell, ETH_HEADER_LEN};
 use crate::channel::{ChannelReceiver, ChannelSender, RxFrame};
 use crate::fault::RxDropper;
 use crate::fc::FcEnd;
+use crate::peers::{self, PeerLearner};
 use crate::pipe::{AttachError, ServicePipeEnd, FC_DIR};
 
-/// Length of an Ethernet ARP frame for IPv4 (without padding).
-const ARP_FRAME_LEN: usize = 42;
+use crate::peers::ARP_FRAME_LEN;
 
 /// Where a frame goes (or came from).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +50,10 @@ pub struct DeviceStats {
     pub tx_reroutes: u64,
     /// Received frames dropped on purpose by the fault injector (`DOCKNET_DROP_RX`).
     pub rx_injected_drops: u64,
+    /// ARP requests synthesised to teach smoltcp a peer's MAC ([`crate::peers`]).
+    pub peers_taught: u64,
+    /// smoltcp's ARP replies, dropped (the master answers ARP for every pipe).
+    pub arp_replies_dropped: u64,
 }
 
 /// The service's network device: its pipe plus zero or more fast channels.
@@ -69,6 +77,10 @@ pub struct PipeDevice {
     arp_rx: [u8; ARP_FRAME_LEN],
     /// Test-only loss on receive (off unless `DOCKNET_DROP_RX` is set).
     rx_drop: RxDropper,
+    /// Which peers smoltcp has been taught.
+    peers: PeerLearner,
+    /// A received frame held back while smoltcp reads the ARP request teaching its sender.
+    deferred: Option<(Route, RxFrame)>,
     pub stats: DeviceStats,
 }
 
@@ -84,6 +96,7 @@ impl PipeDevice {
             caps.checksum = ChecksumCapabilities::ignored();
         }
         let scratch = vec![0; pipe.tx.buf_size()];
+        let info = pipe.info.clone();
         let mut dev = PipeDevice {
             pipe,
             fcs: Vec::new(),
@@ -96,6 +109,8 @@ impl PipeDevice {
             local_arp: None,
             arp_rx: [0; ARP_FRAME_LEN],
             rx_drop: RxDropper::off(),
+            peers: PeerLearner::new(info.ipv4.octets(), info.prefix_len, info.mac),
+            deferred: None,
             stats: DeviceStats::default(),
         };
         dev.fc_generation = dev.pipe.fc_generation();
@@ -153,10 +168,11 @@ impl PipeDevice {
                 .load(core::sync::atomic::Ordering::Relaxed)
                 > 0
         }) {
+            // Frames we hold name channels by index: return them before indices shift.
+            self.release_held();
             let f = self.fcs.remove(i);
             log::warn!("fast channel to {} is broken (impossible ring indices from the peer): using the master", f.peer_ip);
             self.broken.push(f.path().to_path_buf());
-            self.release_pending();
             self.route_hint = Route::Pipe;
         }
     }
@@ -173,7 +189,7 @@ impl PipeDevice {
 
     fn rescan_fcs(&mut self) {
         // Return any frame we hold before channels move around.
-        self.release_pending();
+        self.release_held();
         self.route_hint = Route::Pipe;
         self.fcs.retain(|f| !f.is_closed());
         let dir: PathBuf = self.pipe.dir.join(FC_DIR);
@@ -206,7 +222,10 @@ impl PipeDevice {
 
     /// True if any channel has frames waiting.
     pub fn has_rx_work(&mut self) -> bool {
-        self.pipe.rx.has_work() || self.fcs.iter_mut().any(|f| f.rx.has_work())
+        self.deferred.is_some()
+            || self.local_arp.is_some()
+            || self.pipe.rx.has_work()
+            || self.fcs.iter_mut().any(|f| f.rx.has_work())
     }
 
     fn receiver(&mut self, r: Route) -> &mut ChannelReceiver {
@@ -220,6 +239,15 @@ impl PipeDevice {
         match r {
             Route::Pipe => &mut self.pipe.tx,
             Route::Fc(i) => &mut self.fcs[i].tx,
+        }
+    }
+
+    /// Return every frame we hold, including one held back behind a synthetic ARP request
+    /// (dropped: TCP resends it). Needed before fast channels are added or removed.
+    fn release_held(&mut self) {
+        self.release_pending();
+        if let Some((route, frame)) = self.deferred.take() {
+            self.receiver(route).give_back(frame.buf);
         }
     }
 
@@ -259,6 +287,33 @@ impl PipeDevice {
         Some(r)
     }
 
+    /// The next frame from a fast channel or the pipe, after fault injection.
+    fn next_frame(&mut self) -> Option<(Route, RxFrame)> {
+        loop {
+            let mut got = None;
+            for i in 0..self.fcs.len() {
+                if let Some(f) = self.fcs[i].rx.recv() {
+                    self.stats.rx_fc_frames += 1;
+                    got = Some((Route::Fc(i), f));
+                    break;
+                }
+            }
+            if got.is_none() {
+                if let Some(f) = self.pipe.rx.recv() {
+                    self.stats.rx_pipe_frames += 1;
+                    got = Some((Route::Pipe, f));
+                }
+            }
+            let (route, frame) = got?;
+            if !self.rx_drop.should_drop() {
+                return Some((route, frame));
+            }
+            // Injected loss: the frame never reaches smoltcp; its buffer goes straight back.
+            self.stats.rx_injected_drops += 1;
+            self.receiver(route).give_back(frame.buf);
+        }
+    }
+
     /// The route for a frame by its destination: a live fast channel to the destination
     /// IPv4 address, else the pipe.
     fn route_for(&self, frame: &[u8]) -> Route {
@@ -290,7 +345,7 @@ impl phy::Device for PipeDevice {
     type RxToken<'a> = PipeRxToken<'a>;
     type TxToken<'a> = PipeTxToken<'a>;
 
-    fn receive(&mut self, _now: Instant) -> Option<(PipeRxToken<'_>, PipeTxToken<'_>)> {
+    fn receive(&mut self, now: Instant) -> Option<(PipeRxToken<'_>, PipeTxToken<'_>)> {
         self.release_pending();
         if let Some(reply) = self.local_arp.take() {
             self.arp_rx = reply;
@@ -304,28 +359,34 @@ impl phy::Device for PipeDevice {
                 PipeTxToken { dev: self },
             ));
         }
-        let (route, frame) = loop {
-            let mut got = None;
-            for i in 0..self.fcs.len() {
-                if let Some(f) = self.fcs[i].rx.recv() {
-                    self.stats.rx_fc_frames += 1;
-                    got = Some((Route::Fc(i), f));
-                    break;
+        let (route, frame) = match self.deferred.take() {
+            Some(held) => held,
+            None => {
+                let (route, frame) = self.next_frame()?;
+                let ptr = self.receiver(route).frame_ptr(frame);
+                let mut head = [0u8; 34];
+                let n = (frame.len as usize).min(head.len());
+                // SAFETY: `ptr` is a validated frame of `frame.len` bytes in a live mapping;
+                // at most 34 of them are copied into a private array (the peer may change
+                // them meanwhile: we only decide on this copy, and smoltcp re-parses).
+                unsafe { core::ptr::copy_nonoverlapping(ptr, head.as_mut_ptr(), n) };
+                if let Some(req) = self.peers.check(&head[..n], now.total_millis()) {
+                    // smoltcp reads the request first, then (next call) the frame.
+                    self.stats.peers_taught += 1;
+                    self.deferred = Some((route, frame));
+                    self.arp_rx = req;
+                    let ptr = self.arp_rx.as_ptr();
+                    return Some((
+                        PipeRxToken {
+                            ptr,
+                            len: ARP_FRAME_LEN,
+                            _dev: core::marker::PhantomData,
+                        },
+                        PipeTxToken { dev: self },
+                    ));
                 }
+                (route, frame)
             }
-            if got.is_none() {
-                if let Some(f) = self.pipe.rx.recv() {
-                    self.stats.rx_pipe_frames += 1;
-                    got = Some((Route::Pipe, f));
-                }
-            }
-            let (route, frame) = got?;
-            if !self.rx_drop.should_drop() {
-                break (route, frame);
-            }
-            // Injected loss: the frame never reaches smoltcp; its buffer goes straight back.
-            self.stats.rx_injected_drops += 1;
-            self.receiver(route).give_back(frame.buf);
         };
         let ptr = self.receiver(route).frame_ptr(frame);
         self.pending_rx = Some((route, frame));
@@ -373,17 +434,29 @@ impl phy::RxToken for PipeRxToken<'_> {
 impl phy::TxToken for PipeTxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         let dev = self.dev;
-        if len == ARP_FRAME_LEN && !dev.fcs.is_empty() {
-            // Possibly an ARP request for a fast-channel peer: build it privately and, if
-            // so, answer it here instead of asking the master.
+        if len == ARP_FRAME_LEN {
+            // An ARP frame (or an empty UDP datagram): built privately, then decided on.
             let mut frame = [0u8; ARP_FRAME_LEN];
             let result = f(&mut frame);
+            if peers::is_arp_reply(&frame) {
+                // Only ever an answer to a request the device made up (crate::peers): the
+                // master answers ARP for every pipe, so nobody is waiting for it.
+                dev.stats.arp_replies_dropped += 1;
+                return result;
+            }
             if let Some(reply) = dev.fc_arp_reply(&frame) {
+                // An ARP request for a fast-channel peer: answered here, not by the master.
                 dev.local_arp = Some(reply);
-            } else if !dev.sender(Route::Pipe).send_copy(&frame) {
+                return result;
+            }
+            let route = dev.route_for(&frame);
+            if !dev.sender(route).send_copy(&frame) {
                 dev.stats.tx_no_buffer += 1;
             } else {
-                dev.stats.tx_pipe_frames += 1;
+                match route {
+                    Route::Pipe => dev.stats.tx_pipe_frames += 1,
+                    Route::Fc(_) => dev.stats.tx_fc_frames += 1,
+                }
             }
             return result;
         }

@@ -5,6 +5,7 @@
 //! - [`pipe`], [`fc`]: pipe and fast-channel files.
 //! - [`device`]: a smoltcp `Device` over a pipe and its fast channels.
 //! - [`fault`]: loss injected on receive, for tests (`DOCKNET_DROP_RX`).
+//! - [`peers`]: teaching smoltcp its same-subnet peers' MACs (no ARP round per client).
 //! - [`engine`]: the run-to-completion loop and the socket API apps use.
 //! - [`runtime`]: the process entry (`docknet::main!`).
 
@@ -15,6 +16,7 @@ pub mod doorbell;
 pub mod engine;
 pub mod fault;
 pub mod fc;
+pub mod peers;
 pub mod pipe;
 pub mod ring;
 pub mod runtime;
