@@ -53,10 +53,13 @@ if [[ $libc == musl ]]; then
   # The struct layouts and constants the musl link relies on, glibc vs musl (~0.1 s).
   linker/abi-check.sh
   # Cargo does not know what linker/musl-cc links in: put a hash of it (and of musl's
-  # libc.a) into RUSTFLAGS, so editing the shims or a new musl relinks. -D is a
-  # preprocessor option, which gcc ignores when it only links.
+  # libc.a, gcc's libgcc_eh.a and crtbeginS.o) into RUSTFLAGS, so editing the shims or a
+  # new musl or gcc relinks. -D is a preprocessor option, which gcc ignores when it only
+  # links.
+  gcclib=$(dirname "$(gcc -print-libgcc-file-name)")
   rev=$(cat linker/musl-cc linker/musl-shims.c linker/musl-static-pie.specs \
-    "$musl_libdir/libc.a" | sha256sum | cut -c1-16)
+    "$musl_libdir/libc.a" "$gcclib/libgcc_eh.a" "$gcclib/crtbeginS.o" \
+    | sha256sum | cut -c1-16)
   flags="$flags -C linker=$PWD/linker/musl-cc -C link-arg=-DDOCKNET_MUSL_LINK=$rev"
 fi
 export RUSTFLAGS="${RUSTFLAGS:-} $flags"

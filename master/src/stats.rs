@@ -52,6 +52,7 @@ macro_rules! counters {
 
         /// One pipe's counters as reported by `docknetctl stats`.
         #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+        #[serde(default)]
         pub struct StatsSnapshot {
             $($(#[$m])* pub $name: u64,)*
             /// Descriptors from the service with a bad buffer index or length.

@@ -11,8 +11,8 @@ use docknet_tests::{bin, run_with_timeout, wait_for_line, Daemon};
 
 /// Frames dropped on receive by each service.
 const LOSS: &str = "2%";
-/// Long enough for smoltcp's retransmission back-off on a 1% loss path many times over; a
-/// stalled connection is what this catches.
+/// A backstop only: dn-echo itself fails after 30 s without progress, which is what
+/// catches a stalled connection.
 const STALL_LIMIT: Duration = Duration::from_secs(240);
 
 fn lossy_echo(d: &Daemon, client_pipe: &str, to: &str, size: usize, count: usize) {
@@ -83,7 +83,7 @@ fn tcp_recovers_from_loss_through_the_master() {
     d.create_pipe("a", "10.88.0.2/16", &[]);
     d.create_pipe("b", "10.88.0.3/16", &[]);
     // Many small round trips (each loss costs a retransmission timeout), then a stream.
-    lossy_echo(&d, "b", "10.88.0.2:7", 1460, 200);
+    lossy_echo(&d, "b", "10.88.0.2:7", 1460, 100);
     lossy_echo(&d, "b", "10.88.0.2:7", 16 << 20, 1);
 }
 
