@@ -163,7 +163,9 @@ pub struct PipeHeader {
     pub mtu: u32,
     /// [`PipeFlags`] bits.
     pub flags: u32,
-    /// Process id of the attached service, 0 when none. The libOS claims it with a CAS.
+    /// Process id of the attached service, 0 when none. Who may attach is decided by a
+    /// file lock on byte 0 of this file (`claim.rs`), not by this field: the lock holder
+    /// stores its pid here (over a dead owner's) and clears it on a clean exit.
     pub attached_pid: AtomicU32,
     /// Bumped by the master whenever this pipe's fast channels change; the libOS rescans
     /// its `fc/` directory only when it sees a new value.
@@ -220,7 +222,8 @@ pub struct FcHeader {
     /// Process id of side a once attached, else 0. A sender uses the channel only while
     /// its peer is attached, so frames are never posted where nobody reads them.
     pub a_attached: AtomicU32,
-    /// Process id of side b once attached, else 0.
+    /// Process id of side b once attached, else 0. (Who may attach a side is decided by a
+    /// file lock on byte 0 (a) or 1 (b) of this file, `claim.rs`.)
     pub b_attached: AtomicU32,
     pub _pad0: [u8; 8],
     /// Frames from a to b (a owns the buffers).

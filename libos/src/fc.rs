@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::abi::*;
 use crate::channel::{ChannelFaults, ChannelReceiver, ChannelSender};
+use crate::claim::{self, Claim};
 use crate::pipe::{check_layout, check_magic_version, read_field, AttachError};
 use crate::shm::SharedMap;
 
@@ -80,6 +81,8 @@ pub struct FcEnd {
     pub rx: ChannelReceiver,
     pub faults: Arc<ChannelFaults>,
     map: Arc<SharedMap>,
+    /// Held while attached; the kernel drops it if we die ([`crate::claim`]).
+    _claim: Option<Claim>,
 }
 
 impl FcEnd {
@@ -163,16 +166,38 @@ impl FcEnd {
             rx: rx.ok_or_else(|| bad("rx"))?,
             faults,
             map,
+            _claim: None,
         };
-        // Claimed only now, so a failed attach leaves no claim behind.
-        if let Err(pid) =
-            mine.compare_exchange(0, std::process::id(), Ordering::AcqRel, Ordering::Acquire)
-        {
-            // Dropping `end` leaves the claim alone: Drop only clears a claim of our pid.
-            return Err(AttachError::AlreadyAttached {
-                path: path.to_path_buf(),
-                pid,
-            });
+        // Claimed only now, so a failed attach leaves no claim behind. (Dropping `end` on
+        // an error leaves `attached` alone: Drop only clears a claim of our pid.)
+        let slot = match side {
+            Side::A => claim::FC_SIDE_A_SLOT,
+            Side::B => claim::FC_SIDE_B_SLOT,
+        };
+        let mut end = end;
+        end._claim = match claim::try_claim(path, slot) {
+            Ok(Some(c)) => Some(c),
+            Ok(None) => {
+                return Err(AttachError::AlreadyAttached {
+                    path: path.to_path_buf(),
+                    pid: mine.load(Ordering::Acquire),
+                })
+            }
+            Err(err) => {
+                return Err(AttachError::Open {
+                    path: path.to_path_buf(),
+                    err,
+                })
+            }
+        };
+        // We hold the claim, so any pid still recorded is a process that died attached.
+        let me = std::process::id();
+        let prev = mine.swap(me, Ordering::AcqRel);
+        if prev != 0 && prev != me {
+            log::info!(
+                "fast channel {}: taking over from pid {prev}, which exited without detaching",
+                path.display()
+            );
         }
         Ok(end.resynced())
     }

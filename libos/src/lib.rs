@@ -2,7 +2,7 @@
 //!
 //! - [`abi`]: the shared-memory contract (one definition for master and services).
 //! - [`shm`], [`ring`], [`channel`], [`doorbell`]: moving frames through shared memory.
-//! - [`pipe`], [`fc`]: pipe and fast-channel files.
+//! - [`pipe`], [`fc`]: pipe and fast-channel files; [`claim`]: who is attached (a file lock).
 //! - [`device`]: a smoltcp `Device` over a pipe and its fast channels.
 //! - [`fault`]: loss injected on receive, for tests (`DOCKNET_DROP_RX`).
 //! - [`peers`]: teaching smoltcp its same-subnet peers' MACs (no ARP round per client).
@@ -11,6 +11,7 @@
 
 pub mod abi;
 pub mod channel;
+pub mod claim;
 pub mod device;
 pub mod doorbell;
 pub mod engine;

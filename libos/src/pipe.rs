@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::abi::*;
 use crate::channel::{ChannelFaults, ChannelReceiver, ChannelSender};
+use crate::claim::{self, Claim};
 use crate::shm::SharedMap;
 
 /// File name of the pipe inside its directory.
@@ -47,7 +48,7 @@ pub enum AttachError {
         field: &'static str,
         why: String,
     },
-    /// Another live process holds it.
+    /// Another live process holds its claim ([`crate::claim`]).
     AlreadyAttached { path: PathBuf, pid: u32 },
 }
 
@@ -69,16 +70,17 @@ impl std::fmt::Display for AttachError {
             AttachError::BadField { path, field, why } => {
                 write!(f, "{}: header field {field}: {why}", path.display())
             }
-            AttachError::AlreadyAttached { path, pid } => write!(
-                f,
-                "{} is already attached by pid {pid}{}",
-                path.display(),
-                if pid_alive(*pid) {
-                    ""
-                } else {
-                    " (dead: remove and re-create the pipe)"
+            AttachError::AlreadyAttached { path, pid } => {
+                write!(f, "{} is in use by another running process", path.display())?;
+                match *pid {
+                    0 => Ok(()),
+                    p if pid_alive(p) => write!(f, " (pid {p})"),
+                    p => write!(
+                        f,
+                        " (it recorded pid {p}, not visible here: another pid namespace)"
+                    ),
                 }
-            ),
+            }
         }
     }
 }
@@ -372,6 +374,8 @@ pub struct ServicePipeEnd {
     pub faults: Arc<ChannelFaults>,
     pub dir: PathBuf,
     map: Arc<SharedMap>,
+    /// Held while attached; the kernel drops it if we die ([`crate::claim`]).
+    _claim: Claim,
 }
 
 impl ServicePipeEnd {
@@ -407,8 +411,21 @@ impl ServicePipeEnd {
             why: "out of file".into(),
         };
         let (mut rx, mut tx) = (rx.ok_or_else(|| bad("rx"))?, tx.ok_or_else(|| bad("tx"))?);
-        if let Err(pid) = attached.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire) {
-            return Err(AttachError::AlreadyAttached { path, pid });
+        let claim = match claim::try_claim(&path, claim::PIPE_SLOT) {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                let pid = attached.load(Ordering::Acquire);
+                return Err(AttachError::AlreadyAttached { path, pid });
+            }
+            Err(err) => return Err(AttachError::Open { path, err }),
+        };
+        // We hold the claim, so any pid still recorded is a process that died attached.
+        let prev = attached.swap(me, Ordering::AcqRel);
+        if prev != 0 && prev != me {
+            log::info!(
+                "{}: taking over from pid {prev}, which exited without detaching",
+                path.display()
+            );
         }
         // A previous service may have left frames and returned buffers behind.
         let stale = rx.drain();
@@ -428,6 +445,7 @@ impl ServicePipeEnd {
             faults,
             dir: dir.to_path_buf(),
             map,
+            _claim: claim,
         })
     }
 

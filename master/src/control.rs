@@ -167,8 +167,12 @@ pub struct PipeEntry {
     pub mtu: u32,
     /// Rate limit (Mbit/s) on what the pipe sends through the master; `None`: unlimited.
     pub rate_mbps: Option<u64>,
-    /// Pid of the attached service, 0 when none (as the service wrote it).
+    /// Pid of the attached service, 0 when none (as the service wrote it; a service that
+    /// died without detaching leaves its pid here, with `attached` false).
     pub attached_pid: u32,
+    /// A live process holds the pipe's claim (a file lock, `docknet::claim`).
+    #[serde(default)]
+    pub attached: bool,
     /// The pipe directory (what a service gets as `DOCKNET_PIPE`).
     pub dir: String,
 }
@@ -418,6 +422,11 @@ impl Control {
             mtu: p.mtu,
             rate_mbps: p.rate_mbps,
             attached_pid: p.control.attached_pid(),
+            attached: docknet::claim::is_claimed(
+                &p.dir.join(docknet::pipe::PIPE_FILE),
+                docknet::claim::PIPE_SLOT,
+            )
+            .unwrap_or(false),
             dir: p.dir.display().to_string(),
         }
     }

@@ -184,10 +184,13 @@ fn switches_frames_between_services() {
     let mut a = ServicePipeEnd::attach(&d.create("a", "10.88.0.2/16")).unwrap();
     let mut b = ServicePipeEnd::attach(&d.create("b", "10.88.0.3/16")).unwrap();
     d.create("c", "10.88.0.4/16");
+    let ls = d.call(Request::PipeLs).unwrap();
     assert_eq!(
-        d.call(Request::PipeLs).unwrap()[0]["attached_pid"].as_u64(),
+        ls[0]["attached_pid"].as_u64(),
         Some(std::process::id() as u64)
     );
+    assert_eq!(ls[0]["attached"], true, "{ls}");
+    assert_eq!(ls[2]["attached"], false, "{ls}");
 
     // ARP for b and for the gateway.
     send(&mut a, &arp_request(ia, ib));

@@ -230,7 +230,12 @@ fn run(args: Args) -> Result<(), String> {
                             p.mac,
                             p.mtu.to_string(),
                             rate,
-                            p.attached_pid.to_string(),
+                            match (p.attached, p.attached_pid) {
+                                (true, pid) => pid.to_string(),
+                                (false, 0) => "-".into(),
+                                // Died without detaching; the next service takes over.
+                                (false, pid) => format!("{pid} (exited)"),
+                            },
                             p.dir,
                         ]
                     })
