@@ -154,6 +154,11 @@ int main(void)
 
 	/* poll, writev, getrandom. */
 	T(struct pollfd); M(struct pollfd, fd); M(struct pollfd, events); M(struct pollfd, revents);
+	/* fcntl(F_OFD_SETLK/GETLK): the attach claim, libos/src/claim.rs */
+	T(struct flock); M(struct flock, l_type); M(struct flock, l_whence);
+	M(struct flock, l_start); M(struct flock, l_len); M(struct flock, l_pid);
+	C(F_OFD_GETLK); C(F_OFD_SETLK); C(F_OFD_SETLKW); C(F_RDLCK); C(F_WRLCK); C(F_UNLCK);
+	C(SEEK_SET);
 	C(POLLIN); C(POLLPRI); C(POLLOUT); C(POLLERR); C(POLLHUP); C(POLLNVAL); C(POLLRDHUP);
 	T(struct iovec); M(struct iovec, iov_base); M(struct iovec, iov_len);
 	C(GRND_NONBLOCK); C(GRND_RANDOM);

@@ -47,6 +47,9 @@ pub const MAX_BUF_SIZE: u32 = 65536 + 128;
 pub const MIN_BUF_SIZE: u32 = 640;
 /// Ethernet header length.
 pub const ETH_HEADER_LEN: usize = 14;
+/// The master's MAC address: the destination of every frame a service sends into its pipe
+/// (the master switches by IPv4 address; it answers ARP for pipes' gateways with this).
+pub const MASTER_MAC: [u8; 6] = [0x02, 0x44, 0x4e, 0x00, 0x00, 0x01];
 /// Largest IP MTU a pipe may have.
 pub const MAX_MTU: u32 = 65000;
 /// Smallest IP MTU a pipe may have (IPv4 minimum).

@@ -10,9 +10,12 @@
 //! to that address if one is up, else the pipe's TX channel (the master). On a miss the
 //! frame is copied once into the right channel; on a hit nothing is copied.
 //!
-//! Neighbours: before the first frame from a same-subnet peer (and every 20 s after),
-//! smoltcp gets the ARP request that peer would have sent on a real segment, so it never
-//! has to ARP for its clients itself ([`crate::peers`]); its ARP replies are dropped here.
+//! smoltcp sees IP packets (`Medium::Ip`): frames on pipes and fast channels are Ethernet,
+//! but the master switches by IPv4 address and a fast channel has one peer, so the device
+//! strips the 14-byte header on receive (smoltcp reads in place after it) and writes it on
+//! transmit (smoltcp writes the packet in place after it). No ARP, no neighbour cache:
+//! smoltcp's sends at most one ARP request per second and holds 8 neighbours, which made
+//! a server serve the N-th of N new clients after N-1 seconds.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -20,14 +23,11 @@ use std::path::PathBuf;
 use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
-use crate::abi::{pipe_flags, Doorbell, ETH_HEADER_LEN};
+use crate::abi::{pipe_flags, Doorbell, ETH_HEADER_LEN, MASTER_MAC};
 use crate::channel::{ChannelReceiver, ChannelSender, RxFrame};
 use crate::fault::RxDropper;
 use crate::fc::FcEnd;
-use crate::peers::{self, PeerLearner};
 use crate::pipe::{AttachError, ServicePipeEnd, FC_DIR};
-
-use crate::peers::ARP_FRAME_LEN;
 
 /// Where a frame goes (or came from).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,10 +50,8 @@ pub struct DeviceStats {
     pub tx_reroutes: u64,
     /// Received frames dropped on purpose by the fault injector (`DOCKNET_DROP_RX`).
     pub rx_injected_drops: u64,
-    /// ARP requests synthesised to teach smoltcp a peer's MAC ([`crate::peers`]).
-    pub peers_taught: u64,
-    /// smoltcp's ARP replies, dropped (the master answers ARP for every pipe).
-    pub arp_replies_dropped: u64,
+    /// Received frames that were not IPv4 (or too short to be), handed straight back.
+    pub rx_not_ipv4: u64,
 }
 
 /// The service's network device: its pipe plus zero or more fast channels.
@@ -69,18 +67,8 @@ pub struct PipeDevice {
     caps: DeviceCapabilities,
     /// Where smoltcp writes a frame when no channel buffer is free; the frame is dropped.
     scratch: Vec<u8>,
-    /// An ARP reply for a fast-channel peer, answered locally (the FC file names the
-    /// peer's MAC), handed to smoltcp by the next `receive`.
-    local_arp: Option<[u8; ARP_FRAME_LEN]>,
-    /// Where that reply sits while smoltcp reads it (apart from `scratch`, which a reply
-    /// transmitted during the read may use).
-    arp_rx: [u8; ARP_FRAME_LEN],
     /// Test-only loss on receive (off unless `DOCKNET_DROP_RX` is set).
     rx_drop: RxDropper,
-    /// Which peers smoltcp has been taught.
-    peers: PeerLearner,
-    /// A received frame held back while smoltcp reads the ARP request teaching its sender.
-    deferred: Option<(Route, RxFrame)>,
     pub stats: DeviceStats,
 }
 
@@ -89,14 +77,13 @@ impl PipeDevice {
     pub fn attach(dir: &std::path::Path) -> Result<PipeDevice, AttachError> {
         let pipe = ServicePipeEnd::attach(dir)?;
         let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = pipe.info.mtu as usize + ETH_HEADER_LEN;
+        caps.medium = Medium::Ip;
+        caps.max_transmission_unit = pipe.info.mtu as usize;
         caps.max_burst_size = None;
         if pipe.info.flags & pipe_flags::CSUM_OFFLOAD != 0 {
             caps.checksum = ChecksumCapabilities::ignored();
         }
         let scratch = vec![0; pipe.tx.buf_size()];
-        let info = pipe.info.clone();
         let mut dev = PipeDevice {
             pipe,
             fcs: Vec::new(),
@@ -106,11 +93,7 @@ impl PipeDevice {
             fc_generation: 0,
             caps,
             scratch,
-            local_arp: None,
-            arp_rx: [0; ARP_FRAME_LEN],
             rx_drop: RxDropper::off(),
-            peers: PeerLearner::new(info.ipv4.octets(), info.prefix_len, info.mac),
-            deferred: None,
             stats: DeviceStats::default(),
         };
         dev.fc_generation = dev.pipe.fc_generation();
@@ -169,7 +152,7 @@ impl PipeDevice {
                 > 0
         }) {
             // Frames we hold name channels by index: return them before indices shift.
-            self.release_held();
+            self.release_pending();
             let f = self.fcs.remove(i);
             log::warn!("fast channel to {} is broken (impossible ring indices from the peer): using the master", f.peer_ip);
             self.broken.push(f.path().to_path_buf());
@@ -189,7 +172,7 @@ impl PipeDevice {
 
     fn rescan_fcs(&mut self) {
         // Return any frame we hold before channels move around.
-        self.release_held();
+        self.release_pending();
         self.route_hint = Route::Pipe;
         self.fcs.retain(|f| !f.is_closed());
         let dir: PathBuf = self.pipe.dir.join(FC_DIR);
@@ -222,10 +205,7 @@ impl PipeDevice {
 
     /// True if any channel has frames waiting.
     pub fn has_rx_work(&mut self) -> bool {
-        self.deferred.is_some()
-            || self.local_arp.is_some()
-            || self.pipe.rx.has_work()
-            || self.fcs.iter_mut().any(|f| f.rx.has_work())
+        self.pipe.rx.has_work() || self.fcs.iter_mut().any(|f| f.rx.has_work())
     }
 
     fn receiver(&mut self, r: Route) -> &mut ChannelReceiver {
@@ -239,15 +219,6 @@ impl PipeDevice {
         match r {
             Route::Pipe => &mut self.pipe.tx,
             Route::Fc(i) => &mut self.fcs[i].tx,
-        }
-    }
-
-    /// Return every frame we hold, including one held back behind a synthetic ARP request
-    /// (dropped: TCP resends it). Needed before fast channels are added or removed.
-    fn release_held(&mut self) {
-        self.release_pending();
-        if let Some((route, frame)) = self.deferred.take() {
-            self.receiver(route).give_back(frame.buf);
         }
     }
 
@@ -268,25 +239,6 @@ impl PipeDevice {
         }
     }
 
-    /// If `frame` is an ARP request for the address of a fast-channel peer, the reply.
-    fn fc_arp_reply(&self, frame: &[u8; ARP_FRAME_LEN]) -> Option<[u8; ARP_FRAME_LEN]> {
-        // Ethernet type ARP; htype 1, ptype IPv4, hlen 6, plen 4, op 1 (request).
-        if frame[12..22] != [0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1] {
-            return None;
-        }
-        let target = Ipv4Addr::new(frame[38], frame[39], frame[40], frame[41]);
-        let fc = self.fcs.iter().find(|f| f.peer_ip == target)?;
-        let mut r = [0u8; ARP_FRAME_LEN];
-        r[0..6].copy_from_slice(&frame[6..12]); // to the requester
-        r[6..12].copy_from_slice(&fc.peer_mac);
-        r[12..20].copy_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4]);
-        r[20..22].copy_from_slice(&[0, 2]); // reply
-        r[22..28].copy_from_slice(&fc.peer_mac);
-        r[28..32].copy_from_slice(&target.octets());
-        r[32..42].copy_from_slice(&frame[22..32]); // requester's MAC and IP
-        Some(r)
-    }
-
     /// The next frame from a fast channel or the pipe, after fault injection.
     fn next_frame(&mut self) -> Option<(Route, RxFrame)> {
         loop {
@@ -305,6 +257,13 @@ impl PipeDevice {
                 }
             }
             let (route, frame) = got?;
+            if !self.is_ipv4(route, frame) {
+                // The master delivers only IPv4 (it answers ARP itself); anything else has
+                // no use without a neighbour cache.
+                self.stats.rx_not_ipv4 += 1;
+                self.receiver(route).give_back(frame.buf);
+                continue;
+            }
             if !self.rx_drop.should_drop() {
                 return Some((route, frame));
             }
@@ -312,6 +271,20 @@ impl PipeDevice {
             self.stats.rx_injected_drops += 1;
             self.receiver(route).give_back(frame.buf);
         }
+    }
+
+    /// True if `frame` holds an Ethernet header with EtherType IPv4 and at least one more
+    /// byte (the bytes are read once; smoltcp checks the packet itself).
+    fn is_ipv4(&mut self, route: Route, frame: RxFrame) -> bool {
+        if (frame.len as usize) <= ETH_HEADER_LEN {
+            return false;
+        }
+        let ptr = self.receiver(route).frame_ptr(frame);
+        let mut ethertype = [0u8; 2];
+        // SAFETY: the frame is validated (`len <= buf_size`) and longer than 14 bytes, so
+        // bytes 12..14 are inside its buffer in the live mapping.
+        unsafe { core::ptr::copy_nonoverlapping(ptr.add(12), ethertype.as_mut_ptr(), 2) };
+        ethertype == [0x08, 0x00]
     }
 
     /// The route for a frame by its destination: a live fast channel to the destination
@@ -345,55 +318,17 @@ impl phy::Device for PipeDevice {
     type RxToken<'a> = PipeRxToken<'a>;
     type TxToken<'a> = PipeTxToken<'a>;
 
-    fn receive(&mut self, now: Instant) -> Option<(PipeRxToken<'_>, PipeTxToken<'_>)> {
+    fn receive(&mut self, _now: Instant) -> Option<(PipeRxToken<'_>, PipeTxToken<'_>)> {
         self.release_pending();
-        if let Some(reply) = self.local_arp.take() {
-            self.arp_rx = reply;
-            let ptr = self.arp_rx.as_ptr();
-            return Some((
-                PipeRxToken {
-                    ptr,
-                    len: ARP_FRAME_LEN,
-                    _dev: core::marker::PhantomData,
-                },
-                PipeTxToken { dev: self },
-            ));
-        }
-        let (route, frame) = match self.deferred.take() {
-            Some(held) => held,
-            None => {
-                let (route, frame) = self.next_frame()?;
-                let ptr = self.receiver(route).frame_ptr(frame);
-                let mut head = [0u8; 34];
-                let n = (frame.len as usize).min(head.len());
-                // SAFETY: `ptr` is a validated frame of `frame.len` bytes in a live mapping;
-                // at most 34 of them are copied into a private array (the peer may change
-                // them meanwhile: we only decide on this copy, and smoltcp re-parses).
-                unsafe { core::ptr::copy_nonoverlapping(ptr, head.as_mut_ptr(), n) };
-                if let Some(req) = self.peers.check(&head[..n], now.total_millis()) {
-                    // smoltcp reads the request first, then (next call) the frame.
-                    self.stats.peers_taught += 1;
-                    self.deferred = Some((route, frame));
-                    self.arp_rx = req;
-                    let ptr = self.arp_rx.as_ptr();
-                    return Some((
-                        PipeRxToken {
-                            ptr,
-                            len: ARP_FRAME_LEN,
-                            _dev: core::marker::PhantomData,
-                        },
-                        PipeTxToken { dev: self },
-                    ));
-                }
-                (route, frame)
-            }
-        };
+        let (route, frame) = self.next_frame()?;
         let ptr = self.receiver(route).frame_ptr(frame);
         self.pending_rx = Some((route, frame));
         Some((
             PipeRxToken {
-                ptr,
-                len: frame.len as usize,
+                // SAFETY: `next_frame` only returns frames longer than the Ethernet header,
+                // so the packet starts inside the frame's buffer.
+                ptr: unsafe { ptr.add(ETH_HEADER_LEN) },
+                len: frame.len as usize - ETH_HEADER_LEN,
                 _dev: core::marker::PhantomData,
             },
             PipeTxToken { dev: self },
@@ -417,8 +352,8 @@ impl phy::Device for PipeDevice {
 
 impl phy::RxToken for PipeRxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        // SAFETY: `ptr` points either at the device's own `arp_rx` array (42 bytes) or at a
-        // validated frame (`len <= buf_size`) in a buffer of a mapping the device keeps
+        // SAFETY: `ptr`/`len` are the IP packet inside a validated frame (`len <= buf_size`,
+        // past its Ethernet header) in a buffer of a mapping the device keeps
         // alive while this token's borrow lasts; the buffer is not returned to its sender
         // before the next `receive`/`flush`, which need the device mutably and so come
         // after this token is gone. Soundness relies on the sender not writing a buffer it
@@ -434,56 +369,41 @@ impl phy::RxToken for PipeRxToken<'_> {
 impl phy::TxToken for PipeTxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         let dev = self.dev;
-        if len == ARP_FRAME_LEN {
-            // An ARP frame (or an empty UDP datagram): built privately, then decided on.
-            let mut frame = [0u8; ARP_FRAME_LEN];
-            let result = f(&mut frame);
-            if peers::is_arp_reply(&frame) {
-                // Only ever an answer to a request the device made up (crate::peers): the
-                // master answers ARP for every pipe, so nobody is waiting for it.
-                dev.stats.arp_replies_dropped += 1;
-                return result;
-            }
-            if let Some(reply) = dev.fc_arp_reply(&frame) {
-                // An ARP request for a fast-channel peer: answered here, not by the master.
-                dev.local_arp = Some(reply);
-                return result;
-            }
-            let route = dev.route_for(&frame);
-            if !dev.sender(route).send_copy(&frame) {
-                dev.stats.tx_no_buffer += 1;
-            } else {
-                match route {
-                    Route::Pipe => dev.stats.tx_pipe_frames += 1,
-                    Route::Fc(_) => dev.stats.tx_fc_frames += 1,
-                }
-            }
-            return result;
-        }
+        // smoltcp writes the IP packet; the frame adds our Ethernet header in front.
+        let total = len + ETH_HEADER_LEN;
         let mut guess = dev.route_hint;
         if let Route::Fc(i) = guess {
-            if i >= dev.fcs.len() || len > dev.fcs[i].tx.buf_size() {
+            if i >= dev.fcs.len() || total > dev.fcs[i].tx.buf_size() {
                 guess = Route::Pipe;
             }
         }
-        let buf = if len <= dev.sender(guess).buf_size() {
+        let buf = if total <= dev.sender(guess).buf_size() {
             dev.sender(guess).alloc()
         } else {
             None
         };
         let Some(buf) = buf else {
             dev.stats.tx_no_buffer += 1;
-            let n = len.min(dev.scratch.len());
-            return f(&mut dev.scratch[..n]);
+            // smoltcp must write somewhere; the packet is dropped (`len` <= MTU, and the
+            // scratch buffer holds MTU + 14 bytes).
+            let n = total.min(dev.scratch.len());
+            return f(&mut dev.scratch[ETH_HEADER_LEN..n]);
         };
         let ptr = dev.sender(guess).buf_ptr(buf);
         // SAFETY: `buf` was just allocated from this channel: it is ours alone (not lent
-        // to the receiver) and holds buf_size >= len bytes inside the live mapping.
-        let frame = unsafe { core::slice::from_raw_parts_mut(ptr, len) };
-        let result = f(frame);
+        // to the receiver) and holds buf_size >= total bytes inside the live mapping.
+        let frame = unsafe { core::slice::from_raw_parts_mut(ptr, total) };
+        let result = f(&mut frame[ETH_HEADER_LEN..]);
+        frame[6..12].copy_from_slice(&dev.pipe.info.mac);
+        frame[12..14].copy_from_slice(&[0x08, 0x00]);
         let route = dev.route_for(frame);
+        let dst_mac = match route {
+            Route::Pipe => MASTER_MAC,
+            Route::Fc(i) => dev.fcs[i].peer_mac,
+        };
+        frame[0..6].copy_from_slice(&dst_mac);
         if route == guess {
-            if !dev.sender(guess).post(buf, len) {
+            if !dev.sender(guess).post(buf, total) {
                 dev.stats.tx_no_buffer += 1;
             }
         } else {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::time::Instant as SmolInstant;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint};
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 
 use crate::device::PipeDevice;
 use crate::doorbell::{IdlePolicy, Sleeper};
@@ -152,7 +152,7 @@ impl Engine {
         dev.set_rx_dropper(cfg.rx_drop.clone());
         let info = dev.info().clone();
         let epoch = std::time::Instant::now();
-        let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(info.mac)));
+        let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = random_seed();
         let mut iface = Interface::new(config, &mut dev, SmolInstant::from_micros(0));
         iface.update_ip_addrs(|addrs| {

@@ -184,7 +184,7 @@ impl FcEnd {
                 })
             }
             Err(err) => {
-                return Err(AttachError::Open {
+                return Err(AttachError::Lock {
                     path: path.to_path_buf(),
                     err,
                 })
@@ -259,6 +259,11 @@ impl FcEnd {
 
 impl Drop for FcEnd {
     fn drop(&mut self) {
+        if self._claim.is_none() {
+            // Never claimed (a failed attach): the recorded pid is someone else's, even if
+            // it equals ours (pid 1 in two containers).
+            return;
+        }
         let hdr = self.header();
         // SAFETY: header inside the live mapping; atomic field.
         let mine = unsafe {

@@ -5,7 +5,6 @@
 //! - [`pipe`], [`fc`]: pipe and fast-channel files; [`claim`]: who is attached (a file lock).
 //! - [`device`]: a smoltcp `Device` over a pipe and its fast channels.
 //! - [`fault`]: loss injected on receive, for tests (`DOCKNET_DROP_RX`).
-//! - [`peers`]: teaching smoltcp its same-subnet peers' MACs (no ARP round per client).
 //! - [`engine`]: the run-to-completion loop and the socket API apps use.
 //! - [`runtime`]: the process entry (`docknet::main!`).
 
@@ -17,7 +16,6 @@ pub mod doorbell;
 pub mod engine;
 pub mod fault;
 pub mod fc;
-pub mod peers;
 pub mod pipe;
 pub mod ring;
 pub mod runtime;

@@ -48,6 +48,8 @@ pub enum AttachError {
         field: &'static str,
         why: String,
     },
+    /// The claim (a file lock, [`crate::claim`]) could not be taken or tested.
+    Lock { path: PathBuf, err: io::Error },
     /// Another live process holds its claim ([`crate::claim`]).
     AlreadyAttached { path: PathBuf, pid: u32 },
 }
@@ -69,6 +71,9 @@ impl std::fmt::Display for AttachError {
             ),
             AttachError::BadField { path, field, why } => {
                 write!(f, "{}: header field {field}: {why}", path.display())
+            }
+            AttachError::Lock { path, err } => {
+                write!(f, "cannot lock {} to claim it: {err}", path.display())
             }
             AttachError::AlreadyAttached { path, pid } => {
                 write!(f, "{} is in use by another running process", path.display())?;
@@ -417,7 +422,7 @@ impl ServicePipeEnd {
                 let pid = attached.load(Ordering::Acquire);
                 return Err(AttachError::AlreadyAttached { path, pid });
             }
-            Err(err) => return Err(AttachError::Open { path, err }),
+            Err(err) => return Err(AttachError::Lock { path, err }),
         };
         // We hold the claim, so any pid still recorded is a process that died attached.
         let prev = attached.swap(me, Ordering::AcqRel);

@@ -1,5 +1,5 @@
 //! Two engines in one process joined by a fast channel and nothing else: no master runs,
-//! so every byte must travel over the FC (ARP for the peer is answered locally).
+//! so every byte must travel over the FC (services speak IP to smoltcp: no ARP at all).
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
@@ -122,5 +122,38 @@ fn tcp_echo_over_fast_channel_without_master() {
     assert!(cstats.tx_fc_frames > 100 && sstats.rx_fc_frames > 100);
     assert_eq!(client.device().faults(), 0);
     drop(client);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A second attach of a side that is in use is refused, and the refusal leaves the live
+/// owner's record alone (even though, in one process, both have the same pid).
+#[test]
+fn a_refused_attach_leaves_the_owner_attached() {
+    use docknet::fc::FcEnd;
+    use docknet::pipe::AttachError;
+    let root = std::env::temp_dir().join(format!("dn-fc-claim-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let (da, db) = (root.join("a"), root.join("b"));
+    let a = pipe(&da, Ipv4Addr::new(10, 88, 0, 2));
+    let b = pipe(&db, Ipv4Addr::new(10, 88, 0, 3));
+    let fc = da.join(FC_DIR).join("b.map");
+    create_fc_file(&fc, (a.ipv4, a.mac), (b.ipv4, b.mac), 9000, 64).unwrap();
+    let owner = FcEnd::attach(&fc, a.ipv4).unwrap();
+    let peer = FcEnd::attach(&fc, b.ipv4).unwrap();
+    assert!(peer.peer_attached());
+    match FcEnd::attach(&fc, a.ipv4) {
+        Err(AttachError::AlreadyAttached { .. }) => {}
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(_) => panic!("side a attached twice"),
+    }
+    assert!(
+        peer.peer_attached(),
+        "the refused attach cleared the owner's record"
+    );
+    drop(owner);
+    assert!(!peer.peer_attached(), "a clean detach clears it");
+    let again = FcEnd::attach(&fc, a.ipv4).expect("free again after the owner left");
+    assert!(peer.peer_attached());
+    drop((again, peer));
     let _ = std::fs::remove_dir_all(&root);
 }

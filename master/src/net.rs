@@ -7,7 +7,7 @@
 use std::net::Ipv4Addr;
 
 /// The master's own MAC address (answers ARP for every pipe's gateway).
-pub const MASTER_MAC: [u8; 6] = [0x02, 0x44, 0x4e, 0x00, 0x00, 0x01];
+pub use docknet::abi::MASTER_MAC;
 /// Ethernet header length.
 pub const ETH_LEN: usize = 14;
 /// EtherType of IPv4.

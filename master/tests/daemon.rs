@@ -223,7 +223,8 @@ fn switches_frames_between_services() {
     assert_eq!(sa["rx_frames"], 3);
     assert_eq!(d.stats("b")["rx_bytes"], f.len() as u64);
 
-    // A service that dies keeps attached_pid set; rm + create with the same name/IP works.
+    // A service that never detaches (forgotten here, its claim still held by this
+    // process): rm + create with the same name/IP gives a fresh, attachable pipe.
     std::mem::forget(b);
     d.call(Request::PipeRm { name: "b".into() }).unwrap();
     let mut b = ServicePipeEnd::attach(&d.create("b", "10.88.0.3/16")).unwrap();

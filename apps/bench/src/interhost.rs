@@ -370,7 +370,7 @@ fn run_docknet(
                 }
             }
             if prev_failed {
-                // A client that crashed leaves its pipe attached: re-create it.
+                // A client that crashed may leave frames behind: start on a fresh pipe.
                 log::debug!("re-creating pipe a after a failed client");
                 h1.ctl(&["pipe", "rm", "a"])?;
                 h1.ctl(&["pipe", "create", "a", "--ip", &ip_a])?;

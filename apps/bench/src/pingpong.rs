@@ -389,7 +389,7 @@ fn run_docknet(a: &BenchArgs, path: PathKind, slot: &mut DaemonSlot) -> Result<V
                 ));
             }
             if prev_failed {
-                // A client that crashed leaves its pipe attached: re-create it.
+                // A client that crashed may leave frames behind: start on a fresh pipe.
                 log::debug!("re-creating pipe {cli} after a failed client");
                 if path == PathKind::DocknetFc {
                     let _ = d.ctl(&["fc", "rm", srv, cli]);
