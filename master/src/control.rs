@@ -170,9 +170,10 @@ pub struct PipeEntry {
     /// Pid of the attached service, 0 when none (as the service wrote it; a service that
     /// died without detaching leaves its pid here, with `attached` false).
     pub attached_pid: u32,
-    /// A live process holds the pipe's claim (a file lock, `docknet::claim`).
+    /// A live process holds the pipe's claim (a file lock, `docknet::claim`); `None` from
+    /// a daemon too old to say.
     #[serde(default)]
-    pub attached: bool,
+    pub attached: Option<bool>,
     /// The pipe directory (what a service gets as `DOCKNET_PIPE`).
     pub dir: String,
 }
@@ -426,7 +427,7 @@ impl Control {
                 &p.dir.join(docknet::pipe::PIPE_FILE),
                 docknet::claim::PIPE_SLOT,
             )
-            .unwrap_or(false),
+            .ok(),
             dir: p.dir.display().to_string(),
         }
     }

@@ -231,10 +231,10 @@ fn run(args: Args) -> Result<(), String> {
                             p.mtu.to_string(),
                             rate,
                             match (p.attached, p.attached_pid) {
-                                (true, pid) => pid.to_string(),
-                                (false, 0) => "-".into(),
+                                (_, 0) => "-".into(),
                                 // Died without detaching; the next service takes over.
-                                (false, pid) => format!("{pid} (exited)"),
+                                (Some(false), pid) => format!("{pid} (exited)"),
+                                (_, pid) => pid.to_string(),
                             },
                             p.dir,
                         ]
