@@ -24,16 +24,21 @@ pub struct Claim {
     _file: File,
 }
 
-/// Try to claim byte `slot` of `path`. `Ok(None)`: another live process holds it.
-pub fn try_claim(path: &Path, slot: u64) -> io::Result<Option<Claim>> {
-    let file = OpenOptions::new().read(true).write(true).open(path)?;
+/// A write lock on byte `slot` (for OFD locks `l_pid` must be 0).
+fn write_lock_on(slot: u64) -> libc::flock {
     // SAFETY: `flock` is plain old data; all-zero is a valid value to fill in.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = libc::F_WRLCK as libc::c_short;
     fl.l_whence = libc::SEEK_SET as libc::c_short;
     fl.l_start = slot as libc::off_t;
     fl.l_len = 1;
-    // l_pid must be 0 for OFD locks (zeroed above).
+    fl
+}
+
+/// Try to claim byte `slot` of `path`. `Ok(None)`: another live process holds it.
+pub fn try_claim(path: &Path, slot: u64) -> io::Result<Option<Claim>> {
+    let file = OpenOptions::new().read(true).write(true).open(path)?;
+    let fl = write_lock_on(slot);
     // SAFETY: a valid open fd and a pointer to an initialised flock that outlives the call.
     let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
     if r == 0 {
@@ -49,12 +54,7 @@ pub fn try_claim(path: &Path, slot: u64) -> io::Result<Option<Claim>> {
 /// True if some process holds byte `slot` of `path` (asked without taking it).
 pub fn is_claimed(path: &Path, slot: u64) -> io::Result<bool> {
     let file = OpenOptions::new().read(true).write(true).open(path)?;
-    // SAFETY: `flock` is plain old data; all-zero is a valid value to fill in.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = libc::F_WRLCK as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = slot as libc::off_t;
-    fl.l_len = 1;
+    let mut fl = write_lock_on(slot);
     // SAFETY: a valid open fd and a pointer to an initialised flock the kernel fills in.
     if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) } != 0 {
         return Err(io::Error::last_os_error());

@@ -24,16 +24,32 @@ fn pipe(dir: &Path, ip: Ipv4Addr) -> PipeConfig {
     cfg
 }
 
-#[test]
-fn tcp_echo_over_fast_channel_without_master() {
-    let root = std::env::temp_dir().join(format!("dn-fc-test-{}", std::process::id()));
+/// Pipes a (10.88.0.2) and b (10.88.0.3) under a fresh temporary root, joined by a fast
+/// channel file seen from both pipe directories. Returns (root, a, b, a's FC path).
+fn fc_pair(
+    tag: &str,
+    nbufs: u32,
+) -> (
+    std::path::PathBuf,
+    PipeConfig,
+    PipeConfig,
+    std::path::PathBuf,
+) {
+    let root = std::env::temp_dir().join(format!("dn-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let (da, db) = (root.join("a"), root.join("b"));
     let a = pipe(&da, Ipv4Addr::new(10, 88, 0, 2));
     let b = pipe(&db, Ipv4Addr::new(10, 88, 0, 3));
     let fc = da.join(FC_DIR).join("b.map");
-    create_fc_file(&fc, (a.ipv4, a.mac), (b.ipv4, b.mac), 9000, 256).unwrap();
+    create_fc_file(&fc, (a.ipv4, a.mac), (b.ipv4, b.mac), 9000, nbufs).unwrap();
     std::fs::hard_link(&fc, db.join(FC_DIR).join("a.map")).unwrap();
+    (root, a, b, fc)
+}
+
+#[test]
+fn tcp_echo_over_fast_channel_without_master() {
+    let (root, a, _, _) = fc_pair("fc-test", 256);
+    let (da, db) = (root.join("a"), root.join("b"));
 
     let cfg = |dir: &Path| EngineConfig {
         pipe_dir: dir.to_path_buf(),
@@ -131,13 +147,7 @@ fn tcp_echo_over_fast_channel_without_master() {
 fn a_refused_attach_leaves_the_owner_attached() {
     use docknet::fc::FcEnd;
     use docknet::pipe::AttachError;
-    let root = std::env::temp_dir().join(format!("dn-fc-claim-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    let (da, db) = (root.join("a"), root.join("b"));
-    let a = pipe(&da, Ipv4Addr::new(10, 88, 0, 2));
-    let b = pipe(&db, Ipv4Addr::new(10, 88, 0, 3));
-    let fc = da.join(FC_DIR).join("b.map");
-    create_fc_file(&fc, (a.ipv4, a.mac), (b.ipv4, b.mac), 9000, 64).unwrap();
+    let (root, a, b, fc) = fc_pair("fc-claim", 64);
     let owner = FcEnd::attach(&fc, a.ipv4).unwrap();
     let peer = FcEnd::attach(&fc, b.ipv4).unwrap();
     assert!(peer.peer_attached());
