@@ -353,6 +353,21 @@ impl Site {
         self.daemon.echo_server(PIPE, ECHO_PORT)
     }
 
+    /// What the client namespace's kernel says about its links and TCP sockets (drops,
+    /// retransmissions, RTO), for a failure message.
+    fn kernel_side_report(&self) -> String {
+        let mut out = String::new();
+        for args in [&["ip", "-s", "link"][..], &["ss", "-tin"][..]] {
+            let mut c = self.client_ns().command(args[0]);
+            c.args(&args[1..]);
+            match run_with_timeout(&mut c, Duration::from_secs(5)) {
+                Ok(o) => out.push_str(&String::from_utf8_lossy(&o.stdout)),
+                Err((e, _)) => out.push_str(&format!("{args:?}: {e}\n")),
+            }
+        }
+        out
+    }
+
     /// Run a kernel client inside the client namespace to completion.
     pub fn kernel_run(&self, program: &str, args: &[&str], timeout: Duration) -> Output {
         let mut cmd = self.client_ns().command(program);
@@ -360,10 +375,12 @@ impl Site {
         match run_with_timeout(&mut cmd, timeout) {
             Ok(o) => o,
             Err((e, o)) => panic!(
-                "{e}\nstdout: {}\nstderr: {}\nNIC: {}\ndocknetd log:\n{}",
+                "{e}\nstdout: {}\nstderr: {}\nNIC: {}\npipes: {}\nkernel side:\n{}\ndocknetd log:\n{}",
                 String::from_utf8_lossy(&o.stdout),
                 String::from_utf8_lossy(&o.stderr),
                 self.nic(),
+                self.daemon.stats(None),
+                self.kernel_side_report(),
                 self.daemon.log_tail()
             ),
         }
