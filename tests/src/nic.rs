@@ -237,7 +237,7 @@ impl Backend {
             Backend::Dpdk => {
                 let prefix = format!("dnt{}", unique_suffix());
                 let eal = format!(
-                    "--no-huge --no-pci --vdev=net_af_packet0,iface={iface} -l {lcore} -m 256 \
+                    "--no-huge --no-pci --vdev=net_af_packet0,iface={iface},framecnt=4096 -l {lcore} -m 256 \
                      --no-telemetry --no-shconf --file-prefix={prefix} --log-level=error"
                 );
                 let dir = PathBuf::from("/var/run/dpdk").join(&prefix);

@@ -133,7 +133,7 @@ pub fn nic_spec(path: HostPath, dev: &str, host: u8, pid: u32, ncpu: usize) -> S
         HostPath::DocknetDpdk => {
             let lcore = if host == 1 { 0 } else { ncpu.max(1) - 1 };
             format!(
-                "dpdk:--no-huge --no-pci --vdev=net_af_packet0,iface={dev} -l {lcore} \
+                "dpdk:--no-huge --no-pci --vdev=net_af_packet0,iface={dev},framecnt=4096 -l {lcore} \
                  --file-prefix=dnb{pid}h{host} --log-level=error"
             )
         }
@@ -587,7 +587,7 @@ mod tests {
         );
         let d1 = nic_spec(HostPath::DocknetDpdk, "eth0", 1, 9, 2);
         let d2 = nic_spec(HostPath::DocknetDpdk, "eth0", 2, 9, 2);
-        assert!(d1.starts_with("dpdk:--no-huge --no-pci --vdev=net_af_packet0,iface=eth0 -l 0 "));
+        assert!(d1.starts_with("dpdk:--no-huge --no-pci --vdev=net_af_packet0,iface=eth0,framecnt=4096 -l 0 "));
         assert!(d1.contains("--file-prefix=dnb9h1"));
         assert!(d2.contains(" -l 1 ") && d2.contains("--file-prefix=dnb9h2"));
         assert!(!d1.contains("--in-memory"));
