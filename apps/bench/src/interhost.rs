@@ -593,7 +593,7 @@ mod tests {
         assert!(!d1.contains("--in-memory"));
         // One CPU: both on core 0.
         assert!(nic_spec(HostPath::DocknetDpdk, "eth0", 2, 9, 1).contains(" -l 0 "));
-        assert!(nic_spec(HostPath::DocknetDpdk, "wire", 2, 9, 1).contains("iface=wire "));
+        assert!(nic_spec(HostPath::DocknetDpdk, "wire", 2, 9, 1).contains("iface=wire,"));
     }
 
     #[test]
