@@ -587,7 +587,9 @@ mod tests {
         );
         let d1 = nic_spec(HostPath::DocknetDpdk, "eth0", 1, 9, 2);
         let d2 = nic_spec(HostPath::DocknetDpdk, "eth0", 2, 9, 2);
-        assert!(d1.starts_with("dpdk:--no-huge --no-pci --vdev=net_af_packet0,iface=eth0,framecnt=4096 -l 0 "));
+        assert!(d1.starts_with(
+            "dpdk:--no-huge --no-pci --vdev=net_af_packet0,iface=eth0,framecnt=4096 -l 0 "
+        ));
         assert!(d1.contains("--file-prefix=dnb9h1"));
         assert!(d2.contains(" -l 1 ") && d2.contains("--file-prefix=dnb9h2"));
         assert!(!d1.contains("--in-memory"));
