@@ -1,4 +1,13 @@
-//! IMF-fixdate (RFC 9110 §5.6.7) formatting, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
+//! Calendar dates from Unix seconds (UTC), and IMF-fixdate (RFC 9110 §5.6.7) formatting,
+//! e.g. `Sun, 06 Nov 1994 08:49:37 GMT`. The workspace's one copy of this arithmetic
+//! (also used by `docknet-image` for OCI timestamps and by `docknet-bench` for reports).
+
+/// UTC (year, month, day, hour, minute, second) for seconds since the Unix epoch.
+pub fn utc_datetime(secs: u64) -> (u64, u64, u64, u64, u64, u64) {
+    let (y, mo, d) = civil_from_days(secs / 86_400);
+    let rem = secs % 86_400;
+    (y, mo, d, rem / 3600, (rem % 3600) / 60, rem % 60)
+}
 
 /// Formats seconds since the Unix epoch (UTC) as an IMF-fixdate.
 pub fn http_date(secs: u64) -> String {
@@ -23,8 +32,8 @@ pub fn http_date(secs: u64) -> String {
     )
 }
 
-/// Howard Hinnant's `civil_from_days`, for days >= 0 since 1970-01-01.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
+/// Howard Hinnant's `civil_from_days`, for days >= 0 since 1970-01-01: (year, month, day).
+pub fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;
     let doe = z - era * 146_097;
@@ -39,7 +48,13 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 
 #[cfg(test)]
 mod tests {
-    use super::http_date;
+    use super::{http_date, utc_datetime};
+
+    #[test]
+    fn datetime_fields() {
+        assert_eq!(utc_datetime(0), (1970, 1, 1, 0, 0, 0));
+        assert_eq!(utc_datetime(951_782_400 + 3_723), (2000, 2, 29, 1, 2, 3));
+    }
 
     #[test]
     fn known_values() {

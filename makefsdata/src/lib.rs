@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 mod codegen;
-mod date;
+pub mod date;
 mod mime;
 
 pub use date::http_date;
