@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 use crate::cleanup::DirGuard;
 use crate::docknet::{self, Daemon};
 use crate::netns::{self, Endpoints, NetnsGuard, Network, Topology, TopologySpec};
-use crate::pingpong::parse_named_list;
 use crate::proc::{run_with_timeout, ChildGuard};
 use crate::report::{markdown_table, HostInfo, Skipped};
 use crate::svg;
@@ -54,16 +53,15 @@ impl fmt::Display for HttpPath {
     }
 }
 
-/// `--paths`.
-#[derive(Debug, Clone)]
-pub struct HttpPathList(pub Vec<HttpPath>);
-
-impl FromStr for HttpPathList {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        parse_named_list(s, &HttpPath::ALL, HttpPath::name).map(HttpPathList)
+impl crate::pingpong::NamedPath for HttpPath {
+    const ALL: &'static [Self] = &HttpPath::ALL;
+    fn path_name(self) -> &'static str {
+        self.name()
     }
 }
+
+/// `--paths` of `httpd`.
+pub type HttpPathList = crate::pingpong::NamedList<HttpPath>;
 
 /// `--conns`: a comma-separated list of connection counts.
 #[derive(Debug, Clone)]

@@ -29,7 +29,6 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::process::Command;
-use std::str::FromStr;
 use std::time::Duration;
 
 use crate::docknet::{self, Bins, Daemon};
@@ -78,16 +77,15 @@ impl fmt::Display for HostPath {
     }
 }
 
-/// `--paths` of `interhost`.
-#[derive(Debug, Clone)]
-pub struct HostPathList(pub Vec<HostPath>);
-
-impl FromStr for HostPathList {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        crate::pingpong::parse_named_list(s, &HostPath::ALL, HostPath::name).map(HostPathList)
+impl crate::pingpong::NamedPath for HostPath {
+    const ALL: &'static [Self] = &HostPath::ALL;
+    fn path_name(self) -> &'static str {
+        self.name()
     }
 }
+
+/// `--paths` of `interhost`.
+pub type HostPathList = crate::pingpong::NamedList<HostPath>;
 
 /// Host addresses (the same for every path).
 pub const IP_H1: Ipv4Addr = Ipv4Addr::new(10, 88, 1, 2);

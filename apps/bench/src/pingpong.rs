@@ -48,20 +48,36 @@ impl fmt::Display for PathKind {
     }
 }
 
-/// `--paths`: a comma-separated list of path names.
-#[derive(Debug, Clone)]
-pub struct PathList(pub Vec<PathKind>);
+/// A scenario's set of paths, each with a command-line name.
+pub trait NamedPath: Copy + PartialEq + 'static {
+    const ALL: &'static [Self];
+    fn path_name(self) -> &'static str;
+}
 
-impl FromStr for PathList {
+/// `--paths`: a comma-separated list of path names (of any scenario).
+#[derive(Debug, Clone)]
+pub struct NamedList<T>(pub Vec<T>);
+
+impl<T: NamedPath> FromStr for NamedList<T> {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        parse_named_list(s, &PathKind::ALL, PathKind::name).map(PathList)
+        parse_named_list(s, T::ALL, T::path_name).map(NamedList)
     }
 }
 
+impl NamedPath for PathKind {
+    const ALL: &'static [Self] = &PathKind::ALL;
+    fn path_name(self) -> &'static str {
+        self.name()
+    }
+}
+
+/// `--paths` of `pingpong`.
+pub type PathList = NamedList<PathKind>;
+
 /// Parse a comma-separated list of names, each one of `all` (by `name`), without
 /// duplicates, in the order given.
-pub fn parse_named_list<T: Copy + PartialEq>(
+fn parse_named_list<T: Copy + PartialEq>(
     s: &str,
     all: &[T],
     name: fn(T) -> &'static str,
