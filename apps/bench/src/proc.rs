@@ -111,15 +111,8 @@ pub struct ChildGuard {
 
 impl ChildGuard {
     /// Spawns `cmd` with stdout and stderr captured.
-    pub fn spawn(name: &str, mut cmd: Command) -> Result<Self, String> {
-        cleanup::unblock_signals_in_child(&mut cmd);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("{name}: spawn {:?}: {e}", cmd.get_program()))?;
-        let id = cleanup::register(Resource::Process(child.id()));
+    pub fn spawn(name: &str, cmd: Command) -> Result<Self, String> {
+        let (mut child, id) = spawn_captured(name, cmd)?;
         let (tx, rx) = mpsc::channel();
         let stdout_tail = Tail::default();
         let stderr_tail = Tail::default();
@@ -221,16 +214,23 @@ pub struct Output {
     pub stderr_tail: String,
 }
 
-/// Runs `cmd` to completion with captured output; kills it after `timeout`.
-pub fn run_with_timeout(name: &str, mut cmd: Command, timeout: Duration) -> Result<Output, String> {
+/// Spawns `cmd` (stdin null, stdout/stderr piped, signals unblocked) and registers it for
+/// cleanup. Returns the child and its cleanup id.
+fn spawn_captured(name: &str, mut cmd: Command) -> Result<(std::process::Child, u64), String> {
     cleanup::unblock_signals_in_child(&mut cmd);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd
+    let child = cmd
         .spawn()
         .map_err(|e| format!("{name}: spawn {:?}: {e}", cmd.get_program()))?;
     let id = cleanup::register(Resource::Process(child.id()));
+    Ok((child, id))
+}
+
+/// Runs `cmd` to completion with captured output; kills it after `timeout`.
+pub fn run_with_timeout(name: &str, cmd: Command, timeout: Duration) -> Result<Output, String> {
+    let (mut child, id) = spawn_captured(name, cmd)?;
     let mut stdout = child.stdout.take().expect("piped stdout");
     let out_thread = std::thread::spawn(move || {
         let mut s = String::new();
