@@ -75,6 +75,17 @@ impl DpdkNic {
     /// driver against its limits).
     pub fn open_with_mtu(eal_args: &str, mtu: Option<u32>) -> Result<DpdkNic, String> {
         let args = split_args(eal_args)?;
+        if args.iter().any(|a| a.contains("net_af_packet"))
+            && !args.iter().any(|a| a.contains("framecnt="))
+        {
+            // Its kernel ring drops what does not fit without DPDK counting it; TCP then
+            // waits out retransmission timeouts (ARCHITECTURE.md, Departures).
+            log::warn!(
+                "--nic dpdk: net_af_packet's default ring of 512 frames drops TCP bursts \
+                 uncounted; add framecnt=4096 to its --vdev (e.g. \
+                 --vdev=net_af_packet0,iface=veth0,framecnt=4096)"
+            );
+        }
         if EAL_USED.swap(true, Ordering::AcqRel) {
             return Err(
                 "--nic dpdk: DPDK's EAL was already initialised in this process; \
