@@ -236,6 +236,8 @@ pub struct LinkInfo {
     pub mtu: u32,
     /// The default MTU of new pipes: [`pipe_mtu_for`] the link.
     pub pipe_mtu: u32,
+    /// How long a neighbour's ARP answer is trusted (`docknetd --arp-reachable`).
+    pub arp_reachable: std::time::Duration,
     pub stats: Arc<crate::link::LinkStats>,
 }
 
@@ -352,9 +354,12 @@ impl Control {
                 Err("capture needs its own connection (docknetctl capture)".into())
             }
             Request::Link => match &self.link {
-                Some(l) => {
-                    Ok(json!({ "name": l.name, "mtu": l.mtu, "counters": l.stats.snapshot() }))
-                }
+                Some(l) => Ok(json!({
+                    "name": l.name,
+                    "mtu": l.mtu,
+                    "arp_reachable_ms": l.arp_reachable.as_millis() as u64,
+                    "counters": l.stats.snapshot()
+                })),
                 None => Err("docknetd runs with --nic none: there is no NIC".into()),
             },
             Request::Attach { name, pid } => {

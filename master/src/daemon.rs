@@ -23,10 +23,12 @@ pub const TMPFS_MAGIC: i64 = 0x0102_1994;
 #[derive(Clone, Debug)]
 pub struct Options {
     pub run_dir: PathBuf,
-    /// NIC backend; only `none` exists today.
+    /// NIC backend (`none`, `tap:NAME`, `af-packet:IFACE`, `dpdk:'EAL ARGS'`).
     pub nic: String,
     /// Pin the data-path thread to this CPU.
     pub core: Option<usize>,
+    /// How the master ages the neighbours it learns on the NIC's link.
+    pub neighbor_timers: crate::link::NeighborTimers,
 }
 
 /// Why the daemon could not run. `code` is the exit status.
@@ -250,6 +252,7 @@ fn serve(
     let bell = Arc::new(Doorbell::new());
     let (dp_tx, dp_rx) = mpsc::channel::<DpMsg>();
     let core = opts.core;
+    let timers = opts.neighbor_timers;
     let dp_bell = bell.clone();
     let link = nic.as_ref().map(|n| LinkInfo {
         name: n.name().to_string(),
@@ -259,6 +262,7 @@ fn serve(
         },
         mtu: (n.max_frame() - net::ETH_LEN) as u32,
         pipe_mtu: control::pipe_mtu_for((n.max_frame() - net::ETH_LEN) as u32, n.gso_max_frame()),
+        arp_reachable: opts.neighbor_timers.reachable,
         stats: Arc::new(LinkStats::default()),
     });
     if let Some(l) = &link {
@@ -278,7 +282,7 @@ fn serve(
             }
             let sw = Switch::new(dp_rx, dp_bell);
             let mut sw = match (nic, link_stats) {
-                (Some(nic), Some(stats)) => sw.with_nic(nic, stats),
+                (Some(nic), Some(stats)) => sw.with_nic(nic, stats, timers),
                 _ => sw,
             };
             sw.run();

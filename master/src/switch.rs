@@ -26,7 +26,7 @@ use docknet::doorbell::{IdlePolicy, Sleeper, MAX_BELLS};
 use docknet::pipe::{MasterPipeEnd, PipeControl};
 
 use crate::capture::CaptureTap;
-use crate::link::{self, LinkCounters, LinkStats, Neighbors};
+use crate::link::{self, LinkCounters, LinkStats, NeighborTimers, Neighbors};
 use crate::net::{self, Verdict, ARP_FRAME_LEN, ETH_LEN, HDR_COPY, MASTER_MAC};
 use crate::nic::{CsumState, Nic, NicWaker, RxMeta, TxMeta};
 use crate::rate::TokenBucket;
@@ -101,6 +101,16 @@ pub struct Switch {
     limited: usize,
 }
 
+/// What [`Switch::ingress`] updates besides the switch: the link's counters, the ARP
+/// frames to send after the burst, the neighbour table; and the round's clock.
+struct LinkRx<'a> {
+    local: &'a mut LinkCounters,
+    arp_out: &'a mut Vec<[u8; ARP_FRAME_LEN]>,
+    neighbors: &'a mut Neighbors,
+    mac: [u8; 6],
+    now: Instant,
+}
+
 /// The NIC and what the switch keeps about its link.
 struct NicPort {
     nic: Box<dyn Nic>,
@@ -111,6 +121,8 @@ struct NicPort {
     /// The NIC fills L4 checksums (`TxMeta::csum_partial`).
     tx_csum: bool,
     neighbors: Neighbors,
+    /// The clock read once per round (by `link_round`), for the neighbour table.
+    now: Instant,
     local: LinkCounters,
     stats: Arc<LinkStats>,
     /// ARP frames to send once the current receive burst is over.
@@ -147,7 +159,13 @@ impl Switch {
 
     /// Attach a NIC: frames for addresses that are no pipe of this host go out on it, and
     /// frames from it go to the pipe that owns their destination IPv4 address.
-    pub fn with_nic(mut self, nic: Box<dyn Nic>, stats: Arc<LinkStats>) -> Self {
+    /// `timers` say how long what is learnt on the link is trusted (see [`NeighborTimers`]).
+    pub fn with_nic(
+        mut self,
+        nic: Box<dyn Nic>,
+        stats: Arc<LinkStats>,
+        timers: NeighborTimers,
+    ) -> Self {
         let waker = nic.rx_fd().map(|fd| NicWaker::start(fd, self.bell.clone()));
         let (mac, max_frame) = (nic.mac(), nic.max_frame());
         let (gso_max_frame, tx_csum) = (nic.gso_max_frame(), nic.tx_csum_offload());
@@ -157,7 +175,8 @@ impl Switch {
             max_frame,
             gso_max_frame,
             tx_csum,
-            neighbors: Neighbors::new(max_frame),
+            neighbors: Neighbors::new(max_frame, timers),
+            now: Instant::now(),
             local: LinkCounters::default(),
             stats,
             arp_out: Vec::with_capacity(BATCH),
@@ -380,18 +399,19 @@ impl Switch {
         let Some(mut port) = self.nic.take() else {
             return 0;
         };
-        let n = port.nic.rx_burst_meta(BATCH, &mut |frame, meta| {
-            self.ingress(
-                &mut port.local,
-                &mut port.arp_out,
-                &mut port.neighbors,
-                port.mac,
-                frame,
-                meta,
-            )
-        });
         let now = Instant::now();
-        if port.neighbors.has_pending() {
+        port.now = now;
+        let n = port.nic.rx_burst_meta(BATCH, &mut |frame, meta| {
+            let mut link = LinkRx {
+                local: &mut port.local,
+                arp_out: &mut port.arp_out,
+                neighbors: &mut port.neighbors,
+                mac: port.mac,
+                now,
+            };
+            self.ingress(&mut link, frame, meta)
+        });
+        if port.neighbors.has_pending() || port.neighbors.has_due() {
             let NicPort {
                 nic,
                 neighbors,
@@ -408,9 +428,10 @@ impl Switch {
             });
             local.no_neighbor += dropped;
             let slots = &self.slots;
-            neighbors.ask_due(now, |ip| {
+            neighbors.ask_due(now, |ask| {
                 if arp_out.len() < arp_out.capacity() {
-                    arp_out.push(link::arp_request(*mac, link_source_ip(slots, ip), ip));
+                    let sender = link_source_ip(slots, ask.target, ask.sender);
+                    arp_out.push(link::arp_request(*mac, sender, ask.target, ask.to));
                     local.arp_requests += 1;
                 }
             });
@@ -426,15 +447,15 @@ impl Switch {
     /// Frames the link vouches for (`meta.csum` Partial: from the local kernel, L4 checksum
     /// not filled; Valid: verified) get only their IPv4 header checked; GSO super-frames
     /// (always Partial) go to the pipe whole.
-    fn ingress(
-        &mut self,
-        local: &mut LinkCounters,
-        arp_out: &mut Vec<[u8; ARP_FRAME_LEN]>,
-        neighbors: &mut Neighbors,
-        my_mac: [u8; 6],
-        frame: &[u8],
-        meta: RxMeta,
-    ) {
+    fn ingress(&mut self, link: &mut LinkRx<'_>, frame: &[u8], meta: RxMeta) {
+        let LinkRx {
+            local,
+            arp_out,
+            neighbors,
+            mac: my_mac,
+            now,
+        } = link;
+        let (my_mac, now) = (*my_mac, *now);
         if frame.len() < ETH_LEN {
             local.bad_frame += 1;
             return;
@@ -456,7 +477,9 @@ impl Switch {
                 };
                 let for_us = self.by_ip.contains_key(&arp.target_ip)
                     || self.gateways.contains_key(&arp.target_ip);
-                neighbors.learn(arp.sender_ip, arp.sender_mac, for_us);
+                // Only an answer sent to our MAC proves the neighbour hears us.
+                let confirms = arp.op == 2 && dst_mac == my_mac && for_us;
+                neighbors.learn(arp.sender_ip, arp.sender_mac, for_us, confirms, now);
                 if arp.op == 1
                     && self.by_ip.contains_key(&arp.target_ip)
                     && arp_out.len() < arp_out.capacity()
@@ -515,6 +538,8 @@ impl Switch {
                     local.unknown_dst += 1;
                     return;
                 };
+                let src = u32::from_be_bytes([frame[26], frame[27], frame[28], frame[29]]);
+                neighbors.saw_frame(src, &frame[6..12]);
                 if deliver_from_link(slot, frame) {
                     local.delivered += 1;
                 } else {
@@ -590,7 +615,7 @@ impl Switch {
                 let Some(&d) = self.by_ip.get(&dst) else {
                     match self.nic.as_mut() {
                         Some(port) => {
-                            let r = egress(port, ptr, &hdr, frame_len, dst);
+                            let r = egress(port, ptr, &hdr, frame_len, src_ip, dst);
                             if let Some(src) = slots[i].as_mut() {
                                 match r {
                                     Egress::Sent | Egress::Parked => {}
@@ -730,17 +755,20 @@ impl Switch {
     }
 }
 
-/// The address the master speaks for when it asks the link about `target`: the gateway of
-/// a pipe subnet holding `target` if there is one, else any pipe's gateway (ARP needs a
-/// sender address; the reply comes back to our MAC either way).
-fn link_source_ip(slots: &[Option<Slot>], target: u32) -> u32 {
-    let same_subnet = slots
-        .iter()
-        .flatten()
-        .find(|s| (s.gateway ^ target) & net::netmask(s.prefix_len) == 0);
-    same_subnet
-        .or_else(|| slots.iter().flatten().next())
-        .map_or(0, |s| s.gateway)
+/// The address the master names as sender when it asks the link about `target`: `asker`,
+/// the pipe whose frame needs the answer (a proxy-ARP router asks the same way), or, if
+/// there is none, a pipe in `target`'s subnet, else any pipe. Never `target` itself: a
+/// host asked "who has A? tell A" takes it for someone claiming its address and stays
+/// silent (and never a pipe subnet's gateway, which on a TAP is the host's own address).
+fn link_source_ip(slots: &[Option<Slot>], target: u32, asker: u32) -> u32 {
+    if asker != 0 && asker != target {
+        return asker;
+    }
+    let pipes = || slots.iter().flatten().filter(|s| s.ip != target);
+    pipes()
+        .find(|s| (s.ip ^ target) & net::netmask(s.prefix_len) == 0)
+        .or_else(|| pipes().next())
+        .map_or(0, |s| s.ip)
 }
 
 enum Egress {
@@ -771,6 +799,7 @@ fn egress(
     src: *const u8,
     hdr: &[u8; HDR_COPY],
     frame_len: usize,
+    src_ip: u32,
     dst: u32,
 ) -> Egress {
     let gso = frame_len > port.max_frame;
@@ -821,7 +850,8 @@ fn egress(
             crate::csum::fill(&mut buf[ETH_LEN..]);
         }
     };
-    match port.neighbors.lookup(dst) {
+    let now = port.now;
+    match port.neighbors.resolve(dst, src_ip, now) {
         Some(dst_mac) => {
             if port
                 .nic
@@ -835,12 +865,11 @@ fn egress(
         None => {
             // Parked frames are sent later with plain `tx`: checksums filled here, and
             // only MTU-sized frames park (the first frames of a flow are small).
-            let now = Instant::now();
             let plain = TxMeta::default();
             if gso
                 || !port
                     .neighbors
-                    .park(dst, frame_len, now, |buf| fill(buf, [0; 6], &plain))
+                    .park(dst, src_ip, frame_len, now, |buf| fill(buf, [0; 6], &plain))
             {
                 port.local.no_neighbor += 1;
                 return Egress::Parked;

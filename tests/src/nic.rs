@@ -293,6 +293,15 @@ impl Site {
     /// The topology for `backend`; `ethtool -K k0 FEATURES…` is run on the kernel's veth
     /// end unless `features` is empty (then the kernel's defaults stay).
     pub fn start_with_peer_ethtool(backend: Backend, features: &[&str]) -> Site {
+        Self::start_full(backend, features, &[])
+    }
+
+    /// [`Site::start`] with extra `docknetd` arguments (e.g. `--arp-reachable 3s`).
+    pub fn start_with_daemon_args(backend: Backend, daemon_args: &[&str]) -> Site {
+        Self::start_full(backend, peer_offloads_off(backend), daemon_args)
+    }
+
+    fn start_full(backend: Backend, features: &[&str], daemon_args: &[&str]) -> Site {
         let host = Netns::new("h");
         let (kernel, iface) = match backend {
             Backend::Tap => {
@@ -313,7 +322,7 @@ impl Site {
             }
         };
         let (nic, dpdk) = backend.nic_arg(&iface, 0);
-        let daemon = Daemon::start_in(host.path(), &nic, &[]);
+        let daemon = Daemon::start_in(host.path(), &nic, daemon_args);
         daemon.create_pipe(PIPE, PIPE_CIDR, &[]);
         if backend == Backend::Tap {
             let addrs = host.ip_show(&["-4", "addr", "show", "dev", &iface]);

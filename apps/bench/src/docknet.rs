@@ -60,10 +60,18 @@ impl Daemon {
         keep: bool,
         timeout: Duration,
     ) -> Result<Self, String> {
-        Self::start_with(bins, run_dir, keep, timeout, "none", None, "docknetd")
+        Self::start_with(
+            bins,
+            run_dir,
+            keep,
+            timeout,
+            &["--nic", "none"],
+            None,
+            "docknetd",
+        )
     }
 
-    /// Starts `docknetd --run-dir RUN --nic NIC`, inside network namespace
+    /// Starts `docknetd --run-dir RUN ARGS...` (e.g. `--nic tap:X`), inside network namespace
     /// `netns` if given (`nsenter --net=/run/netns/NS docknetd ...`: only the
     /// network namespace, so the tmpfs docknetd mounts on RUN/pipes stays
     /// visible to services in our mount namespace; `ip netns exec` would
@@ -74,7 +82,7 @@ impl Daemon {
         run_dir: PathBuf,
         keep: bool,
         timeout: Duration,
-        nic: &str,
+        args: &[&str],
         netns: Option<&str>,
         name: &str,
     ) -> Result<Self, String> {
@@ -87,7 +95,7 @@ impl Daemon {
             }
             None => Command::new(&bins.docknetd),
         };
-        cmd.arg("--run-dir").arg(&run.path).args(["--nic", nic]);
+        cmd.arg("--run-dir").arg(&run.path).args(args);
         let proc = ChildGuard::spawn(name, cmd)?;
         let mut d = Daemon {
             proc,

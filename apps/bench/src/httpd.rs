@@ -281,14 +281,14 @@ pub const HTTPD_TARGET: &str = "/tmp/bench-httpd-target";
 /// The dn-httpd binary serving the 1 KB page: `--httpd-bin`, or built now with
 /// `DN_HTTPD_SITE=/tmp/bench-httpd-target/site-1k CARGO_TARGET_DIR=/tmp/bench-httpd-target
 /// cargo build --release -p dn-httpd` in `src`.
-fn httpd_binary(a: &HttpdArgs) -> Result<(PathBuf, String), String> {
+pub fn httpd_binary(httpd_bin: Option<&Path>, src: &Path) -> Result<(PathBuf, String), String> {
     let site = Path::new(HTTPD_TARGET).join("site-1k");
     write_if_changed(&site.join("index.html"), &page_1k())?;
-    if let Some(b) = &a.httpd_bin {
+    if let Some(b) = httpd_bin {
         if !b.is_file() {
             return Err(format!("--httpd-bin {}: no such file", b.display()));
         }
-        return Ok((b.clone(), format!("given: {}", b.display())));
+        return Ok((b.to_path_buf(), format!("given: {}", b.display())));
     }
     let cmdline = format!(
         "DN_HTTPD_SITE={} CARGO_TARGET_DIR={HTTPD_TARGET} cargo build --release -p dn-httpd",
@@ -296,10 +296,10 @@ fn httpd_binary(a: &HttpdArgs) -> Result<(PathBuf, String), String> {
     );
     eprintln!(
         "building dn-httpd with the 1 KB page: (cd {} && {cmdline})",
-        a.src.display()
+        src.display()
     );
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(&a.src)
+    cmd.current_dir(src)
         .env("DN_HTTPD_SITE", &site)
         .env("CARGO_TARGET_DIR", HTTPD_TARGET)
         .args(["build", "--release", "-p", "dn-httpd"]);
@@ -314,7 +314,7 @@ fn httpd_binary(a: &HttpdArgs) -> Result<(PathBuf, String), String> {
     }
     Ok((
         Path::new(HTTPD_TARGET).join("release/dn-httpd"),
-        format!("(cd {} && {cmdline})", a.src.display()),
+        format!("(cd {} && {cmdline})", src.display()),
     ))
 }
 
@@ -486,7 +486,7 @@ fn run_nginx(a: &HttpdArgs, cmds: &mut PathCommands) -> Result<Vec<HttpRow>, Str
 }
 
 /// `Err` (with their stderr) once dn-httpd or docknetd has exited during a measurement.
-fn both_alive(server: &mut ChildGuard, d: &mut Daemon) -> Result<(), String> {
+pub fn both_alive(server: &mut ChildGuard, d: &mut Daemon) -> Result<(), String> {
     if let Some(s) = server.exited() {
         return Err(format!(
             "dn-httpd exited ({s}): {}",
@@ -615,59 +615,103 @@ fn run_docknet(
     Ok(rows)
 }
 
+/// dn-httpd behind docknetd's TAP: wrk (or curl) in namespace `ns` reaches it at `url`
+/// through the host kernel's side of the TAP.
+pub struct TapHttpd {
+    /// Dropped first: dn-httpd, then docknetd, then the namespace holding the TAP.
+    pub server: ChildGuard,
+    pub daemon: Daemon,
+    pub ns: NetnsGuard,
+    pub url: String,
+    /// What a reader types to set this up (for the report).
+    pub setup: Vec<String>,
+    pub server_cmd: String,
+}
+
+impl TapHttpd {
+    /// Namespace `dnbPID<tag>`, `docknetd --nic tap:dnbtap0 DAEMON_ARGS...` in it, pipe
+    /// htap 10.92.0.2/24 (the TAP gets 10.92.0.1/24), `httpd` on the pipe; returns once a
+    /// 1-second wrk run from the namespace gets answers.
+    pub fn start(
+        bins: &docknet::Bins,
+        httpd: &Path,
+        keep_run_dir: bool,
+        tag: &str,
+        daemon_args: &[&str],
+    ) -> Result<TapHttpd, String> {
+        which("wrk").ok_or("wrk not found (apt-get install wrk)")?;
+        if let Some(r) = netns::unavailable_reason() {
+            return Err(r);
+        }
+        let ns = NetnsGuard::create(&format!("dnb{}{tag}", std::process::id()))?;
+        crate::proc::run_checked(&["ip", "-n", &ns.name, "link", "set", "lo", "up"])?;
+        let run = std::env::temp_dir().join(format!("dnbench-{}-{tag}", std::process::id()));
+        let mut args = vec!["--nic", "tap:dnbtap0"];
+        args.extend_from_slice(daemon_args);
+        let d = Daemon::start_with(
+            bins,
+            run,
+            keep_run_dir,
+            Duration::from_secs(15),
+            &args,
+            Some(&ns.name),
+            "docknetd (tap)",
+        )?;
+        d.ctl(&["pipe", "create", "htap", "--ip", "10.92.0.2/24"])?;
+        let setup = vec![
+            format!("ip netns add {}", ns.name),
+            format!(
+                "nsenter --net=/run/netns/{} docknetd --run-dir {} {}",
+                ns.name,
+                d.run.path.display(),
+                args.join(" ")
+            ),
+            "docknetctl pipe create htap --ip 10.92.0.2/24   (docknetd gives the TAP 10.92.0.1/24)"
+                .into(),
+        ];
+        let server_cmd = format!(
+            "DOCKNET_PIPE={} {} --port 80 --backlog 512",
+            d.pipe_dir("htap").display(),
+            httpd.display()
+        );
+        let url = "http://10.92.0.2:80/".to_string();
+        let mut server = start_httpd(httpd, &d, "htap", "tap dn-httpd")?;
+        wait_http(&ns.name, &url, &mut server)?;
+        Ok(TapHttpd {
+            server,
+            daemon: d,
+            ns,
+            url,
+            setup,
+            server_cmd,
+        })
+    }
+
+    /// `Err` once dn-httpd or docknetd has exited.
+    pub fn alive(&mut self) -> Result<(), String> {
+        both_alive(&mut self.server, &mut self.daemon)
+    }
+}
+
 fn run_tap(
     a: &HttpdArgs,
     bins: &docknet::Bins,
     httpd: &Path,
     cmds: &mut PathCommands,
 ) -> Result<Vec<HttpRow>, String> {
-    which("wrk").ok_or("wrk not found (apt-get install wrk)")?;
-    if let Some(r) = netns::unavailable_reason() {
-        return Err(r);
-    }
-    let ns = NetnsGuard::create(&format!("dnb{}htap", std::process::id()))?;
-    crate::proc::run_checked(&["ip", "-n", &ns.name, "link", "set", "lo", "up"])?;
-    let run = std::env::temp_dir().join(format!("dnbench-{}-tap", std::process::id()));
-    let d = Daemon::start_with(
-        bins,
-        run,
-        a.keep_run_dir,
-        Duration::from_secs(15),
-        "tap:dnbtap0",
-        Some(&ns.name),
-        "docknetd (tap)",
-    )?;
-    d.ctl(&["pipe", "create", "htap", "--ip", "10.92.0.2/24"])?;
-    cmds.setup = vec![
-        format!("ip netns add {}", ns.name),
-        format!(
-            "nsenter --net=/run/netns/{} docknetd --run-dir {} --nic tap:dnbtap0",
-            ns.name,
-            d.run.path.display()
-        ),
-        "docknetctl pipe create htap --ip 10.92.0.2/24   (docknetd gives the TAP 10.92.0.1/24)"
-            .into(),
-    ];
-    cmds.server = format!(
-        "DOCKNET_PIPE={} {} --port 80 --backlog 512",
-        d.pipe_dir("htap").display(),
-        httpd.display()
-    );
-    let url = "http://10.92.0.2:80/".to_string();
-    cmds.client = wrk_cmd_text(a, &ns.name, &url);
-    let mut server = start_httpd(httpd, &d, "htap", "tap dn-httpd")?;
-    wait_http(&ns.name, &url, &mut server)?;
-    let mut d = d;
+    let mut t = TapHttpd::start(bins, httpd, a.keep_run_dir, "htap", &[])?;
+    cmds.setup = t.setup.clone();
+    cmds.server = t.server_cmd.clone();
+    cmds.client = wrk_cmd_text(a, &t.ns.name, &t.url);
+    let (ns, url) = (t.ns.name.clone(), t.url.clone());
     let rows = measure(
         a,
         HttpPath::WrkTapDnHttpd,
-        |n| wrk_cmd(a, &ns.name, &url, n),
+        |n| wrk_cmd(a, &ns, &url, n),
         parse_wrk,
-        || both_alive(&mut server, &mut d),
+        || t.alive(),
     );
-    drop(server);
-    drop(d);
-    drop(ns);
+    drop(t);
     Ok(rows)
 }
 
@@ -860,7 +904,7 @@ pub fn run(a: &HttpdArgs) -> Result<(), String> {
                 ))
             }
         });
-        let httpd = httpd_binary(a).map(|(p, how)| {
+        let httpd = httpd_binary(a.httpd_bin.as_deref(), &a.src).map(|(p, how)| {
             httpd_build = how;
             p
         });

@@ -305,7 +305,7 @@ fn run_docknet(
             run,
             a.keep_run_dir,
             Duration::from_secs(30),
-            &nic,
+            &["--nic", &nic],
             Some(ns),
             &format!("docknetd H{host}"),
         )

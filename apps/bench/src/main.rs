@@ -11,6 +11,7 @@ mod pingpong;
 mod proc;
 mod report;
 mod sizes;
+mod soak;
 mod stats;
 mod svg;
 
@@ -162,6 +163,10 @@ enum Cmd {
     #[command(long_about = INTERHOST_ABOUT)]
     Interhost(InterhostCli),
 
+    /// Sustained wrk load through docknetd's TAP against dn-httpd, in back-to-back windows.
+    #[command(long_about = SOAK_ABOUT)]
+    Soak(SoakCli),
+
     /// (internal) Kernel TCP echo server: echoes every byte on every connection.
     #[command(hide = true)]
     KernelEchoServer {
@@ -270,6 +275,67 @@ struct HttpdCli {
     keep_run_dir: bool,
 }
 
+const SOAK_ABOUT: &str = "\
+Sustained HTTP load through docknetd's TAP backend against dn-httpd (the default NIC of a
+host that reaches its services from the kernel): wrk -tT -cC in a namespace whose TAP is
+docknetd's NIC, run back to back for --windows windows of --window seconds. Between windows
+the NIC counters are read, so each window's requests/s sits beside what the master dropped
+for want of a neighbour (`no_neighbor`) and the ARP it sent and answered. The default, 18
+windows of 10 s, spans six of the master's 30 s ARP trust periods and the kernel's own.
+
+Target: no window below 75% of the median, and nothing dropped for want of a neighbour.
+
+Needs root and wrk (apt-get install wrk); docknetd and docknetctl next to this executable
+(or --bin-dir); dn-httpd is built with the 1 KB page as for `httpd` unless --httpd-bin.
+Output: a table and a summary on stdout; OUT/soak.svg (requests/s per window, the median
+and 75% of it), OUT/soak.md (with the command lines), OUT/soak.json. Progress goes to
+stderr. Everything started (docknetd, dn-httpd, namespace dnbPIDsoak, run dir
+/tmp/dnbench-PID-soak) is removed on exit, including on SIGINT/SIGTERM/SIGHUP.";
+
+#[derive(clap::Args, Debug)]
+struct SoakCli {
+    /// Seconds per window (one wrk run).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    window: u64,
+
+    /// Number of windows, back to back.
+    #[arg(long, default_value_t = 18, value_parser = clap::value_parser!(u64).range(1..=10000))]
+    windows: u64,
+
+    /// wrk connections.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=10000))]
+    conns: u64,
+
+    /// wrk threads.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    threads: u64,
+
+    /// Pass `--arp-reachable DURATION` to docknetd (default: docknetd's, 30 s).
+    #[arg(long, value_name = "DURATION")]
+    arp_reachable: Option<String>,
+
+    /// Directory for soak.svg, soak.md and soak.json.
+    #[arg(long, default_value = "docs/bench")]
+    out: PathBuf,
+
+    /// Directory holding docknetd and docknetctl (default: next to this executable).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+
+    /// A dn-httpd built with DN_HTTPD_SITE=/tmp/bench-httpd-target/site-1k (default:
+    /// build it now).
+    #[arg(long)]
+    httpd_bin: Option<PathBuf>,
+
+    /// Workspace to build dn-httpd from (default: the tree this bench was built from).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))]
+    src: PathBuf,
+
+    /// Keep the temp dir (/tmp/dnbench-PID-soak) for inspection.
+    #[arg(long)]
+    keep_run_dir: bool,
+}
+
 /// Options shared by `pingpong` and `interhost`.
 #[derive(clap::Args, Debug)]
 struct CommonCli {
@@ -345,7 +411,7 @@ fn parse_size_arg(s: &str) -> Result<usize, String> {
 fn main() {
     let cli = Cli::parse();
     let default_level = match cli.cmd {
-        Cmd::Pingpong(_) | Cmd::Interhost(_) | Cmd::Httpd(_) => "info",
+        Cmd::Pingpong(_) | Cmd::Interhost(_) | Cmd::Httpd(_) | Cmd::Soak(_) => "info",
         _ => "warn",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
@@ -380,6 +446,22 @@ fn main() {
                 command_line: report::shell_join(&std::env::args().collect::<Vec<_>>()),
             };
             bench(|| httpd::run(&ha))
+        }
+        Cmd::Soak(c) => {
+            let sa = soak::SoakArgs {
+                window: c.window,
+                windows: c.windows as usize,
+                conns: c.conns as usize,
+                threads: c.threads as usize,
+                arp_reachable: c.arp_reachable,
+                out: c.out,
+                bin_dir: c.bin_dir,
+                httpd_bin: c.httpd_bin,
+                src: c.src,
+                keep_run_dir: c.keep_run_dir,
+                command_line: report::shell_join(&std::env::args().collect::<Vec<_>>()),
+            };
+            bench(|| soak::run(&sa))
         }
         Cmd::KernelEchoServer { bind } => match kernel::serve(bind) {
             Ok(()) => 0,

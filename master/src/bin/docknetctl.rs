@@ -171,6 +171,15 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// `30 s`, `1.5 s`, `500 ms`.
+fn human_ms(ms: u64) -> String {
+    match ms {
+        ms if ms % 1000 == 0 => format!("{} s", ms / 1000),
+        ms if ms >= 1000 => format!("{:.1} s", ms as f64 / 1000.0),
+        ms => format!("{ms} ms"),
+    }
+}
+
 fn json_out(v: &Value) {
     println!(
         "{}",
@@ -302,7 +311,14 @@ fn run(args: Args) -> Result<(), String> {
                 let name = v["name"].as_str().unwrap_or("?").to_string();
                 let mtu = v["mtu"].as_u64().unwrap_or(0);
                 let c: LinkSnapshot = decode(v["counters"].clone())?;
-                println!("{name} (IP MTU {mtu})");
+                match v["arp_reachable_ms"].as_u64() {
+                    // An older daemon does not say.
+                    Some(ms) => println!(
+                        "{name} (IP MTU {mtu}; neighbours re-validated {} after their last answer)",
+                        human_ms(ms)
+                    ),
+                    None => println!("{name} (IP MTU {mtu})"),
+                }
                 let rows: Vec<Vec<String>> = LINK_COLUMNS
                     .iter()
                     .zip(c.values())

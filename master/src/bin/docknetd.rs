@@ -1,6 +1,7 @@
 //! `docknetd`: the DockNet master daemon.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -16,13 +17,40 @@ struct Args {
     run_dir: PathBuf,
     /// NIC backend: none (intra-host only) | tap:NAME (a TAP interface whose kernel side
     /// gets each pipe subnet's gateway address, so the host reaches the services) |
-    /// af-packet:IFACE (an existing interface, TPACKET_V3 rings) | dpdk:'EAL ARGS' (needs
+    /// af-packet:IFACE (an existing interface, TPACKET_V2 rings) | dpdk:'EAL ARGS' (needs
     /// the `dpdk` cargo feature; e.g. dpdk:'--no-huge --no-pci --vdev=net_af_packet0,iface=veth0').
     #[arg(long, value_name = "NIC", default_value = "none")]
     nic: String,
     /// Pin the data-path thread to this CPU core.
     #[arg(long, value_name = "N")]
     core: Option<usize>,
+    /// How long a neighbour's ARP answer on the NIC's link is trusted before the master
+    /// re-validates it (it keeps sending to the known MAC meanwhile, as Linux does), e.g.
+    /// 30s, 5s, 500ms. Probes go out a fifth of this apart (at most 1 s).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    arp_reachable: Duration,
+}
+
+/// `30s`, `500ms`, `2m` or plain seconds; between 100 ms and one hour.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (e.g. 30s, 500ms, 2m)"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => return Err(format!("'{s}': unknown unit '{unit}' (use ms, s or m)")),
+    };
+    if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+        return Err(format!("'{s}' is out of range (100ms to 1h)"));
+    }
+    Ok(d)
 }
 
 fn main() {
@@ -32,6 +60,7 @@ fn main() {
         run_dir: args.run_dir,
         nic: args.nic,
         core: args.core,
+        neighbor_timers: docknet_master::link::NeighborTimers::with_reachable(args.arp_reachable),
     };
     if let Err(e) = docknet_master::daemon::run(opts) {
         eprintln!("docknetd: {e}");
