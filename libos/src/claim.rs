@@ -54,6 +54,12 @@ pub fn try_claim(path: &Path, slot: u64) -> io::Result<Option<Claim>> {
 /// True if some process holds byte `slot` of `path` (asked without taking it).
 pub fn is_claimed(path: &Path, slot: u64) -> io::Result<bool> {
     let file = OpenOptions::new().read(true).write(true).open(path)?;
+    is_claimed_file(&file, slot)
+}
+
+/// True if some process holds byte `slot` of the open `file` (asked without taking it).
+/// For an owner that must not reopen a path a tenant can replace (the master).
+pub fn is_claimed_file(file: &std::fs::File, slot: u64) -> io::Result<bool> {
     let mut fl = write_lock_on(slot);
     // SAFETY: a valid open fd and a pointer to an initialised flock the kernel fills in.
     if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) } != 0 {

@@ -145,16 +145,26 @@ impl PipeDevice {
         }
         // A peer that wrote impossible ring indices has broken the channel: stop using it
         // (traffic falls back to the master) until the master changes our fast channels.
+        // So has one whose file was shrunk under us (a SIGBUS caught, the mapping now zeros).
         if let Some(i) = self.fcs.iter().position(|f| {
-            f.faults
-                .ring_corrupt
-                .load(core::sync::atomic::Ordering::Relaxed)
-                > 0
+            f.is_broken()
+                || f.faults
+                    .ring_corrupt
+                    .load(core::sync::atomic::Ordering::Relaxed)
+                    > 0
         }) {
             // Frames we hold name channels by index: return them before indices shift.
             self.release_pending();
             let f = self.fcs.remove(i);
-            log::warn!("fast channel to {} is broken (impossible ring indices from the peer): using the master", f.peer_ip);
+            let why = if f.is_broken() {
+                "its file was truncated"
+            } else {
+                "impossible ring indices from the peer"
+            };
+            log::warn!(
+                "fast channel to {} is broken ({why}): using the master",
+                f.peer_ip
+            );
             self.broken.push(f.path().to_path_buf());
             self.route_hint = Route::Pipe;
         }
@@ -168,6 +178,11 @@ impl PipeDevice {
     /// True once the master removed our pipe.
     pub fn pipe_closed(&self) -> bool {
         self.pipe.is_closed()
+    }
+
+    /// True once our pipe file was shrunk under us (it reaches no one any more).
+    pub fn pipe_broken(&self) -> bool {
+        self.pipe.is_broken()
     }
 
     fn rescan_fcs(&mut self) {

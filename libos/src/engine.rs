@@ -521,6 +521,14 @@ impl Engine {
                 self.close_all(Duration::from_secs(1));
                 return;
             }
+            if self.dev.pipe_broken() {
+                log::error!(
+                    "{}: the pipe file was truncated under this service; stopping",
+                    self.cfg.pipe_dir.display()
+                );
+                self.pipe_removed = true;
+                return;
+            }
             if self.dev.pipe_closed() {
                 log::error!(
                     "{}: docknetd removed this pipe; stopping",

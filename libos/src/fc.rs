@@ -32,10 +32,22 @@ pub fn create_fc_file(
     mtu: u32,
     nbufs: u32,
 ) -> std::io::Result<SharedMap> {
+    create_fc_file_with(a, b, mtu, nbufs, |size| SharedMap::create(path, size))
+}
+
+/// [`create_fc_file`], the file made and mapped by `create(size)` (e.g.
+/// [`SharedMap::create_at`], which never follows a symlink).
+pub fn create_fc_file_with(
+    a: (Ipv4Addr, [u8; 6]),
+    b: (Ipv4Addr, [u8; 6]),
+    mtu: u32,
+    nbufs: u32,
+    create: impl FnOnce(usize) -> std::io::Result<SharedMap>,
+) -> std::io::Result<SharedMap> {
     let geo = ChannelGeometry::for_mtu(mtu, nbufs);
     let (a_to_b, off) = geo.layout_at(HEADER_SIZE);
     let (b_to_a, end) = geo.layout_at(off);
-    let map = SharedMap::create(path, end)?;
+    let map = create(end)?;
     let hdr = map
         .ptr_at::<FcHeader>(0)
         .expect("file is larger than the header");
@@ -238,6 +250,12 @@ impl FcEnd {
     }
 
     /// True once the master closed the channel.
+    /// True once the file was shrunk under us (by the peer, or anyone who can write it):
+    /// the channel is now private zeros; stop using it ([`crate::sigbus`]).
+    pub fn is_broken(&self) -> bool {
+        self.map.is_broken()
+    }
+
     pub fn is_closed(&self) -> bool {
         // SAFETY: header inside the live mapping; atomic field.
         unsafe { &(*self.header()).closed }.load(Ordering::Acquire) != 0

@@ -1,7 +1,8 @@
 //! DockNet libOS.
 //!
 //! - [`abi`]: the shared-memory contract (one definition for master and services).
-//! - [`shm`], [`ring`], [`channel`], [`doorbell`]: moving frames through shared memory.
+//! - [`shm`], [`ring`], [`channel`], [`doorbell`]: moving frames through shared memory;
+//!   [`sigbus`]: surviving a peer that truncates a shared file.
 //! - [`pipe`], [`fc`]: pipe and fast-channel files; [`claim`]: who is attached (a file lock).
 //! - [`device`]: a smoltcp `Device` over a pipe and its fast channels.
 //! - [`fault`]: loss injected on receive, for tests (`DOCKNET_DROP_RX`).
@@ -20,5 +21,6 @@ pub mod pipe;
 pub mod ring;
 pub mod runtime;
 pub mod shm;
+pub mod sigbus;
 
 pub use engine::{Control, Engine, EngineConfig, ListenerId, NetError, SocketId};

@@ -332,6 +332,12 @@ impl MasterPipeEnd {
         &self.map
     }
 
+    /// True once the service shrank its pipe file under us (a SIGBUS was caught): the
+    /// mapping is private zeros now; the pipe must be quarantined ([`crate::sigbus`]).
+    pub fn is_broken(&self) -> bool {
+        self.map.is_broken()
+    }
+
     /// A handle for the control thread: header atomics only, safe to use while the data
     /// path owns this end.
     pub fn control(&self) -> PipeControl {
@@ -360,6 +366,17 @@ impl PipeControl {
         unsafe { &(*header(&self.map)).fc_generation }.fetch_add(1, Ordering::Release);
         // SAFETY: bell in the live mapping.
         unsafe { crate::doorbell::ring(core::ptr::addr_of!((*header(&self.map)).service_bell)) };
+    }
+
+    /// True if a live process holds the pipe's claim ([`crate::claim`]), asked of the
+    /// file the master mapped, never of whatever is at its path now.
+    pub fn is_claimed(&self) -> std::io::Result<bool> {
+        crate::claim::is_claimed_file(self.map.file(), crate::claim::PIPE_SLOT)
+    }
+
+    /// True once the pipe file was shrunk under the master ([`MasterPipeEnd::is_broken`]).
+    pub fn is_broken(&self) -> bool {
+        self.map.is_broken()
     }
 
     /// Mark the pipe removed and wake the service, which then stops using it.
@@ -464,6 +481,12 @@ impl ServicePipeEnd {
     pub fn is_closed(&self) -> bool {
         // SAFETY: header in the live mapping; atomic field.
         unsafe { &(*header(&self.map)).closed }.load(Ordering::Acquire) != 0
+    }
+
+    /// True once the pipe file was shrunk under this service (a SIGBUS was caught; the
+    /// mapping is private zeros and reaches no one).
+    pub fn is_broken(&self) -> bool {
+        self.map.is_broken()
     }
 
     /// The master's current fast-channel generation for this pipe.

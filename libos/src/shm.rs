@@ -3,9 +3,15 @@
 //! Mapped with [`memmap2::MmapRaw`] so that no Rust reference ever covers memory a peer
 //! may write; all access goes through raw pointers obtained from [`SharedMap::ptr_at`],
 //! which bounds- and alignment-checks the requested object against the mapping.
+//!
+//! Every mapping is guarded against its file being shrunk under it ([`crate::sigbus`]):
+//! the pages then read as zeros and [`SharedMap::is_broken`] turns true, instead of the
+//! process dying of SIGBUS.
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use memmap2::MmapRaw;
@@ -14,16 +20,63 @@ use memmap2::MmapRaw;
 pub struct SharedMap {
     map: MmapRaw,
     path: PathBuf,
+    guard: Option<crate::sigbus::GuardId>,
+    /// The file mapped, held open: questions about it (who holds its lock) are asked of
+    /// this inode, never of whatever a peer may later put at `path`.
+    file: File,
 }
 
 impl SharedMap {
-    /// Create `path` (which must not exist) of `size` zero bytes and map it.
+    /// Create `path` (which must not exist) of `size` zero bytes, mode 0600 (the traffic in
+    /// it is no one else's business), and map it.
     pub fn create(path: &Path, size: usize) -> io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(path)?;
+        file.set_len(size as u64)?;
+        Self::map(file, path)
+    }
+
+    /// Create file `name` (one path component) in the directory open as `dir`, of `size`
+    /// zero bytes, mode `mode`, and map it. Never follows a symlink and never replaces
+    /// anything (`O_CREAT | O_EXCL | O_NOFOLLOW`): for directories a tenant can write to.
+    /// `path` is only what the map reports as its path.
+    pub fn create_at(
+        dir: BorrowedFd<'_>,
+        name: &Path,
+        path: &Path,
+        size: usize,
+        mode: u32,
+    ) -> io::Result<Self> {
+        let bytes = name.as_os_str().as_bytes();
+        if bytes.is_empty() || bytes.contains(&b'/') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: not a single path component", name.display()),
+            ));
+        }
+        let c = std::ffi::CString::new(bytes)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: `dir` is an open directory fd, `c` a NUL-terminated name; the result is
+        // checked before use.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                mode as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just opened and is owned by nothing else.
+        let file = unsafe { File::from_raw_fd(fd) };
         file.set_len(size as u64)?;
         Self::map(file, path)
     }
@@ -36,10 +89,25 @@ impl SharedMap {
 
     fn map(file: File, path: &Path) -> io::Result<Self> {
         let map = MmapRaw::map_raw(&file)?;
+        let guard = crate::sigbus::register(map.as_mut_ptr(), map.len());
         Ok(SharedMap {
             map,
             path: path.to_path_buf(),
+            guard,
+            file,
         })
+    }
+
+    /// The file mapped (the inode, whatever has become of its path since).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// True once the file was shrunk under the mapping (a SIGBUS was caught on it): the
+    /// memory is now private zeros, shared with no one. Whoever owns the mapping should
+    /// stop using it.
+    pub fn is_broken(&self) -> bool {
+        self.guard.is_some_and(crate::sigbus::is_broken)
     }
 
     /// Length of the mapping in bytes.
@@ -78,6 +146,15 @@ impl SharedMap {
         }
         // SAFETY: off + len <= mapping length, checked above.
         Some(unsafe { self.map.as_mut_ptr().add(off) })
+    }
+}
+
+impl Drop for SharedMap {
+    fn drop(&mut self) {
+        // Before `map` is unmapped (fields drop after this body).
+        if let Some(g) = self.guard.take() {
+            crate::sigbus::unregister(g);
+        }
     }
 }
 

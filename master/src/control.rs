@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,12 +19,13 @@ use std::time::Duration;
 
 use docknet::abi::{pipe_flags, Doorbell, MAX_MTU, MIN_MTU};
 use docknet::channel::ChannelFaults;
-use docknet::fc::{close_fc_file, create_fc_file};
+use docknet::fc::{close_fc_file, create_fc_file_with};
 use docknet::pipe::{create_pipe_file, MasterPipeEnd, PipeConfig, PipeControl, FC_DIR};
 use docknet::shm::SharedMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::beneath;
 use crate::net::{self, fmt_mac, mac_for_ip};
 use crate::rate::bytes_per_sec_from_mbps;
 use crate::stats::{snapshot, PipeStats, StatsSnapshot};
@@ -176,6 +178,15 @@ pub struct PipeEntry {
     pub attached: Option<bool>,
     /// The pipe directory (what a service gets as `DOCKNET_PIPE`).
     pub dir: String,
+    /// Its file was shrunk under the master: quarantined, nothing is switched for it
+    /// (`false` from a daemon too old to say).
+    #[serde(default)]
+    pub broken: bool,
+}
+
+/// The name a fast channel to `peer` has in a pipe's `fc/` directory.
+fn fc_file_name(peer: &str) -> PathBuf {
+    PathBuf::from(format!("{peer}.map"))
 }
 
 /// A fast channel as `fc ls` shows it.
@@ -428,12 +439,11 @@ impl Control {
             mtu: p.mtu,
             rate_mbps: p.rate_mbps,
             attached_pid: p.control.attached_pid(),
-            attached: docknet::claim::is_claimed(
-                &p.dir.join(docknet::pipe::PIPE_FILE),
-                docknet::claim::PIPE_SLOT,
-            )
-            .ok(),
+            // Asked of the file the master mapped: never reopened by path, which the
+            // tenant could have replaced (a symlink, a FIFO).
+            attached: p.control.is_claimed().ok(),
             dir: p.dir.display().to_string(),
+            broken: p.control.is_broken(),
         }
     }
 
@@ -609,12 +619,21 @@ impl Control {
         self.pipes.iter().map(|(n, p)| self.entry(n, p)).collect()
     }
 
+    /// Paths of the two names of fast channel a<->b: `a/fc/b.map` and `b/fc/a.map`.
     fn fc_paths(&self, a: &str, b: &str) -> (PathBuf, PathBuf) {
         let d = self.pipes_dir();
         (
             d.join(a).join(FC_DIR).join(format!("{b}.map")),
             d.join(b).join(FC_DIR).join(format!("{a}.map")),
         )
+    }
+
+    /// `pipes/NAME/fc`, opened without following symlinks (the service may have replaced
+    /// it with one).
+    fn fc_dir(&self, name: &str) -> Result<std::os::fd::OwnedFd, String> {
+        let rel = Path::new(name).join(FC_DIR);
+        beneath::open_dir(&self.pipes_dir(), &rel)
+            .map_err(|e| format!("cannot open {}: {e}", self.pipes_dir().join(&rel).display()))
     }
 
     fn fc_create(&mut self, a: &str, b: &str) -> Result<FcEntry, String> {
@@ -636,22 +655,25 @@ impl Control {
         }
         let mtu = pa.mtu.min(pb.mtu);
         let (path_a, path_b) = self.fc_paths(a, b);
-        for p in [&path_a, &path_b] {
-            if p.exists() {
-                log::warn!("removing stale fast-channel file {}", p.display());
-                let _ = std::fs::remove_file(p);
+        // The fc/ directories are the services' to write: reach them and name files in
+        // them without following anything planted there (crate::beneath).
+        let (dir_a, dir_b) = (self.fc_dir(a)?, self.fc_dir(b)?);
+        let (name_a, name_b) = (fc_file_name(b), fc_file_name(a));
+        for (dir, name, path) in [(&dir_a, &name_a, &path_a), (&dir_b, &name_b, &path_b)] {
+            if let Err(e) = beneath::unlink(dir.as_fd(), name) {
+                return Err(format!("cannot clear {}: {e}", path.display()));
             }
         }
-        let map = create_fc_file(
-            &path_a,
+        let map = create_fc_file_with(
             (pa.ip, pa.mac),
             (pb.ip, pb.mac),
             mtu,
             nbufs_for_mtu(mtu),
+            |size| SharedMap::create_at(dir_a.as_fd(), &name_a, &path_a, size, 0o600),
         )
         .map_err(|e| format!("cannot create fast-channel file {}: {e}", path_a.display()))?;
-        if let Err(e) = std::fs::hard_link(&path_a, &path_b) {
-            let _ = std::fs::remove_file(&path_a);
+        if let Err(e) = beneath::link(dir_a.as_fd(), &name_a, dir_b.as_fd(), &name_b) {
+            let _ = beneath::unlink(dir_a.as_fd(), &name_a);
             return Err(format!(
                 "cannot link {} to {}: {e}",
                 path_a.display(),
@@ -686,11 +708,12 @@ impl Control {
         close_fc_file(&rec.map);
         let (path_a, path_b) = self.fc_paths(&rec.a, &rec.b);
         let mut errs = Vec::new();
-        for p in [&path_a, &path_b] {
-            if let Err(e) = std::fs::remove_file(p) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    errs.push(format!("{}: {e}", p.display()));
-                }
+        for (side, peer, path) in [(&rec.a, &rec.b, &path_a), (&rec.b, &rec.a, &path_b)] {
+            let r = self.fc_dir(side).map_err(|e| e.to_string()).and_then(|d| {
+                beneath::unlink(d.as_fd(), &fc_file_name(peer)).map_err(|e| e.to_string())
+            });
+            if let Err(e) = r {
+                errs.push(format!("{}: {e}", path.display()));
             }
         }
         for n in [&rec.a, &rec.b] {

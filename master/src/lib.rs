@@ -7,8 +7,12 @@
 //! - [`control`]: the JSON-lines control protocol, pipe/fast-channel state, socket server
 //!   and client.
 //! - [`daemon`]: run directory, tmpfs, stale state, threads and signals.
+//! - [`link`]: the NIC's counters and the neighbour (ARP) table; [`nic`]: the backends.
+//! - [`beneath`]: touching files in pipe directories without following what a tenant
+//!   planted there.
 
 pub mod attach;
+pub mod beneath;
 pub mod capture;
 pub mod control;
 pub mod csum;

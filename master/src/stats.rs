@@ -97,6 +97,9 @@ counters! {
     /// Times the pipe's rate limit held its frames back (the master stopped taking them
     /// until tokens were due; nothing is dropped). 0 for a pipe without a limit.
     throttled,
+    /// 1 once the pipe's file was shrunk under the master (its SIGBUS caught): the pipe is
+    /// quarantined, nothing more is switched to or from it; `pipe rm` it.
+    broken,
 }
 
 /// A snapshot of one pipe's counters and its channel faults.

@@ -82,6 +82,8 @@ struct Slot {
     throttled: bool,
     /// Largest frame the pipe sends (IP MTU + Ethernet header): the bucket's least burst.
     max_frame: usize,
+    /// The pipe file was shrunk under us: quarantined (see [`Switch::quarantine_broken`]).
+    broken: bool,
 }
 
 /// The switch state owned by the data-path thread.
@@ -219,6 +221,7 @@ impl Switch {
                     capture: None,
                     bucket: None,
                     throttled: false,
+                    broken: false,
                     max_frame,
                 });
                 self.by_ip.insert(ip, slot);
@@ -331,6 +334,7 @@ impl Switch {
     /// while its bucket holds tokens), then flush. Returns the number of frames taken.
     pub fn round(&mut self) -> usize {
         let mut total = self.link_round();
+        self.quarantine_broken();
         let now = if self.limited > 0 {
             Some(Instant::now())
         } else {
@@ -346,6 +350,9 @@ impl Switch {
                 let Some(src) = self.slots[i].as_mut() else {
                     break;
                 };
+                if src.broken {
+                    break;
+                }
                 if let Some(b) = src.bucket.as_mut() {
                     if !b.may_send() {
                         // Out of tokens: the frames stay in the service's ring.
@@ -391,6 +398,26 @@ impl Switch {
             }
         }
         total
+    }
+
+    /// Quarantine every pipe whose file a tenant shrank under us since the last round (the
+    /// SIGBUS guard replaced its mapping with zeros, [`docknet::sigbus`]): it is counted
+    /// (`broken`), nothing more is taken from it or delivered to it, and every other pipe
+    /// goes on. One atomic load per pipe per round.
+    fn quarantine_broken(&mut self) {
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            let Some(s) = s.as_mut() else { continue };
+            if !s.broken && s.end.is_broken() {
+                s.broken = true;
+                s.local.broken = 1;
+                s.stats.publish(&s.local);
+                log::warn!(
+                    "data path: pipe slot {i} ({}): its file was truncated under the master; \
+                     pipe quarantined (remove it with pipe rm)",
+                    std::net::Ipv4Addr::from(s.ip)
+                );
+            }
+        }
     }
 
     /// Take a burst from the NIC and deliver it; send queued ARP and frames whose
@@ -883,7 +910,7 @@ fn egress(
 /// Copy a verified frame from the NIC into a pipe's RX channel (Ethernet destination set
 /// to the pipe's MAC). False if the pipe is not attached or has no room.
 fn deliver_from_link(dst: &mut Slot, frame: &[u8]) -> bool {
-    if dst.control.attached_pid() == 0 || frame.len() > dst.end.rx.buf_size() {
+    if dst.broken || dst.control.attached_pid() == 0 || frame.len() > dst.end.rx.buf_size() {
         return false;
     }
     let Some(buf) = dst.end.rx.alloc() else {
@@ -932,7 +959,8 @@ fn deliver(
     frame_len: usize,
     src_mac: [u8; 6],
 ) -> Delivery {
-    if dst.control.attached_pid() == 0 {
+    // A quarantined pipe counts as one with no service: its memory reaches no one.
+    if dst.broken || dst.control.attached_pid() == 0 {
         return Delivery::NotAttached;
     }
     if frame_len > dst.end.rx.buf_size() {

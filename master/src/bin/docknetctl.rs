@@ -240,6 +240,7 @@ fn run(args: Args) -> Result<(), String> {
                             p.mtu.to_string(),
                             rate,
                             match (p.attached, p.attached_pid) {
+                                _ if p.broken => "BROKEN (file truncated)".into(),
                                 (_, 0) => "-".into(),
                                 // Died without detaching; the next service takes over.
                                 (Some(false), pid) => format!("{pid} (exited)"),
