@@ -186,18 +186,33 @@ pub struct PipeHeader {
     pub service_bell: Doorbell,
     /// Rung by the service when it posts on `tx` (or returns RX buffers); wakes the master.
     pub master_bell: Doorbell,
+    /// IPv4 addresses (network-order bytes as a u32; 0 = empty slot) of the fast-channel
+    /// peers that may send this service frames with source addresses other than their own
+    /// (`docknetctl fc create PEER THIS --forward`: a NAT in front of this service). Written
+    /// by the master only, before it bumps `fc_generation`; the libOS reads it when it
+    /// rescans its fast channels. It lives here, in the receiver's own pipe, and not in
+    /// the channel file, because the peer can write the channel file but not this page.
+    pub fc_forwarders: [AtomicU32; MAX_FC_FORWARDERS],
 }
 const_assert_eq!(core::mem::offset_of!(PipeHeader, rx), 64);
+const_assert_eq!(core::mem::offset_of!(PipeHeader, fc_forwarders), 320);
 const_assert_eq!(core::mem::offset_of!(PipeHeader, tx), 104);
 const_assert_eq!(core::mem::offset_of!(PipeHeader, service_bell), 192);
 const_assert_eq!(core::mem::offset_of!(PipeHeader, master_bell), 256);
 const_assert!(core::mem::size_of::<PipeHeader>() <= HEADER_SIZE);
+
+/// Most fast-channel peers one pipe accepts forwarded frames from.
+pub const MAX_FC_FORWARDERS: usize = 16;
 
 /// Bits of [`PipeHeader::flags`].
 pub mod pipe_flags {
     /// Frames on this pipe carry no L3/L4 checksums (the switch is trusted software, like
     /// veth's CHECKSUM_PARTIAL); a NIC backend fills them on egress.
     pub const CSUM_OFFLOAD: u32 = 1 << 0;
+    /// The master lets this pipe send with source addresses other than its own
+    /// (`pipe create --forwarder`, for a NAT). Informational: the master decides on its
+    /// own record, never on this bit, which the service could flip.
+    pub const FORWARDER: u32 = 1 << 1;
 }
 
 /// The header page of a fast-channel file, shared by two services `a` and `b`

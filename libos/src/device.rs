@@ -52,6 +52,9 @@ pub struct DeviceStats {
     pub rx_injected_drops: u64,
     /// Received frames that were not IPv4 (or too short to be), handed straight back.
     pub rx_not_ipv4: u64,
+    /// Fast-channel frames dropped because their source MAC was not the peer's, or their
+    /// source IPv4 address not the peer's (unless the master lets that peer forward).
+    pub rx_fc_spoofed: u64,
 }
 
 /// The service's network device: its pipe plus zero or more fast channels.
@@ -190,6 +193,12 @@ impl PipeDevice {
         self.release_pending();
         self.route_hint = Route::Pipe;
         self.fcs.retain(|f| !f.is_closed());
+        // Who may forward to us is read from our own pipe header (the master's word),
+        // never from the channel file the peer can write.
+        let forwarders = self.pipe.fc_forwarders();
+        for f in &mut self.fcs {
+            f.peer_may_forward = forwarders.contains(&f.peer_ip);
+        }
         let dir: PathBuf = self.pipe.dir.join(FC_DIR);
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return;
@@ -203,7 +212,8 @@ impl PipeDevice {
                 continue;
             }
             match FcEnd::attach(&path, self.pipe.info.ipv4) {
-                Ok(fc) if !fc.is_closed() => {
+                Ok(mut fc) if !fc.is_closed() => {
+                    fc.peer_may_forward = forwarders.contains(&fc.peer_ip);
                     log::info!("fast channel to {} up ({})", fc.peer_ip, path.display());
                     self.fcs.push(fc);
                 }
@@ -279,6 +289,13 @@ impl PipeDevice {
                 self.receiver(route).give_back(frame.buf);
                 continue;
             }
+            if let Route::Fc(i) = route {
+                if !self.sent_by_peer(i, frame) {
+                    self.stats.rx_fc_spoofed += 1;
+                    self.receiver(route).give_back(frame.buf);
+                    continue;
+                }
+            }
             if !self.rx_drop.should_drop() {
                 return Some((route, frame));
             }
@@ -300,6 +317,25 @@ impl PipeDevice {
         // bytes 12..14 are inside its buffer in the live mapping.
         unsafe { core::ptr::copy_nonoverlapping(ptr.add(12), ethertype.as_mut_ptr(), 2) };
         ethertype == [0x08, 0x00]
+    }
+
+    /// True if a frame from fast channel `i` comes from its peer: source MAC the peer's,
+    /// and source IPv4 the peer's unless the master lets the peer forward. (The pipe needs
+    /// no such check: the master already dropped spoofed frames.) The bytes are copied out
+    /// once; a peer rewriting them afterwards only garbles its own frame.
+    fn sent_by_peer(&self, i: usize, frame: RxFrame) -> bool {
+        const SRC_IP: usize = ETH_HEADER_LEN + 12;
+        if (frame.len as usize) < SRC_IP + 4 {
+            return false;
+        }
+        let f = &self.fcs[i];
+        let ptr = f.rx.frame_ptr(frame);
+        let mut head = [0u8; SRC_IP + 4];
+        // SAFETY: the frame is validated (`len <= buf_size`) and at least SRC_IP + 4 bytes
+        // long (checked above), inside its buffer in the live mapping.
+        unsafe { core::ptr::copy_nonoverlapping(ptr, head.as_mut_ptr(), head.len()) };
+        head[6..12] == f.peer_mac
+            && (f.peer_may_forward || head[SRC_IP..SRC_IP + 4] == f.peer_ip.octets())
     }
 
     /// The route for a frame by its destination: a live fast channel to the destination

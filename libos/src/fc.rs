@@ -89,6 +89,10 @@ pub struct FcEnd {
     pub my_ip: Ipv4Addr,
     pub peer_ip: Ipv4Addr,
     pub peer_mac: [u8; 6],
+    /// The master lets the peer send us frames with source addresses other than its own
+    /// (a NAT in front of us); otherwise such frames are dropped as spoofed. Set by the
+    /// device from our own pipe header, never from the channel file.
+    pub peer_may_forward: bool,
     pub tx: ChannelSender,
     pub rx: ChannelReceiver,
     pub faults: Arc<ChannelFaults>,
@@ -174,6 +178,7 @@ impl FcEnd {
             my_ip,
             peer_ip,
             peer_mac,
+            peer_may_forward: false,
             tx: tx.ok_or_else(|| bad("tx"))?,
             rx: rx.ok_or_else(|| bad("rx"))?,
             faults,

@@ -354,6 +354,13 @@ pub struct PipeControl {
 }
 
 impl PipeControl {
+    /// The control handle of a pipe file mapped by someone other than its master end (a
+    /// tool, a test); the header is validated first.
+    pub fn from_map(map: SharedMap) -> Result<Self, AttachError> {
+        read_pipe_info(&map)?;
+        Ok(PipeControl { map: Arc::new(map) })
+    }
+
     /// Pid of the attached service, 0 if none (written by the service: display only).
     pub fn attached_pid(&self) -> u32 {
         // SAFETY: header in the live mapping; atomic field.
@@ -366,6 +373,19 @@ impl PipeControl {
         unsafe { &(*header(&self.map)).fc_generation }.fetch_add(1, Ordering::Release);
         // SAFETY: bell in the live mapping.
         unsafe { crate::doorbell::ring(core::ptr::addr_of!((*header(&self.map)).service_bell)) };
+    }
+
+    /// Publish which fast-channel peers may send this pipe's service frames with foreign
+    /// source addresses ([`crate::abi::PipeHeader::fc_forwarders`]); at most
+    /// [`crate::abi::MAX_FC_FORWARDERS`] (the rest are ignored). Call before
+    /// [`PipeControl::bump_fc_generation`].
+    pub fn set_fc_forwarders(&self, peers: &[Ipv4Addr]) {
+        let hdr = header(&self.map);
+        for i in 0..crate::abi::MAX_FC_FORWARDERS {
+            let v = peers.get(i).map_or(0, |ip| u32::from_be_bytes(ip.octets()));
+            // SAFETY: header in the live mapping; atomic field.
+            unsafe { &(*hdr).fc_forwarders[i] }.store(v, Ordering::Release);
+        }
     }
 
     /// True if a live process holds the pipe's claim ([`crate::claim`]), asked of the
@@ -481,6 +501,18 @@ impl ServicePipeEnd {
     pub fn is_closed(&self) -> bool {
         // SAFETY: header in the live mapping; atomic field.
         unsafe { &(*header(&self.map)).closed }.load(Ordering::Acquire) != 0
+    }
+
+    /// The fast-channel peers the master lets send us frames with foreign source
+    /// addresses (copied out of the header; zeros skipped).
+    pub fn fc_forwarders(&self) -> Vec<Ipv4Addr> {
+        let hdr = header(&self.map);
+        (0..crate::abi::MAX_FC_FORWARDERS)
+            // SAFETY: header in the live mapping; atomic field.
+            .map(|i| unsafe { &(*hdr).fc_forwarders[i] }.load(Ordering::Acquire))
+            .filter(|&v| v != 0)
+            .map(|v| Ipv4Addr::from(v.to_be_bytes()))
+            .collect()
     }
 
     /// True once the pipe file was shrunk under this service (a SIGBUS was caught; the

@@ -41,11 +41,22 @@ pub fn start(
             crate::fault::DROP_ENV
         );
     }
+    let spoofed = engine.device().stats.rx_fc_spoofed;
+    if spoofed > 0 {
+        eprintln!("{name}: dropped {spoofed} fast-channel frames whose source was not the peer");
+    }
     if engine.pipe_removed() {
-        eprintln!(
-            "{name}: docknetd removed the pipe {}",
-            engine.pipe_dir().display()
-        );
+        if engine.device().pipe_broken() {
+            eprintln!(
+                "{name}: the pipe file in {} was truncated; this service can no longer use it",
+                engine.pipe_dir().display()
+            );
+        } else {
+            eprintln!(
+                "{name}: docknetd removed the pipe {}",
+                engine.pipe_dir().display()
+            );
+        }
         return 1;
     }
     match result {

@@ -167,3 +167,97 @@ fn a_refused_attach_leaves_the_owner_attached() {
     drop((again, peer));
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// An Ethernet + IPv4 + UDP frame (checksums zero: pipes carry none).
+fn udp_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let payload = 8 + 4;
+    let total = (20 + payload) as u16;
+    f.extend_from_slice(&[0x45, 0]);
+    f.extend_from_slice(&total.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    f.extend_from_slice(&[0x30, 0x39, 0x00, 0x09, 0, payload as u8, 0, 0]);
+    f.extend_from_slice(b"ping");
+    f
+}
+
+/// The receiving libOS drops fast-channel frames whose source MAC or IPv4 address is not
+/// its peer's, and counts them; once the master lets the peer forward (written into the
+/// receiver's own pipe header), a foreign source IPv4 passes, a foreign MAC still not.
+#[test]
+fn spoofed_fast_channel_frames_are_dropped_and_counted() {
+    use docknet::fc::FcEnd;
+    let (root, a, b, fc) = fc_pair("fc-spoof", 64);
+    let db = root.join("b");
+    let mut rx = Engine::attach(EngineConfig {
+        pipe_dir: db.clone(),
+        ..EngineConfig::from_env()
+    })
+    .unwrap();
+    let mut tx = FcEnd::attach(&fc, a.ipv4).unwrap();
+    let stranger = Ipv4Addr::new(192, 0, 2, 7);
+    let mut send = |f: Vec<u8>, rx: &mut Engine| {
+        assert!(tx.tx.send_copy(&f));
+        tx.tx.flush();
+        for _ in 0..20 {
+            rx.poll();
+        }
+        rx.device().stats
+    };
+    let s = send(udp_frame(a.mac, b.mac, a.ipv4, b.ipv4), &mut rx);
+    assert_eq!((s.rx_fc_frames, s.rx_fc_spoofed), (1, 0), "{s:?}");
+    let s = send(udp_frame(a.mac, b.mac, stranger, b.ipv4), &mut rx);
+    assert_eq!(
+        (s.rx_fc_frames, s.rx_fc_spoofed),
+        (2, 1),
+        "foreign source IP: {s:?}"
+    );
+    let s = send(
+        udp_frame([2, 9, 9, 9, 9, 9], b.mac, a.ipv4, b.ipv4),
+        &mut rx,
+    );
+    assert_eq!(
+        (s.rx_fc_frames, s.rx_fc_spoofed),
+        (3, 2),
+        "foreign source MAC: {s:?}"
+    );
+
+    // The master (here: its control handle on b's pipe) lets a forward to b.
+    let ctl = docknet::pipe::PipeControl::from_map(
+        docknet::shm::SharedMap::open(&db.join("pipe.map")).unwrap(),
+    )
+    .unwrap();
+    ctl.set_fc_forwarders(&[a.ipv4]);
+    ctl.bump_fc_generation();
+    let s = send(udp_frame(a.mac, b.mac, stranger, b.ipv4), &mut rx);
+    assert_eq!(
+        (s.rx_fc_frames, s.rx_fc_spoofed),
+        (4, 2),
+        "forwarding allowed: {s:?}"
+    );
+    let s = send(
+        udp_frame([2, 9, 9, 9, 9, 9], b.mac, stranger, b.ipv4),
+        &mut rx,
+    );
+    assert_eq!(
+        (s.rx_fc_frames, s.rx_fc_spoofed),
+        (5, 3),
+        "but not another MAC: {s:?}"
+    );
+    // And withdrawn again.
+    ctl.set_fc_forwarders(&[]);
+    ctl.bump_fc_generation();
+    let s = send(udp_frame(a.mac, b.mac, stranger, b.ipv4), &mut rx);
+    assert_eq!(
+        (s.rx_fc_frames, s.rx_fc_spoofed),
+        (6, 4),
+        "permission withdrawn: {s:?}"
+    );
+    drop((tx, rx));
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -77,13 +77,23 @@ pub enum Request {
         /// the master; none by default.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rate_mbps: Option<u64>,
+        /// The pipe may send with source addresses other than its own (a NAT).
+        #[serde(default, skip_serializing_if = "is_false")]
+        forwarder: bool,
     },
     /// Remove a pipe (and its fast channels).
     PipeRm { name: String },
     /// List pipes.
     PipeLs,
     /// Join two pipes with a fast channel.
-    FcCreate { a: String, b: String },
+    FcCreate {
+        a: String,
+        b: String,
+        /// `a` may send `b` frames with source addresses other than its own (a NAT in
+        /// front of `b`); `b` may not.
+        #[serde(default, skip_serializing_if = "is_false")]
+        forward: bool,
+    },
     /// Remove the fast channel between two pipes.
     FcRm { a: String, b: String },
     /// List fast channels.
@@ -182,6 +192,13 @@ pub struct PipeEntry {
     /// (`false` from a daemon too old to say).
     #[serde(default)]
     pub broken: bool,
+    /// May send with source addresses other than its own (`pipe create --forwarder`).
+    #[serde(default)]
+    pub forwarder: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The name a fast channel to `peer` has in a pipe's `fc/` directory.
@@ -196,6 +213,9 @@ pub struct FcEntry {
     pub b: String,
     pub mtu: u32,
     pub path: String,
+    /// `a` may send `b` frames with foreign source addresses (`fc create --forward`).
+    #[serde(default)]
+    pub forward: bool,
 }
 
 struct PipeRec {
@@ -206,6 +226,8 @@ struct PipeRec {
     mac: [u8; 6],
     mtu: u32,
     rate_mbps: Option<u64>,
+    /// May send with foreign source addresses (`--forwarder`).
+    forwarder: bool,
     dir: PathBuf,
     control: PipeControl,
     stats: Arc<PipeStats>,
@@ -217,6 +239,8 @@ struct FcRec {
     a: String,
     b: String,
     mtu: u32,
+    /// `a` may forward to `b`.
+    forward: bool,
     map: SharedMap,
 }
 
@@ -346,13 +370,14 @@ impl Control {
                 ip,
                 mtu,
                 rate_mbps,
+                forwarder,
             } => self
-                .pipe_create(&name, &ip, mtu, rate_mbps)
+                .pipe_create(&name, &ip, mtu, rate_mbps, forwarder)
                 .map(|e| serde_json::to_value(e).unwrap_or(Value::Null)),
             Request::PipeRm { name } => self.pipe_rm(&name).map(|()| json!({ "removed": name })),
             Request::PipeLs => Ok(serde_json::to_value(self.pipe_ls()).unwrap_or(Value::Null)),
-            Request::FcCreate { a, b } => self
-                .fc_create(&a, &b)
+            Request::FcCreate { a, b, forward } => self
+                .fc_create(&a, &b, forward)
                 .map(|e| serde_json::to_value(e).unwrap_or(Value::Null)),
             Request::FcRm { a, b } => self.fc_rm(&a, &b).map(|()| json!({ "removed": [a, b] })),
             Request::FcLs => Ok(serde_json::to_value(self.fc_ls()).unwrap_or(Value::Null)),
@@ -444,6 +469,7 @@ impl Control {
             attached: p.control.is_claimed().ok(),
             dir: p.dir.display().to_string(),
             broken: p.control.is_broken(),
+            forwarder: p.forwarder,
         }
     }
 
@@ -474,6 +500,7 @@ impl Control {
         cidr: &str,
         mtu: Option<u32>,
         rate_mbps: Option<u64>,
+        forwarder: bool,
     ) -> Result<PipeEntry, String> {
         net::validate_name(name)?;
         if self.pipes.contains_key(name) {
@@ -510,7 +537,7 @@ impl Control {
             gateway,
             mtu,
             nbufs: nbufs_for_mtu(mtu),
-            flags: pipe_flags::CSUM_OFFLOAD,
+            flags: pipe_flags::CSUM_OFFLOAD | if forwarder { pipe_flags::FORWARDER } else { 0 },
         };
         let end = create_pipe_file(&dir, &cfg)
             .map_err(|e| format!("cannot create pipe file in {}: {e}", dir.display()))
@@ -537,6 +564,7 @@ impl Control {
             mac,
             mtu,
             rate_mbps,
+            forwarder,
             dir: dir.clone(),
             control: end.control(),
             stats: stats.clone(),
@@ -547,6 +575,7 @@ impl Control {
                 slot,
                 end: Box::new(end),
                 stats,
+                forwarder,
             })
             .and_then(|()| match rate {
                 // Queued right behind `Add`: applied before the service can attach.
@@ -636,7 +665,26 @@ impl Control {
             .map_err(|e| format!("cannot open {}: {e}", self.pipes_dir().join(&rel).display()))
     }
 
-    fn fc_create(&mut self, a: &str, b: &str) -> Result<FcEntry, String> {
+    /// Tell pipe `b`'s service which fast-channel peers may forward to it (written into
+    /// its own pipe header, which those peers cannot write).
+    fn publish_fc_forwarders(&self, b: &str) {
+        let Some(pb) = self.pipes.get(b) else { return };
+        let peers: Vec<Ipv4Addr> = self
+            .fcs
+            .values()
+            .filter(|f| f.forward && f.b == b)
+            .filter_map(|f| self.pipes.get(&f.a).map(|p| p.ip))
+            .collect();
+        if peers.len() > docknet::abi::MAX_FC_FORWARDERS {
+            log::warn!(
+                "pipe {b}: more than {} forwarding fast-channel peers; the rest are refused",
+                docknet::abi::MAX_FC_FORWARDERS
+            );
+        }
+        pb.control.set_fc_forwarders(&peers);
+    }
+
+    fn fc_create(&mut self, a: &str, b: &str, forward: bool) -> Result<FcEntry, String> {
         if a == b {
             return Err(format!("cannot join pipe {a:?} with itself"));
         }
@@ -680,23 +728,34 @@ impl Control {
                 path_b.display()
             ));
         }
-        pa.control.bump_fc_generation();
-        pb.control.bump_fc_generation();
+        let (ca, cb) = (pa.control.clone(), pb.control.clone());
         self.fcs.insert(
             fc_key(a, b),
             FcRec {
                 a: a.to_string(),
                 b: b.to_string(),
                 mtu,
+                forward,
                 map,
             },
         );
-        log::info!("fast channel {a}<->{b} created (mtu {mtu})");
+        if forward {
+            self.publish_fc_forwarders(b);
+        }
+        ca.bump_fc_generation();
+        cb.bump_fc_generation();
+        let fwd = if forward {
+            format!(", {a} may forward to {b}")
+        } else {
+            String::new()
+        };
+        log::info!("fast channel {a}<->{b} created (mtu {mtu}{fwd})");
         Ok(FcEntry {
             a: a.into(),
             b: b.into(),
             mtu,
             path: path_a.display().to_string(),
+            forward,
         })
     }
 
@@ -715,6 +774,9 @@ impl Control {
             if let Err(e) = r {
                 errs.push(format!("{}: {e}", path.display()));
             }
+        }
+        if rec.forward {
+            self.publish_fc_forwarders(&rec.b);
         }
         for n in [&rec.a, &rec.b] {
             if let Some(p) = self.pipes.get(n) {
@@ -741,6 +803,7 @@ impl Control {
                 b: f.b.clone(),
                 mtu: f.mtu,
                 path: self.fc_paths(&f.a, &f.b).0.display().to_string(),
+                forward: f.forward,
             })
             .collect()
     }
@@ -1007,7 +1070,8 @@ mod tests {
                 name: "a".into(),
                 ip: "10.88.0.2/16".into(),
                 mtu: Some(9000),
-                rate_mbps: None
+                rate_mbps: None,
+                forwarder: false,
             })
         );
         assert_eq!(
@@ -1019,6 +1083,7 @@ mod tests {
         let r = Request::FcCreate {
             a: "x".into(),
             b: "y".into(),
+            forward: true,
         };
         assert_eq!(parse_request(&serde_json::to_string(&r).unwrap()), Ok(r));
     }
@@ -1080,6 +1145,7 @@ mod tests {
             ip: ip.into(),
             mtu: None,
             rate_mbps: None,
+            forwarder: false,
         };
         let e = c.handle(mk("a", "10.88.0.2/16")).unwrap();
         assert_eq!(e["mac"], "02:00:0a:58:00:02");
@@ -1102,6 +1168,7 @@ mod tests {
                     ip: "10.88.0.5/16".into(),
                     mtu: Some(100),
                     rate_mbps: None,
+                    forwarder: false,
                 },
                 "MTU",
             ),
@@ -1109,6 +1176,7 @@ mod tests {
                 Request::FcCreate {
                     a: "a".into(),
                     b: "zz".into(),
+                    forward: false,
                 },
                 "no pipe",
             ),
@@ -1116,6 +1184,7 @@ mod tests {
                 Request::FcCreate {
                     a: "a".into(),
                     b: "a".into(),
+                    forward: false,
                 },
                 "itself",
             ),
@@ -1134,12 +1203,14 @@ mod tests {
         c.handle(Request::FcCreate {
             a: "a".into(),
             b: "b".into(),
+            forward: false,
         })
         .unwrap();
         assert!(c
             .handle(Request::FcCreate {
                 a: "b".into(),
-                b: "a".into()
+                b: "a".into(),
+                forward: false,
             })
             .is_err());
         assert!(dir.join("pipes/a/fc/b.map").exists() && dir.join("pipes/b/fc/a.map").exists());
@@ -1155,6 +1226,7 @@ mod tests {
         c.handle(Request::FcCreate {
             a: "b".into(),
             b: "a".into(),
+            forward: false,
         })
         .unwrap();
         c.handle(Request::FcRm {
@@ -1200,6 +1272,7 @@ mod tests {
                 ip: "10.88.0.4/16".into(),
                 mtu: None,
                 rate_mbps: Some(0),
+                forwarder: false,
             })
             .unwrap_err();
         assert!(e.contains("invalid rate limit"), "{e}");
@@ -1210,6 +1283,7 @@ mod tests {
                 ip: "10.88.0.4/16".into(),
                 mtu: None,
                 rate_mbps: Some(500),
+                forwarder: false,
             })
             .unwrap();
         assert_eq!(e["rate_mbps"], 500);

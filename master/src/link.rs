@@ -65,6 +65,8 @@ link_counters! {
     bad_csum,
     /// Dropped on receive: IPv4 destination is no pipe of this host.
     unknown_dst,
+    /// Dropped on receive: IPv4 source is one of this host's pipes (spoofed).
+    spoofed,
     /// Dropped on receive: unicast to another MAC (seen in promiscuous mode).
     not_for_us,
     /// Dropped on receive: EtherType or IP fragment we do not handle.

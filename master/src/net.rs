@@ -161,10 +161,12 @@ fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-/// Classify a frame of `len` bytes sent by the pipe whose address is `my_ip`. `hdr` holds
-/// a private copy of the frame's first `min(len, HDR_COPY)` bytes (it must be at least
-/// that long). Never panics, whatever the bytes.
-pub fn classify(hdr: &[u8; HDR_COPY], len: usize, my_ip: u32) -> Verdict {
+/// Classify a frame of `len` bytes sent by a pipe. With `source: Some(ip)`, an IPv4 frame
+/// whose source is not `ip` (the pipe's address) is spoofed; `None` lets any source pass
+/// (a `--forwarder` pipe). `hdr` holds a private copy of the frame's first
+/// `min(len, HDR_COPY)` bytes (it must be at least that long). Never panics, whatever the
+/// bytes.
+pub fn classify(hdr: &[u8; HDR_COPY], len: usize, source: Option<u32>) -> Verdict {
     if len < ETH_LEN {
         return Verdict::Drop(Drop::BadFrame);
     }
@@ -202,7 +204,7 @@ pub fn classify(hdr: &[u8; HDR_COPY], len: usize, my_ip: u32) -> Verdict {
             if version != 4 || ihl < 20 || total < ihl || total > len - ETH_LEN {
                 return Verdict::Drop(Drop::BadFrame);
             }
-            if be32(ip, 12) != my_ip {
+            if source.is_some_and(|my_ip| be32(ip, 12) != my_ip) {
                 return Verdict::Drop(Drop::Spoofed);
             }
             Verdict::Ipv4 {
@@ -375,7 +377,7 @@ pub(crate) mod tests {
         let me = ip("10.88.0.2");
         let f = arp_request(mac_for_ip(me), me, ip("10.88.0.3"));
         assert_eq!(
-            classify(&hdr_of(&f), f.len(), u32::from(me)),
+            classify(&hdr_of(&f), f.len(), Some(u32::from(me))),
             Verdict::ArpRequest {
                 sender_mac: mac_for_ip(me),
                 sender_ip: me.octets(),
@@ -383,19 +385,19 @@ pub(crate) mod tests {
             }
         );
         assert_eq!(
-            classify(&hdr_of(&f), 41, u32::from(me)),
+            classify(&hdr_of(&f), 41, Some(u32::from(me))),
             Verdict::Drop(Drop::BadFrame)
         );
         let mut reply = f.clone();
         reply[21] = 2;
         assert_eq!(
-            classify(&hdr_of(&reply), reply.len(), u32::from(me)),
+            classify(&hdr_of(&reply), reply.len(), Some(u32::from(me))),
             Verdict::Drop(Drop::ArpOp)
         );
         let mut bad = f.clone();
         bad[18] = 8; // hlen
         assert_eq!(
-            classify(&hdr_of(&bad), bad.len(), u32::from(me)),
+            classify(&hdr_of(&bad), bad.len(), Some(u32::from(me))),
             Verdict::Drop(Drop::BadFrame)
         );
     }
@@ -406,7 +408,7 @@ pub(crate) mod tests {
         let me = u32::from(a);
         let f = ipv4_frame(a, b, 100);
         assert_eq!(
-            classify(&hdr_of(&f), f.len(), me),
+            classify(&hdr_of(&f), f.len(), Some(me)),
             Verdict::Ipv4 {
                 dst: u32::from(b),
                 frame_len: f.len()
@@ -414,7 +416,7 @@ pub(crate) mod tests {
         );
         // Ethernet padding is not forwarded.
         assert_eq!(
-            classify(&hdr_of(&f), f.len() + 10, me),
+            classify(&hdr_of(&f), f.len() + 10, Some(me)),
             Verdict::Ipv4 {
                 dst: u32::from(b),
                 frame_len: f.len()
@@ -423,35 +425,44 @@ pub(crate) mod tests {
         // Spoofed source.
         let s = ipv4_frame(ip("10.88.0.9"), b, 10);
         assert_eq!(
-            classify(&hdr_of(&s), s.len(), me),
+            classify(&hdr_of(&s), s.len(), Some(me)),
             Verdict::Drop(Drop::Spoofed)
         );
         // Bad lengths and versions.
-        assert_eq!(classify(&hdr_of(&f), 13, me), Verdict::Drop(Drop::BadFrame));
-        assert_eq!(classify(&hdr_of(&f), 0, me), Verdict::Drop(Drop::BadFrame));
-        assert_eq!(classify(&hdr_of(&f), 33, me), Verdict::Drop(Drop::BadFrame));
         assert_eq!(
-            classify(&hdr_of(&f), f.len() - 1, me),
+            classify(&hdr_of(&f), 13, Some(me)),
+            Verdict::Drop(Drop::BadFrame)
+        );
+        assert_eq!(
+            classify(&hdr_of(&f), 0, Some(me)),
+            Verdict::Drop(Drop::BadFrame)
+        );
+        assert_eq!(
+            classify(&hdr_of(&f), 33, Some(me)),
+            Verdict::Drop(Drop::BadFrame)
+        );
+        assert_eq!(
+            classify(&hdr_of(&f), f.len() - 1, Some(me)),
             Verdict::Drop(Drop::BadFrame),
             "total length > frame"
         );
         let mut v6 = f.clone();
         v6[14] = 0x65;
         assert_eq!(
-            classify(&hdr_of(&v6), v6.len(), me),
+            classify(&hdr_of(&v6), v6.len(), Some(me)),
             Verdict::Drop(Drop::BadFrame)
         );
         let mut ihl = f.clone();
         ihl[14] = 0x44;
         assert_eq!(
-            classify(&hdr_of(&ihl), ihl.len(), me),
+            classify(&hdr_of(&ihl), ihl.len(), Some(me)),
             Verdict::Drop(Drop::BadFrame)
         );
         let mut short_total = f.clone();
         short_total[16] = 0;
         short_total[17] = 19;
         assert_eq!(
-            classify(&hdr_of(&short_total), f.len(), me),
+            classify(&hdr_of(&short_total), f.len(), Some(me)),
             Verdict::Drop(Drop::BadFrame)
         );
         // Other ethertypes.
@@ -459,7 +470,7 @@ pub(crate) mod tests {
         v6[12] = 0x86;
         v6[13] = 0xdd;
         assert_eq!(
-            classify(&hdr_of(&v6), v6.len(), me),
+            classify(&hdr_of(&v6), v6.len(), Some(me)),
             Verdict::Drop(Drop::Unsupported)
         );
     }
@@ -478,7 +489,8 @@ pub(crate) mod tests {
             h[12] = [0x08, 0x08, 0x86][(seed % 3) as usize];
             h[13] = [0x00, 0x06, 0xdd][(seed % 3) as usize];
             let len = (seed >> 20) as usize % 70_000;
-            let _ = classify(&h, len, 0x0a58_0002);
+            let _ = classify(&h, len, Some(0x0a58_0002));
+            let _ = classify(&h, len, None);
         }
     }
 }

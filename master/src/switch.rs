@@ -42,6 +42,8 @@ pub enum DpMsg {
         slot: usize,
         end: Box<MasterPipeEnd>,
         stats: Arc<PipeStats>,
+        /// The pipe may send with source addresses other than its own (a NAT).
+        forwarder: bool,
     },
     /// Stop switching the pipe in `slot` and drop its end; `done` is signalled afterwards.
     Remove {
@@ -84,6 +86,9 @@ struct Slot {
     max_frame: usize,
     /// The pipe file was shrunk under us: quarantined (see [`Switch::quarantine_broken`]).
     broken: bool,
+    /// May send with foreign source addresses (the control plane's record, never the
+    /// pipe header's flag, which the service can write).
+    forwarder: bool,
 }
 
 /// The switch state owned by the data-path thread.
@@ -195,7 +200,12 @@ impl Switch {
     /// Apply one message. Returns false on shutdown.
     fn handle(&mut self, msg: DpMsg) -> bool {
         match msg {
-            DpMsg::Add { slot, end, stats } => {
+            DpMsg::Add {
+                slot,
+                end,
+                stats,
+                forwarder,
+            } => {
                 self.remove(slot);
                 let end = *end;
                 let ip = u32::from(end.info.ipv4);
@@ -222,6 +232,7 @@ impl Switch {
                     bucket: None,
                     throttled: false,
                     broken: false,
+                    forwarder,
                     max_frame,
                 });
                 self.by_ip.insert(ip, slot);
@@ -566,6 +577,11 @@ impl Switch {
                     return;
                 };
                 let src = u32::from_be_bytes([frame[26], frame[27], frame[28], frame[29]]);
+                if self.by_ip.contains_key(&src) {
+                    // A frame from the link claiming one of our pipes' addresses.
+                    local.spoofed += 1;
+                    return;
+                }
                 neighbors.saw_frame(src, &frame[6..12]);
                 if deliver_from_link(slot, frame) {
                     local.delivered += 1;
@@ -596,8 +612,9 @@ impl Switch {
         src.local.tx_bytes += len as u64;
         src.dirty = true;
         let (src_ip, src_mac) = (src.ip, src.mac);
+        let source_check = (!src.forwarder).then_some(src_ip);
 
-        match net::classify(&hdr, len, src_ip) {
+        match net::classify(&hdr, len, source_check) {
             Verdict::Drop(why) => {
                 let c = &mut src.local;
                 match why {
@@ -1070,6 +1087,7 @@ mod tests {
                 slot,
                 end: Box::new(end),
                 stats: st.clone(),
+                forwarder: false,
             })
             .unwrap();
             dirs.push(d);

@@ -49,12 +49,17 @@ impl Daemon {
     }
 
     fn create(&self, name: &str, ip: &str) -> PathBuf {
+        self.create_with(name, ip, false)
+    }
+
+    fn create_with(&self, name: &str, ip: &str, forwarder: bool) -> PathBuf {
         let v = self
             .call(Request::PipeCreate {
                 name: name.into(),
                 ip: ip.into(),
                 mtu: None,
                 rate_mbps: None,
+                forwarder,
             })
             .unwrap();
         PathBuf::from(v["dir"].as_str().unwrap())
@@ -231,6 +236,53 @@ fn switches_frames_between_services() {
     send(&mut a, &f);
     assert_eq!(recv(&mut b).len(), f.len());
 
+    d.stop();
+}
+
+/// Only a pipe created `--forwarder` may send with another source address (a NAT passing
+/// a client's address on); the same frame from an ordinary pipe is dropped as spoofed.
+#[test]
+fn only_a_forwarder_pipe_sends_with_foreign_sources() {
+    let d = Daemon::start("forwarder");
+    let (inat, ib, iplain, client): (Ipv4Addr, Ipv4Addr, Ipv4Addr, Ipv4Addr) = (
+        "10.88.0.10".parse().unwrap(),
+        "10.88.0.11".parse().unwrap(),
+        "10.88.0.12".parse().unwrap(),
+        "192.0.2.7".parse().unwrap(),
+    );
+    let mut nat = ServicePipeEnd::attach(&d.create_with("nat", "10.88.0.10/16", true)).unwrap();
+    let mut b = ServicePipeEnd::attach(&d.create("b", "10.88.0.11/16")).unwrap();
+    let mut plain = ServicePipeEnd::attach(&d.create("plain", "10.88.0.12/16")).unwrap();
+    let ls = d.call(Request::PipeLs).unwrap();
+    let forwarder = |n: &str| {
+        ls.as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == n)
+            .unwrap()["forwarder"]
+            .clone()
+    };
+    assert_eq!(
+        (forwarder("nat"), forwarder("plain")),
+        (true.into(), false.into())
+    );
+
+    let f = ipv4(client, ib, 100);
+    send(&mut nat, &f);
+    let got = recv(&mut b);
+    assert_eq!(
+        &got[26..30],
+        &client.octets(),
+        "the client's address reached b"
+    );
+    assert_eq!(d.stats("nat")["spoofed"], 0);
+
+    send(&mut plain, &f);
+    wait_stat(&d, "plain", "spoofed", 1);
+    // Its own address still passes.
+    send(&mut plain, &ipv4(iplain, ib, 10));
+    assert_eq!(&recv(&mut b)[26..30], &iplain.octets());
+    let _ = inat;
     d.stop();
 }
 

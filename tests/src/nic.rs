@@ -42,6 +42,7 @@ pub const NIC_COUNTERS: &[&str] = &[
     "bad_frame",
     "bad_csum",
     "unknown_dst",
+    "spoofed",
     "not_for_us",
     "unsupported",
     "pipe_full",
@@ -835,6 +836,11 @@ pub fn scenario_bad_input(backend: Backend) {
     let mut other = good_syn.clone();
     other[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x42]);
     cases.push(("unicast to another MAC", other, "not_for_us"));
+    cases.push((
+        "TCP SYN claiming the pipe's own address as source",
+        tcp_syn(BROADCAST, pipe, pipe, 40005, ECHO_PORT),
+        "spoofed",
+    ));
 
     // Case by case, so a failure names the frame: each must reach the NIC (rx_frames),
     // land in its counter, and deliver nothing.

@@ -95,6 +95,11 @@ enum PipeCmd {
         /// master and are not limited. Default: no limit.
         #[arg(long, value_name = "R")]
         rate_mbps: Option<u64>,
+        /// Let the service send with source addresses other than its own (a NAT load
+        /// balancer rewriting addresses). Without it the master drops such frames as
+        /// spoofed. Grant it only to services that forward for others.
+        #[arg(long)]
+        forwarder: bool,
     },
     /// Remove a pipe and its fast channels.
     Rm {
@@ -112,11 +117,18 @@ enum PipeCmd {
 #[derive(Subcommand, Debug)]
 enum FcCmd {
     /// Join two pipes with a fast channel.
+    ///
+    /// Each side drops frames from the other whose source MAC or IPv4 address is not the
+    /// other's, unless --forward lets A send B frames with any source address.
     Create {
         /// First pipe.
         a: String,
         /// Second pipe.
         b: String,
+        /// A may send B frames with source addresses other than its own (A is a NAT in
+        /// front of B). B may not.
+        #[arg(long)]
+        forward: bool,
     },
     /// Remove the fast channel between two pipes (either order).
     Rm {
@@ -208,12 +220,14 @@ fn run(args: Args) -> Result<(), String> {
             ip,
             mtu,
             rate_mbps,
+            forwarder,
         }) => {
             let e: PipeEntry = decode(call(Request::PipeCreate {
                 name,
                 ip,
                 mtu,
                 rate_mbps,
+                forwarder,
             })?)?;
             println!("{}", e.dir);
         }
@@ -239,6 +253,7 @@ fn run(args: Args) -> Result<(), String> {
                             p.mac,
                             p.mtu.to_string(),
                             rate,
+                            if p.forwarder { "yes" } else { "-" }.into(),
                             match (p.attached, p.attached_pid) {
                                 _ if p.broken => "BROKEN (file truncated)".into(),
                                 (_, 0) => "-".into(),
@@ -257,6 +272,7 @@ fn run(args: Args) -> Result<(), String> {
                         "MAC",
                         "MTU",
                         "RATE-MBPS",
+                        "FORWARDER",
                         "ATTACHED-PID",
                         "DIR",
                     ],
@@ -264,8 +280,8 @@ fn run(args: Args) -> Result<(), String> {
                 );
             }
         }
-        Cmd::Fc(FcCmd::Create { a, b }) => {
-            let e: FcEntry = decode(call(Request::FcCreate { a, b })?)?;
+        Cmd::Fc(FcCmd::Create { a, b, forward }) => {
+            let e: FcEntry = decode(call(Request::FcCreate { a, b, forward })?)?;
             println!("{}", e.path);
         }
         Cmd::Fc(FcCmd::Rm { a, b }) => {
@@ -279,9 +295,12 @@ fn run(args: Args) -> Result<(), String> {
                 let fcs: Vec<FcEntry> = decode(v)?;
                 let rows: Vec<Vec<String>> = fcs
                     .into_iter()
-                    .map(|f| vec![f.a, f.b, f.mtu.to_string(), f.path])
+                    .map(|f| {
+                        let fwd = if f.forward { "a->b" } else { "-" };
+                        vec![f.a, f.b, f.mtu.to_string(), fwd.into(), f.path]
+                    })
                     .collect();
-                table(&["A", "B", "MTU", "PATH"], &rows);
+                table(&["A", "B", "MTU", "FORWARD", "PATH"], &rows);
             }
         }
         Cmd::Stats { name, json } => {
