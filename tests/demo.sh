@@ -18,6 +18,8 @@ cleanup() {
     set +e
     [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
     if [ -n "$DAEMON_PID" ]; then
+        # SIGTERM alone would leave the pipes for a restarted docknetd.
+        "$BIN/docknetctl" --run-dir "$RUN" shutdown --remove-all >/dev/null 2>&1
         kill -TERM "$DAEMON_PID" 2>/dev/null
         for _ in $(seq 50); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$DAEMON_PID" 2>/dev/null

@@ -188,6 +188,48 @@ impl ChannelSender {
         drained
     }
 
+    /// Take over this end from a sender that went away without telling anyone which
+    /// buffers it had lent (a restarted master), without waiting: buffers named by frames
+    /// the receiver has not released yet stay lent (they come back on the return ring as
+    /// usual), returns already waiting are taken back, and every other buffer is free.
+    /// The consumer index is read before the returns are drained, so a buffer returned
+    /// meanwhile is counted once, as lent, and reclaimed later.
+    pub fn adopt(&mut self) {
+        let n = self.bufs.nbufs;
+        let posted = match self.ring.unconsumed() {
+            Ok(p) => p,
+            Err(_) => {
+                ChannelFaults::bump(&self.faults.ring_corrupt);
+                Vec::new()
+            }
+        };
+        let mut lent = vec![0u64; n.div_ceil(64) as usize];
+        for d in posted {
+            if d.buf < n {
+                lent[(d.buf / 64) as usize] |= 1 << (d.buf % 64);
+            } else {
+                ChannelFaults::bump(&self.faults.bad_desc);
+            }
+        }
+        loop {
+            match self.ret.pop() {
+                Ok(Some(d)) if d.buf < n => lent[(d.buf / 64) as usize] &= !(1 << (d.buf % 64)),
+                Ok(Some(_)) => ChannelFaults::bump(&self.faults.bad_return),
+                Ok(None) => break,
+                Err(_) => {
+                    ChannelFaults::bump(&self.faults.ring_corrupt);
+                    break;
+                }
+            }
+        }
+        self.ret.release();
+        self.free = (0..n)
+            .rev()
+            .filter(|b| lent[(b / 64) as usize] & (1 << (b % 64)) == 0)
+            .collect();
+        self.lent = lent;
+    }
+
     fn ring_size(&self) -> u32 {
         self.ring.size()
     }

@@ -69,6 +69,16 @@ pub fn create_fc_file_with(
     Ok(map)
 }
 
+/// The two addresses (side a, side b) a fast-channel file joins, if its header is a valid
+/// one: for a master taking over the files an earlier master made.
+pub fn fc_file_ends(map: &SharedMap) -> Option<(Ipv4Addr, Ipv4Addr)> {
+    check_magic_version(map, FC_MAGIC).ok()?;
+    let hdr = map.ptr_at::<FcHeader>(0)?;
+    let a: [u8; 4] = read_field!(hdr, a_ipv4);
+    let b: [u8; 4] = read_field!(hdr, b_ipv4);
+    Some((Ipv4Addr::from(a), Ipv4Addr::from(b)))
+}
+
 /// Mark a fast-channel file closed so both sides stop using it (the master calls this
 /// before unlinking the file).
 pub fn close_fc_file(map: &SharedMap) {

@@ -315,6 +315,17 @@ impl MasterPipeEnd {
         })
     }
 
+    /// Take over a pipe file an earlier master created and served (a restarted
+    /// `docknetd`): as [`MasterPipeEnd::new`], then the RX channel's buffers are sorted into
+    /// lent and free from what the rings show ([`ChannelSender::adopt`]); the TX channel
+    /// resumes at the consumer index the old master published (frames it took but had not
+    /// released are switched again: a duplicate segment at worst).
+    pub fn adopt(map: SharedMap) -> Result<Self, AttachError> {
+        let mut end = Self::new(map)?;
+        end.rx.adopt();
+        Ok(end)
+    }
+
     /// The doorbell the master sleeps on for this pipe.
     pub fn master_bell(&self) -> *const Doorbell {
         // SAFETY: header is inside the live mapping.

@@ -103,6 +103,20 @@ impl Producer {
         self.ring.size
     }
 
+    /// The descriptors posted but not yet released by the consumer, oldest first (copied
+    /// out; for taking over a ring another producer left, never on the data path).
+    pub fn unconsumed(&mut self) -> Result<Vec<Desc>, RingCorrupt> {
+        let free = self.free()?;
+        let n = self.ring.size - free;
+        Ok((0..n)
+            .map(|i| {
+                let at = self.cached_cons.wrapping_add(i);
+                // SAFETY: the slot is inside the ring (masked); read once, by value.
+                unsafe { ptr::read_volatile(self.ring.slot(at)) }
+            })
+            .collect())
+    }
+
     /// Write one descriptor (not yet visible to the consumer). Returns false when full.
     pub fn push(&mut self, d: Desc) -> Result<bool, RingCorrupt> {
         if self.prod.wrapping_sub(self.cached_cons) >= self.ring.size && self.free()? == 0 {

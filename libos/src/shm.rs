@@ -81,6 +81,42 @@ impl SharedMap {
         Self::map(file, path)
     }
 
+    /// Map file `name` (one path component) of the directory open as `dir`: never following
+    /// a symlink, and only a regular file (a FIFO or device planted there is refused, not
+    /// opened for long). For files in directories a tenant can write to.
+    pub fn open_at(dir: BorrowedFd<'_>, name: &Path, path: &Path) -> io::Result<Self> {
+        let bytes = name.as_os_str().as_bytes();
+        if bytes.is_empty() || bytes.contains(&b'/') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: not a single path component", name.display()),
+            ));
+        }
+        let c = std::ffi::CString::new(bytes)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: `dir` is an open directory fd, `c` a NUL-terminated name; the result is
+        // checked before use.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                libc::O_RDWR | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just opened and is owned by nothing else.
+        let file = unsafe { File::from_raw_fd(fd) };
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: not a regular file", path.display()),
+            ));
+        }
+        Self::map(file, path)
+    }
+
     /// Map an existing file whole.
     pub fn open(path: &Path) -> io::Result<Self> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;

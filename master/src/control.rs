@@ -28,6 +28,7 @@ use serde_json::{json, Value};
 use crate::beneath;
 use crate::net::{self, fmt_mac, mac_for_ip};
 use crate::rate::bytes_per_sec_from_mbps;
+use crate::state::{SavedFc, SavedPipe, SavedState};
 use crate::stats::{snapshot, PipeStats, StatsSnapshot};
 use crate::switch::DpMsg;
 
@@ -109,8 +110,15 @@ pub enum Request {
     RateSet { name: String, mbps: u64 },
     /// Remove a pipe's rate limit.
     RateClear { name: String },
-    /// Mount a pipe into a process's mount namespace (not implemented yet).
+    /// Mount a pipe into a process's mount namespace at `/run/docknet/pipe`.
     Attach { name: String, pid: u32 },
+    /// Stop docknetd. Without `remove_all` (as on SIGTERM) pipes, fast channels and their
+    /// services stay, for a docknetd started on the same run directory to re-adopt; with
+    /// it, every pipe is removed (its service stops) and the run directory cleaned up.
+    Shutdown {
+        #[serde(default, skip_serializing_if = "is_false")]
+        remove_all: bool,
+    },
     /// The NIC's name and counters.
     Link,
     /// Stream a pcap of what pipe `name` sends and receives (after the response line),
@@ -256,6 +264,8 @@ pub struct Control {
     dp: Sender<DpMsg>,
     bell: Arc<Doorbell>,
     closed: bool,
+    /// Set by `docknetctl shutdown`: `Some(remove_all)`.
+    exit_request: Option<bool>,
     link: Option<LinkInfo>,
     /// Gateway addresses already given to the TAP's kernel side.
     tap_addrs: std::collections::BTreeSet<(Ipv4Addr, u8)>,
@@ -310,6 +320,7 @@ impl Control {
             dp,
             bell,
             closed: false,
+            exit_request: None,
             link: None,
             tap_addrs: Default::default(),
         }
@@ -358,12 +369,41 @@ impl Control {
         Ok(())
     }
 
-    /// Serve one request.
+    /// Serve one request; after a change, rewrite the state file.
     pub fn handle(&mut self, req: Request) -> Result<Value, String> {
         if self.closed {
             return Err("docknetd is shutting down".into());
         }
+        let changes = matches!(
+            req,
+            Request::PipeCreate { .. }
+                | Request::PipeRm { .. }
+                | Request::FcCreate { .. }
+                | Request::FcRm { .. }
+                | Request::RateSet { .. }
+                | Request::RateClear { .. }
+        );
+        let r = self.handle_one(req);
+        if changes {
+            // Also after a failure: a half-done change (a pipe removed whose directory
+            // could not be deleted) is still a change.
+            self.save_state();
+        }
+        r
+    }
+
+    /// What `docknetctl shutdown` asked for, once it has: `Some(remove_all)`.
+    pub fn exit_request(&self) -> Option<bool> {
+        self.exit_request
+    }
+
+    fn handle_one(&mut self, req: Request) -> Result<Value, String> {
         match req {
+            Request::Shutdown { remove_all } => {
+                // The connection thread raises SIGTERM once the answer is out.
+                self.exit_request = Some(remove_all);
+                Ok(json!({ "stopping": true, "remove_all": remove_all }))
+            }
             Request::Ping => Ok(json!("pong")),
             Request::PipeCreate {
                 name,
@@ -494,6 +534,24 @@ impl Control {
         Ok(gw)
     }
 
+    /// Check a pipe's name and address for creation or adoption: `(ip, prefix, gateway)`.
+    /// Gives the TAP's kernel side the subnet's gateway if it has not got it yet.
+    fn admit_pipe(&mut self, name: &str, cidr: &str) -> Result<(Ipv4Addr, u8, Ipv4Addr), String> {
+        net::validate_name(name)?;
+        if self.pipes.contains_key(name) {
+            return Err(format!("pipe {name:?} already exists"));
+        }
+        let (ip, prefix_len) = net::parse_cidr(cidr)?;
+        let gateway = self.check_new_addr(ip, prefix_len)?;
+        if let Some(tap) = self.link.as_ref().and_then(|l| l.tap.clone()) {
+            if !self.tap_addrs.contains(&(gateway, prefix_len)) {
+                crate::nic::tap::add_address(&tap, &format!("{gateway}/{prefix_len}"))?;
+                self.tap_addrs.insert((gateway, prefix_len));
+            }
+        }
+        Ok((ip, prefix_len, gateway))
+    }
+
     fn pipe_create(
         &mut self,
         name: &str,
@@ -502,12 +560,6 @@ impl Control {
         rate_mbps: Option<u64>,
         forwarder: bool,
     ) -> Result<PipeEntry, String> {
-        net::validate_name(name)?;
-        if self.pipes.contains_key(name) {
-            return Err(format!("pipe {name:?} already exists"));
-        }
-        let (ip, prefix_len) = net::parse_cidr(cidr)?;
-        let gateway = self.check_new_addr(ip, prefix_len)?;
         let rate = rate_mbps.map(bytes_per_sec_from_mbps).transpose()?;
         let mtu = mtu.unwrap_or(self.link.as_ref().map_or(DEFAULT_MTU, |l| l.pipe_mtu));
         if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
@@ -515,12 +567,7 @@ impl Control {
                 "invalid MTU {mtu}: must be in {MIN_MTU}..={MAX_MTU}"
             ));
         }
-        if let Some(tap) = self.link.as_ref().and_then(|l| l.tap.clone()) {
-            if !self.tap_addrs.contains(&(gateway, prefix_len)) {
-                crate::nic::tap::add_address(&tap, &format!("{gateway}/{prefix_len}"))?;
-                self.tap_addrs.insert((gateway, prefix_len));
-            }
-        }
+        let (ip, prefix_len, gateway) = self.admit_pipe(name, cidr)?;
         let dir = self.pipes_dir().join(name);
         if dir.exists() {
             log::warn!("removing stale pipe directory {}", dir.display());
@@ -551,6 +598,45 @@ impl Control {
                 return Err(e);
             }
         };
+        let rec = self.install_pipe(
+            end,
+            dir.clone(),
+            (ip, prefix_len, gateway),
+            mtu,
+            rate_mbps,
+            forwarder,
+            rate,
+        );
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        let entry = self.entry(name, &rec);
+        self.pipes.insert(name.to_string(), rec);
+        let limit = rate_mbps.map_or(String::new(), |m| format!(" rate limit {m} Mbit/s"));
+        log::info!(
+            "pipe {name}: created {ip}/{prefix_len} mac {} mtu {mtu}{limit} in {}",
+            fmt_mac(&mac),
+            dir.display()
+        );
+        Ok(entry)
+    }
+
+    /// Hand a pipe end to the data path (with its rate limit) and make its record.
+    #[allow(clippy::too_many_arguments)]
+    fn install_pipe(
+        &mut self,
+        end: MasterPipeEnd,
+        dir: PathBuf,
+        (ip, prefix_len, gateway): (Ipv4Addr, u8, Ipv4Addr),
+        mtu: u32,
+        rate_mbps: Option<u64>,
+        forwarder: bool,
+        rate: Option<std::num::NonZeroU64>,
+    ) -> Result<PipeRec, String> {
         let slot = self.free_slots.pop().unwrap_or_else(|| {
             self.next_slot += 1;
             self.next_slot - 1
@@ -561,11 +647,11 @@ impl Control {
             ip,
             prefix_len,
             gateway,
-            mac,
+            mac: mac_for_ip(ip),
             mtu,
             rate_mbps,
             forwarder,
-            dir: dir.clone(),
+            dir,
             control: end.control(),
             stats: stats.clone(),
             faults: end.faults.clone(),
@@ -586,19 +672,167 @@ impl Control {
                 None => Ok(()),
             });
         if let Err(e) = added {
-            let _ = std::fs::remove_dir_all(&dir);
             self.free_slots.push(slot);
             return Err(e);
         }
-        let entry = self.entry(name, &rec);
-        self.pipes.insert(name.to_string(), rec);
-        let limit = rate_mbps.map_or(String::new(), |m| format!(" rate limit {m} Mbit/s"));
-        log::info!(
-            "pipe {name}: created {ip}/{prefix_len} mac {} mtu {mtu}{limit} in {}",
-            fmt_mac(&mac),
-            dir.display()
+        Ok(rec)
+    }
+
+    /// Take over pipe `p` from the files an earlier docknetd left (its service may be
+    /// running on it): the file is opened without following links, its header must say
+    /// what the state file says (a tenant may have rewritten it while no master ran), and
+    /// the channels resume where the rings stand.
+    fn pipe_adopt(&mut self, p: &SavedPipe) -> Result<(), String> {
+        let rate = p.rate_mbps.map(bytes_per_sec_from_mbps).transpose()?;
+        let (ip, prefix_len, gateway) = self.admit_pipe(&p.name, &p.ip)?;
+        let dir = self.pipes_dir().join(&p.name);
+        let file = dir.join(docknet::pipe::PIPE_FILE);
+        let map = beneath::open_dir(&self.pipes_dir(), Path::new(&p.name))
+            .and_then(|d| SharedMap::open_at(d.as_fd(), Path::new(docknet::pipe::PIPE_FILE), &file))
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        let info = docknet::pipe::read_pipe_info(&map).map_err(|e| e.to_string())?;
+        let want = (ip, prefix_len, gateway, mac_for_ip(ip), p.mtu);
+        let got = (info.ipv4, info.prefix_len, info.gateway, info.mac, info.mtu);
+        if got != want {
+            return Err(format!(
+                "its header says {}/{} gw {} mac {} mtu {}, the state file {}/{} gw {} mac {} mtu {}",
+                got.0, got.1, got.2, fmt_mac(&got.3), got.4,
+                want.0, want.1, want.2, fmt_mac(&want.3), want.4
+            ));
+        }
+        let end = MasterPipeEnd::adopt(map).map_err(|e| e.to_string())?;
+        let rec = self.install_pipe(
+            end,
+            dir,
+            (ip, prefix_len, gateway),
+            p.mtu,
+            p.rate_mbps,
+            p.forwarder,
+            rate,
+        )?;
+        self.pipes.insert(p.name.clone(), rec);
+        Ok(())
+    }
+
+    /// Take over fast channel `f` from the files an earlier docknetd left.
+    fn fc_adopt(&mut self, f: &SavedFc) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        let (pa, pb) = match (self.pipes.get(&f.a), self.pipes.get(&f.b)) {
+            (Some(a), Some(b)) => (a, b),
+            _ => return Err("one of its pipes is gone".into()),
+        };
+        let (ips, mtu) = ((pa.ip, pb.ip), pa.mtu.min(pb.mtu));
+        let (path_a, path_b) = self.fc_paths(&f.a, &f.b);
+        let (dir_a, dir_b) = (self.fc_dir(&f.a)?, self.fc_dir(&f.b)?);
+        let map = SharedMap::open_at(dir_a.as_fd(), &fc_file_name(&f.b), &path_a)
+            .map_err(|e| format!("{}: {e}", path_a.display()))?;
+        if docknet::fc::fc_file_ends(&map) != Some(ips) {
+            return Err(format!(
+                "{} does not join {} and {}",
+                path_a.display(),
+                ips.0,
+                ips.1
+            ));
+        }
+        let other = SharedMap::open_at(dir_b.as_fd(), &fc_file_name(&f.a), &path_b)
+            .map_err(|e| format!("{}: {e}", path_b.display()))?;
+        let ino = |m: &SharedMap| m.file().metadata().map(|md| (md.dev(), md.ino())).ok();
+        if ino(&map).is_none() || ino(&map) != ino(&other) {
+            return Err(format!(
+                "{} and {} are not one file",
+                path_a.display(),
+                path_b.display()
+            ));
+        }
+        drop(other);
+        self.fcs.insert(
+            fc_key(&f.a, &f.b),
+            FcRec {
+                a: f.a.clone(),
+                b: f.b.clone(),
+                mtu,
+                forward: f.forward,
+                map,
+            },
         );
-        Ok(entry)
+        if f.forward {
+            self.publish_fc_forwarders(&f.b);
+        }
+        Ok(())
+    }
+
+    /// Re-adopt what an earlier docknetd on this run directory left (its state file):
+    /// pipes and fast channels keep their files, so services and their connections go
+    /// on. One that cannot be adopted is made anew (its service then has to restart).
+    pub fn readopt(&mut self, saved: SavedState) {
+        for p in &saved.pipes {
+            match self.pipe_adopt(p) {
+                Ok(()) => log::info!("pipe {}: re-adopted ({})", p.name, p.ip),
+                Err(e) => {
+                    log::warn!("pipe {}: cannot re-adopt: {e}; creating it anew", p.name);
+                    if let Err(e) =
+                        self.pipe_create(&p.name, &p.ip, Some(p.mtu), p.rate_mbps, p.forwarder)
+                    {
+                        log::error!("pipe {}: cannot create it either: {e}", p.name);
+                    }
+                }
+            }
+        }
+        for f in &saved.fcs {
+            match self.fc_adopt(f) {
+                Ok(()) => log::info!("fast channel {}<->{}: re-adopted", f.a, f.b),
+                Err(e) => {
+                    log::warn!(
+                        "fast channel {}<->{}: cannot re-adopt: {e}; creating it anew",
+                        f.a,
+                        f.b
+                    );
+                    if let Err(e) = self.fc_create(&f.a, &f.b, f.forward) {
+                        log::error!(
+                            "fast channel {}<->{}: cannot create it either: {e}",
+                            f.a,
+                            f.b
+                        );
+                    }
+                }
+            }
+        }
+        self.save_state();
+    }
+
+    /// What the state file should say now.
+    fn saved(&self) -> SavedState {
+        SavedState {
+            version: crate::state::STATE_VERSION,
+            pipes: self
+                .pipes
+                .iter()
+                .map(|(n, p)| SavedPipe {
+                    name: n.clone(),
+                    ip: format!("{}/{}", p.ip, p.prefix_len),
+                    mtu: p.mtu,
+                    rate_mbps: p.rate_mbps,
+                    forwarder: p.forwarder,
+                })
+                .collect(),
+            fcs: self
+                .fcs
+                .values()
+                .map(|f| SavedFc {
+                    a: f.a.clone(),
+                    b: f.b.clone(),
+                    forward: f.forward,
+                })
+                .collect(),
+        }
+    }
+
+    /// Rewrite the state file (a failure is logged: the daemon goes on, but a restart
+    /// would not find what changed).
+    fn save_state(&self) {
+        if let Err(e) = crate::state::save(&self.run_dir, &self.saved()) {
+            log::warn!("{e}; a restarted docknetd would not re-adopt the latest changes");
+        }
     }
 
     fn pipe_rm(&mut self, name: &str) -> Result<(), String> {
@@ -828,6 +1062,8 @@ impl Control {
     }
 
     /// Remove every pipe and fast channel and refuse further requests.
+    /// Remove every pipe (their services stop) and forget the state: nothing is left to
+    /// re-adopt.
     pub fn shutdown(&mut self) {
         let names: Vec<String> = self.pipes.keys().cloned().collect();
         for n in names {
@@ -835,7 +1071,20 @@ impl Control {
                 log::warn!("shutdown: {e}");
             }
         }
+        crate::state::remove(&self.run_dir);
         self.closed = true;
+    }
+
+    /// Stop serving requests and leave every pipe, fast channel and service as it is,
+    /// with the state file up to date, for the next docknetd on this run directory.
+    pub fn detach(&mut self) {
+        self.save_state();
+        self.closed = true;
+    }
+
+    /// Number of pipes.
+    pub fn pipe_count(&self) -> usize {
+        self.pipes.len()
     }
 }
 
@@ -896,7 +1145,15 @@ fn serve_conn(stream: UnixStream, ctl: Arc<Mutex<Control>>) {
         let mut line = serde_json::to_string(&resp)
             .unwrap_or_else(|_| r#"{"ok":false,"error":"internal error"}"#.into());
         line.push('\n');
-        if out.write_all(line.as_bytes()).is_err() || n > MAX_LINE {
+        let written = out.write_all(line.as_bytes()).is_ok();
+        if lock(&ctl).exit_request().is_some() {
+            // `docknetctl shutdown`: answered; now the same stop as on SIGTERM (the main
+            // thread waits for it), told why through `exit_request`.
+            // SAFETY: kill(2) on our own pid with a valid signal number.
+            unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+            return;
+        }
+        if !written || n > MAX_LINE {
             return;
         }
     }
@@ -995,6 +1252,27 @@ impl std::fmt::Display for ClientError {
     }
 }
 
+/// Why connecting to the control socket `sock` failed, in words a user can act on.
+pub fn connect_error(sock: &Path, e: std::io::Error) -> ClientError {
+    let dir = sock.parent().unwrap_or(sock).display();
+    let why = match e.raw_os_error() {
+        Some(libc::ENOENT) => format!(
+            "docknetd is not running on {dir} (no socket {}); start it with docknetd --run-dir {dir}",
+            sock.display()
+        ),
+        Some(libc::ECONNREFUSED) => format!(
+            "docknetd is not running on {dir} (nobody listens on {})",
+            sock.display()
+        ),
+        Some(libc::EACCES) | Some(libc::EPERM) => format!(
+            "permission denied on {}: only root and the group docknetd was started with (--group) may use it",
+            sock.display()
+        ),
+        _ => format!("cannot reach docknetd at {}: is it running? ({e})", sock.display()),
+    };
+    ClientError::Unreachable(why)
+}
+
 /// Send one request to the daemon listening on `sock` and return its `data`.
 pub fn request(sock: &Path, req: &Request, timeout: Duration) -> Result<Value, ClientError> {
     let unreachable = |e: std::io::Error| {
@@ -1003,7 +1281,7 @@ pub fn request(sock: &Path, req: &Request, timeout: Duration) -> Result<Value, C
             sock.display()
         ))
     };
-    let mut s = UnixStream::connect(sock).map_err(unreachable)?;
+    let mut s = UnixStream::connect(sock).map_err(|e| connect_error(sock, e))?;
     s.set_read_timeout(Some(timeout)).map_err(unreachable)?;
     s.set_write_timeout(Some(timeout)).map_err(unreachable)?;
     let mut line = serde_json::to_string(req)

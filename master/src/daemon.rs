@@ -199,13 +199,26 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
             }
         }
     }
-    clear_dir(&pipes_dir);
+    // What an earlier docknetd left running here, to re-adopt.
+    let saved = crate::state::load(run_dir).map_err(|e| {
+        fail(format!(
+            "{e} (move it away to start with no pipes; their services then have to restart)"
+        ))
+    })?;
+    match &saved {
+        Some(s) => log::info!(
+            "re-adopting {} pipes and {} fast channels left by an earlier docknetd",
+            s.pipes.len(),
+            s.fcs.len()
+        ),
+        None => clear_dir(&pipes_dir),
+    }
 
     // tmpfs for the pipe files.
     let mut mounted = false;
     match fs_magic(&pipes_dir) {
         Ok(TMPFS_MAGIC) => {
-            if stale && is_mount_point(&pipes_dir) {
+            if (stale || saved.is_some()) && is_mount_point(&pipes_dir) {
                 log::info!(
                     "{} is a tmpfs left by a previous docknetd: reusing it",
                     pipes_dir.display()
@@ -229,22 +242,31 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
 
     let result = crate::nic::open(&spec, control::DEFAULT_MTU)
         .map_err(|msg| DaemonError { code: 2, msg })
-        .and_then(|nic| serve(&opts, &sock, nic, &spec));
+        .and_then(|nic| serve(&opts, &sock, nic, &spec, saved));
 
+    if let Ok(true) = result {
+        log::info!(
+            "pipes, fast channels and services left in place in {}: a docknetd started on it re-adopts them (docknetctl shutdown --remove-all removes them)",
+            run_dir.display()
+        );
+        return Ok(());
+    }
     if mounted {
         unmount(&pipes_dir);
     }
     let _ = std::fs::remove_dir(&pipes_dir);
     let _ = std::fs::remove_dir(run_dir);
-    result
+    result.map(|_| ())
 }
 
+/// Serve until a stop; `Ok(true)` if pipes were left in place for the next docknetd.
 fn serve(
     opts: &Options,
     sock: &Path,
     nic: Option<Box<dyn Nic>>,
     spec: &NicSpec,
-) -> Result<(), DaemonError> {
+    saved: Option<crate::state::SavedState>,
+) -> Result<bool, DaemonError> {
     let sigs = block_signals();
     let listener = UnixListener::bind(sock)
         .map_err(|e| fail(format!("cannot listen on {}: {e}", sock.display())))?;
@@ -293,6 +315,9 @@ fn serve(
     if let Some(l) = link {
         control.set_link(l);
     }
+    if let Some(s) = saved {
+        control.readopt(s);
+    }
     let ctl = Arc::new(Mutex::new(control));
     let stop = Arc::new(AtomicBool::new(false));
     let listen_fd = listener.as_raw_fd();
@@ -321,8 +346,18 @@ fn serve(
     if accept.join().is_err() {
         log::warn!("control thread panicked");
     }
-    control::lock(&ctl).shutdown();
-    let _ = dp_tx.send(DpMsg::Shutdown);
+    let keep = {
+        let mut c = control::lock(&ctl);
+        let remove_all = c.exit_request().unwrap_or(false);
+        let keep = !remove_all && c.pipe_count() > 0;
+        if keep {
+            c.detach();
+        } else {
+            c.shutdown();
+        }
+        keep
+    };
+    let _ = dp_tx.send(DpMsg::Shutdown { keep_nic: keep });
     // SAFETY: the bell lives in an Arc we hold.
     unsafe { docknet::doorbell::ring(Arc::as_ptr(&bell)) };
     if dp.join().is_err() {
@@ -330,5 +365,5 @@ fn serve(
     }
     let _ = std::fs::remove_file(sock);
     log::info!("docknetd: stopped");
-    Ok(())
+    Ok(keep)
 }

@@ -8,6 +8,7 @@
 //!   and client.
 //! - [`daemon`]: run directory, tmpfs, stale state, threads and signals.
 //! - [`link`]: the NIC's counters and the neighbour (ARP) table; [`nic`]: the backends.
+//! - [`state`]: what a restarted daemon re-adopts (the state file).
 //! - [`beneath`]: touching files in pipe directories without following what a tenant
 //!   planted there.
 
@@ -21,5 +22,6 @@ pub mod link;
 pub mod net;
 pub mod nic;
 pub mod rate;
+pub mod state;
 pub mod stats;
 pub mod switch;

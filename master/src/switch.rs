@@ -60,8 +60,8 @@ pub enum DpMsg {
         slot: usize,
         bytes_per_sec: Option<NonZeroU64>,
     },
-    /// Leave the loop.
-    Shutdown,
+    /// Leave the loop. `keep_nic`: leave the link for the next docknetd (pipes stay).
+    Shutdown { keep_nic: bool },
 }
 
 struct Slot {
@@ -291,7 +291,12 @@ impl Switch {
                 }
                 self.count_limited();
             }
-            DpMsg::Shutdown => return false,
+            DpMsg::Shutdown { keep_nic } => {
+                if let Some(port) = self.nic.as_mut() {
+                    port.nic.set_persistent(keep_nic);
+                }
+                return false;
+            }
         }
         true
     }
@@ -1214,7 +1219,7 @@ mod tests {
         send(&mut a, &ipv4_frame(ia, ib, 10));
         r.sw.round();
         assert_eq!(r.stats[0].load().no_route, 2);
-        r.tx.send(DpMsg::Shutdown).unwrap();
+        r.tx.send(DpMsg::Shutdown { keep_nic: false }).unwrap();
         assert!(!r.sw.poll_control());
     }
 
@@ -1272,7 +1277,7 @@ mod tests {
         send(&mut b, &ipv4_frame(ib, ia, 100));
         assert_eq!(r.sw.round(), 1);
         assert_eq!(r.stats[1].load().throttled, 0);
-        r.tx.send(DpMsg::Shutdown).unwrap();
+        r.tx.send(DpMsg::Shutdown { keep_nic: false }).unwrap();
         assert!(!r.sw.poll_control());
     }
 
@@ -1295,7 +1300,7 @@ mod tests {
                 .load(std::sync::atomic::Ordering::Relaxed),
             10
         );
-        r.tx.send(DpMsg::Shutdown).unwrap();
+        r.tx.send(DpMsg::Shutdown { keep_nic: false }).unwrap();
         r.sw.run();
     }
 }

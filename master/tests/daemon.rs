@@ -73,9 +73,9 @@ impl Daemon {
             .clone()
     }
 
+    /// `docknetctl shutdown --remove-all`: everything goes, the run dir included.
     fn stop(mut self) {
-        // SAFETY: sending SIGTERM to our own child process.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.call(Request::Shutdown { remove_all: true }).unwrap();
         let status = self.child.wait().unwrap();
         assert!(status.success(), "docknetd exited with {status}");
         assert!(!self.run_dir.exists(), "run dir left behind");
@@ -89,6 +89,7 @@ impl Drop for Daemon {
             return;
         }
         // A failed test: stop the daemon cleanly (it unmounts its tmpfs), then make sure.
+        let _ = self.call(Request::Shutdown { remove_all: true });
         // SAFETY: sending SIGTERM to our own child process.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(3);

@@ -322,6 +322,9 @@ pub struct Daemon {
     pub run_dir: PathBuf,
     proc: ChildGuard,
     services: AtomicU32,
+    /// How it was started (for [`Daemon::restart`]).
+    netns: Option<PathBuf>,
+    nic: String,
 }
 
 impl Daemon {
@@ -344,11 +347,66 @@ impl Daemon {
 
     fn spawn(netns_path: Option<&Path>, nic: &str, extra: &[&str]) -> Daemon {
         // Build (or find) the binaries first: a failed build must not leave a run dir.
-        let docknetd = bin("docknetd");
+        bin("docknetd");
         let run_dir = unique_tmp();
         let _ = std::fs::remove_dir_all(&run_dir);
         std::fs::create_dir_all(&run_dir).expect("create run dir");
-        let log = run_dir.join("docknetd.log");
+        let proc = Self::spawn_on(&run_dir, netns_path, nic, extra, "docknetd.log");
+        let mut d = Daemon {
+            run_dir,
+            proc,
+            services: AtomicU32::new(0),
+            netns: netns_path.map(Path::to_path_buf),
+            nic: nic.to_string(),
+        };
+        d.wait_ready(Duration::from_secs(15));
+        d
+    }
+
+    /// Stop docknetd with SIGTERM (pipes, fast channels and services stay) and start a
+    /// new one on the same run directory, namespace and NIC (plus `extra`), which
+    /// re-adopts them. Returns once the new one answers.
+    pub fn restart(&mut self, extra: &[&str]) {
+        self.restart_with(extra, || {});
+    }
+
+    /// [`Daemon::restart`], running `between` while no docknetd runs.
+    pub fn restart_with(&mut self, extra: &[&str], between: impl FnOnce()) {
+        self.proc.signal(libc::SIGTERM);
+        match self.proc.wait_timeout(Duration::from_secs(10)) {
+            Some(st) => assert!(
+                st.success(),
+                "docknetd exited with {st} on SIGTERM:\n{}",
+                self.log_tail()
+            ),
+            None => panic!(
+                "docknetd did not stop on SIGTERM within 10 s:\n{}",
+                self.log_tail()
+            ),
+        }
+        between();
+        let n = self.services.fetch_add(1, Ordering::Relaxed);
+        let new = Self::spawn_on(
+            &self.run_dir,
+            self.netns.as_deref(),
+            &self.nic,
+            extra,
+            &format!("docknetd-{n}.log"),
+        );
+        // The old process is reaped; its guard has nothing left to do.
+        let _ = std::mem::replace(&mut self.proc, new);
+        self.wait_ready(Duration::from_secs(15));
+    }
+
+    fn spawn_on(
+        run_dir: &Path,
+        netns_path: Option<&Path>,
+        nic: &str,
+        extra: &[&str],
+        log_name: &str,
+    ) -> ChildGuard {
+        let docknetd = bin("docknetd");
+        let log = run_dir.join(log_name);
         let mut cmd = match netns_path {
             // nsenter execs docknetd (no fork without a PID namespace), so the child's
             // pid is docknetd's and signals reach it directly.
@@ -363,7 +421,7 @@ impl Daemon {
         };
         let child = cmd
             .arg("--run-dir")
-            .arg(&run_dir)
+            .arg(run_dir)
             .arg("--nic")
             .arg(nic)
             .args(extra)
@@ -372,17 +430,11 @@ impl Daemon {
             .stderr(File::create(&log).expect("create log"))
             .spawn()
             .expect("spawn docknetd");
-        let mut d = Daemon {
-            run_dir,
-            proc: ChildGuard {
-                child,
-                name: "docknetd".into(),
-                log: Some(log),
-            },
-            services: AtomicU32::new(0),
-        };
-        d.wait_ready(Duration::from_secs(15));
-        d
+        ChildGuard {
+            child,
+            name: "docknetd".into(),
+            log: Some(log),
+        }
     }
 
     fn wait_ready(&mut self, timeout: Duration) {
@@ -614,6 +666,11 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if let Ok(None) = self.proc.child.try_wait() {
+            // SIGTERM alone leaves the pipes (and the tmpfs) for a restarted docknetd.
+            let _ = self.try_ctl(&["shutdown", "--remove-all"], Duration::from_secs(10));
+            let _ = self.proc.wait_timeout(Duration::from_secs(5));
+        }
         if let Ok(None) = self.proc.child.try_wait() {
             self.proc.signal(libc::SIGTERM);
             if self.proc.wait_timeout(Duration::from_secs(5)).is_none() {

@@ -88,9 +88,20 @@ pub fn release_all() {
     }
     for r in &items {
         if let Resource::Dir(path) = r {
-            let _ = std::fs::remove_dir_all(path);
+            let _ = remove_tree(path);
         }
     }
+}
+
+/// Remove a DockNet run directory tree. A docknetd stopped with pipes in place (SIGTERM
+/// keeps them for the next docknetd) leaves its tmpfs mounted on `pipes/`: detach it
+/// first, or the removal fails on the mount point.
+fn remove_tree(path: &std::path::Path) -> std::io::Result<()> {
+    if let Ok(c) = std::ffi::CString::new(path.join("pipes").as_os_str().as_encoded_bytes()) {
+        // SAFETY: a NUL-terminated path; umount2 fails harmlessly when nothing is mounted.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+    std::fs::remove_dir_all(path)
 }
 
 /// Blocks SIGINT/SIGTERM/SIGHUP in the calling thread (and so in every thread
@@ -156,7 +167,7 @@ impl Drop for DirGuard {
             return;
         }
         unregister(self.id);
-        match std::fs::remove_dir_all(&self.path) {
+        match remove_tree(&self.path) {
             Ok(()) => {}
             // docknetd removes its run dir itself on a clean shutdown.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

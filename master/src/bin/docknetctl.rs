@@ -64,6 +64,14 @@ enum Cmd {
     /// Rate limits on what a pipe sends through the master (fast channels are not limited).
     #[command(subcommand)]
     Rate(RateCmd),
+    /// Stop docknetd. Pipes, fast channels and their services stay (as on SIGTERM), and a
+    /// docknetd started on the same run directory re-adopts them, connections included.
+    Shutdown {
+        /// Remove every pipe and fast channel instead (their services stop) and clean up
+        /// the run directory.
+        #[arg(long)]
+        remove_all: bool,
+    },
     /// Mount a pipe at /run/docknet/pipe inside a process's mount namespace only (e.g. a
     /// container's init); other namespaces, the host's included, do not see it.
     Attach {
@@ -207,11 +215,7 @@ fn run(args: Args) -> Result<(), String> {
     let sock = args.run_dir.join(SOCKET_NAME);
     let call = |req: Request| {
         control::request(&sock, &req, Duration::from_secs(10)).map_err(|e| match e {
-            ClientError::Unreachable(_) => format!(
-                "cannot reach docknetd at {}: is it running?",
-                sock.display()
-            ),
-            ClientError::Remote(m) => m,
+            ClientError::Unreachable(m) | ClientError::Remote(m) => m,
         })
     };
     match args.cmd {
@@ -377,6 +381,25 @@ fn run(args: Args) -> Result<(), String> {
                 );
             }
         }
+        Cmd::Shutdown { remove_all } => {
+            call(Request::Shutdown { remove_all })?;
+            // Wait until it is gone, so a script can start the next one right away.
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while sock.exists() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if sock.exists() {
+                return Err(format!(
+                    "docknetd accepted the shutdown but {} is still there after 20 s",
+                    sock.display()
+                ));
+            }
+            if remove_all {
+                println!("docknetd stopped; every pipe removed");
+            } else {
+                println!("docknetd stopped; pipes and services left for the next docknetd");
+            }
+        }
         Cmd::Attach { name, pid } => {
             call(Request::Attach {
                 name: name.clone(),
@@ -426,12 +449,8 @@ fn capture(
 ) -> Result<(), String> {
     // SAFETY: installing a handler that only stores to an atomic (async-signal-safe).
     unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
-    let mut s = UnixStream::connect(sock).map_err(|e| {
-        format!(
-            "cannot reach docknetd at {}: is it running? ({e})",
-            sock.display()
-        )
-    })?;
+    let mut s =
+        UnixStream::connect(sock).map_err(|e| control::connect_error(sock, e).to_string())?;
     let mut req = serde_json::to_string(&Request::Capture {
         name: name.clone(),
         count,

@@ -126,6 +126,11 @@ pub trait Nic: Send {
     /// Send everything queued since the last flush (one kick per batch where possible).
     fn flush_tx(&mut self);
 
+    /// Whether the link outlives this process (a TAP the next docknetd re-opens, so the
+    /// host's addresses and routes through it, and its TCP connections, survive a
+    /// restart). Only backends that create their interface act on it.
+    fn set_persistent(&mut self, _keep: bool) {}
+
     /// A file descriptor that polls readable when frames wait, so an idle master can sleep;
     /// `None` for polling backends (the master then sleeps in short slices).
     fn rx_fd(&self) -> Option<RawFd>;

@@ -14,11 +14,14 @@ use super::{set_up_and_mtu, Fd, Nic, NicStats};
 
 /// `_IOW('T', 202, int)`: attach the fd to a (new) TUN/TAP interface.
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
 
 /// The master's MAC on the TAP link (the kernel side has its own).
 pub const TAP_MAC: [u8; 6] = [0x02, 0x44, 0x4e, 0x00, 0x00, 0x02];
 
-/// A TAP interface owned by the master; it disappears when the master exits.
+/// A TAP interface owned by the master. It is persistent (`TUNSETPERSIST`) while pipes
+/// exist, so it survives the master's restart or crash with its addresses and routes; a
+/// stop that removes every pipe removes it too.
 pub struct TapNic {
     fd: Fd,
     ifname: String,
@@ -57,6 +60,7 @@ impl TapNic {
             ));
         }
         set_up_and_mtu(name, Some(mtu)).map_err(|e| format!("tap {name}: {e}"))?;
+        set_persist(fd.0, name, true);
         let max_frame = mtu as usize + 14;
         Ok(TapNic {
             fd,
@@ -94,9 +98,25 @@ pub fn add_address(name: &str, cidr: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// TUNSETPERSIST on `fd` (a failure is logged: the TAP then just lives as long as we do).
+fn set_persist(fd: libc::c_int, name: &str, keep: bool) {
+    // SAFETY: TUNSETPERSIST takes an integer argument on a tun fd.
+    if unsafe { libc::ioctl(fd, TUNSETPERSIST, keep as libc::c_ulong) } < 0 {
+        log::warn!(
+            "tap {name}: TUNSETPERSIST {}: {}",
+            keep as u8,
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 impl Nic for TapNic {
     fn name(&self) -> &str {
         &self.label
+    }
+
+    fn set_persistent(&mut self, keep: bool) {
+        set_persist(self.fd.0, &self.ifname, keep);
     }
 
     fn mac(&self) -> [u8; 6] {
