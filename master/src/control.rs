@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::Ipv4Addr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +31,7 @@ use crate::rate::bytes_per_sec_from_mbps;
 use crate::state::{SavedFc, SavedPipe, SavedState};
 use crate::stats::{snapshot, PipeStats, StatsSnapshot};
 use crate::switch::DpMsg;
+use crate::users::Peer;
 
 /// Name of the control socket inside the run directory.
 pub const SOCKET_NAME: &str = "docknetd.sock";
@@ -81,6 +82,11 @@ pub enum Request {
         /// The pipe may send with source addresses other than its own (a NAT).
         #[serde(default, skip_serializing_if = "is_false")]
         forwarder: bool,
+        /// `UID[:GID]` (names or numbers) owning the pipe's directory and files, the only
+        /// user (besides root) who can open them. Default: the user who asks; only root
+        /// may name another.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
     },
     /// Remove a pipe (and its fast channels).
     PipeRm { name: String },
@@ -203,10 +209,53 @@ pub struct PipeEntry {
     /// May send with source addresses other than its own (`pipe create --forwarder`).
     #[serde(default)]
     pub forwarder: bool,
+    /// `UID:GID` owning its directory and files (`None` from an older daemon).
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+/// Hand pipe `name`'s pipe file (`map`), `fc/` and directory to `owner`, with modes that
+/// let no one else in (0600 file, 0700 directories). Through descriptors reached without
+/// following links, innermost first: the owner can write the directory only once it is
+/// theirs, and nothing they plant in it is ever chmod'ed or chown'ed.
+fn give_pipe_to(
+    pipes_dir: &Path,
+    name: &str,
+    map: &SharedMap,
+    (uid, gid): (u32, u32),
+) -> Result<(), String> {
+    let fc = beneath::open_dir(pipes_dir, &Path::new(name).join(FC_DIR));
+    let dir = beneath::open_dir(pipes_dir, Path::new(name));
+    let what = |p: &str, e: &dyn std::fmt::Display| {
+        format!(
+            "cannot give {} to {uid}:{gid}: {e}",
+            pipes_dir.join(name).join(p).display()
+        )
+    };
+    let fc = fc.map_err(|e| what(FC_DIR, &e))?;
+    let dir = dir.map_err(|e| what("", &e))?;
+    for (fd, mode, p) in [
+        (map.file().as_raw_fd(), 0o600, docknet::pipe::PIPE_FILE),
+        (fc.as_raw_fd(), 0o700, FC_DIR),
+        (dir.as_raw_fd(), 0o700, ""),
+    ] {
+        // SAFETY: fchown/fchmod on open descriptors we own.
+        let r = unsafe {
+            if libc::fchown(fd, uid, gid) != 0 || libc::fchmod(fd, mode) != 0 {
+                -1
+            } else {
+                0
+            }
+        };
+        if r != 0 {
+            return Err(what(p, &std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
 }
 
 /// The name a fast channel to `peer` has in a pipe's `fc/` directory.
@@ -236,6 +285,8 @@ struct PipeRec {
     rate_mbps: Option<u64>,
     /// May send with foreign source addresses (`--forwarder`).
     forwarder: bool,
+    /// (uid, gid) owning the directory and files.
+    owner: (u32, u32),
     dir: PathBuf,
     control: PipeControl,
     stats: Arc<PipeStats>,
@@ -266,6 +317,10 @@ pub struct Control {
     closed: bool,
     /// Set by `docknetctl shutdown`: `Some(remove_all)`.
     exit_request: Option<bool>,
+    /// The group that may use the control socket besides root (`--group`).
+    group: Option<u32>,
+    /// Who sent the request being served (`None`: root, in process).
+    caller: Option<Peer>,
     link: Option<LinkInfo>,
     /// Gateway addresses already given to the TAP's kernel side.
     tap_addrs: std::collections::BTreeSet<(Ipv4Addr, u8)>,
@@ -321,6 +376,8 @@ impl Control {
             bell,
             closed: false,
             exit_request: None,
+            group: None,
+            caller: None,
             link: None,
             tap_addrs: Default::default(),
         }
@@ -369,8 +426,51 @@ impl Control {
         Ok(())
     }
 
-    /// Serve one request; after a change, rewrite the state file.
+    /// Serve one request from root (in-process callers).
     pub fn handle(&mut self, req: Request) -> Result<Value, String> {
+        self.handle_from(req, None)
+    }
+
+    /// Serve one request from `caller` (`None`: root, in process); after a change, rewrite
+    /// the state file.
+    pub fn handle_from(&mut self, req: Request, caller: Option<Peer>) -> Result<Value, String> {
+        self.caller = caller;
+        let r = self.handle_checked(req);
+        self.caller = None;
+        r
+    }
+
+    /// Whether `p` may use the control socket: root, or a member of `--group`.
+    pub fn allows(&self, p: &Peer) -> bool {
+        p.is_root() || self.group.is_some_and(|g| p.in_group(g))
+    }
+
+    /// The group allowed besides root (`docknetd --group`).
+    pub fn set_group(&mut self, gid: Option<u32>) {
+        self.group = gid;
+    }
+
+    /// The owner of a new pipe: `asked` if the caller may give it, else the caller.
+    fn owner_for(&self, asked: Option<&str>) -> Result<(u32, u32), String> {
+        let caller = self.caller.filter(|p| !p.is_root());
+        match (asked, caller) {
+            (None, None) => Ok((0, 0)),
+            (None, Some(p)) => Ok((p.uid, p.gid)),
+            (Some(s), None) => crate::users::owner(s),
+            (Some(s), Some(p)) => {
+                let o = crate::users::owner(s)?;
+                if o.0 != p.uid {
+                    return Err(format!(
+                        "permission denied: only root may make a pipe for another user (you are uid {}, --owner {s} is uid {})",
+                        p.uid, o.0
+                    ));
+                }
+                Ok(o)
+            }
+        }
+    }
+
+    fn handle_checked(&mut self, req: Request) -> Result<Value, String> {
         if self.closed {
             return Err("docknetd is shutting down".into());
         }
@@ -411,9 +511,12 @@ impl Control {
                 mtu,
                 rate_mbps,
                 forwarder,
-            } => self
-                .pipe_create(&name, &ip, mtu, rate_mbps, forwarder)
-                .map(|e| serde_json::to_value(e).unwrap_or(Value::Null)),
+                owner,
+            } => {
+                let owner = self.owner_for(owner.as_deref())?;
+                self.pipe_create(&name, &ip, mtu, (rate_mbps, forwarder), owner)
+                    .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+            }
             Request::PipeRm { name } => self.pipe_rm(&name).map(|()| json!({ "removed": name })),
             Request::PipeLs => Ok(serde_json::to_value(self.pipe_ls()).unwrap_or(Value::Null)),
             Request::FcCreate { a, b, forward } => self
@@ -510,6 +613,7 @@ impl Control {
             dir: p.dir.display().to_string(),
             broken: p.control.is_broken(),
             forwarder: p.forwarder,
+            owner: Some(format!("{}:{}", p.owner.0, p.owner.1)),
         }
     }
 
@@ -557,8 +661,8 @@ impl Control {
         name: &str,
         cidr: &str,
         mtu: Option<u32>,
-        rate_mbps: Option<u64>,
-        forwarder: bool,
+        (rate_mbps, forwarder): (Option<u64>, bool),
+        owner: (u32, u32),
     ) -> Result<PipeEntry, String> {
         let rate = rate_mbps.map(bytes_per_sec_from_mbps).transpose()?;
         let mtu = mtu.unwrap_or(self.link.as_ref().map_or(DEFAULT_MTU, |l| l.pipe_mtu));
@@ -589,6 +693,7 @@ impl Control {
         let end = create_pipe_file(&dir, &cfg)
             .map_err(|e| format!("cannot create pipe file in {}: {e}", dir.display()))
             .and_then(|map| {
+                give_pipe_to(&self.pipes_dir(), name, &map, owner)?;
                 MasterPipeEnd::new(map).map_err(|e| format!("pipe file unusable: {e}"))
             });
         let end = match end {
@@ -603,8 +708,7 @@ impl Control {
             dir.clone(),
             (ip, prefix_len, gateway),
             mtu,
-            rate_mbps,
-            forwarder,
+            (rate_mbps, forwarder, owner),
             rate,
         );
         let rec = match rec {
@@ -617,24 +721,27 @@ impl Control {
         let entry = self.entry(name, &rec);
         self.pipes.insert(name.to_string(), rec);
         let limit = rate_mbps.map_or(String::new(), |m| format!(" rate limit {m} Mbit/s"));
+        let by = self
+            .caller
+            .map_or("root (in process)".to_string(), |p| p.to_string());
         log::info!(
-            "pipe {name}: created {ip}/{prefix_len} mac {} mtu {mtu}{limit} in {}",
+            "pipe {name}: created {ip}/{prefix_len} mac {} mtu {mtu}{limit} owner {}:{} in {} (asked by {by})",
             fmt_mac(&mac),
+            owner.0,
+            owner.1,
             dir.display()
         );
         Ok(entry)
     }
 
     /// Hand a pipe end to the data path (with its rate limit) and make its record.
-    #[allow(clippy::too_many_arguments)]
     fn install_pipe(
         &mut self,
         end: MasterPipeEnd,
         dir: PathBuf,
         (ip, prefix_len, gateway): (Ipv4Addr, u8, Ipv4Addr),
         mtu: u32,
-        rate_mbps: Option<u64>,
-        forwarder: bool,
+        (rate_mbps, forwarder, owner): (Option<u64>, bool, (u32, u32)),
         rate: Option<std::num::NonZeroU64>,
     ) -> Result<PipeRec, String> {
         let slot = self.free_slots.pop().unwrap_or_else(|| {
@@ -651,6 +758,7 @@ impl Control {
             mtu,
             rate_mbps,
             forwarder,
+            owner,
             dir,
             control: end.control(),
             stats: stats.clone(),
@@ -700,14 +808,14 @@ impl Control {
                 want.0, want.1, want.2, fmt_mac(&want.3), want.4
             ));
         }
+        give_pipe_to(&self.pipes_dir(), &p.name, &map, p.owner)?;
         let end = MasterPipeEnd::adopt(map).map_err(|e| e.to_string())?;
         let rec = self.install_pipe(
             end,
             dir,
             (ip, prefix_len, gateway),
             p.mtu,
-            p.rate_mbps,
-            p.forwarder,
+            (p.rate_mbps, p.forwarder, p.owner),
             rate,
         )?;
         self.pipes.insert(p.name.clone(), rec);
@@ -770,9 +878,13 @@ impl Control {
                 Ok(()) => log::info!("pipe {}: re-adopted ({})", p.name, p.ip),
                 Err(e) => {
                     log::warn!("pipe {}: cannot re-adopt: {e}; creating it anew", p.name);
-                    if let Err(e) =
-                        self.pipe_create(&p.name, &p.ip, Some(p.mtu), p.rate_mbps, p.forwarder)
-                    {
+                    if let Err(e) = self.pipe_create(
+                        &p.name,
+                        &p.ip,
+                        Some(p.mtu),
+                        (p.rate_mbps, p.forwarder),
+                        p.owner,
+                    ) {
                         log::error!("pipe {}: cannot create it either: {e}", p.name);
                     }
                 }
@@ -813,6 +925,7 @@ impl Control {
                     mtu: p.mtu,
                     rate_mbps: p.rate_mbps,
                     forwarder: p.forwarder,
+                    owner: p.owner,
                 })
                 .collect(),
             fcs: self
@@ -954,6 +1067,25 @@ impl Control {
             |size| SharedMap::create_at(dir_a.as_fd(), &name_a, &path_a, size, 0o600),
         )
         .map_err(|e| format!("cannot create fast-channel file {}: {e}", path_a.display()))?;
+        // Both owners may open it, no one else: one owner, 0600; two, A's user and B's
+        // group, 0660.
+        let (oa, ob) = (pa.owner, pb.owner);
+        let (gid, mode) = if oa.0 == ob.0 {
+            (oa.1, 0o600)
+        } else {
+            (ob.1, 0o660)
+        };
+        let fd = map.file().as_raw_fd();
+        // SAFETY: fchown/fchmod on the descriptor of the file we just created.
+        if unsafe { libc::fchown(fd, oa.0, gid) != 0 || libc::fchmod(fd, mode) != 0 } {
+            let e = std::io::Error::last_os_error();
+            let _ = beneath::unlink(dir_a.as_fd(), &name_a);
+            return Err(format!(
+                "cannot give {} to {}:{gid}: {e}",
+                path_a.display(),
+                oa.0
+            ));
+        }
         if let Err(e) = beneath::link(dir_a.as_fd(), &name_a, dir_b.as_fd(), &name_b) {
             let _ = beneath::unlink(dir_a.as_fd(), &name_a);
             return Err(format!(
@@ -1095,10 +1227,21 @@ pub fn lock(ctl: &Mutex<Control>) -> MutexGuard<'_, Control> {
 }
 
 /// Answer one request line.
-pub fn answer(ctl: &Mutex<Control>, line: &str) -> Response {
+pub fn answer(ctl: &Mutex<Control>, line: &str, peer: Option<Peer>) -> Response {
     let r = parse_request(line).and_then(|req| {
-        log::debug!("request: {req:?}");
-        lock(ctl).handle(req)
+        log::debug!("request from {peer:?}: {req:?}");
+        let mut c = lock(ctl);
+        match peer {
+            Some(p) if c.allows(&p) => c.handle_from(req, Some(p)),
+            Some(p) => {
+                log::warn!("control: refused a request from {p} (not root, not in the daemon's group)");
+                Err(format!(
+                    "permission denied: uid {} may not drive docknetd (root, or the group given to docknetd --group)",
+                    p.uid
+                ))
+            }
+            None => Err("permission denied: cannot tell who is asking (no SO_PEERCRED)".into()),
+        }
     });
     if let Err(e) = &r {
         log::info!("request failed: {e}");
@@ -1107,6 +1250,7 @@ pub fn answer(ctl: &Mutex<Control>, line: &str) -> Response {
 }
 
 fn serve_conn(stream: UnixStream, ctl: Arc<Mutex<Control>>) {
+    let peer = Peer::of(&stream);
     let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
     let Ok(mut out) = stream.try_clone() else {
@@ -1136,9 +1280,9 @@ fn serve_conn(stream: UnixStream, ctl: Arc<Mutex<Control>>) {
                         serve_capture(&ctl, &name, count, out);
                         return;
                     }
-                    answer(&ctl, s)
+                    answer(&ctl, s, peer)
                 }
-                Ok(s) => answer(&ctl, s),
+                Ok(s) => answer(&ctl, s, peer),
                 Err(_) => Response::from_result(Err("malformed request: not UTF-8".into())),
             }
         };
@@ -1350,6 +1494,7 @@ mod tests {
                 mtu: Some(9000),
                 rate_mbps: None,
                 forwarder: false,
+                owner: None,
             })
         );
         assert_eq!(
@@ -1424,6 +1569,7 @@ mod tests {
             mtu: None,
             rate_mbps: None,
             forwarder: false,
+            owner: None,
         };
         let e = c.handle(mk("a", "10.88.0.2/16")).unwrap();
         assert_eq!(e["mac"], "02:00:0a:58:00:02");
@@ -1447,6 +1593,7 @@ mod tests {
                     mtu: Some(100),
                     rate_mbps: None,
                     forwarder: false,
+                    owner: None,
                 },
                 "MTU",
             ),
@@ -1551,6 +1698,7 @@ mod tests {
                 mtu: None,
                 rate_mbps: Some(0),
                 forwarder: false,
+                owner: None,
             })
             .unwrap_err();
         assert!(e.contains("invalid rate limit"), "{e}");
@@ -1562,6 +1710,7 @@ mod tests {
                 mtu: None,
                 rate_mbps: Some(500),
                 forwarder: false,
+                owner: None,
             })
             .unwrap();
         assert_eq!(e["rate_mbps"], 500);

@@ -29,6 +29,8 @@ pub struct Options {
     pub core: Option<usize>,
     /// How the master ages the neighbours it learns on the NIC's link.
     pub neighbor_timers: crate::link::NeighborTimers,
+    /// The group (name or number) that may use the control socket besides root.
+    pub group: Option<String>,
 }
 
 /// Why the daemon could not run. `code` is the exit status.
@@ -175,6 +177,15 @@ pub fn check_nic(nic: &str) -> Result<NicSpec, DaemonError> {
 /// Run the daemon until SIGINT/SIGTERM.
 pub fn run(opts: Options) -> Result<(), DaemonError> {
     let spec = check_nic(&opts.nic)?;
+    let group = opts
+        .group
+        .as_deref()
+        .map(crate::users::group)
+        .transpose()
+        .map_err(|e| DaemonError {
+            code: 2,
+            msg: format!("--group: {e}"),
+        })?;
     let run_dir = &opts.run_dir;
     let pipes_dir = run_dir.join(PIPES_DIR);
     let sock = run_dir.join(SOCKET_NAME);
@@ -242,7 +253,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
 
     let result = crate::nic::open(&spec, control::DEFAULT_MTU)
         .map_err(|msg| DaemonError { code: 2, msg })
-        .and_then(|nic| serve(&opts, &sock, nic, &spec, saved));
+        .and_then(|nic| serve(&opts, &sock, nic, &spec, saved, group));
 
     if let Ok(true) = result {
         log::info!(
@@ -266,10 +277,23 @@ fn serve(
     nic: Option<Box<dyn Nic>>,
     spec: &NicSpec,
     saved: Option<crate::state::SavedState>,
+    group: Option<u32>,
 ) -> Result<bool, DaemonError> {
     let sigs = block_signals();
     let listener = UnixListener::bind(sock)
         .map_err(|e| fail(format!("cannot listen on {}: {e}", sock.display())))?;
+    // Root and the daemon's group only (SO_PEERCRED is checked again per connection).
+    let c = cpath(sock)?;
+    // SAFETY: a NUL-terminated path of the socket we just bound.
+    if unsafe {
+        libc::chown(c.as_ptr(), 0, group.unwrap_or(0)) != 0 || libc::chmod(c.as_ptr(), 0o660) != 0
+    } {
+        return Err(fail(format!(
+            "cannot restrict {} to root and its group: {}",
+            sock.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
 
     let bell = Arc::new(Doorbell::new());
     let (dp_tx, dp_rx) = mpsc::channel::<DpMsg>();
@@ -312,6 +336,7 @@ fn serve(
         .map_err(|e| fail(format!("cannot start the data-path thread: {e}")))?;
 
     let mut control = Control::new(&opts.run_dir, dp_tx.clone(), bell.clone());
+    control.set_group(group);
     if let Some(l) = link {
         control.set_link(l);
     }

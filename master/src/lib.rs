@@ -25,3 +25,4 @@ pub mod rate;
 pub mod state;
 pub mod stats;
 pub mod switch;
+pub mod users;

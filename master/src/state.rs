@@ -25,6 +25,9 @@ pub struct SavedPipe {
     pub rate_mbps: Option<u64>,
     #[serde(default)]
     pub forwarder: bool,
+    /// (uid, gid) owning its files.
+    #[serde(default)]
+    pub owner: (u32, u32),
 }
 
 /// One fast channel, as `fc create` made it.
@@ -132,6 +135,7 @@ mod tests {
                 mtu: 9000,
                 rate_mbps: Some(100),
                 forwarder: true,
+                owner: (1000, 1000),
             }],
             fcs: vec![SavedFc {
                 a: "a".into(),

@@ -60,6 +60,7 @@ impl Daemon {
                 mtu: None,
                 rate_mbps: None,
                 forwarder,
+                owner: None,
             })
             .unwrap();
         PathBuf::from(v["dir"].as_str().unwrap())

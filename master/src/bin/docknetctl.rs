@@ -108,6 +108,11 @@ enum PipeCmd {
         /// spoofed. Grant it only to services that forward for others.
         #[arg(long)]
         forwarder: bool,
+        /// The user (and group) whose service uses the pipe: its directory and files
+        /// become theirs and no one else's (root aside). Names or numbers, e.g. 1000:1000
+        /// or www-data. Default: you; only root may name another user.
+        #[arg(long, value_name = "UID[:GID]")]
+        owner: Option<String>,
     },
     /// Remove a pipe and its fast channels.
     Rm {
@@ -225,6 +230,7 @@ fn run(args: Args) -> Result<(), String> {
             mtu,
             rate_mbps,
             forwarder,
+            owner,
         }) => {
             let e: PipeEntry = decode(call(Request::PipeCreate {
                 name,
@@ -232,6 +238,7 @@ fn run(args: Args) -> Result<(), String> {
                 mtu,
                 rate_mbps,
                 forwarder,
+                owner,
             })?)?;
             println!("{}", e.dir);
         }
@@ -258,6 +265,7 @@ fn run(args: Args) -> Result<(), String> {
                             p.mtu.to_string(),
                             rate,
                             if p.forwarder { "yes" } else { "-" }.into(),
+                            p.owner.unwrap_or_else(|| "-".into()),
                             match (p.attached, p.attached_pid) {
                                 _ if p.broken => "BROKEN (file truncated)".into(),
                                 (_, 0) => "-".into(),
@@ -277,6 +285,7 @@ fn run(args: Args) -> Result<(), String> {
                         "MTU",
                         "RATE-MBPS",
                         "FORWARDER",
+                        "OWNER",
                         "ATTACHED-PID",
                         "DIR",
                     ],

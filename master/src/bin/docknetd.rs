@@ -29,6 +29,10 @@ struct Args {
     /// 30s, 5s, 500ms. Probes go out a fifth of this apart (at most 1 s).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     arp_reachable: Duration,
+    /// A group (name or number) whose members may use the control socket besides root:
+    /// the socket is 0660 root:GROUP. Members create pipes owned by themselves.
+    #[arg(long, value_name = "GROUP")]
+    group: Option<String>,
 }
 
 /// `30s`, `500ms`, `2m` or plain seconds; between 100 ms and one hour.
@@ -61,6 +65,7 @@ fn main() {
         nic: args.nic,
         core: args.core,
         neighbor_timers: docknet_master::link::NeighborTimers::with_reachable(args.arp_reachable),
+        group: args.group,
     };
     if let Err(e) = docknet_master::daemon::run(opts) {
         eprintln!("docknetd: {e}");
