@@ -14,7 +14,7 @@ fn app(engine: &mut Engine) -> AppResult {
     engine.run(|e| {
         while let Some(id) = e.accept(listener) {
             let _ = e.write(id, b"hello from the DockNet libOS\n");
-            e.close(id);
+            let _ = e.close(id);
         }
         Control::Continue
     });

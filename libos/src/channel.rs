@@ -316,6 +316,11 @@ impl ChannelSender {
 }
 
 impl ChannelReceiver {
+    /// Bytes per buffer: the largest frame a validated descriptor may name.
+    pub fn buf_size(&self) -> usize {
+        self.bufs.buf_size as usize
+    }
+
     /// Build the receiving end. `layout` must already be validated.
     ///
     /// # Safety

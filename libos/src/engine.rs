@@ -5,8 +5,12 @@
 //! the frames. When nothing happens for a while ([`IdlePolicy::spin`]) the engine sleeps on
 //! its doorbells until a peer posts a frame or smoltcp's next timer is due.
 //!
-//! Sockets are named by [`SocketId`]; a [`ListenerId`] is a port with a pool of listening
-//! sockets (smoltcp has no backlog: each pending connection needs its own socket).
+//! TCP connections are named by [`TcpId`], UDP sockets by [`UdpId`] (different types, so
+//! one cannot be passed for the other); a [`ListenerId`] is a port with a pool of
+//! listening sockets (smoltcp has no backlog: each pending connection needs its own
+//! socket). An id stays valid until the app closes it: using it afterwards (or an id
+//! whose socket was freed and its slot reused) gives `Err(NetError::BadSocket)`, never a
+//! panic or another connection's data.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -72,9 +76,76 @@ impl EngineConfig {
     }
 }
 
-/// A TCP or UDP socket of this engine.
+/// A TCP connection of this engine (from [`Engine::connect`] or [`Engine::accept`]).
+///
+/// A UDP id is not one:
+///
+/// ```compile_fail
+/// fn misuse(e: &mut docknet::Engine, u: docknet::UdpId) {
+///     let _ = e.read(u, &mut [0u8; 8]); // expected `TcpId`, found `UdpId`
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct SocketId(SocketHandle);
+pub struct TcpId {
+    handle: SocketHandle,
+    /// Which use of the handle this is: smoltcp reuses a freed socket's slot.
+    generation: u64,
+}
+
+/// A UDP socket of this engine (from [`Engine::udp_bind`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UdpId {
+    handle: SocketHandle,
+    generation: u64,
+}
+
+/// The name TCP ids had before UDP ones got their own type.
+pub type SocketId = TcpId;
+
+/// Hashes a socket handle (a small index) with one multiply instead of SipHash: the
+/// lookup sits on every read and write, and handles are ours, not an attacker's keys.
+#[derive(Clone, Copy, Default)]
+struct HandleHash;
+
+#[derive(Default)]
+struct HandleHasher(u64);
+
+impl std::hash::Hasher for HandleHasher {
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) ^ u64::from(b);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 ^= n as u64;
+    }
+}
+
+impl std::hash::BuildHasher for HandleHash {
+    type Hasher = HandleHasher;
+    fn build_hasher(&self) -> HandleHasher {
+        HandleHasher::default()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SocketKind {
+    Tcp,
+    Udp,
+}
+
+/// What the engine knows of a smoltcp socket the app may name.
+#[derive(Clone, Copy, Debug)]
+struct SocketRecord {
+    kind: SocketKind,
+    generation: u64,
+    /// False once the app closed or aborted it (it may linger until the FIN exchange
+    /// ends, but the id is spent).
+    open: bool,
+}
 
 /// A listening port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -91,6 +162,9 @@ pub enum NetError {
     Closed,
     /// The operation does not apply to this socket (e.g. connect on an invalid address).
     Invalid(&'static str),
+    /// The id names no open socket of this kind: it was closed already, or freed and its
+    /// slot reused.
+    BadSocket,
 }
 
 impl std::fmt::Display for NetError {
@@ -100,6 +174,7 @@ impl std::fmt::Display for NetError {
             NetError::Exhausted => write!(f, "no free local port or socket"),
             NetError::Closed => write!(f, "connection closed"),
             NetError::Invalid(why) => write!(f, "invalid socket operation: {why}"),
+            NetError::BadSocket => write!(f, "no such open socket (closed already, or stale)"),
         }
     }
 }
@@ -129,6 +204,9 @@ pub struct Engine {
     listeners: Vec<Option<Listener>>,
     /// Sockets the app closed; freed once smoltcp is done with them.
     closing: Vec<SocketHandle>,
+    /// The sockets ids may name, by handle (one lookup per app call; never per frame).
+    records: std::collections::HashMap<SocketHandle, SocketRecord, HandleHash>,
+    next_generation: u64,
     next_port: u16,
     cfg: EngineConfig,
     epoch: std::time::Instant,
@@ -166,6 +244,8 @@ impl Engine {
             sockets: SocketSet::new(Vec::new()),
             listeners: Vec::new(),
             closing: Vec::new(),
+            records: std::collections::HashMap::default(),
+            next_generation: 1,
             next_port,
             cfg,
             epoch,
@@ -243,7 +323,7 @@ impl Engine {
 
     /// A newly established connection on `l`, if any. The listener's pool is refilled so
     /// it keeps `backlog` sockets listening.
-    pub fn accept(&mut self, l: ListenerId) -> Option<SocketId> {
+    pub fn accept(&mut self, l: ListenerId) -> Option<TcpId> {
         let lst = self.listeners.get_mut(l.0)?.as_mut()?;
         // A handshake that was reset before accept leaves a Closed socket: listen again.
         for &h in &lst.pool {
@@ -266,7 +346,33 @@ impl Engine {
                 lst.pool.push(fresh);
             }
         }
-        Some(SocketId(h))
+        Some(TcpId {
+            handle: h,
+            generation: self.record(h, SocketKind::Tcp),
+        })
+    }
+
+    /// Note that the app may now name `h`; returns its generation.
+    fn record(&mut self, h: SocketHandle, kind: SocketKind) -> u64 {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        self.records.insert(
+            h,
+            SocketRecord {
+                kind,
+                generation,
+                open: true,
+            },
+        );
+        generation
+    }
+
+    /// `Ok` if (`h`, `generation`) names an open socket of `kind`.
+    fn check(&self, h: SocketHandle, generation: u64, kind: SocketKind) -> Result<(), NetError> {
+        match self.records.get(&h) {
+            Some(r) if r.open && r.generation == generation && r.kind == kind => Ok(()),
+            _ => Err(NetError::BadSocket),
+        }
     }
 
     /// Stop listening; pending handshakes are aborted.
@@ -282,7 +388,7 @@ impl Engine {
 
     /// Start connecting to `remote`. The socket is usable (`is_established`) once the
     /// handshake completes during later rounds.
-    pub fn connect(&mut self, remote: SocketAddrV4) -> Result<SocketId, NetError> {
+    pub fn connect(&mut self, remote: SocketAddrV4) -> Result<TcpId, NetError> {
         if remote.port() == 0 || remote.ip().is_unspecified() {
             return Err(NetError::Invalid("connect to port 0 or 0.0.0.0"));
         }
@@ -294,7 +400,11 @@ impl Engine {
             local,
         )
         .map_err(|_| NetError::Invalid("connect"))?;
-        Ok(SocketId(self.sockets.add(s)))
+        let h = self.sockets.add(s);
+        Ok(TcpId {
+            handle: h,
+            generation: self.record(h, SocketKind::Tcp),
+        })
     }
 
     fn ephemeral_port(&mut self) -> u16 {
@@ -303,45 +413,50 @@ impl Engine {
         p
     }
 
-    fn tcp(&mut self, id: SocketId) -> &mut tcp::Socket<'static> {
-        self.sockets.get_mut::<tcp::Socket>(id.0)
+    fn tcp(&mut self, id: TcpId) -> Result<&mut tcp::Socket<'static>, NetError> {
+        self.check(id.handle, id.generation, SocketKind::Tcp)?;
+        Ok(self.sockets.get_mut::<tcp::Socket>(id.handle))
     }
 
-    /// The TCP state of a socket.
-    pub fn tcp_state(&mut self, id: SocketId) -> tcp::State {
-        self.tcp(id).state()
+    /// The TCP state of a connection.
+    pub fn tcp_state(&mut self, id: TcpId) -> Result<tcp::State, NetError> {
+        Ok(self.tcp(id)?.state())
     }
 
-    /// True once the connection is established (data can flow both ways).
-    pub fn is_established(&mut self, id: SocketId) -> bool {
-        self.tcp(id).state() == tcp::State::Established
+    /// True once the connection is established (data can flow both ways); false also
+    /// for an id that names no open connection.
+    pub fn is_established(&mut self, id: TcpId) -> bool {
+        self.tcp(id)
+            .is_ok_and(|s| s.state() == tcp::State::Established)
     }
 
-    /// True if the connection can still carry data from us (not closed or reset).
-    pub fn may_send(&mut self, id: SocketId) -> bool {
-        self.tcp(id).may_send()
+    /// True if the connection can still carry data from us (not closed or reset); false
+    /// also for an id that names no open connection.
+    pub fn may_send(&mut self, id: TcpId) -> bool {
+        self.tcp(id).is_ok_and(|s| s.may_send())
     }
 
     /// True if the connection is open (not Closed/TimeWait): a failed connect ends here.
-    pub fn is_open(&mut self, id: SocketId) -> bool {
-        self.tcp(id).is_open()
+    /// False also for an id that names no open connection.
+    pub fn is_open(&mut self, id: TcpId) -> bool {
+        self.tcp(id).is_ok_and(|s| s.is_open())
     }
 
     /// Bytes waiting to be read.
-    pub fn recv_queue(&mut self, id: SocketId) -> usize {
-        self.tcp(id).recv_queue()
+    pub fn recv_queue(&mut self, id: TcpId) -> Result<usize, NetError> {
+        Ok(self.tcp(id)?.recv_queue())
     }
 
     /// Free space in the send buffer.
-    pub fn send_capacity_left(&mut self, id: SocketId) -> usize {
-        let s = self.tcp(id);
-        s.send_capacity() - s.send_queue()
+    pub fn send_capacity_left(&mut self, id: TcpId) -> Result<usize, NetError> {
+        let s = self.tcp(id)?;
+        Ok(s.send_capacity() - s.send_queue())
     }
 
     /// Read into `buf`. `Ok(0)` means nothing right now; `Err(Closed)` means the peer
     /// closed (or reset) and everything was read.
-    pub fn read(&mut self, id: SocketId, buf: &mut [u8]) -> Result<usize, NetError> {
-        let s = self.tcp(id);
+    pub fn read(&mut self, id: TcpId, buf: &mut [u8]) -> Result<usize, NetError> {
+        let s = self.tcp(id)?;
         match s.recv_slice(buf) {
             Ok(n) => Ok(n),
             Err(_) if s.recv_queue() == 0 => Err(NetError::Closed),
@@ -354,10 +469,10 @@ impl Engine {
     /// nothing is left.
     pub fn recv_with<R>(
         &mut self,
-        id: SocketId,
+        id: TcpId,
         f: impl FnOnce(&[u8]) -> (usize, R),
     ) -> Result<R, NetError> {
-        let s = self.tcp(id);
+        let s = self.tcp(id)?;
         if !s.may_recv() && s.recv_queue() == 0 {
             return Err(NetError::Closed);
         }
@@ -375,8 +490,8 @@ impl Engine {
     }
 
     /// Queue bytes to send; returns how many fit (0 when the send buffer is full).
-    pub fn write(&mut self, id: SocketId, data: &[u8]) -> Result<usize, NetError> {
-        let s = self.tcp(id);
+    pub fn write(&mut self, id: TcpId, data: &[u8]) -> Result<usize, NetError> {
+        let s = self.tcp(id)?;
         if !s.may_send() {
             return Err(NetError::Closed);
         }
@@ -387,10 +502,10 @@ impl Engine {
     /// returns how many bytes it wrote and a result.
     pub fn send_with<R>(
         &mut self,
-        id: SocketId,
+        id: TcpId,
         f: impl FnOnce(&mut [u8]) -> (usize, R),
     ) -> Result<R, NetError> {
-        let s = self.tcp(id);
+        let s = self.tcp(id)?;
         if !s.may_send() {
             return Err(NetError::Closed);
         }
@@ -408,10 +523,19 @@ impl Engine {
     }
 
     /// Close our side gracefully (FIN after queued data). The socket is freed by the
-    /// engine when the connection is over; do not use the id afterwards.
-    pub fn close(&mut self, id: SocketId) {
-        self.tcp(id).close();
-        self.closing.push(id.0);
+    /// engine when the connection is over; the id is spent (using it again is
+    /// `Err(BadSocket)`).
+    pub fn close(&mut self, id: TcpId) -> Result<(), NetError> {
+        self.tcp(id)?.close();
+        self.spend(id.handle);
+        self.closing.push(id.handle);
+        Ok(())
+    }
+
+    fn spend(&mut self, h: SocketHandle) {
+        if let Some(r) = self.records.get_mut(&h) {
+            r.open = false;
+        }
     }
 
     /// Sockets closed by the app whose connections are not finished yet (FIN not yet
@@ -420,16 +544,18 @@ impl Engine {
         self.closing.len()
     }
 
-    /// Reset the connection and free the socket now.
-    pub fn abort(&mut self, id: SocketId) {
-        self.tcp(id).abort();
-        self.closing.push(id.0);
+    /// Reset the connection and free the socket now; the id is spent.
+    pub fn abort(&mut self, id: TcpId) -> Result<(), NetError> {
+        self.tcp(id)?.abort();
+        self.spend(id.handle);
+        self.closing.push(id.handle);
+        Ok(())
     }
 
     // ---- UDP ----------------------------------------------------------------------
 
     /// Bind a UDP socket to `port` (0: an ephemeral port).
-    pub fn udp_bind(&mut self, port: u16) -> Result<SocketId, NetError> {
+    pub fn udp_bind(&mut self, port: u16) -> Result<UdpId, NetError> {
         let port = if port == 0 {
             self.ephemeral_port()
         } else {
@@ -441,17 +567,22 @@ impl Engine {
             udp::PacketBuffer::new(meta(), vec![0; 256 * 1024]),
         );
         s.bind(port).map_err(|_| NetError::PortInUse(port))?;
-        Ok(SocketId(self.sockets.add(s)))
+        let h = self.sockets.add(s);
+        Ok(UdpId {
+            handle: h,
+            generation: self.record(h, SocketKind::Udp),
+        })
     }
 
     /// Queue a datagram to `to`. Returns false if the send buffer is full (datagram not queued).
     pub fn udp_send_to(
         &mut self,
-        id: SocketId,
+        id: UdpId,
         data: &[u8],
         to: SocketAddrV4,
     ) -> Result<bool, NetError> {
-        let s = self.sockets.get_mut::<udp::Socket>(id.0);
+        self.check(id.handle, id.generation, SocketKind::Udp)?;
+        let s = self.sockets.get_mut::<udp::Socket>(id.handle);
         match s.send_slice(data, IpEndpoint::new(IpAddress::Ipv4(*to.ip()), to.port())) {
             Ok(()) => Ok(true),
             Err(udp::SendError::BufferFull) => Ok(false),
@@ -459,17 +590,27 @@ impl Engine {
         }
     }
 
-    /// Take one received datagram, if any: (length copied into `buf`, sender).
-    pub fn udp_recv_from(&mut self, id: SocketId, buf: &mut [u8]) -> Option<(usize, SocketAddrV4)> {
-        let s = self.sockets.get_mut::<udp::Socket>(id.0);
-        let (n, meta) = s.recv_slice(buf).ok()?;
+    /// Take one received datagram, if any: `Ok(Some((length copied into buf, sender)))`.
+    pub fn udp_recv_from(
+        &mut self,
+        id: UdpId,
+        buf: &mut [u8],
+    ) -> Result<Option<(usize, SocketAddrV4)>, NetError> {
+        self.check(id.handle, id.generation, SocketKind::Udp)?;
+        let s = self.sockets.get_mut::<udp::Socket>(id.handle);
+        let Ok((n, meta)) = s.recv_slice(buf) else {
+            return Ok(None);
+        };
         let IpAddress::Ipv4(ip) = meta.endpoint.addr;
-        Some((n, SocketAddrV4::new(ip, meta.endpoint.port)))
+        Ok(Some((n, SocketAddrV4::new(ip, meta.endpoint.port))))
     }
 
-    /// Free a UDP socket.
-    pub fn udp_close(&mut self, id: SocketId) {
-        self.sockets.remove(id.0);
+    /// Free a UDP socket; the id is spent.
+    pub fn udp_close(&mut self, id: UdpId) -> Result<(), NetError> {
+        self.check(id.handle, id.generation, SocketKind::Udp)?;
+        self.records.remove(&id.handle);
+        self.sockets.remove(id.handle);
+        Ok(())
     }
 
     // ---- the loop -----------------------------------------------------------------
@@ -495,7 +636,7 @@ impl Engine {
         if self.closing.is_empty() {
             return;
         }
-        let sockets = &mut self.sockets;
+        let (sockets, records) = (&mut self.sockets, &mut self.records);
         self.closing.retain(|&h| {
             let done = matches!(
                 sockets.get::<tcp::Socket>(h).state(),
@@ -503,6 +644,7 @@ impl Engine {
             );
             if done {
                 sockets.remove(h);
+                records.remove(&h);
             }
             !done
         });

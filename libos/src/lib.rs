@@ -23,4 +23,4 @@ pub mod runtime;
 pub mod shm;
 pub mod sigbus;
 
-pub use engine::{Control, Engine, EngineConfig, ListenerId, NetError, SocketId};
+pub use engine::{Control, Engine, EngineConfig, ListenerId, NetError, SocketId, TcpId, UdpId};

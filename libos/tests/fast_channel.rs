@@ -89,7 +89,7 @@ fn tcp_echo_over_fast_channel_without_master() {
                     Ok(0) => return Control::Continue,
                     Ok(n) => (start, pending) = (0, n),
                     Err(_) => {
-                        e.close(id);
+                        let _ = e.close(id);
                         return Control::Exit;
                     }
                 }
@@ -118,7 +118,7 @@ fn tcp_echo_over_fast_channel_without_master() {
             (d.len(), ())
         });
         if got.len() == total {
-            e.close(id);
+            let _ = e.close(id);
             return Control::Exit;
         }
         Control::Continue

@@ -475,22 +475,50 @@ pub(crate) mod tests {
         );
     }
 
-    #[test]
-    fn classify_never_panics_on_garbage() {
-        let mut seed = 0x1234_5678_9abc_def0u64;
-        for _ in 0..20_000 {
-            let mut h = [0u8; HDR_COPY];
-            for b in h.iter_mut() {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                *b = seed as u8;
+    /// A frame the switch sees from a pipe: a valid IPv4 (or ARP) header, then mutated.
+    fn mutated_frame() -> impl proptest::strategy::Strategy<Value = ([u8; HDR_COPY], usize)> {
+        use proptest::prelude::*;
+        let base = prop_oneof![
+            Just(ipv4_frame(ip("10.88.0.2"), ip("10.88.0.3"), 100)),
+            Just(arp_request(
+                mac_for_ip(ip("10.88.0.2")),
+                ip("10.88.0.2"),
+                ip("10.88.0.3")
+            )),
+            proptest::collection::vec(any::<u8>(), 0..HDR_COPY),
+        ];
+        (
+            base,
+            proptest::collection::vec((0..HDR_COPY, any::<u8>()), 0..12),
+            prop_oneof![Just(None), (0usize..70_000).prop_map(Some)],
+        )
+            .prop_map(|(f, muts, len)| {
+                let mut h = [0u8; HDR_COPY];
+                let n = f.len().min(HDR_COPY);
+                h[..n].copy_from_slice(&f[..n]);
+                for (at, v) in muts {
+                    h[at] = v;
+                }
+                (h, len.unwrap_or(f.len()))
+            })
+    }
+
+    proptest::proptest! {
+        // Cases: PROPTEST_CASES (256 by default; the long run in docs/benchmarks.md used more).
+        #[test]
+        fn classify_never_panics_and_never_overreaches((h, len) in mutated_frame()) {
+            for source in [Some(u32::from(ip("10.88.0.2"))), None] {
+                match classify(&h, len, source) {
+                    Verdict::Ipv4 { frame_len, .. } => {
+                        proptest::prop_assert!(frame_len <= len && frame_len >= IPV4_MIN_FRAME_LEN);
+                        if let Some(me) = source {
+                            proptest::prop_assert_eq!(be32(&h[ETH_LEN..], 12), me, "a spoofed source passed");
+                        }
+                    }
+                    Verdict::ArpRequest { .. } => proptest::prop_assert!(len >= ARP_FRAME_LEN),
+                    Verdict::Drop(_) => {}
+                }
             }
-            h[12] = [0x08, 0x08, 0x86][(seed % 3) as usize];
-            h[13] = [0x00, 0x06, 0xdd][(seed % 3) as usize];
-            let len = (seed >> 20) as usize % 70_000;
-            let _ = classify(&h, len, Some(0x0a58_0002));
-            let _ = classify(&h, len, None);
         }
     }
 }

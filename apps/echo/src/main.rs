@@ -154,7 +154,7 @@ fn server(engine: &mut Engine, port: u16, backlog: usize) -> AppResult {
         conns.retain_mut(|c| match echo(e, c) {
             Ok(()) => true,
             Err(_) => {
-                e.close(c.id);
+                let _ = e.close(c.id);
                 false
             }
         });
@@ -190,14 +190,14 @@ fn http(engine: &mut Engine, port: u16, backlog: usize, body: &str) -> AppResult
                 match e.read(*id, &mut buf) {
                     Ok(n) => req.extend_from_slice(&buf[..n]),
                     Err(_) => {
-                        e.close(*id);
+                        let _ = e.close(*id);
                         return false;
                     }
                 }
                 if req.windows(4).any(|w| w == b"\r\n\r\n") {
                     *sent = Some(0);
                 } else if req.len() > 16 * 1024 {
-                    e.abort(*id);
+                    let _ = e.abort(*id);
                     return false;
                 } else {
                     return true;
@@ -207,12 +207,12 @@ fn http(engine: &mut Engine, port: u16, backlog: usize, body: &str) -> AppResult
             match e.write(*id, &response[*done..]) {
                 Ok(n) => *done += n,
                 Err(_) => {
-                    e.close(*id);
+                    let _ = e.close(*id);
                     return false;
                 }
             }
             if *done == response.len() {
-                e.close(*id);
+                let _ = e.close(*id);
                 return false;
             }
             true
@@ -363,7 +363,7 @@ fn client(
                     }
                     if msg == total {
                         measure_end = now;
-                        e.close(id);
+                        let _ = e.close(id);
                         phase = Phase::Closing;
                         last_progress = Instant::now();
                     }

@@ -109,7 +109,7 @@ fn serve(engine: &mut Engine, cli: &Cli) -> AppResult {
         while let Some(id) = e.accept(listener) {
             if conns.len() >= cli.max_conns {
                 let _ = e.write(id, &error_response(503, true));
-                e.close(id);
+                let _ = e.close(id);
                 continue;
             }
             conns.push(Conn {
@@ -141,13 +141,13 @@ fn serve(engine: &mut Engine, cli: &Cli) -> AppResult {
                         .is_some_and(|t| now.duration_since(t) > header_timeout)
                 {
                     let _ = e.write(c.id, &error_response(408, true));
-                    e.close(c.id);
+                    let _ = e.close(c.id);
                     return false;
                 }
                 // Idle: no bytes moved either way for `idle` (a client that stops reading
                 // a response counts too, so it cannot hold its buffers forever).
                 if now.duration_since(c.last_active) > idle {
-                    e.close(c.id);
+                    let _ = e.close(c.id);
                     return false;
                 }
             }
@@ -194,7 +194,7 @@ fn step(e: &mut Engine, c: &mut Conn, limits: &Limits, work: Duration, now: Inst
             }
             c.last_active = now;
             if c.close_after {
-                e.close(c.id);
+                let _ = e.close(c.id);
                 return false;
             }
         }
@@ -245,7 +245,7 @@ fn step(e: &mut Engine, c: &mut Conn, limits: &Limits, work: Duration, now: Inst
                 c.last_active = now;
             }
             Err(_) => {
-                e.close(c.id);
+                let _ = e.close(c.id);
                 return false;
             }
         }

@@ -163,7 +163,7 @@ impl Load<'_> {
     /// Drop the connection and open a new one (after `delay`).
     fn replace(&mut self, e: &mut Engine, c: &mut Conn, delay: Duration) {
         if let Some(id) = c.id.take() {
-            e.close(id);
+            let _ = e.close(id);
         }
         c.state = State::Idle(Instant::now() + delay);
     }
@@ -322,7 +322,7 @@ fn run(engine: &mut Engine, cli: &Cli) -> AppResult {
         if stopping {
             for c in &mut conns {
                 if let Some(id) = c.id.take() {
-                    e.close(id);
+                    let _ = e.close(id);
                 }
             }
             closing_since = Some(now);

@@ -1,0 +1,292 @@
+//! Fuzzing what reads shared memory a peer can write (the tenant-safety issue, item 10):
+//! the pipe and fast-channel header parsers, and a channel reader (the master's view of a
+//! service's TX ring, a service's view of its fast-channel peer's ring) while a second
+//! thread scribbles over the rings, descriptors and buffers. No nightly toolchain here, so
+//! no cargo-fuzz: proptest, structure-aware (start from a valid file, then mutate), with
+//! shrinking, run for a bounded time per target.
+//!
+//! `DOCKNET_FUZZ_SECS` sets the time per target (default 5 s, what CI runs). A failure
+//! prints the seed; it is kept as a regression case in `regressions()` below.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use docknet::abi::{ChannelGeometry, HEADER_SIZE};
+use docknet::channel::{ChannelFaults, ChannelReceiver, ChannelSender};
+use docknet::fc::{create_fc_file, FcEnd};
+use docknet::pipe::{create_pipe_file, read_pipe_info, MasterPipeEnd, PipeConfig, PIPE_FILE};
+use docknet::shm::SharedMap;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+
+fn fuzz_secs() -> u64 {
+    std::env::var("DOCKNET_FUZZ_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+}
+
+/// Run `test` on values of `strategy` until the time is up, in rounds of 32 cases with a
+/// fresh seed each (printed on failure, after shrinking).
+fn fuzz<S: Strategy>(name: &str, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>)
+where
+    S::Value: std::fmt::Debug,
+{
+    let secs = fuzz_secs();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let (mut rounds, mut cases) = (0u64, 0u64);
+    while rounds == 0 || Instant::now() < deadline {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&t.to_le_bytes());
+        seed[8..16].copy_from_slice(&rounds.to_le_bytes());
+        let config = Config {
+            cases: 32,
+            failure_persistence: None,
+            ..Config::default()
+        };
+        let mut runner =
+            TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
+        if let Err(e) = runner.run(&strategy, &test) {
+            panic!("[fuzz] {name}: {e}\n(seed {seed:02x?})");
+        }
+        rounds += 1;
+        cases += 32;
+    }
+    eprintln!("[fuzz] {name}: {cases} cases in {secs} s, no failure");
+}
+
+fn scratch(tag: &str) -> std::path::PathBuf {
+    let base = if std::path::Path::new("/dev/shm").is_dir() {
+        std::path::PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    let d = base.join(format!(
+        "dn-fuzz-{tag}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn pipe_config() -> PipeConfig {
+    PipeConfig {
+        mac: [2, 0, 10, 88, 0, 2],
+        ipv4: std::net::Ipv4Addr::new(10, 88, 0, 2),
+        prefix_len: 16,
+        gateway: std::net::Ipv4Addr::new(10, 88, 0, 1),
+        mtu: 1500,
+        nbufs: 64,
+        flags: 0,
+    }
+}
+
+/// Byte writes into a file: (offset, value); offsets mostly in the header page, where the
+/// parser looks, some anywhere.
+fn mutations(file_len: usize) -> impl Strategy<Value = Vec<(usize, u8)>> {
+    let header = (0..HEADER_SIZE.min(512), any::<u8>());
+    let anywhere = (0..file_len.max(1), any::<u8>());
+    proptest::collection::vec(prop_oneof![4 => header, 1 => anywhere], 1..48)
+}
+
+fn apply(path: &std::path::Path, muts: &[(usize, u8)], new_len: Option<u64>) {
+    let mut bytes = std::fs::read(path).unwrap();
+    for &(at, v) in muts {
+        if at < bytes.len() {
+            bytes[at] = v;
+        }
+    }
+    std::fs::write(path, &bytes).unwrap();
+    if let Some(len) = new_len {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(len)
+            .unwrap();
+    }
+}
+
+#[test]
+fn pipe_header_parser() {
+    let dir = scratch("pipe");
+    let full = {
+        let m = create_pipe_file(&dir.join("p"), &pipe_config()).unwrap();
+        m.len()
+    };
+    let _ = std::fs::remove_dir_all(dir.join("p"));
+    let lens = prop_oneof![
+        3 => Just(None),
+        1 => (0..(full as u64 * 2)).prop_map(Some),
+    ];
+    fuzz("pipe header", (mutations(full), lens), |(muts, len)| {
+        let d = dir.join("p");
+        let _ = std::fs::remove_dir_all(&d);
+        drop(create_pipe_file(&d, &pipe_config()).unwrap());
+        let file = d.join(PIPE_FILE);
+        apply(&file, &muts, len);
+        let map = SharedMap::open(&file).unwrap();
+        let size = map.len() as u64;
+        if let Ok(info) = read_pipe_info(&map) {
+            for l in [&info.rx, &info.tx] {
+                let end = l.buf_off + l.nbufs as u64 * l.buf_size as u64;
+                prop_assert!(end <= size, "a layout past the file end passed: {l:?}");
+            }
+            // The master's end over it: channels usable without panics.
+            if let Ok(mut end) = MasterPipeEnd::new(map) {
+                for _ in 0..8 {
+                    if let Some(f) = end.tx.recv() {
+                        prop_assert!(f.len as usize <= end.tx.buf_size());
+                        end.tx.give_back(f.buf);
+                    }
+                }
+                end.tx.flush();
+            }
+        }
+        Ok(())
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn fast_channel_header_parser() {
+    let dir = scratch("fc");
+    let a = (std::net::Ipv4Addr::new(10, 88, 0, 2), [2, 0, 10, 88, 0, 2]);
+    let b = (std::net::Ipv4Addr::new(10, 88, 0, 3), [2, 0, 10, 88, 0, 3]);
+    let full = create_fc_file(&dir.join("probe.map"), a, b, 1500, 64)
+        .unwrap()
+        .len();
+    let _ = std::fs::remove_file(dir.join("probe.map"));
+    let lens = prop_oneof![3 => Just(None), 1 => (0..(full as u64 * 2)).prop_map(Some)];
+    fuzz(
+        "fast-channel header",
+        (mutations(full), lens, any::<bool>()),
+        |(muts, len, side_a)| {
+            let file = dir.join("c.map");
+            let _ = std::fs::remove_file(&file);
+            drop(create_fc_file(&file, a, b, 1500, 64).unwrap());
+            apply(&file, &muts, len);
+            let me = if side_a { a.0 } else { b.0 };
+            if let Ok(mut end) = FcEnd::attach(&file, me) {
+                for _ in 0..8 {
+                    if let Some(f) = end.rx.recv() {
+                        prop_assert!(f.len as usize <= end.rx.buf_size());
+                        end.rx.give_back(f.buf);
+                    }
+                }
+                end.rx.flush();
+            }
+            Ok(())
+        },
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A tiny PRNG for the scribbling thread (seeded by the case).
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// A reader and a sender on one channel while another thread writes garbage into its
+/// ring indices, descriptors and return ring as fast as it can: every frame handed out
+/// lies inside the buffer area, nothing panics, the faults are counted.
+#[test]
+fn channel_reader_under_concurrent_scribbling() {
+    let dir = scratch("race");
+    fuzz(
+        "channel under a racing writer",
+        (any::<u64>(), 50usize..400),
+        |(seed, rounds)| {
+            let geo = ChannelGeometry::for_mtu(1500, 64);
+            let (layout, end) = geo.layout_at(HEADER_SIZE);
+            let file = dir.join("ch");
+            let _ = std::fs::remove_file(&file);
+            let map = Arc::new(SharedMap::create(&file, end).unwrap());
+            let faults = Arc::new(ChannelFaults::default());
+            // SAFETY (test): `map` outlives both ends (held until the end of the case); no bells.
+            let mut tx =
+                unsafe { ChannelSender::new(&map, &layout, std::ptr::null(), faults.clone()) }
+                    .unwrap();
+            // SAFETY (test): as above.
+            let mut rx =
+                unsafe { ChannelReceiver::new(&map, &layout, std::ptr::null(), faults.clone()) }
+                    .unwrap();
+            let stop = Arc::new(AtomicBool::new(false));
+            let scribbler = {
+                let (map, stop) = (map.clone(), stop.clone());
+                let ring_bytes = docknet::abi::ring_bytes(layout.ring_size);
+                let regions = [
+                    (layout.ring_off as usize, ring_bytes),
+                    (layout.ret_off as usize, ring_bytes),
+                    (
+                        layout.buf_off as usize,
+                        (layout.nbufs * layout.buf_size) as usize,
+                    ),
+                ];
+                std::thread::spawn(move || {
+                    let mut r = XorShift(seed | 1);
+                    while !stop.load(Ordering::Relaxed) {
+                        let (off, len) = regions[(r.next() % 3) as usize];
+                        let at = off + (r.next() as usize % (len / 4)) * 4;
+                        if let Some(p) = map.ptr_at::<core::sync::atomic::AtomicU32>(at) {
+                            // SAFETY: an aligned u32 inside the mapping, written atomically.
+                            unsafe { &*p }.store(r.next() as u32, Ordering::Relaxed);
+                        }
+                        if r.next().is_multiple_of(64) {
+                            std::thread::yield_now();
+                        }
+                    }
+                })
+            };
+            let base = map.bytes_at(layout.buf_off as usize, 0).unwrap() as usize;
+            let area = (layout.nbufs * layout.buf_size) as usize;
+            let mut out = vec![0u8; layout.buf_size as usize];
+            let mut failure = None;
+            for i in 0..rounds {
+                if let Some(b) = tx.alloc() {
+                    let len = 60 + (i % 1400);
+                    // SAFETY: an allocated buffer of buf_size >= 1500 bytes.
+                    unsafe { std::ptr::write_bytes(tx.buf_ptr(b), i as u8, len) };
+                    tx.post(b, len);
+                }
+                tx.flush();
+                tx.reclaim();
+                while let Some(f) = rx.recv() {
+                    let p = rx.frame_ptr(f) as usize;
+                    let n = f.len as usize;
+                    if p < base || p + n > base + area || n > out.len() {
+                        failure = Some(format!("frame outside the buffer area: {p:#x}+{n}"));
+                    }
+                    // SAFETY: checked just above to lie inside the buffer area.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            p as *const u8,
+                            out.as_mut_ptr(),
+                            n.min(out.len()),
+                        )
+                    };
+                    rx.give_back(f.buf);
+                }
+                rx.flush();
+            }
+            stop.store(true, Ordering::Relaxed);
+            scribbler.join().unwrap();
+                prop_assert!(failure.is_none(), "{failure:?}");
+            Ok(())
+        },
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
