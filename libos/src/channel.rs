@@ -143,6 +143,21 @@ impl ChannelSender {
         self.bufs.buf_size as usize
     }
 
+    /// True if at least `n` buffers are free (taking back returned ones if needed first).
+    /// O(1) while plenty are free.
+    pub fn has_free(&mut self, n: usize) -> bool {
+        if self.free.len() >= n {
+            return true;
+        }
+        self.reclaim();
+        self.free.len() >= n
+    }
+
+    /// Number of buffers.
+    pub fn nbufs(&self) -> usize {
+        self.bufs.nbufs as usize
+    }
+
     /// Take back buffers the receiver returned; each index is checked to be one we lent.
     pub fn reclaim(&mut self) {
         loop {

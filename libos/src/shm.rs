@@ -53,30 +53,12 @@ impl SharedMap {
         size: usize,
         mode: u32,
     ) -> io::Result<Self> {
-        let bytes = name.as_os_str().as_bytes();
-        if bytes.is_empty() || bytes.contains(&b'/') {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{}: not a single path component", name.display()),
-            ));
-        }
-        let c = std::ffi::CString::new(bytes)
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: `dir` is an open directory fd, `c` a NUL-terminated name; the result is
-        // checked before use.
-        let fd = unsafe {
-            libc::openat(
-                dir.as_raw_fd(),
-                c.as_ptr(),
-                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                mode as libc::c_uint,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just opened and is owned by nothing else.
-        let file = unsafe { File::from_raw_fd(fd) };
+        let file = open_in(
+            dir,
+            name,
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            mode,
+        )?;
         file.set_len(size as u64)?;
         Self::map(file, path)
     }
@@ -85,29 +67,12 @@ impl SharedMap {
     /// a symlink, and only a regular file (a FIFO or device planted there is refused, not
     /// opened for long). For files in directories a tenant can write to.
     pub fn open_at(dir: BorrowedFd<'_>, name: &Path, path: &Path) -> io::Result<Self> {
-        let bytes = name.as_os_str().as_bytes();
-        if bytes.is_empty() || bytes.contains(&b'/') {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{}: not a single path component", name.display()),
-            ));
-        }
-        let c = std::ffi::CString::new(bytes)
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: `dir` is an open directory fd, `c` a NUL-terminated name; the result is
-        // checked before use.
-        let fd = unsafe {
-            libc::openat(
-                dir.as_raw_fd(),
-                c.as_ptr(),
-                libc::O_RDWR | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just opened and is owned by nothing else.
-        let file = unsafe { File::from_raw_fd(fd) };
+        let file = open_in(
+            dir,
+            name,
+            libc::O_RDWR | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            0,
+        )?;
         if !file.metadata()?.is_file() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -192,6 +157,27 @@ impl Drop for SharedMap {
             crate::sigbus::unregister(g);
         }
     }
+}
+
+/// `openat(dir, name, flags, mode)` for one path component `name`.
+fn open_in(dir: BorrowedFd<'_>, name: &Path, flags: libc::c_int, mode: u32) -> io::Result<File> {
+    let bytes = name.as_os_str().as_bytes();
+    if bytes.is_empty() || bytes.contains(&b'/') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: not a single path component", name.display()),
+        ));
+    }
+    let c =
+        std::ffi::CString::new(bytes).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `dir` is an open directory fd, `c` a NUL-terminated name; the result is
+    // checked before use.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags, mode as libc::c_uint) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    Ok(unsafe { File::from_raw_fd(fd) })
 }
 
 // SAFETY: the mapping is plain memory; every access to it goes through raw pointers with

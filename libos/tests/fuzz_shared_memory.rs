@@ -284,7 +284,7 @@ fn channel_reader_under_concurrent_scribbling() {
             }
             stop.store(true, Ordering::Relaxed);
             scribbler.join().unwrap();
-                prop_assert!(failure.is_none(), "{failure:?}");
+            prop_assert!(failure.is_none(), "{failure:?}");
             Ok(())
         },
     );

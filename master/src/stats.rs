@@ -100,6 +100,9 @@ counters! {
     /// 1 once the pipe's file was shrunk under the master (its SIGBUS caught): the pipe is
     /// quarantined, nothing more is switched to or from it; `pipe rm` it.
     broken,
+    /// Dropped (counted on the destination): frames from one source beyond its share of
+    /// this pipe's nearly full RX channel, so that other sources still get through.
+    shed,
 }
 
 /// A snapshot of one pipe's counters and its channel faults.

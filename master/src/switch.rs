@@ -35,6 +35,65 @@ use crate::stats::{Counters, PipeStats};
 /// Most frames taken from one pipe per round (keeps one busy pipe from starving others).
 pub const BATCH: usize = 64;
 
+/// Fair share of a destination's RX channel (see [`ShareGuard`]): once fewer than
+/// 1/`RESERVE_DIV` of its buffers are free, one source may deliver at most
+/// [`STREAK_LIMIT`] frames in a row to it.
+const RESERVE_DIV: usize = 4;
+const STREAK_LIMIT: u32 = 8;
+/// How many rounds after another source last sent to a destination the share is still
+/// enforced there: a lone bulk sender is never cut.
+const SHARE_MEMORY_ROUNDS: u64 = 100_000;
+/// The source index frames from the NIC count as.
+const FROM_LINK: usize = usize::MAX;
+/// No frame seen yet.
+const NO_SOURCE: usize = usize::MAX - 1;
+
+/// Keeps one source from filling a destination's RX channel so that nobody else gets a
+/// frame in (a tenant flooding another tenant's service would otherwise starve that
+/// service's other clients: their frames, retransmissions included, all find the ring
+/// full). While the channel has buffers to spare nothing is limited; once it is nearly
+/// full, a source sending a long run of frames (a flooder's batch) is cut to
+/// [`STREAK_LIMIT`] per run and the rest of its run is shed, while a source that sends a
+/// frame now and then (a request, an ACK) still finds the reserve.
+#[derive(Clone, Copy, Debug)]
+struct ShareGuard {
+    last_src: usize,
+    streak: u32,
+    /// The round in which the sending source last changed (someone else sent); `None`
+    /// while only one source ever sent.
+    switched_at: Option<u64>,
+}
+
+impl ShareGuard {
+    fn new() -> Self {
+        ShareGuard {
+            last_src: NO_SOURCE,
+            streak: 0,
+            switched_at: None,
+        }
+    }
+
+    /// Count a frame from `src` in round `round`; true if it must be shed. Only a long
+    /// run, with another source sending lately, asks `nearly_full`: nothing is checked,
+    /// and nothing shed, for a lone sender or on a quiet channel.
+    fn shed(&mut self, src: usize, round: u64, nearly_full: impl FnOnce() -> bool) -> bool {
+        if self.last_src == src {
+            self.streak = self.streak.saturating_add(1);
+        } else {
+            if self.last_src != NO_SOURCE {
+                self.switched_at = Some(round);
+            }
+            self.last_src = src;
+            self.streak = 1;
+        }
+        self.streak > STREAK_LIMIT
+            && self
+                .switched_at
+                .is_some_and(|at| round.wrapping_sub(at) < SHARE_MEMORY_ROUNDS)
+            && nearly_full()
+    }
+}
+
 /// A configuration change for the data path.
 pub enum DpMsg {
     /// Start switching a pipe in `slot` (the control plane picks free slots).
@@ -89,6 +148,8 @@ struct Slot {
     /// May send with foreign source addresses (the control plane's record, never the
     /// pipe header's flag, which the service can write).
     forwarder: bool,
+    /// Fair share of this pipe's RX channel among the sources sending to it.
+    share: ShareGuard,
 }
 
 /// The switch state owned by the data-path thread.
@@ -106,6 +167,8 @@ pub struct Switch {
     nic: Option<NicPort>,
     /// Number of pipes with a rate limit (the clock is read per round only if > 0).
     limited: usize,
+    /// Rounds run so far (the clock of [`ShareGuard`]).
+    rounds: u64,
 }
 
 /// What [`Switch::ingress`] updates besides the switch: the link's counters, the ARP
@@ -161,6 +224,7 @@ impl Switch {
             idle: IdlePolicy::from_env(),
             nic: None,
             limited: 0,
+            rounds: 0,
         }
     }
 
@@ -233,6 +297,7 @@ impl Switch {
                     throttled: false,
                     broken: false,
                     forwarder,
+                    share: ShareGuard::new(),
                     max_frame,
                 });
                 self.by_ip.insert(ip, slot);
@@ -349,6 +414,7 @@ impl Switch {
     /// One pass over every pipe: up to [`BATCH`] frames each (a rate-limited pipe: only
     /// while its bucket holds tokens), then flush. Returns the number of frames taken.
     pub fn round(&mut self) -> usize {
+        self.rounds = self.rounds.wrapping_add(1);
         let mut total = self.link_round();
         self.quarantine_broken();
         let now = if self.limited > 0 {
@@ -588,7 +654,7 @@ impl Switch {
                     return;
                 }
                 neighbors.saw_frame(src, &frame[6..12]);
-                if deliver_from_link(slot, frame) {
+                if deliver_from_link(slot, frame, self.rounds) {
                     local.delivered += 1;
                 } else {
                     local.pipe_full += 1;
@@ -683,7 +749,7 @@ impl Switch {
                     }
                     return;
                 };
-                let verdict = deliver(dslot, ptr, &hdr, frame_len, src_mac);
+                let verdict = deliver(dslot, (i, self.rounds), ptr, &hdr, frame_len, src_mac);
                 if let Some(src) = slots[i].as_mut() {
                     match verdict {
                         Delivery::Ok | Delivery::RxFull => {}
@@ -931,8 +997,15 @@ fn egress(
 
 /// Copy a verified frame from the NIC into a pipe's RX channel (Ethernet destination set
 /// to the pipe's MAC). False if the pipe is not attached or has no room.
-fn deliver_from_link(dst: &mut Slot, frame: &[u8]) -> bool {
+fn deliver_from_link(dst: &mut Slot, frame: &[u8], round: u64) -> bool {
     if dst.broken || dst.control.attached_pid() == 0 || frame.len() > dst.end.rx.buf_size() {
+        return false;
+    }
+    let reserve = dst.end.rx.nbufs() / RESERVE_DIV;
+    let rx = &mut dst.end.rx;
+    if dst.share.shed(FROM_LINK, round, || !rx.has_free(reserve)) {
+        dst.local.shed += 1;
+        dst.dirty = true;
         return false;
     }
     let Some(buf) = dst.end.rx.alloc() else {
@@ -976,6 +1049,7 @@ enum Delivery {
 /// racing on its buffer cannot change the checked source address).
 fn deliver(
     dst: &mut Slot,
+    (from, round): (usize, u64),
     src: *const u8,
     hdr: &[u8; HDR_COPY],
     frame_len: usize,
@@ -987,6 +1061,13 @@ fn deliver(
     }
     if frame_len > dst.end.rx.buf_size() {
         return Delivery::TooBig;
+    }
+    let reserve = dst.end.rx.nbufs() / RESERVE_DIV;
+    let rx = &mut dst.end.rx;
+    if dst.share.shed(from, round, || !rx.has_free(reserve)) {
+        dst.local.shed += 1;
+        dst.dirty = true;
+        return Delivery::RxFull;
     }
     let Some(buf) = dst.end.rx.alloc() else {
         dst.local.rx_full += 1;
@@ -1032,6 +1113,34 @@ mod tests {
     use std::net::Ipv4Addr;
     use std::path::PathBuf;
     use std::sync::mpsc;
+
+    #[test]
+    fn share_guard_cuts_a_long_run_only_when_others_send_and_the_ring_is_nearly_full() {
+        let mut g = ShareGuard::new();
+        // A lone sender, ring full or not: never cut.
+        for r in 0..1000 {
+            assert!(!g.shed(3, r, || true));
+        }
+        // Someone else sends: the run restarts, and past STREAK_LIMIT a nearly full ring
+        // sheds the long run, never the occasional sender.
+        let mut shed = 0;
+        for r in 1000..1100u64 {
+            if r % 20 == 0 {
+                assert!(!g.shed(5, r, || true), "the occasional sender was shed");
+            }
+            if g.shed(3, r, || true) {
+                shed += 1;
+            }
+        }
+        assert!(shed > 0, "the flooder was never cut");
+        // With room in the ring nothing is shed.
+        assert!(!g.shed(5, 1200, || false));
+        for r in 1200..1300 {
+            assert!(!g.shed(3, r, || false));
+        }
+        // Long after the other source went quiet, the lone sender runs free again.
+        assert!(!g.shed(3, 1300 + SHARE_MEMORY_ROUNDS, || true));
+    }
 
     struct TempDir(PathBuf);
     impl TempDir {

@@ -1055,20 +1055,7 @@ fn write_outputs(
             Err(e) => serde_json::json!({"path": r.path, "conns": r.conns, "error": e}),
         }).collect::<Vec<_>>(),
     });
-    std::fs::create_dir_all(&a.out).map_err(|e| format!("creating {}: {e}", a.out.display()))?;
-    for (ext, text) in [
-        ("svg", svg_text),
-        ("md", md),
-        (
-            "json",
-            serde_json::to_string_pretty(&json).expect("serialize") + "\n",
-        ),
-    ] {
-        let p = a.out.join(format!("httpd.{ext}"));
-        std::fs::write(&p, text).map_err(|e| format!("writing {}: {e}", p.display()))?;
-        eprintln!("wrote {}", p.display());
-    }
-    Ok(())
+    crate::report::write_files(&a.out, "httpd", svg_text, md, &json)
 }
 
 #[cfg(test)]

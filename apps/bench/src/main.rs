@@ -3,6 +3,7 @@
 
 mod cleanup;
 mod docknet;
+mod fairness;
 mod httpd;
 mod interhost;
 mod kernel;
@@ -167,6 +168,24 @@ enum Cmd {
     #[command(long_about = SOAK_ABOUT)]
     Soak(SoakCli),
 
+    /// An honest pair's latency through the master while a third pipe floods.
+    #[command(long_about = FAIRNESS_ABOUT)]
+    Fairness(FairnessCli),
+
+    /// (internal) Post frames into a pipe as fast as its ring takes them, until SIGTERM.
+    #[command(hide = true)]
+    Flood {
+        /// The pipe directory to attach to.
+        #[arg(long)]
+        pipe: PathBuf,
+        /// What to send.
+        #[arg(long, value_enum)]
+        kind: fairness::FloodKind,
+        /// Frame size in bytes (Ethernet header included).
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+    },
+
     /// (internal) Kernel TCP echo server: echoes every byte on every connection.
     #[command(hide = true)]
     KernelEchoServer {
@@ -261,14 +280,8 @@ struct HttpdCli {
     #[arg(long)]
     bin_dir: Option<PathBuf>,
 
-    /// A dn-httpd built with DN_HTTPD_SITE=/tmp/bench-httpd-target/site-1k (default:
-    /// build it now).
-    #[arg(long)]
-    httpd_bin: Option<PathBuf>,
-
-    /// Workspace to build dn-httpd from (default: the tree this bench was built from).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))]
-    src: PathBuf,
+    #[command(flatten)]
+    httpd: HttpdSourceCli,
 
     /// Keep the temp dirs (/tmp/dnbench-PID-*) for inspection.
     #[arg(long)]
@@ -291,6 +304,44 @@ Output: a table and a summary on stdout; OUT/soak.svg (requests/s per window, th
 and 75% of it), OUT/soak.md (with the command lines), OUT/soak.json. Progress goes to
 stderr. Everything started (docknetd, dn-httpd, namespace dnbPIDsoak, run dir
 /tmp/dnbench-PID-soak) is removed on exit, including on SIGINT/SIGTERM/SIGHUP.";
+
+const FAIRNESS_ABOUT: &str = "\
+An honest pair's one-way latency through docknetd while a third pipe floods it (the
+master takes at most one batch of frames per pipe per round, so a flooder should cost the
+others no more than that batch). One docknetd --nic none, pipes srv/cli/flood
+(10.93.0.2-4); dn-echo server on srv, dn-echo client (SIZE-byte ping-pong, COUNT
+messages) on cli, in four scenarios: quiet; a flooder posting spoofed frames (dropped as
+spoofed); frames to an address no pipe has (dropped as no_route); UDP frames to the
+server (delivered: real work for the master and the server).
+
+Output: a table (p50, p99, p99 against quiet, goodput, the flooder's frames/s taken and
+what became of them) on stdout; OUT/fairness.svg, OUT/fairness.md, OUT/fairness.json.
+Needs docknetd, docknetctl and dn-echo next to this executable (or --bin-dir).";
+
+#[derive(clap::Args, Debug)]
+struct FairnessCli {
+    /// Ping-pong message size (K = 1024).
+    #[arg(long, default_value = "1K", value_parser = parse_size_arg)]
+    size: usize,
+    /// Measured messages per scenario.
+    #[arg(long, default_value_t = 20000)]
+    count: usize,
+    /// Size of the flooder's frames (bytes, Ethernet header included).
+    #[arg(long, default_value_t = 1024)]
+    flood_size: usize,
+    /// Limit the flooder with `docknetctl rate set flood N` (Mbit/s) first.
+    #[arg(long, value_name = "N")]
+    flood_rate_mbps: Option<u64>,
+    /// Directory for fairness.svg, fairness.md and fairness.json.
+    #[arg(long, default_value = "docs/bench")]
+    out: PathBuf,
+    /// Directory holding docknetd, docknetctl and dn-echo (default: next to this executable).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Keep the run directory (/tmp/dnbench-PID-fair) for inspection.
+    #[arg(long)]
+    keep_run_dir: bool,
+}
 
 #[derive(clap::Args, Debug)]
 struct SoakCli {
@@ -322,6 +373,17 @@ struct SoakCli {
     #[arg(long)]
     bin_dir: Option<PathBuf>,
 
+    #[command(flatten)]
+    httpd: HttpdSourceCli,
+
+    /// Keep the temp dir (/tmp/dnbench-PID-soak) for inspection.
+    #[arg(long)]
+    keep_run_dir: bool,
+}
+
+/// Where `httpd` and `soak` get the dn-httpd serving the 1 KB page.
+#[derive(clap::Args, Debug)]
+struct HttpdSourceCli {
     /// A dn-httpd built with DN_HTTPD_SITE=/tmp/bench-httpd-target/site-1k (default:
     /// build it now).
     #[arg(long)]
@@ -330,10 +392,6 @@ struct SoakCli {
     /// Workspace to build dn-httpd from (default: the tree this bench was built from).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))]
     src: PathBuf,
-
-    /// Keep the temp dir (/tmp/dnbench-PID-soak) for inspection.
-    #[arg(long)]
-    keep_run_dir: bool,
 }
 
 /// Options shared by `pingpong` and `interhost`.
@@ -411,7 +469,9 @@ fn parse_size_arg(s: &str) -> Result<usize, String> {
 fn main() {
     let cli = Cli::parse();
     let default_level = match cli.cmd {
-        Cmd::Pingpong(_) | Cmd::Interhost(_) | Cmd::Httpd(_) | Cmd::Soak(_) => "info",
+        Cmd::Pingpong(_) | Cmd::Interhost(_) | Cmd::Httpd(_) | Cmd::Soak(_) | Cmd::Fairness(_) => {
+            "info"
+        }
         _ => "warn",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
@@ -440,8 +500,8 @@ fn main() {
                 seconds: h.duration,
                 out: h.out,
                 bin_dir: h.bin_dir,
-                httpd_bin: h.httpd_bin,
-                src: h.src,
+                httpd_bin: h.httpd.httpd_bin,
+                src: h.httpd.src,
                 keep_run_dir: h.keep_run_dir,
                 command_line: report::shell_join(&std::env::args().collect::<Vec<_>>()),
             };
@@ -456,13 +516,33 @@ fn main() {
                 arp_reachable: c.arp_reachable,
                 out: c.out,
                 bin_dir: c.bin_dir,
-                httpd_bin: c.httpd_bin,
-                src: c.src,
+                httpd_bin: c.httpd.httpd_bin,
+                src: c.httpd.src,
                 keep_run_dir: c.keep_run_dir,
                 command_line: report::shell_join(&std::env::args().collect::<Vec<_>>()),
             };
             bench(|| soak::run(&sa))
         }
+        Cmd::Fairness(c) => {
+            let fa = fairness::FairnessArgs {
+                size: c.size,
+                count: c.count,
+                flood_size: c.flood_size,
+                flood_rate_mbps: c.flood_rate_mbps,
+                out: c.out,
+                bin_dir: c.bin_dir,
+                keep_run_dir: c.keep_run_dir,
+                command_line: report::shell_join(&std::env::args().collect::<Vec<_>>()),
+            };
+            bench(|| fairness::run(&fa))
+        }
+        Cmd::Flood { pipe, kind, size } => match fairness::flood(&pipe, kind, size) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("{e}");
+                1
+            }
+        },
         Cmd::KernelEchoServer { bind } => match kernel::serve(bind) {
             Ok(()) => 0,
             Err(e) => {

@@ -536,20 +536,7 @@ pub fn write_outputs(
     {
         obj.extend(extra);
     }
-    std::fs::create_dir_all(&a.out).map_err(|e| format!("creating {}: {e}", a.out.display()))?;
-    for (ext, text) in [
-        ("svg", svg_text),
-        ("md", md),
-        (
-            "json",
-            serde_json::to_string_pretty(&json).expect("serialize") + "\n",
-        ),
-    ] {
-        let p = a.out.join(format!("{}.{ext}", spec.stem));
-        std::fs::write(&p, text).map_err(|e| format!("writing {}: {e}", p.display()))?;
-        eprintln!("wrote {}", p.display());
-    }
-    Ok(())
+    crate::report::write_files(&a.out, spec.stem, svg_text, md, &json)
 }
 
 /// Runs the benchmark and writes the outputs.

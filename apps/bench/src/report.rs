@@ -242,6 +242,24 @@ pub fn format_utc(secs: u64) -> String {
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} UTC")
 }
 
+/// Write a benchmark's outputs: OUT/STEM.svg, OUT/STEM.md and OUT/STEM.json.
+pub fn write_files(
+    out: &std::path::Path,
+    stem: &str,
+    svg: String,
+    md: String,
+    json: &serde_json::Value,
+) -> Result<(), String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("creating {}: {e}", out.display()))?;
+    let json = serde_json::to_string_pretty(json).map_err(|e| format!("{stem}.json: {e}"))? + "\n";
+    for (ext, text) in [("svg", svg), ("md", md), ("json", json)] {
+        let p = out.join(format!("{stem}.{ext}"));
+        std::fs::write(&p, text).map_err(|e| format!("writing {}: {e}", p.display()))?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
 /// Quotes a command line for display (single quotes where needed).
 pub fn shell_join(args: &[String]) -> String {
     args.iter()

@@ -437,20 +437,7 @@ fn write_outputs(
         "windows": windows,
         "summary": s,
     });
-    std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
-    for (name, body) in [
-        ("soak.md", md),
-        ("soak.svg", plot(windows, s, &subtitle)),
-        (
-            "soak.json",
-            serde_json::to_string_pretty(&json).unwrap_or_default() + "\n",
-        ),
-    ] {
-        let p = a.out.join(name);
-        std::fs::write(&p, body).map_err(|e| format!("writing {}: {e}", p.display()))?;
-        eprintln!("wrote {}", p.display());
-    }
-    Ok(())
+    crate::report::write_files(&a.out, "soak", plot(windows, s, &subtitle), md, &json)
 }
 
 #[cfg(test)]
