@@ -77,14 +77,45 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Send UDP datagrams to IP:PORT as fast as the pipe takes them (or at --rate-mbps)
+    /// for --duration-s seconds; print what was sent each second and in all.
+    UdpBlast {
+        /// Destination, IP:PORT (a `dn-echo udp-sink`, or anything).
+        #[arg(long)]
+        to: SocketAddrV4,
+        /// Datagram payload in bytes.
+        #[arg(long, default_value_t = 1400)]
+        size: usize,
+        /// How long to send.
+        #[arg(long, default_value_t = 5)]
+        duration_s: u64,
+        /// Pace the sending to this many Mbit/s of payload (default: as fast as it goes).
+        #[arg(long)]
+        rate_mbps: Option<u64>,
+        #[arg(skip = 1usize << 20)]
+        buffer: usize,
+    },
+    /// Count UDP datagrams arriving on a port; print Mbit/s each second and in all.
+    UdpSink {
+        /// UDP port.
+        #[arg(long, default_value_t = 9)]
+        port: u16,
+        /// Stop after this many seconds (0: on SIGTERM).
+        #[arg(long, default_value_t = 0)]
+        duration_s: u64,
+        #[arg(skip = 1usize << 20)]
+        buffer: usize,
+    },
 }
 
 fn main() {
     let cli = Cli::parse();
     let buffer = match &cli.cmd {
-        Cmd::Server { buffer, .. } | Cmd::Client { buffer, .. } | Cmd::Http { buffer, .. } => {
-            *buffer
-        }
+        Cmd::Server { buffer, .. }
+        | Cmd::Client { buffer, .. }
+        | Cmd::Http { buffer, .. }
+        | Cmd::UdpBlast { buffer, .. }
+        | Cmd::UdpSink { buffer, .. } => *buffer,
     };
     let config = |cfg: &mut docknet::EngineConfig| {
         cfg.tcp_rx_buffer = buffer;
@@ -121,6 +152,156 @@ fn run(engine: &mut Engine, cli: Cli) -> AppResult {
             Duration::from_secs(timeout_s),
             json,
         ),
+        Cmd::UdpBlast {
+            to,
+            size,
+            duration_s,
+            rate_mbps,
+            ..
+        } => udp_blast(engine, to, size, Duration::from_secs(duration_s), rate_mbps),
+        Cmd::UdpSink {
+            port, duration_s, ..
+        } => udp_sink(engine, port, Duration::from_secs(duration_s)),
+    }
+}
+
+/// Per-second counts: prints `t=Ns ... Mbit/s` lines and returns the totals.
+struct Meter {
+    start: Instant,
+    window_start: Instant,
+    window_bytes: u64,
+    window_n: u64,
+    total_bytes: u64,
+    total_n: u64,
+    verb: &'static str,
+}
+
+impl Meter {
+    fn new(verb: &'static str) -> Meter {
+        let now = Instant::now();
+        Meter {
+            start: now,
+            window_start: now,
+            window_bytes: 0,
+            window_n: 0,
+            total_bytes: 0,
+            total_n: 0,
+            verb,
+        }
+    }
+
+    fn add(&mut self, bytes: usize) {
+        self.window_bytes += bytes as u64;
+        self.window_n += 1;
+        self.total_bytes += bytes as u64;
+        self.total_n += 1;
+    }
+
+    /// Print the window if a second has passed.
+    fn tick(&mut self, now: Instant) {
+        let w = now.duration_since(self.window_start);
+        if w >= Duration::from_secs(1) {
+            println!(
+                "t={:.0}s {} {} datagrams, {:.1} Mbit/s",
+                now.duration_since(self.start).as_secs_f64(),
+                self.verb,
+                self.window_n,
+                self.window_bytes as f64 * 8.0 / w.as_secs_f64() / 1e6
+            );
+            let _ = std::io::stdout().flush();
+            self.window_start = now;
+            self.window_bytes = 0;
+            self.window_n = 0;
+        }
+    }
+
+    fn summary(&self) {
+        let s = self.start.elapsed().as_secs_f64().max(1e-9);
+        println!(
+            "{} {} datagrams, {} B in {s:.2} s: {:.1} Mbit/s of payload",
+            self.verb,
+            self.total_n,
+            self.total_bytes,
+            self.total_bytes as f64 * 8.0 / s / 1e6
+        );
+    }
+}
+
+fn udp_blast(
+    engine: &mut Engine,
+    to: SocketAddrV4,
+    size: usize,
+    duration: Duration,
+    rate_mbps: Option<u64>,
+) -> AppResult {
+    if size == 0 || size > 65000 {
+        return Err("--size must be 1..=65000 bytes".into());
+    }
+    let id = engine.udp_bind(0)?;
+    let data = vec![0x5au8; size];
+    let mut m = Meter::new("sent");
+    let bytes_per_s = rate_mbps.map(|r| r as f64 * 1e6 / 8.0);
+    let mut err = None;
+    engine.run(|e| {
+        let now = Instant::now();
+        if now.duration_since(m.start) >= duration {
+            return Control::Exit;
+        }
+        m.tick(now);
+        for _ in 0..64 {
+            if let Some(bps) = bytes_per_s {
+                let allowed = now.duration_since(m.start).as_secs_f64() * bps;
+                if m.total_bytes as f64 >= allowed {
+                    break;
+                }
+            }
+            match e.udp_send_to(id, &data, to) {
+                Ok(true) => m.add(size),
+                Ok(false) => break,
+                Err(x) => {
+                    err = Some(x);
+                    return Control::Exit;
+                }
+            }
+        }
+        Control::Continue
+    });
+    m.summary();
+    match err {
+        Some(x) => Err(x.into()),
+        None => Ok(()),
+    }
+}
+
+fn udp_sink(engine: &mut Engine, port: u16, duration: Duration) -> AppResult {
+    let id = engine.udp_bind(port)?;
+    println!("listening on udp port {port}");
+    let _ = std::io::stdout().flush();
+    let mut m = Meter::new("received");
+    let mut buf = vec![0u8; 65536];
+    let mut err = None;
+    engine.run(|e| {
+        let now = Instant::now();
+        if !duration.is_zero() && now.duration_since(m.start) >= duration {
+            return Control::Exit;
+        }
+        loop {
+            match e.udp_recv_from(id, &mut buf) {
+                Ok(Some((n, _))) => m.add(n),
+                Ok(None) => break,
+                Err(x) => {
+                    err = Some(x);
+                    return Control::Exit;
+                }
+            }
+        }
+        m.tick(now);
+        Control::Continue
+    });
+    m.summary();
+    match err {
+        Some(x) => Err(x.into()),
+        None => Ok(()),
     }
 }
 
