@@ -561,7 +561,7 @@ impl Engine {
         } else {
             port
         };
-        let meta = || vec![udp::PacketMetadata::EMPTY; 64];
+        let meta = || vec![udp::PacketMetadata::EMPTY; 1024];
         let mut s = udp::Socket::new(
             udp::PacketBuffer::new(meta(), vec![0; 256 * 1024]),
             udp::PacketBuffer::new(meta(), vec![0; 256 * 1024]),
