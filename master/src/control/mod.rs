@@ -1,20 +1,23 @@
-//! The control plane: the JSON-lines protocol on `RUN_DIR/docknetd.sock`, the state of
-//! pipes and fast channels, and the socket server.
-//!
-//! A request is one JSON object per line, e.g.
-//! `{"cmd":"pipe_create","name":"a","ip":"10.88.0.2/16","mtu":9000}`; the answer is one line,
-//! `{"ok":true,"data":...}` or `{"ok":false,"error":"..."}`. Changes reach the data path as
-//! [`DpMsg`] messages followed by a ring of its private doorbell.
+//! The control plane: the state of pipes and fast channels ([`Control`]), and, in its
+//! modules, the protocol on `RUN_DIR/docknetd.sock` ([`protocol`]), the socket server
+//! ([`server`]) and client ([`client`]). Changes reach the data path as [`DpMsg`]
+//! messages followed by a ring of its private doorbell.
+
+pub mod client;
+pub mod protocol;
+pub mod server;
+
+pub use client::{connect_error, request, ClientError};
+pub use protocol::*;
+pub use server::{answer, lock, serve};
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use docknet::abi::{pipe_flags, Doorbell, MAX_MTU, MIN_MTU};
@@ -22,7 +25,6 @@ use docknet::channel::ChannelFaults;
 use docknet::fc::{close_fc_file, create_fc_file_with};
 use docknet::pipe::{create_pipe_file, MasterPipeEnd, PipeConfig, PipeControl, FC_DIR};
 use docknet::shm::SharedMap;
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::beneath;
@@ -58,166 +60,6 @@ pub fn nbufs_for_mtu(mtu: u32) -> u32 {
         .next_power_of_two()
         .min(4096)
 }
-/// Longest request line accepted.
-pub const MAX_LINE: usize = 64 * 1024;
-/// A connection idle this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A request on the control socket.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Request {
-    /// Liveness check; answers `"pong"`.
-    Ping,
-    /// Create a pipe. `ip` is `A.B.C.D/N`.
-    PipeCreate {
-        name: String,
-        ip: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        mtu: Option<u32>,
-        /// Rate limit in Mbit/s (1..=[`crate::rate::MAX_RATE_MBPS`]) on what the pipe sends through
-        /// the master; none by default.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        rate_mbps: Option<u64>,
-        /// The pipe may send with source addresses other than its own (a NAT).
-        #[serde(default, skip_serializing_if = "is_false")]
-        forwarder: bool,
-        /// `UID[:GID]` (names or numbers) owning the pipe's directory and files, the only
-        /// user (besides root) who can open them. Default: the user who asks; only root
-        /// may name another.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        owner: Option<String>,
-    },
-    /// Remove a pipe (and its fast channels).
-    PipeRm { name: String },
-    /// List pipes.
-    PipeLs,
-    /// Join two pipes with a fast channel.
-    FcCreate {
-        a: String,
-        b: String,
-        /// `a` may send `b` frames with source addresses other than its own (a NAT in
-        /// front of `b`); `b` may not.
-        #[serde(default, skip_serializing_if = "is_false")]
-        forward: bool,
-    },
-    /// Remove the fast channel between two pipes.
-    FcRm { a: String, b: String },
-    /// List fast channels.
-    FcLs,
-    /// Counters of one pipe or all.
-    Stats {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        name: Option<String>,
-    },
-    /// Set a pipe's rate limit in Mbit/s (1..=[`crate::rate::MAX_RATE_MBPS`]): the master takes the
-    /// frames the pipe sends (to other pipes and the NIC) no faster. Fast channels bypass
-    /// the master and are not limited.
-    RateSet { name: String, mbps: u64 },
-    /// Remove a pipe's rate limit.
-    RateClear { name: String },
-    /// Mount a pipe into a process's mount namespace at `/run/docknet/pipe`.
-    Attach { name: String, pid: u32 },
-    /// Stop docknetd. Without `remove_all` (as on SIGTERM) pipes, fast channels and their
-    /// services stay, for a docknetd started on the same run directory to re-adopt; with
-    /// it, every pipe is removed (its service stops) and the run directory cleaned up.
-    Shutdown {
-        #[serde(default, skip_serializing_if = "is_false")]
-        remove_all: bool,
-    },
-    /// The NIC's name and counters.
-    Link,
-    /// Stream a pcap of what pipe `name` sends and receives (after the response line),
-    /// until `count` frames or the client hangs up.
-    Capture {
-        name: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        count: Option<u64>,
-    },
-}
-
-/// The answer to a request.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Response {
-    pub ok: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl Response {
-    pub fn from_result(r: Result<Value, String>) -> Self {
-        match r {
-            Ok(data) => Response {
-                ok: true,
-                data: Some(data),
-                error: None,
-            },
-            Err(e) => Response {
-                ok: false,
-                data: None,
-                error: Some(e),
-            },
-        }
-    }
-}
-
-/// Parse one request line. The error is one line, fit to send back.
-pub fn parse_request(line: &str) -> Result<Request, String> {
-    let line = line.trim();
-    if line.is_empty() {
-        return Err("empty request".into());
-    }
-    let v: Value =
-        serde_json::from_str(line).map_err(|e| format!("malformed request (not JSON): {e}"))?;
-    if !v.is_object() {
-        return Err("malformed request: expected a JSON object with a \"cmd\" field".into());
-    }
-    match v.get("cmd") {
-        Some(Value::String(_)) => {}
-        Some(_) => return Err("malformed request: \"cmd\" must be a string".into()),
-        None => return Err("malformed request: missing \"cmd\" field".into()),
-    }
-    serde_json::from_value(v).map_err(|e| format!("bad request: {e}"))
-}
-
-/// A pipe as `pipe ls` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PipeEntry {
-    pub name: String,
-    /// `A.B.C.D/N`.
-    pub ip: String,
-    pub gateway: String,
-    pub mac: String,
-    pub mtu: u32,
-    /// Rate limit (Mbit/s) on what the pipe sends through the master; `None`: unlimited.
-    pub rate_mbps: Option<u64>,
-    /// Pid of the attached service, 0 when none (as the service wrote it; a service that
-    /// died without detaching leaves its pid here, with `attached` false).
-    pub attached_pid: u32,
-    /// A live process holds the pipe's claim (a file lock, `docknet::claim`); `None` from
-    /// a daemon too old to say.
-    #[serde(default)]
-    pub attached: Option<bool>,
-    /// The pipe directory (what a service gets as `DOCKNET_PIPE`).
-    pub dir: String,
-    /// Its file was shrunk under the master: quarantined, nothing is switched for it
-    /// (`false` from a daemon too old to say).
-    #[serde(default)]
-    pub broken: bool,
-    /// May send with source addresses other than its own (`pipe create --forwarder`).
-    #[serde(default)]
-    pub forwarder: bool,
-    /// `UID:GID` owning its directory and files (`None` from an older daemon).
-    #[serde(default)]
-    pub owner: Option<String>,
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
-}
-
 /// Hand pipe `name`'s pipe file (`map`), `fc/` and directory to `owner`, with modes that
 /// let no one else in (0600 file, 0700 directories). Through descriptors reached without
 /// following links, innermost first: the owner can write the directory only once it is
@@ -261,18 +103,6 @@ fn give_pipe_to(
 /// The name a fast channel to `peer` has in a pipe's `fc/` directory.
 fn fc_file_name(peer: &str) -> PathBuf {
     PathBuf::from(format!("{peer}.map"))
-}
-
-/// A fast channel as `fc ls` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FcEntry {
-    pub a: String,
-    pub b: String,
-    pub mtu: u32,
-    pub path: String,
-    /// `a` may send `b` frames with foreign source addresses (`fc create --forward`).
-    #[serde(default)]
-    pub forward: bool,
 }
 
 struct PipeRec {
@@ -1217,247 +1047,6 @@ impl Control {
     /// Number of pipes.
     pub fn pipe_count(&self) -> usize {
         self.pipes.len()
-    }
-}
-
-/// Lock the control state, recovering from a poisoned lock (a panicking connection thread
-/// must not take the daemon down).
-pub fn lock(ctl: &Mutex<Control>) -> MutexGuard<'_, Control> {
-    ctl.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Answer one request line.
-pub fn answer(ctl: &Mutex<Control>, line: &str, peer: Option<Peer>) -> Response {
-    let r = parse_request(line).and_then(|req| {
-        log::debug!("request from {peer:?}: {req:?}");
-        let mut c = lock(ctl);
-        match peer {
-            Some(p) if c.allows(&p) => c.handle_from(req, Some(p)),
-            Some(p) => {
-                log::warn!("control: refused a request from {p} (not root, not in the daemon's group)");
-                Err(format!(
-                    "permission denied: uid {} may not drive docknetd (root, or the group given to docknetd --group)",
-                    p.uid
-                ))
-            }
-            None => Err("permission denied: cannot tell who is asking (no SO_PEERCRED)".into()),
-        }
-    });
-    if let Err(e) = &r {
-        log::info!("request failed: {e}");
-    }
-    Response::from_result(r)
-}
-
-fn serve_conn(stream: UnixStream, ctl: Arc<Mutex<Control>>) {
-    let peer = Peer::of(&stream);
-    let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-    let Ok(mut out) = stream.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(stream);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        let n = match reader
-            .by_ref()
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut buf)
-        {
-            Ok(0) => return,
-            Ok(n) => n,
-            Err(_) => return, // timeout or reset: drop the client
-        };
-        let resp = if n > MAX_LINE {
-            Response::from_result(Err(format!("request longer than {MAX_LINE} bytes")))
-        } else {
-            match std::str::from_utf8(&buf) {
-                Ok(s) if s.trim().is_empty() => continue,
-                Ok(s) if s.contains("\"capture\"") => {
-                    if let Ok(Request::Capture { name, count }) = parse_request(s) {
-                        let _ = out.set_write_timeout(Some(Duration::from_secs(30)));
-                        serve_capture(&ctl, &name, count, out);
-                        return;
-                    }
-                    answer(&ctl, s, peer)
-                }
-                Ok(s) => answer(&ctl, s, peer),
-                Err(_) => Response::from_result(Err("malformed request: not UTF-8".into())),
-            }
-        };
-        let mut line = serde_json::to_string(&resp)
-            .unwrap_or_else(|_| r#"{"ok":false,"error":"internal error"}"#.into());
-        line.push('\n');
-        let written = out.write_all(line.as_bytes()).is_ok();
-        if lock(&ctl).exit_request().is_some() {
-            // `docknetctl shutdown`: answered; now the same stop as on SIGTERM (the main
-            // thread waits for it), told why through `exit_request`.
-            // SAFETY: kill(2) on our own pid with a valid signal number.
-            unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
-            return;
-        }
-        if !written || n > MAX_LINE {
-            return;
-        }
-    }
-}
-
-/// Answer a capture request: a response line, then a pcap stream until the count is
-/// reached, the client hangs up, or the pipe goes away.
-fn serve_capture(ctl: &Arc<Mutex<Control>>, name: &str, count: Option<u64>, out: UnixStream) {
-    let reader = {
-        let c = lock(ctl);
-        match c.capture_start(name) {
-            Ok(r) => r,
-            Err(e) => {
-                let mut line =
-                    serde_json::to_string(&Response::from_result(Err(e))).unwrap_or_default();
-                line.push('\n');
-                let _ = (&out).write_all(line.as_bytes());
-                return;
-            }
-        }
-    };
-    let (slot, id, reader) = reader;
-    let mut w = std::io::BufWriter::new(&out);
-    let mut line = serde_json::to_string(&Response::from_result(Ok(json!({ "linktype": 1 }))))
-        .unwrap_or_default();
-    line.push('\n');
-    let ok =
-        w.write_all(line.as_bytes()).is_ok() && w.write_all(&crate::capture::pcap_header()).is_ok();
-    if ok {
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&out);
-        let (n, end) = reader.pump(&mut w, count, || {
-            // The client never sends after its request: end-of-file means it hung up.
-            let mut b = [0u8; 1];
-            // SAFETY: recv into a 1-byte local buffer on our own open socket; MSG_PEEK
-            // leaves data queued, MSG_DONTWAIT never blocks.
-            let r = unsafe {
-                libc::recv(
-                    fd,
-                    b.as_mut_ptr().cast(),
-                    1,
-                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
-                )
-            };
-            r != 0
-        });
-        drop(w);
-        log::info!("capture of pipe {name}: {n} frames ({end:?})");
-    }
-    let c = lock(ctl);
-    c.capture_stop(slot, id);
-}
-
-/// Accept connections until `stop` is set (the caller then shuts the listener down to
-/// wake `accept`). One thread per connection.
-pub fn serve(listener: UnixListener, ctl: Arc<Mutex<Control>>, stop: Arc<AtomicBool>) {
-    for conn in listener.incoming() {
-        if stop.load(Ordering::Acquire) {
-            break;
-        }
-        match conn {
-            Ok(stream) => {
-                let ctl = ctl.clone();
-                if let Err(e) = std::thread::Builder::new()
-                    .name("docknetd-conn".into())
-                    .spawn(move || serve_conn(stream, ctl))
-                {
-                    log::warn!("cannot spawn a connection thread: {e}");
-                }
-            }
-            Err(e) => {
-                if stop.load(Ordering::Acquire) {
-                    break;
-                }
-                log::warn!("accept on the control socket: {e}");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
-    log::debug!("control: accept loop stopped");
-}
-
-/// Why a client request failed.
-#[derive(Debug)]
-pub enum ClientError {
-    /// No daemon answers on the socket.
-    Unreachable(String),
-    /// The daemon answered with an error.
-    Remote(String),
-}
-
-impl std::fmt::Display for ClientError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ClientError::Unreachable(s) | ClientError::Remote(s) => f.write_str(s),
-        }
-    }
-}
-
-/// Why connecting to the control socket `sock` failed, in words a user can act on.
-pub fn connect_error(sock: &Path, e: std::io::Error) -> ClientError {
-    let dir = sock.parent().unwrap_or(sock).display();
-    let why = match e.raw_os_error() {
-        Some(libc::ENOENT) => format!(
-            "docknetd is not running on {dir} (no socket {}); start it with docknetd --run-dir {dir}",
-            sock.display()
-        ),
-        Some(libc::ECONNREFUSED) => format!(
-            "docknetd is not running on {dir} (nobody listens on {})",
-            sock.display()
-        ),
-        Some(libc::EACCES) | Some(libc::EPERM) => format!(
-            "permission denied on {}: only root and the group docknetd was started with (--group) may use it",
-            sock.display()
-        ),
-        _ => format!("cannot reach docknetd at {}: is it running? ({e})", sock.display()),
-    };
-    ClientError::Unreachable(why)
-}
-
-/// Send one request to the daemon listening on `sock` and return its `data`.
-pub fn request(sock: &Path, req: &Request, timeout: Duration) -> Result<Value, ClientError> {
-    let unreachable = |e: std::io::Error| {
-        ClientError::Unreachable(format!(
-            "cannot reach docknetd at {}: is it running? ({e})",
-            sock.display()
-        ))
-    };
-    let mut s = UnixStream::connect(sock).map_err(|e| connect_error(sock, e))?;
-    s.set_read_timeout(Some(timeout)).map_err(unreachable)?;
-    s.set_write_timeout(Some(timeout)).map_err(unreachable)?;
-    let mut line = serde_json::to_string(req)
-        .map_err(|e| ClientError::Remote(format!("cannot encode request: {e}")))?;
-    line.push('\n');
-    s.write_all(line.as_bytes()).map_err(|e| {
-        ClientError::Unreachable(format!(
-            "cannot send to docknetd at {}: {e}",
-            sock.display()
-        ))
-    })?;
-    let mut resp = String::new();
-    BufReader::new(s).read_line(&mut resp).map_err(|e| {
-        ClientError::Unreachable(format!(
-            "no answer from docknetd at {}: {e}",
-            sock.display()
-        ))
-    })?;
-    if resp.is_empty() {
-        return Err(ClientError::Unreachable(format!(
-            "docknetd at {} closed the connection",
-            sock.display()
-        )));
-    }
-    let r: Response = serde_json::from_str(&resp)
-        .map_err(|e| ClientError::Remote(format!("malformed answer from docknetd: {e}")))?;
-    if r.ok {
-        Ok(r.data.unwrap_or(Value::Null))
-    } else {
-        Err(ClientError::Remote(
-            r.error.unwrap_or_else(|| "unknown error".into()),
-        ))
     }
 }
 
