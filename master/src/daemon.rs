@@ -33,26 +33,77 @@ pub struct Options {
     pub group: Option<String>,
 }
 
-/// Why the daemon could not run. `code` is the exit status.
+/// Why the daemon could not run; [`DaemonError::code`] is the exit status.
 #[derive(Debug)]
-pub struct DaemonError {
-    pub code: i32,
-    pub msg: String,
+pub enum DaemonError {
+    /// A command-line value is wrong (`--nic`, `--group`): exit 2.
+    Usage(String),
+    /// The NIC could not be opened: exit 2.
+    Nic(String),
+    /// Another docknetd answers on this run directory.
+    AlreadyRunning(PathBuf),
+    /// A file-system or socket operation failed.
+    Io {
+        /// What was being done ("creating", "listening on", ...).
+        doing: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The state file left by an earlier docknetd cannot be used.
+    State(crate::state::StateError),
+    /// A thread could not be started.
+    Thread(&'static str, std::io::Error),
+}
+
+impl DaemonError {
+    /// The exit status: 2 for bad options, 1 for the rest.
+    pub fn code(&self) -> i32 {
+        match self {
+            DaemonError::Usage(_) | DaemonError::Nic(_) => 2,
+            _ => 1,
+        }
+    }
+
+    fn io(doing: &'static str, path: &Path, source: std::io::Error) -> Self {
+        DaemonError::Io {
+            doing,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
 }
 
 impl std::fmt::Display for DaemonError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.msg)
+        match self {
+            DaemonError::Usage(m) | DaemonError::Nic(m) => f.write_str(m),
+            DaemonError::AlreadyRunning(d) => {
+                write!(f, "another docknetd is running on {}", d.display())
+            }
+            DaemonError::Io {
+                doing,
+                path,
+                source,
+            } => write!(f, "{doing} {}: {source}", path.display()),
+            DaemonError::State(e) => write!(
+                f,
+                "{e} (move it away to start with no pipes; their services then have to restart)"
+            ),
+            DaemonError::Thread(which, e) => write!(f, "cannot start the {which} thread: {e}"),
+        }
     }
 }
 
-fn fail(msg: String) -> DaemonError {
-    DaemonError { code: 1, msg }
-}
+impl std::error::Error for DaemonError {}
 
 fn cpath(p: &Path) -> Result<std::ffi::CString, DaemonError> {
-    std::ffi::CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| fail(format!("path {} contains a NUL byte", p.display())))
+    std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| {
+        DaemonError::io(
+            "using",
+            p,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains a NUL byte"),
+        )
+    })
 }
 
 /// The filesystem magic of the filesystem holding `p`.
@@ -81,7 +132,7 @@ fn is_mount_point(p: &Path) -> bool {
 
 /// Mount a tmpfs on `dir`.
 fn mount_tmpfs(dir: &Path) -> Result<(), String> {
-    let target = cpath(dir).map_err(|e| e.msg)?;
+    let target = cpath(dir).map_err(|e| e.to_string())?;
     let src = c"docknet";
     let fstype = c"tmpfs";
     let opts = c"size=50%,mode=0755";
@@ -171,7 +222,7 @@ fn pin_to(core: usize) {
 
 /// Check the `--nic` value. `Err` carries exit code 2 for unknown backends.
 pub fn check_nic(nic: &str) -> Result<NicSpec, DaemonError> {
-    NicSpec::parse(nic).map_err(|msg| DaemonError { code: 2, msg })
+    NicSpec::parse(nic).map_err(DaemonError::Usage)
 }
 
 /// Run the daemon until SIGINT/SIGTERM.
@@ -182,40 +233,30 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         .as_deref()
         .map(crate::users::group)
         .transpose()
-        .map_err(|e| DaemonError {
-            code: 2,
-            msg: format!("--group: {e}"),
-        })?;
+        .map_err(|e| DaemonError::Usage(format!("--group: {e}")))?;
     let run_dir = &opts.run_dir;
     let pipes_dir = run_dir.join(PIPES_DIR);
     let sock = run_dir.join(SOCKET_NAME);
     std::fs::create_dir_all(&pipes_dir)
-        .map_err(|e| fail(format!("cannot create {}: {e}", pipes_dir.display())))?;
+        .map_err(|e| DaemonError::io("cannot create", &pipes_dir, e))?;
 
     // Stale state from an earlier daemon.
     let mut stale = false;
     if sock.exists() {
         match control::request(&sock, &Request::Ping, Duration::from_secs(2)) {
             Ok(_) | Err(control::ClientError::Remote(_)) => {
-                return Err(fail(format!(
-                    "another docknetd is running on {}",
-                    run_dir.display()
-                )));
+                return Err(DaemonError::AlreadyRunning(run_dir.to_path_buf()));
             }
             Err(control::ClientError::Unreachable(_)) => {
                 log::warn!("removing stale control socket {}", sock.display());
                 std::fs::remove_file(&sock)
-                    .map_err(|e| fail(format!("cannot remove stale {}: {e}", sock.display())))?;
+                    .map_err(|e| DaemonError::io("cannot remove the stale", &sock, e))?;
                 stale = true;
             }
         }
     }
     // What an earlier docknetd left running here, to re-adopt.
-    let saved = crate::state::load(run_dir).map_err(|e| {
-        fail(format!(
-            "{e} (move it away to start with no pipes; their services then have to restart)"
-        ))
-    })?;
+    let saved = crate::state::load(run_dir).map_err(DaemonError::State)?;
     match &saved {
         Some(s) => log::info!(
             "re-adopting {} pipes and {} fast channels left by an earlier docknetd",
@@ -252,7 +293,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     }
 
     let result = crate::nic::open(&spec, control::DEFAULT_MTU)
-        .map_err(|msg| DaemonError { code: 2, msg })
+        .map_err(DaemonError::Nic)
         .and_then(|nic| serve(&opts, &sock, nic, &spec, saved, group));
 
     if let Ok(true) = result {
@@ -280,19 +321,19 @@ fn serve(
     group: Option<u32>,
 ) -> Result<bool, DaemonError> {
     let sigs = block_signals();
-    let listener = UnixListener::bind(sock)
-        .map_err(|e| fail(format!("cannot listen on {}: {e}", sock.display())))?;
+    let listener =
+        UnixListener::bind(sock).map_err(|e| DaemonError::io("cannot listen on", sock, e))?;
     // Root and the daemon's group only (SO_PEERCRED is checked again per connection).
     let c = cpath(sock)?;
     // SAFETY: a NUL-terminated path of the socket we just bound.
     if unsafe {
         libc::chown(c.as_ptr(), 0, group.unwrap_or(0)) != 0 || libc::chmod(c.as_ptr(), 0o660) != 0
     } {
-        return Err(fail(format!(
-            "cannot restrict {} to root and its group: {}",
-            sock.display(),
-            std::io::Error::last_os_error()
-        )));
+        return Err(DaemonError::io(
+            "cannot restrict to root and its group",
+            sock,
+            std::io::Error::last_os_error(),
+        ));
     }
 
     let bell = Arc::new(Doorbell::new());
@@ -333,7 +374,7 @@ fn serve(
             };
             sw.run();
         })
-        .map_err(|e| fail(format!("cannot start the data-path thread: {e}")))?;
+        .map_err(|e| DaemonError::Thread("data-path", e))?;
 
     let mut control = Control::new(&opts.run_dir, dp_tx.clone(), bell.clone());
     control.set_group(group);
@@ -351,7 +392,7 @@ fn serve(
         std::thread::Builder::new()
             .name("docknetd-ctl".into())
             .spawn(move || control::serve(listener, ctl, stop))
-            .map_err(|e| fail(format!("cannot start the control thread: {e}")))?
+            .map_err(|e| DaemonError::Thread("control", e))?
     };
 
     log::info!("docknetd: ready on {}", sock.display());

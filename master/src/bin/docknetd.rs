@@ -69,6 +69,6 @@ fn main() {
     };
     if let Err(e) = docknet_master::daemon::run(opts) {
         eprintln!("docknetd: {e}");
-        std::process::exit(e.code);
+        std::process::exit(e.code());
     }
 }
