@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::net::{ARP_FRAME_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4};
+pub use crate::net::{arp_request, parse_arp, ArpSeen};
 
 macro_rules! link_counters {
     ($($(#[$m:meta])* $name:ident),* $(,)?) => {
@@ -480,52 +480,6 @@ impl Neighbors {
     pub fn has_due(&self) -> bool {
         !self.due.is_empty()
     }
-}
-
-/// Build an ARP request from `mac`/`ip` asking for `target`, broadcast or (a re-validation
-/// probe) unicast to `to`.
-pub fn arp_request(mac: [u8; 6], ip: u32, target: u32, to: Option<[u8; 6]>) -> [u8; ARP_FRAME_LEN] {
-    let mut f = [0u8; ARP_FRAME_LEN];
-    f[0..6].copy_from_slice(&to.unwrap_or([0xff; 6]));
-    f[6..12].copy_from_slice(&mac);
-    f[12..14].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
-    f[14..16].copy_from_slice(&1u16.to_be_bytes());
-    f[16..18].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
-    f[18] = 6;
-    f[19] = 4;
-    f[20..22].copy_from_slice(&1u16.to_be_bytes());
-    f[22..28].copy_from_slice(&mac);
-    f[28..32].copy_from_slice(&ip.to_be_bytes());
-    f[38..42].copy_from_slice(&target.to_be_bytes());
-    f
-}
-
-/// An ARP packet seen on the link.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ArpSeen {
-    pub op: u16,
-    pub sender_mac: [u8; 6],
-    pub sender_ip: u32,
-    pub target_ip: u32,
-}
-
-/// Parse an Ethernet ARP frame for IPv4, or `None` if it is not one.
-pub fn parse_arp(frame: &[u8]) -> Option<ArpSeen> {
-    if frame.len() < ARP_FRAME_LEN || frame[12..14] != ETHERTYPE_ARP.to_be_bytes() {
-        return None;
-    }
-    let a = &frame[14..];
-    if a[0..2] != [0, 1] || a[2..4] != ETHERTYPE_IPV4.to_be_bytes() || a[4] != 6 || a[5] != 4 {
-        return None;
-    }
-    let mut sender_mac = [0u8; 6];
-    sender_mac.copy_from_slice(&a[8..14]);
-    Some(ArpSeen {
-        op: u16::from_be_bytes([a[6], a[7]]),
-        sender_mac,
-        sender_ip: u32::from_be_bytes([a[14], a[15], a[16], a[17]]),
-        target_ip: u32::from_be_bytes([a[24], a[25], a[26], a[27]]),
-    })
 }
 
 #[cfg(test)]
