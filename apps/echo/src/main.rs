@@ -38,7 +38,7 @@ enum Cmd {
         buffer: usize,
     },
     /// Answer every HTTP request with a short text page (a smoke test for curl and
-    /// browsers until dn-httpd exists), then close the connection.
+    /// browsers; dn-httpd serves real sites), then close the connection.
     Http {
         /// TCP port to listen on.
         #[arg(long, default_value_t = 80)]
