@@ -291,8 +291,8 @@ fn table(rows: &[FairRow]) -> String {
                 gp,
                 format!("{:.0}", r.flood_frames_per_s),
                 format!(
-                    "spoofed {} / no_route {} / delivered {}",
-                    r.flood_spoofed, r.flood_no_route, r.flood_delivered
+                    "spoofed {} / no_route {}",
+                    r.flood_spoofed, r.flood_no_route
                 ),
             ]
         })
@@ -305,7 +305,7 @@ fn table(rows: &[FairRow]) -> String {
             "p99 vs quiet",
             "goodput (Gbit/s)",
             "flooder frames/s taken",
-            "flooder frames",
+            "flooder frames dropped as",
         ],
         &[false, true, true, true, true, true, false],
         &body,
