@@ -239,11 +239,6 @@ impl Neighbors {
         }
     }
 
-    /// The aging timers in force.
-    pub fn timers(&self) -> NeighborTimers {
-        self.timers
-    }
-
     /// The MAC to send a frame from `src` to `ip` to at `now`, if there is one to use. A
     /// stale entry is still used and gets a re-validation probe queued (sent by
     /// [`Neighbors::ask_due`]); an entry whose probes all went unanswered is dropped to

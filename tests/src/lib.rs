@@ -285,6 +285,24 @@ impl Drop for ChildGuard {
     }
 }
 
+/// A `dn-echo client` running in the background ([`Daemon::echo_client_in_background`]).
+pub struct BackgroundClient {
+    pub guard: ChildGuard,
+    stdout: std::process::ChildStdout,
+}
+
+impl BackgroundClient {
+    /// Wait for it to finish: its exit status (`None` on timeout), stdout, stderr tail.
+    pub fn finish(mut self, timeout: Duration) -> (Option<ExitStatus>, String, String) {
+        let st = self.guard.wait_timeout(timeout);
+        let mut out = String::new();
+        if st.is_some() {
+            let _ = self.stdout.read_to_string(&mut out);
+        }
+        (st, out, self.guard.log_tail())
+    }
+}
+
 /// The last 40 lines of a log file.
 pub fn log_tail(path: &Path) -> String {
     let s = std::fs::read_to_string(path).unwrap_or_default();
@@ -616,6 +634,34 @@ impl Daemon {
             );
         }
         g
+    }
+
+    /// `dn-echo client --to TO --size SIZE --count COUNT --json` on `pipe`, left running.
+    pub fn echo_client_in_background(
+        &self,
+        pipe: &str,
+        to: &str,
+        size: usize,
+        count: usize,
+    ) -> BackgroundClient {
+        let (size, count) = (size.to_string(), count.to_string());
+        let (guard, stdout) = self.spawn_service(
+            pipe,
+            "dn-echo",
+            &[
+                "client", "--to", to, "--size", &size, "--count", &count, "--json",
+            ],
+        );
+        BackgroundClient { guard, stdout }
+    }
+
+    /// `docknetctl WHAT ls --json` (`pipe` or `fc`), parsed.
+    pub fn list(&self, what: &str) -> Vec<Value> {
+        let out = self.ctl_ok(&[what, "ls", "--json"]);
+        serde_json::from_str::<Value>(out.trim())
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_else(|| panic!("{what} ls --json is not a JSON array: {out}"))
     }
 
     /// Run `dn-echo client ARGS…` on `pipe` to completion (with a timeout).

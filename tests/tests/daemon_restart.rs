@@ -11,14 +11,6 @@ use serde_json::Value;
 
 const MIB: usize = 1024 * 1024;
 
-fn ls(d: &Daemon, what: &str) -> Vec<Value> {
-    let out = d.ctl_ok(&[what, "ls", "--json"]);
-    serde_json::from_str::<Value>(out.trim())
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_else(|| panic!("{what} ls --json is not an array: {out}"))
-}
-
 /// What `pipe ls` / `fc ls` say, minus what may change across a restart (pids).
 fn settings(v: &[Value], keys: &[&str]) -> Vec<Vec<Value>> {
     v.iter()
@@ -41,42 +33,26 @@ fn an_echo_through_the_master_survives_a_restart_and_settings_are_kept() {
     let pipe_keys = ["name", "ip", "mac", "mtu", "rate_mbps", "forwarder", "dir"];
     let fc_keys = ["a", "b", "mtu", "forward", "path"];
     let (pipes_before, fcs_before) = (
-        settings(&ls(&d, "pipe"), &pipe_keys),
-        settings(&ls(&d, "fc"), &fc_keys),
+        settings(&d.list("pipe"), &pipe_keys),
+        settings(&d.list("fc"), &fc_keys),
     );
 
     let mut server = d.echo_server("a", 7);
     let mut fc_server = d.echo_server("x", 7);
     // 12 x 16 MiB echoed at 1 Gbit/s: ~1.6 s.
-    let (mut client, mut out) = d.spawn_service(
-        "b",
-        "dn-echo",
-        &[
-            "client",
-            "--to",
-            "10.88.0.2:7",
-            "--size",
-            "16777216",
-            "--count",
-            "12",
-            "--json",
-        ],
-    );
+    let mut client = d.echo_client_in_background("b", "10.88.0.2:7", 16 << 20, 12);
     std::thread::sleep(Duration::from_millis(400));
     assert!(
-        client.alive(),
+        client.guard.alive(),
         "the transfer ended before the restart: {}",
-        client.log_tail()
+        client.guard.log_tail()
     );
     d.restart(&[]);
 
-    let st = client.wait_timeout(Duration::from_secs(120));
-    let mut json = String::new();
-    let _ = out.read_to_string(&mut json);
+    let (st, json, log) = client.finish(Duration::from_secs(120));
     assert!(
         st.is_some_and(|s| s.success()),
-        "16 MiB x 12 echo across a docknetd restart failed ({st:?}):\n{json}\n{}\ndocknetd log:\n{}",
-        client.log_tail(),
+        "16 MiB x 12 echo across a docknetd restart failed ({st:?}):\n{json}\n{log}\ndocknetd log:\n{}",
         d.log_tail()
     );
     eprintln!("[restart] echo across the restart: {}", json.trim());
@@ -88,8 +64,8 @@ fn an_echo_through_the_master_survives_a_restart_and_settings_are_kept() {
         "a service died in the restart"
     );
 
-    assert_eq!(settings(&ls(&d, "pipe"), &pipe_keys), pipes_before);
-    assert_eq!(settings(&ls(&d, "fc"), &fc_keys), fcs_before);
+    assert_eq!(settings(&d.list("pipe"), &pipe_keys), pipes_before);
+    assert_eq!(settings(&d.list("fc"), &fc_keys), fcs_before);
     let human = d.ctl_ok(&["pipe", "ls"]);
     assert!(human.contains("1000"), "rate limit lost:\n{human}");
 
@@ -124,7 +100,7 @@ fn a_header_rewritten_during_the_restart_is_not_trusted() {
         bytes[at..at + 4].copy_from_slice(&[10, 88, 0, 2]);
         std::fs::write(&file, &bytes).unwrap();
     });
-    let pipes = ls(&d, "pipe");
+    let pipes = d.list("pipe");
     let t = pipes.iter().find(|p| p["name"] == "t").expect("pipe t");
     assert_eq!(t["ip"], "10.88.0.6/16", "{pipes:?}");
     assert!(
@@ -147,7 +123,7 @@ fn shutdown_keeps_or_removes_as_asked() {
     assert!(server.alive(), "plain shutdown stopped the service");
     assert!(d.pipe_dir("a").join("pipe.map").exists());
     d.restart_with(&[], || {}); // the process already exited: restart() just starts anew
-    assert_eq!(ls(&d, "pipe").len(), 1);
+    assert_eq!(d.list("pipe").len(), 1);
 
     let out = d.ctl_ok(&["shutdown", "--remove-all"]);
     assert!(out.contains("every pipe removed"), "{out}");

@@ -5,52 +5,16 @@
 //! The "tenant" here is the test itself acting on a service's files (it is root, as a
 //! container's root would be inside its own pipe directory).
 
-use std::io::Read;
 use std::path::Path;
-use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use docknet_tests::{counter, ChildGuard, Daemon};
+use docknet_tests::{counter, Daemon};
 use serde_json::Value;
 
 const MIB: usize = 1024 * 1024;
 
-/// `dn-echo client` on `pipe` in the background.
-fn start_client(d: &Daemon, pipe: &str, to: &str, size: usize, count: usize) -> Client {
-    let (size, count) = (size.to_string(), count.to_string());
-    let (g, stdout) = d.spawn_service(
-        pipe,
-        "dn-echo",
-        &[
-            "client", "--to", to, "--size", &size, "--count", &count, "--json",
-        ],
-    );
-    Client { g, stdout }
-}
-
-struct Client {
-    g: ChildGuard,
-    stdout: std::process::ChildStdout,
-}
-
-impl Client {
-    /// Wait for the client to finish; its exit status and stdout.
-    fn finish(mut self, timeout: Duration) -> (Option<ExitStatus>, String, String) {
-        let st = self.g.wait_timeout(timeout);
-        let mut out = String::new();
-        if st.is_some() {
-            let _ = self.stdout.read_to_string(&mut out);
-        }
-        (st, out, self.g.log_tail())
-    }
-}
-
 fn pipe_ls(d: &Daemon) -> Vec<Value> {
-    let out = d.ctl_ok(&["pipe", "ls", "--json"]);
-    serde_json::from_str::<Value>(out.trim())
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_else(|| panic!("pipe ls --json is not a JSON array: {out}"))
+    d.list("pipe")
 }
 
 fn entry<'a>(ls: &'a [Value], name: &str) -> &'a Value {
@@ -83,8 +47,8 @@ fn truncating_a_pipe_file_hurts_no_one_else() {
     let mut evil_server = d.echo_server("evil", 7);
 
     // Traffic through both: the honest pair, and a client of the tenant's service.
-    let honest = start_client(&d, "h2", "10.88.0.2:7", MIB, 48);
-    let victim_of_evil = start_client(&d, "c", "10.88.0.4:7", MIB, 100_000);
+    let honest = d.echo_client_in_background("h2", "10.88.0.2:7", MIB, 48);
+    let victim_of_evil = d.echo_client_in_background("c", "10.88.0.4:7", MIB, 100_000);
     std::thread::sleep(Duration::from_millis(300));
 
     let file = d.pipe_dir("evil").join("pipe.map");
@@ -226,7 +190,7 @@ fn truncating_a_fast_channel_file_leaves_the_peer_running() {
     d.ctl_ok(&["fc", "create", "x", "y"]);
     let mut server = d.echo_server("x", 7);
     // Long enough to be mid-stream at the truncation, short enough through the master.
-    let client = start_client(&d, "y", "10.88.0.7:7", MIB, 1500);
+    let client = d.echo_client_in_background("y", "10.88.0.7:7", MIB, 1500);
     std::thread::sleep(Duration::from_millis(300));
     set_len(&d.pipe_dir("x").join("fc").join("y.map"), 0);
 

@@ -147,7 +147,6 @@ pub struct FairRow {
     /// The flooder's frames by what the master did with them.
     pub flood_spoofed: u64,
     pub flood_no_route: u64,
-    pub flood_delivered: u64,
 }
 
 fn ip(o: [u8; 4]) -> String {
@@ -213,7 +212,6 @@ pub fn run(a: &FairnessArgs) -> Result<(), String> {
             None => None,
         };
         let before = ["tx_frames", "spoofed", "no_route"].map(|k| stat(&d, "flood", k));
-        let delivered_before = stat(&d, "srv", "rx_frames");
         let t0 = Instant::now();
         let mut c = Command::new(&bins.dn_echo);
         c.env("DOCKNET_PIPE", d.pipe_dir("cli"))
@@ -235,18 +233,12 @@ pub fn run(a: &FairnessArgs) -> Result<(), String> {
             });
         let secs = t0.elapsed().as_secs_f64();
         let after = ["tx_frames", "spoofed", "no_route"].map(|k| stat(&d, "flood", k));
-        let delivered = stat(&d, "srv", "rx_frames").saturating_sub(delivered_before);
         drop(flooder);
         let row = FairRow {
             scenario: name.into(),
             flood_frames_per_s: (after[0] - before[0]) as f64 / secs.max(1e-9),
             flood_spoofed: after[1] - before[1],
             flood_no_route: after[2] - before[2],
-            flood_delivered: if kind == Some(FloodKind::ToServer) {
-                delivered
-            } else {
-                0
-            },
             point: outcome.as_ref().ok().cloned(),
             error: outcome.err(),
         };
@@ -464,7 +456,6 @@ mod tests {
                 flood_frames_per_s: 0.0,
                 flood_spoofed: 0,
                 flood_no_route: 0,
-                flood_delivered: 0,
             },
             FairRow {
                 scenario: "spoofed flood".into(),
@@ -473,7 +464,6 @@ mod tests {
                 flood_frames_per_s: 1e6,
                 flood_spoofed: 5,
                 flood_no_route: 0,
-                flood_delivered: 0,
             },
         ];
         let t = table(&rows);

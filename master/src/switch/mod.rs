@@ -94,7 +94,7 @@ struct Slot {
     throttled: bool,
     /// Largest frame the pipe sends (IP MTU + Ethernet header): the bucket's least burst.
     max_frame: usize,
-    /// The pipe file was shrunk under us: quarantined (see [`Switch::quarantine_broken`]).
+    /// The pipe file was shrunk under us: quarantined (see [`quarantine_if_broken`]).
     broken: bool,
     /// May send with foreign source addresses (the control plane's record, never the
     /// pipe header's flag, which the service can write).
@@ -155,6 +155,23 @@ struct NicPort {
 // SAFETY: the raw doorbell pointers in `bells` point into pipe mappings owned by `slots`
 // (or into the `bell` Arc) and are only used by the thread that owns the Switch.
 unsafe impl Send for Switch {}
+
+/// Quarantine pipe `s` (slot `i`) if a tenant shrank its file under us (the SIGBUS guard
+/// replaced its mapping with zeros, [`docknet::sigbus`]): it is counted (`broken`),
+/// nothing more is taken from it or delivered to it, and every other pipe goes on. One
+/// atomic load per pipe per round.
+fn quarantine_if_broken(i: usize, s: &mut Slot) {
+    if !s.broken && s.end.is_broken() {
+        s.broken = true;
+        s.local.broken = 1;
+        s.stats.publish(&s.local);
+        log::warn!(
+            "data path: pipe slot {i} ({}): its file was truncated under the master; \
+             pipe quarantined (remove it with pipe rm)",
+            std::net::Ipv4Addr::from(s.ip)
+        );
+    }
+}
 
 /// Copy `frame` into a new buffer of `tx` and post it. False if no buffer/slot is free.
 fn send_bytes(tx: &mut ChannelSender, frame: &[u8]) -> bool {
@@ -367,15 +384,15 @@ impl Switch {
     pub fn round(&mut self) -> usize {
         self.rounds = self.rounds.wrapping_add(1);
         let mut total = self.link_round();
-        self.quarantine_broken();
         let now = if self.limited > 0 {
             Some(Instant::now())
         } else {
             None
         };
         for i in 0..self.slots.len() {
-            if let (Some(now), Some(Some(s))) = (now, self.slots.get_mut(i)) {
-                if let Some(b) = s.bucket.as_mut() {
+            if let Some(Some(s)) = self.slots.get_mut(i) {
+                quarantine_if_broken(i, s);
+                if let (Some(now), Some(b)) = (now, s.bucket.as_mut()) {
                     b.refill(now);
                 }
             }
@@ -431,26 +448,6 @@ impl Switch {
             }
         }
         total
-    }
-
-    /// Quarantine every pipe whose file a tenant shrank under us since the last round (the
-    /// SIGBUS guard replaced its mapping with zeros, [`docknet::sigbus`]): it is counted
-    /// (`broken`), nothing more is taken from it or delivered to it, and every other pipe
-    /// goes on. One atomic load per pipe per round.
-    fn quarantine_broken(&mut self) {
-        for (i, s) in self.slots.iter_mut().enumerate() {
-            let Some(s) = s.as_mut() else { continue };
-            if !s.broken && s.end.is_broken() {
-                s.broken = true;
-                s.local.broken = 1;
-                s.stats.publish(&s.local);
-                log::warn!(
-                    "data path: pipe slot {i} ({}): its file was truncated under the master; \
-                     pipe quarantined (remove it with pipe rm)",
-                    std::net::Ipv4Addr::from(s.ip)
-                );
-            }
-        }
     }
 
     /// Take a burst from the NIC and deliver it; send queued ARP and frames whose
