@@ -31,6 +31,8 @@ pub struct Options {
     pub neighbor_timers: crate::link::NeighborTimers,
     /// The group (name or number) that may use the control socket besides root.
     pub group: Option<String>,
+    /// The fine and coarse timers of the rate limits.
+    pub rate_periods: crate::rate::RatePeriods,
 }
 
 /// Why the daemon could not run; [`DaemonError::code`] is the exit status.
@@ -340,6 +342,12 @@ fn serve(
     let (dp_tx, dp_rx) = mpsc::channel::<DpMsg>();
     let core = opts.core;
     let timers = opts.neighbor_timers;
+    let rate_periods = opts.rate_periods;
+    log::info!(
+        "rate limits: tokens every {:?}, unspent tokens dropped every {:?}",
+        rate_periods.fine(),
+        rate_periods.coarse()
+    );
     let dp_bell = bell.clone();
     let link = nic.as_ref().map(|n| LinkInfo {
         name: n.name().to_string(),
@@ -367,7 +375,7 @@ fn serve(
             if let Some(c) = core {
                 pin_to(c);
             }
-            let sw = Switch::new(dp_rx, dp_bell);
+            let sw = Switch::new(dp_rx, dp_bell).with_rate_periods(rate_periods);
             let mut sw = match (nic, link_stats) {
                 (Some(nic), Some(stats)) => sw.with_nic(nic, stats, timers),
                 _ => sw,

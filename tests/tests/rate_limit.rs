@@ -7,7 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use docknet_tests::{clock_ticks_per_sec, counter, cpu_ticks, Daemon};
+use docknet_tests::{
+    bin, clock_ticks_per_sec, counter, cpu_ticks, run_with_timeout, unique_tmp, wait_for_line,
+    Daemon,
+};
 use serde_json::Value;
 
 const MIB: usize = 1024 * 1024;
@@ -235,4 +238,137 @@ fn rate_limit_on_the_nic() {
     );
     let throttled = counter(&after, PIPE, "throttled") - counter(&before, PIPE, "throttled");
     assert!(throttled > 0, "a was never throttled: {after}");
+}
+
+/// `docknetd --rate-fine-us/--rate-coarse-ms`: bad values are refused with the option
+/// named (exit 2).
+#[test]
+fn rate_timer_options_are_checked() {
+    for (args, want) in [
+        (["--rate-fine-us", "0"], "--rate-fine-us 0"),
+        (["--rate-coarse-ms", "0"], "--rate-coarse-ms 0"),
+        (["--rate-coarse-ms", "99999"], "--rate-coarse-ms 99999"),
+        (["--rate-fine-us", "5000"], "shorter than the fine one"), // coarse 4 ms
+        (["--rate-fine-us", "ten"], "invalid value 'ten'"),
+    ] {
+        let run = unique_tmp();
+        let mut cmd = std::process::Command::new(bin("docknetd"));
+        cmd.arg("--run-dir").arg(&run).args(args);
+        let out = run_with_timeout(&mut cmd, Duration::from_secs(20))
+            .unwrap_or_else(|(e, _)| panic!("docknetd {args:?}: {e}"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "docknetd {args:?}: {err}");
+        assert!(err.contains(want), "docknetd {args:?} said: {err}");
+        let _ = std::fs::remove_dir_all(&run);
+    }
+}
+
+/// Bytes pipe `u` sends through the master while `dn-echo ARGS` runs on it to the end;
+/// and how long that took.
+fn sent_while(d: &Daemon, args: &[&str]) -> (u64, Duration, String) {
+    let before = counter(&d.stats(Some("u")), "u", "tx_bytes");
+    let t0 = Instant::now();
+    let mut cmd = std::process::Command::new(bin("dn-echo"));
+    cmd.args(args).env("DOCKNET_PIPE", d.pipe_dir("u"));
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(60))
+        .unwrap_or_else(|(e, _)| panic!("dn-echo {args:?}: {e}\ndocknetd:\n{}", d.log_tail()));
+    let took = t0.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "dn-echo {args:?} failed ({}): {stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = counter(&d.stats(Some("u")), "u", "tx_bytes");
+    (after - before, took, stdout)
+}
+
+/// The coarse timer is what keeps a silent pipe from bursting: after 3 s of silence, a
+/// pipe limited to 10 Mbit/s sends no more than its limit allows over the time the sender
+/// ran (plus one 4 ms period and a frame) on the default timers, but gets its 3 s of
+/// saved tokens at once when the coarse period is 10 s. Enforcement bounds only (the
+/// sender's speed is not measured). Also runs the UDP and TCP senders and sinks of
+/// `dn-echo` that `docknet-bench ratelimit` uses.
+#[test]
+fn coarse_timer_stops_a_silent_pipe_from_bursting() {
+    const RATE: f64 = 1.25e6; // 10 Mbit/s in bytes/s
+    for coarse_ms in [None, Some("10000")] {
+        let extra: Vec<&str> = coarse_ms.map_or(vec![], |c| vec!["--rate-coarse-ms", c]);
+        let d = Daemon::start_with(&extra);
+        d.create_pipe("u", "10.88.0.2/16", &["--rate-mbps", "10"]);
+        d.create_pipe("s", "10.88.0.3/16", &[]);
+        let (_udp_sink, sink_out) = d.spawn_service("s", "dn-echo", &["udp-sink", "--port", "9"]);
+        let sink_lines = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        {
+            let lines = sink_lines.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for l in std::io::BufReader::new(sink_out)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    if let Ok(mut s) = lines.lock() {
+                        s.push_str(&l);
+                        s.push('\n');
+                    }
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        let (sent, took, out) = sent_while(
+            &d,
+            &["udp-blast", "--to", "10.88.0.3:9", "--duration-s", "1"],
+        );
+        eprintln!(
+            "[rate] coarse {}: {sent} B through the master in {took:?} after 3 s of silence",
+            coarse_ms.unwrap_or("4 (default)")
+        );
+        assert!(out.contains("sent"), "udp-blast printed: {out}");
+        match coarse_ms {
+            None => {
+                let allowed = RATE * took.as_secs_f64() + RATE * 0.004 + 9014.0 + 100.0;
+                assert!(
+                    (sent as f64) <= allowed,
+                    "a silent pipe burst: {sent} B in {took:?}, at most {allowed:.0} allowed"
+                );
+            }
+            Some(_) => assert!(
+                sent as f64 >= 2.5 * RATE,
+                "with a 10 s coarse period, 3 s of silence should be saved: only {sent} B"
+            ),
+        }
+        // The sink counted what arrived (it prints every second).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !sink_lines.lock().unwrap().contains("received") {
+            assert!(Instant::now() < deadline, "udp-sink printed nothing");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let lines = sink_lines.lock().unwrap().clone();
+        assert!(
+            lines
+                .lines()
+                .any(|l| l.contains("received") && !l.contains(" 0 datagrams")),
+            "udp-sink received nothing: {lines}"
+        );
+    }
+    // TCP: a bulk sender to a sink, limited: bounded by the limit too.
+    let d = Daemon::start();
+    d.create_pipe("u", "10.88.0.2/16", &["--rate-mbps", "10"]);
+    d.create_pipe("s", "10.88.0.3/16", &[]);
+    let (_tcp_sink, sink_out) = d.spawn_service("s", "dn-echo", &["tcp-sink", "--port", "9"]);
+    wait_for_line(sink_out, "listening", Duration::from_secs(20)).expect("tcp-sink listening");
+    let (sent, took, out) = sent_while(
+        &d,
+        &["tcp-blast", "--to", "10.88.0.3:9", "--duration-s", "1"],
+    );
+    assert!(
+        out.contains("connected") && out.contains("sent"),
+        "tcp-blast printed: {out}"
+    );
+    let allowed = RATE * took.as_secs_f64() + RATE * 0.004 + 9014.0 + 100.0;
+    assert!(
+        sent > 100_000 && (sent as f64) <= allowed,
+        "tcp-blast through a 10 Mbit/s limit: {sent} B in {took:?} (at most {allowed:.0})"
+    );
 }

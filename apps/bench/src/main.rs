@@ -10,6 +10,7 @@ mod kernel;
 mod netns;
 mod pingpong;
 mod proc;
+mod ratelimit;
 mod report;
 mod sizes;
 mod soak;
@@ -172,6 +173,10 @@ enum Cmd {
     #[command(long_about = FAIRNESS_ABOUT)]
     Fairness(FairnessCli),
 
+    /// The paper's Fig. 9: a TCP and a UDP sender through the master under changing rate limits.
+    #[command(long_about = RATELIMIT_ABOUT)]
+    Ratelimit(RatelimitCli),
+
     /// (internal) Post frames into a pipe as fast as its ring takes them, until SIGTERM.
     #[command(hide = true)]
     Flood {
@@ -318,6 +323,26 @@ Output: a table (p50, p99, p99 against quiet, goodput, the flooder's frames/s ta
 what became of them) on stdout; OUT/fairness.svg, OUT/fairness.md, OUT/fairness.json.
 Needs docknetd, docknetctl and dn-echo next to this executable (or --bin-dir).";
 
+const RATELIMIT_ABOUT: &str = "\
+The paper's Fig. 9 on this machine: per-pipe rate limits (docknetd's fine timer adds
+tokens, its coarse timer drops the unspent ones) on two senders through the master. One
+docknetd --nic none with four pipes (10.94.0.2-5, MTU --mtu): dn-echo tcp-blast and
+udp-blast (1400-byte datagrams) send as fast as their pipes take frames to dn-echo
+tcp-sink and udp-sink. Panels: (a) TCP alone while its limit steps through four values;
+(b) TCP + UDP, no limit; (c) only UDP limited; (d) both limited. Limits default to
+fractions of what the slower sender does alone here (measured first), or --tcp-limits and
+--udp-limit.
+
+Rates are the bytes of the frames the master takes from each sender's pipe (what a limit
+counts), read from the control socket every --sample-ms. Each limit is checked over the
+whole seconds of its stage (target: within ±5%), each change by the time from `rate set`
+returning until the sender's rate over 5 ms windows is within ±10% of the new limit
+(target: 10 ms).
+
+Output: a table and a verdict on stdout; OUT/ratelimit.svg (the four panels: rate per 50
+ms and the limits), OUT/ratelimit.md (with the command line), OUT/ratelimit.json. Needs
+docknetd, docknetctl and dn-echo next to this executable (or --bin-dir).";
+
 #[derive(clap::Args, Debug)]
 struct FairnessCli {
     /// Ping-pong message size (K = 1024).
@@ -339,6 +364,47 @@ struct FairnessCli {
     #[arg(long)]
     bin_dir: Option<PathBuf>,
     /// Keep the run directory (/tmp/dnbench-PID-fair) for inspection.
+    #[arg(long)]
+    keep_run_dir: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct RatelimitCli {
+    /// Panel (a)'s four TCP limits in Mbit/s, e.g. 300,600,150,450 (panel (d) uses the
+    /// first). Default: 0.2, 0.4, 0.1 and 0.3 × what the slower sender does alone.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        num_args = 4,
+        value_name = "MBPS,MBPS,MBPS,MBPS"
+    )]
+    tcp_limits: Option<Vec<u64>>,
+    /// UDP limit of panels (c) and (d), Mbit/s. Default: 0.25 × what the slower sender
+    /// does alone.
+    #[arg(long, value_name = "MBPS")]
+    udp_limit: Option<u64>,
+    /// Seconds per stage (each limit of panel (a); each of panels (b)-(d)).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=600))]
+    stage_s: u64,
+    /// Milliseconds between two readings of the senders' counters.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    sample_ms: u64,
+    /// docknetd --rate-fine-us (default: the daemon's, 10).
+    #[arg(long, value_name = "N")]
+    rate_fine_us: Option<u64>,
+    /// docknetd --rate-coarse-ms (default: the daemon's, 4).
+    #[arg(long, value_name = "M")]
+    rate_coarse_ms: Option<u64>,
+    /// IP MTU of the pipes (1500: frames as on an Ethernet wire, fine-grained rates).
+    #[arg(long, default_value_t = 1500)]
+    mtu: u32,
+    /// Directory for ratelimit.svg, ratelimit.md and ratelimit.json.
+    #[arg(long, default_value = "docs/bench")]
+    out: PathBuf,
+    /// Directory holding docknetd, docknetctl and dn-echo (default: next to this executable).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Keep the run directory (/tmp/dnbench-PID-rate) for inspection.
     #[arg(long)]
     keep_run_dir: bool,
 }
@@ -469,9 +535,12 @@ fn parse_size_arg(s: &str) -> Result<usize, String> {
 fn main() {
     let cli = Cli::parse();
     let default_level = match cli.cmd {
-        Cmd::Pingpong(_) | Cmd::Interhost(_) | Cmd::Httpd(_) | Cmd::Soak(_) | Cmd::Fairness(_) => {
-            "info"
-        }
+        Cmd::Pingpong(_)
+        | Cmd::Interhost(_)
+        | Cmd::Httpd(_)
+        | Cmd::Soak(_)
+        | Cmd::Fairness(_)
+        | Cmd::Ratelimit(_) => "info",
         _ => "warn",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
@@ -535,6 +604,22 @@ fn main() {
                 command_line: report::shell_join(&std::env::args().collect::<Vec<_>>()),
             };
             bench(|| fairness::run(&fa))
+        }
+        Cmd::Ratelimit(c) => {
+            let ra = ratelimit::RateLimitArgs {
+                tcp_limits: c.tcp_limits,
+                udp_limit: c.udp_limit,
+                stage_s: c.stage_s,
+                sample: Duration::from_millis(c.sample_ms),
+                fine_us: c.rate_fine_us,
+                coarse_ms: c.rate_coarse_ms,
+                mtu: c.mtu,
+                out: c.out,
+                bin_dir: c.bin_dir,
+                keep_run_dir: c.keep_run_dir,
+                command_line: report::shell_join(&std::env::args().collect::<Vec<_>>()),
+            };
+            bench(|| ratelimit::run(&ra))
         }
         Cmd::Flood { pipe, kind, size } => match fairness::flood(&pipe, kind, size) {
             Ok(()) => 0,

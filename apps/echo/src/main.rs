@@ -95,6 +95,32 @@ enum Cmd {
         #[arg(skip = 1usize << 20)]
         buffer: usize,
     },
+    /// Open one TCP connection to IP:PORT and send as fast as it takes bytes for
+    /// --duration-s seconds; print what was sent each second and in all.
+    TcpBlast {
+        /// Destination, IP:PORT (a `dn-echo tcp-sink`, or anything that reads).
+        #[arg(long)]
+        to: SocketAddrV4,
+        /// How long to send.
+        #[arg(long, default_value_t = 5)]
+        duration_s: u64,
+        /// Socket buffer size per direction, bytes.
+        #[arg(long, default_value_t = 1 << 20)]
+        buffer: usize,
+    },
+    /// Accept TCP connections on a port and discard what they send; print Mbit/s each
+    /// second and in all.
+    TcpSink {
+        /// TCP port.
+        #[arg(long, default_value_t = 9)]
+        port: u16,
+        /// Stop after this many seconds (0: on SIGTERM).
+        #[arg(long, default_value_t = 0)]
+        duration_s: u64,
+        /// Socket buffer size per direction, bytes.
+        #[arg(long, default_value_t = 1 << 20)]
+        buffer: usize,
+    },
     /// Count UDP datagrams arriving on a port; print Mbit/s each second and in all.
     UdpSink {
         /// UDP port.
@@ -115,6 +141,8 @@ fn main() {
         | Cmd::Client { buffer, .. }
         | Cmd::Http { buffer, .. }
         | Cmd::UdpBlast { buffer, .. }
+        | Cmd::TcpBlast { buffer, .. }
+        | Cmd::TcpSink { buffer, .. }
         | Cmd::UdpSink { buffer, .. } => *buffer,
     };
     let config = |cfg: &mut docknet::EngineConfig| {
@@ -162,6 +190,12 @@ fn run(engine: &mut Engine, cli: Cli) -> AppResult {
         Cmd::UdpSink {
             port, duration_s, ..
         } => udp_sink(engine, port, Duration::from_secs(duration_s)),
+        Cmd::TcpBlast { to, duration_s, .. } => {
+            tcp_blast(engine, to, Duration::from_secs(duration_s))
+        }
+        Cmd::TcpSink {
+            port, duration_s, ..
+        } => tcp_sink(engine, port, Duration::from_secs(duration_s)),
     }
 }
 
@@ -174,10 +208,12 @@ struct Meter {
     total_bytes: u64,
     total_n: u64,
     verb: &'static str,
+    /// What one `add` counts ("datagrams", "reads").
+    unit: &'static str,
 }
 
 impl Meter {
-    fn new(verb: &'static str) -> Meter {
+    fn new(verb: &'static str, unit: &'static str) -> Meter {
         let now = Instant::now();
         Meter {
             start: now,
@@ -187,6 +223,7 @@ impl Meter {
             total_bytes: 0,
             total_n: 0,
             verb,
+            unit,
         }
     }
 
@@ -202,10 +239,11 @@ impl Meter {
         let w = now.duration_since(self.window_start);
         if w >= Duration::from_secs(1) {
             println!(
-                "t={:.0}s {} {} datagrams, {:.1} Mbit/s",
+                "t={:.0}s {} {} {}, {:.1} Mbit/s",
                 now.duration_since(self.start).as_secs_f64(),
                 self.verb,
                 self.window_n,
+                self.unit,
                 self.window_bytes as f64 * 8.0 / w.as_secs_f64() / 1e6
             );
             let _ = std::io::stdout().flush();
@@ -218,9 +256,10 @@ impl Meter {
     fn summary(&self) {
         let s = self.start.elapsed().as_secs_f64().max(1e-9);
         println!(
-            "{} {} datagrams, {} B in {s:.2} s: {:.1} Mbit/s of payload",
+            "{} {} {}, {} B in {s:.2} s: {:.1} Mbit/s of payload",
             self.verb,
             self.total_n,
+            self.unit,
             self.total_bytes,
             self.total_bytes as f64 * 8.0 / s / 1e6
         );
@@ -239,7 +278,7 @@ fn udp_blast(
     }
     let id = engine.udp_bind(0)?;
     let data = vec![0x5au8; size];
-    let mut m = Meter::new("sent");
+    let mut m = Meter::new("sent", "datagrams");
     let bytes_per_s = rate_mbps.map(|r| r as f64 * 1e6 / 8.0);
     let mut err = None;
     engine.run(|e| {
@@ -277,7 +316,7 @@ fn udp_sink(engine: &mut Engine, port: u16, duration: Duration) -> AppResult {
     let id = engine.udp_bind(port)?;
     println!("listening on udp port {port}");
     let _ = std::io::stdout().flush();
-    let mut m = Meter::new("received");
+    let mut m = Meter::new("received", "datagrams");
     let mut buf = vec![0u8; 65536];
     let mut err = None;
     engine.run(|e| {
@@ -303,6 +342,85 @@ fn udp_sink(engine: &mut Engine, port: u16, duration: Duration) -> AppResult {
         Some(x) => Err(x.into()),
         None => Ok(()),
     }
+}
+
+fn tcp_blast(engine: &mut Engine, to: SocketAddrV4, duration: Duration) -> AppResult {
+    let id = engine
+        .connect(to)
+        .map_err(|e| format!("cannot connect to {to}: {e}"))?;
+    let data = vec![0x5au8; 64 * 1024];
+    let mut m: Option<Meter> = None;
+    let mut err: Option<String> = None;
+    let connect_deadline = Instant::now() + Duration::from_secs(10);
+    engine.run(|e| {
+        let now = Instant::now();
+        let Some(meter) = m.as_mut() else {
+            if e.is_established(id) {
+                println!("connected to {to}");
+                let _ = std::io::stdout().flush();
+                m = Some(Meter::new("sent", "writes"));
+            } else if !e.is_open(id) || now > connect_deadline {
+                err = Some(format!("connection to {to} refused, reset or timed out"));
+                return Control::Exit;
+            }
+            return Control::Continue;
+        };
+        if now.duration_since(meter.start) >= duration {
+            return Control::Exit;
+        }
+        meter.tick(now);
+        match e.write(id, &data) {
+            Ok(0) => {}
+            Ok(n) => meter.add(n),
+            Err(x) => {
+                err = Some(format!("sending to {to}: {x}"));
+                return Control::Exit;
+            }
+        }
+        Control::Continue
+    });
+    if let Some(meter) = &m {
+        meter.summary();
+    }
+    let _ = engine.abort(id);
+    match err {
+        Some(x) => Err(x.into()),
+        None => Ok(()),
+    }
+}
+
+fn tcp_sink(engine: &mut Engine, port: u16, duration: Duration) -> AppResult {
+    let listener = engine
+        .listen(port, 4)
+        .map_err(|e| format!("cannot listen on port {port}: {e}"))?;
+    println!("listening on tcp port {port}");
+    let _ = std::io::stdout().flush();
+    let mut m = Meter::new("received", "reads");
+    let mut conns: Vec<SocketId> = Vec::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    engine.run(|e| {
+        let now = Instant::now();
+        if !duration.is_zero() && now.duration_since(m.start) >= duration {
+            return Control::Exit;
+        }
+        while let Some(id) = e.accept(listener) {
+            conns.push(id);
+        }
+        conns.retain(|&id| loop {
+            match e.read(id, &mut buf) {
+                Ok(0) => return true,
+                Ok(n) => m.add(n),
+                Err(_) => {
+                    let _ = e.close(id);
+                    return false;
+                }
+            }
+        });
+        m.tick(now);
+        Control::Continue
+    });
+    m.summary();
+    Ok(())
 }
 
 struct Conn {

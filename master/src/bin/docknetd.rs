@@ -33,6 +33,14 @@ struct Args {
     /// the socket is 0660 root:GROUP. Members create pipes owned by themselves.
     #[arg(long, value_name = "GROUP")]
     group: Option<String>,
+    /// Rate limits' fine timer: every N microseconds a limited pipe earns N µs' worth of
+    /// tokens (`docknetctl rate set`).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    rate_fine_us: u64,
+    /// Rate limits' coarse timer: every M milliseconds the tokens a pipe has not spent are
+    /// dropped, so a pipe that was silent cannot send more than M ms' worth at once.
+    #[arg(long, value_name = "M", default_value_t = 4)]
+    rate_coarse_ms: u64,
 }
 
 /// `30s`, `500ms`, `2m` or plain seconds; between 100 ms and one hour.
@@ -60,12 +68,21 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn main() {
     let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let rate_periods =
+        match docknet_master::rate::RatePeriods::new(args.rate_fine_us, args.rate_coarse_ms) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("docknetd: {e}");
+                std::process::exit(2);
+            }
+        };
     let opts = docknet_master::daemon::Options {
         run_dir: args.run_dir,
         nic: args.nic,
         core: args.core,
         neighbor_timers: docknet_master::link::NeighborTimers::with_reachable(args.arp_reachable),
         group: args.group,
+        rate_periods,
     };
     if let Err(e) = docknet_master::daemon::run(opts) {
         eprintln!("docknetd: {e}");

@@ -29,7 +29,7 @@ use crate::capture::CaptureTap;
 use crate::link::{self, LinkCounters, LinkStats, NeighborTimers, Neighbors};
 use crate::net::{self, Verdict, ARP_FRAME_LEN, ETH_LEN, HDR_COPY, MASTER_MAC};
 use crate::nic::{CsumState, Nic, NicWaker, RxMeta, TxMeta};
-use crate::rate::TokenBucket;
+use crate::rate::{RatePeriods, TokenBucket};
 use crate::stats::{Counters, PipeStats};
 
 mod deliver;
@@ -92,8 +92,6 @@ struct Slot {
     /// Frames wait in the TX ring for tokens (set when counted in `local.throttled`,
     /// cleared when the next frame is taken).
     throttled: bool,
-    /// Largest frame the pipe sends (IP MTU + Ethernet header): the bucket's least burst.
-    max_frame: usize,
     /// The pipe file was shrunk under us: quarantined (see [`quarantine_if_broken`]).
     broken: bool,
     /// May send with foreign source addresses (the control plane's record, never the
@@ -118,6 +116,8 @@ pub struct Switch {
     nic: Option<NicPort>,
     /// Number of pipes with a rate limit (the clock is read per round only if > 0).
     limited: usize,
+    /// The fine and coarse timers of every rate limit.
+    rate_periods: RatePeriods,
     /// Rounds run so far (the clock of [`ShareGuard`]).
     rounds: u64,
 }
@@ -192,8 +192,16 @@ impl Switch {
             idle: IdlePolicy::from_env(),
             nic: None,
             limited: 0,
+            rate_periods: RatePeriods::default(),
             rounds: 0,
         }
+    }
+
+    /// Use `periods` for the rate limits set from now on (`docknetd --rate-fine-us`,
+    /// `--rate-coarse-ms`).
+    pub fn with_rate_periods(mut self, periods: RatePeriods) -> Self {
+        self.rate_periods = periods;
+        self
     }
 
     /// Attach a NIC: frames for addresses that are no pipe of this host go out on it, and
@@ -244,7 +252,6 @@ impl Switch {
                 let gateway = u32::from(end.info.gateway);
                 let mac = end.info.mac;
                 let prefix_len = end.info.prefix_len;
-                let max_frame = end.info.mtu as usize + ETH_LEN;
                 if self.slots.len() <= slot {
                     self.slots.resize_with(slot + 1, || None);
                 }
@@ -266,7 +273,6 @@ impl Switch {
                     broken: false,
                     forwarder,
                     share: ShareGuard::new(),
-                    max_frame,
                 });
                 self.by_ip.insert(ip, slot);
                 *self.gateways.entry(gateway).or_insert(0) += 1;
@@ -310,7 +316,7 @@ impl Switch {
                     match (bytes_per_sec, s.bucket.as_mut()) {
                         (Some(rate), Some(b)) => b.set_rate(rate, now),
                         (Some(rate), None) => {
-                            s.bucket = Some(TokenBucket::new(rate, s.max_frame, now))
+                            s.bucket = Some(TokenBucket::new(rate, self.rate_periods, now))
                         }
                         (None, _) => {
                             s.bucket = None;
@@ -1053,7 +1059,8 @@ mod tests {
         let mut a = ServicePipeEnd::attach(&r.dirs[0]).unwrap();
         let mut b = ServicePipeEnd::attach(&r.dirs[1]).unwrap();
         let (ia, ib) = (ip("10.88.0.2"), ip("10.88.0.3"));
-        // 1 Mbit/s: the bucket starts with its least burst, 2 × 1514 bytes.
+        // 1 Mbit/s on the default timers: 1.25 bytes of tokens every 10 µs, the bucket
+        // starts empty.
         r.tx.send(DpMsg::SetRate {
             slot: 0,
             bytes_per_sec: NonZeroU64::new(125_000),
@@ -1067,14 +1074,21 @@ mod tests {
             assert!(a.tx.send_copy(&f));
         }
         a.tx.flush();
-        // 3028 tokens: four frames (the fourth overdraws), then nothing.
-        assert_eq!(r.sw.round(), 4);
+        // The first tick's byte lets one frame through (an overdraft of 999 bytes), then
+        // nothing: the debt takes 8 ms to pay back.
+        let t = Instant::now();
+        let mut first = 0;
+        while first == 0 {
+            assert!(t.elapsed() < Duration::from_secs(1), "no tokens after 1 s");
+            first = r.sw.round();
+        }
+        assert_eq!(first, 1);
         assert_eq!(r.sw.round(), 0);
-        assert_eq!(recv_all(&mut b).len(), 4);
+        assert_eq!(recv_all(&mut b).len(), 1);
         let s = r.stats[0].load();
-        assert_eq!((s.tx_frames, s.throttled), (4, 1), "one throttle episode");
-        // -972 tokens: 973 bytes at 125 kB/s = 7.8 ms. The sleep neither spins (returns
-        // at once because frames wait) nor oversleeps to the 100 ms idle limit.
+        assert_eq!((s.tx_frames, s.throttled), (1, 1), "one throttle episode");
+        // The sleep neither spins (returns at once because frames wait) nor oversleeps to
+        // the idle limit: it lasts until the tick that pays the debt back.
         let t = Instant::now();
         assert!(r.sw.sleep(Duration::from_secs(1)));
         let slept = t.elapsed();
@@ -1086,7 +1100,7 @@ mod tests {
             assert!(t.elapsed() < Duration::from_secs(2), "tokens never came");
             std::thread::sleep(Duration::from_millis(1));
         }
-        assert_eq!(r.stats[0].load().tx_frames, 5);
+        assert_eq!(r.stats[0].load().tx_frames, 2);
         // Lifting the limit lets the rest through at once.
         r.tx.send(DpMsg::SetRate {
             slot: 0,
@@ -1095,8 +1109,8 @@ mod tests {
         .unwrap();
         assert!(r.sw.poll_control());
         assert_eq!(r.sw.limited, 0);
-        assert_eq!(r.sw.round(), 5);
-        assert_eq!(recv_all(&mut b).len(), 6);
+        assert_eq!(r.sw.round(), 8);
+        assert_eq!(recv_all(&mut b).len(), 9);
         // Traffic the other way (pipe b, unlimited) was never held back.
         send(&mut b, &ipv4_frame(ib, ia, 100));
         assert_eq!(r.sw.round(), 1);
