@@ -61,12 +61,10 @@ pub fn pair(id: u64) -> (CaptureTap, CaptureReader) {
 }
 
 impl CaptureTap {
-    /// Copy `len` bytes at `src` into the stream.
-    ///
-    /// # Safety
-    /// `src` must be valid for reads of `len` bytes (it may be shared memory that a peer
-    /// changes meanwhile: the copy then holds whatever bytes were there).
-    pub unsafe fn record_raw(&mut self, src: *const u8, len: usize) {
+    /// Record a frame of `len` bytes that `fill` copies into the buffer it is given
+    /// (`min(len, SNAPLEN)` bytes; it returns how many it wrote). The frame may live in
+    /// shared memory: `fill` copies it out, the tap never reads it in place.
+    pub fn record_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> usize) {
         let mut buf = match self.free.try_recv() {
             Ok(b) => b,
             Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => {
@@ -75,9 +73,7 @@ impl CaptureTap {
             }
         };
         let n = len.min(buf.len());
-        // SAFETY: caller guarantees `src` is readable for `len >= n` bytes; `buf` holds
-        // SNAPLEN >= n bytes and is private memory.
-        unsafe { core::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), n) };
+        let n = fill(&mut buf[..n]).min(n);
         let ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -95,10 +91,12 @@ impl CaptureTap {
         }
     }
 
-    /// Copy a frame into the stream.
+    /// Copy a frame in private memory into the stream.
     pub fn record(&mut self, frame: &[u8]) {
-        // SAFETY: a slice is readable for its length.
-        unsafe { self.record_raw(frame.as_ptr(), frame.len()) }
+        self.record_with(frame.len(), |b| {
+            b.copy_from_slice(&frame[..b.len()]);
+            b.len()
+        })
     }
 }
 

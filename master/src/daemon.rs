@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use docknet::abi::Doorbell;
+use docknet_pipe::abi::Doorbell;
 
 use crate::control::{self, Control, LinkInfo, Request, PIPES_DIR, SOCKET_NAME};
 use crate::link::LinkStats;
@@ -432,8 +432,7 @@ fn serve(
         keep
     };
     let _ = dp_tx.send(DpMsg::Shutdown { keep_nic: keep });
-    // SAFETY: the bell lives in an Arc we hold.
-    unsafe { docknet::doorbell::ring(Arc::as_ptr(&bell)) };
+    bell.ring();
     if dp.join().is_err() {
         log::warn!("data-path thread panicked");
     }

@@ -4,6 +4,8 @@
 //! - [`rate`]: token buckets for per-pipe rate limits (used by the switch).
 //! - [`stats`]: per-pipe counters shared between the data path and the control plane.
 //! - [`switch`]: the data-path thread (pipe ↔ pipe switching, idle sleep on doorbells).
+//!   It has no `unsafe` code: tenant memory is reached only through `docknet-pipe`'s
+//!   copying API (`copy_out`, `write_at`, `copy_frame`), never as a reference.
 //! - [`control`]: the JSON-lines control protocol, pipe/fast-channel state, socket server
 //!   and client.
 //! - [`daemon`]: run directory, tmpfs, stale state, threads and signals.
@@ -14,15 +16,19 @@
 
 pub mod attach;
 pub mod beneath;
+#[forbid(unsafe_code)]
 pub mod capture;
 pub mod control;
 pub mod csum;
 pub mod daemon;
+#[forbid(unsafe_code)]
 pub mod link;
 pub mod net;
 pub mod nic;
+#[forbid(unsafe_code)]
 pub mod rate;
 pub mod state;
 pub mod stats;
+#[forbid(unsafe_code)]
 pub mod switch;
 pub mod users;

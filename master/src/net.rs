@@ -7,7 +7,7 @@
 use std::net::Ipv4Addr;
 
 /// The master's own MAC address (answers ARP for every pipe's gateway).
-pub use docknet::abi::MASTER_MAC;
+pub use docknet_pipe::abi::MASTER_MAC;
 /// Ethernet header length.
 pub const ETH_LEN: usize = 14;
 /// EtherType of IPv4.

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use docknet::channel::ChannelFaults;
+use docknet_pipe::channel::ChannelFaults;
 use serde::Serialize;
 
 macro_rules! counters {

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use docknet::pipe::ServicePipeEnd;
 use docknet_master::control::{request, Request, SOCKET_NAME};
+use docknet_pipe::pipe::ServicePipeEnd;
 use serde_json::Value;
 
 struct Daemon {
@@ -153,9 +153,8 @@ fn recv(s: &mut ServicePipeEnd) -> Vec<u8> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         if let Some(f) = s.rx.recv() {
-            let p = s.rx.frame_ptr(f);
-            // SAFETY: a validated frame of f.len bytes inside the mapping.
-            let v = unsafe { std::slice::from_raw_parts(p, f.len as usize) }.to_vec();
+            let mut v = vec![0u8; f.len as usize];
+            assert_eq!(s.rx.copy_out(f, 0, &mut v), v.len());
             s.rx.give_back(f.buf);
             s.rx.flush();
             return v;
@@ -292,8 +291,8 @@ fn only_a_forwarder_pipe_sends_with_foreign_sources() {
 fn survives_a_hostile_service() {
     let d = Daemon::start("hostile");
     let dir = d.create("evil", "10.77.0.2/24");
-    let map = docknet::shm::SharedMap::open(&dir.join("pipe.map")).unwrap();
-    let info = docknet::pipe::read_pipe_info(&map).unwrap();
+    let map = docknet_pipe::shm::SharedMap::open(&dir.join("pipe.map")).unwrap();
+    let info = docknet_pipe::pipe::read_pipe_info(&map).unwrap();
     // Garbage over the TX channel's rings, then over the whole file past the header.
     let p = map.bytes_at(info.tx.ring_off as usize, 4096).unwrap();
     // SAFETY: 4096 bytes inside the mapping.

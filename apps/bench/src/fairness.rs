@@ -92,9 +92,7 @@ pub fn flood(pipe: &Path, kind: FloodKind, size: usize) -> Result<(), String> {
     while !STOP.load(Ordering::Relaxed) {
         let mut n = 0;
         while let Some(b) = end.tx.alloc() {
-            // SAFETY: an allocated buffer of buf_size >= size bytes; the frame is ours.
-            unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), end.tx.buf_ptr(b), size) };
-            if !end.tx.post(b, size) {
+            if !end.tx.write_at(b, 0, &frame[..size]) || !end.tx.post(b, size) {
                 end.tx.cancel(b);
                 break;
             }

@@ -20,11 +20,11 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 
-use docknet::abi::{pipe_flags, Doorbell, MAX_MTU, MIN_MTU};
-use docknet::channel::ChannelFaults;
-use docknet::fc::{close_fc_file, create_fc_file_with};
-use docknet::pipe::{create_pipe_file, MasterPipeEnd, PipeConfig, PipeControl, FC_DIR};
-use docknet::shm::SharedMap;
+use docknet_pipe::abi::{pipe_flags, Doorbell, MAX_MTU, MIN_MTU};
+use docknet_pipe::channel::ChannelFaults;
+use docknet_pipe::fc::{close_fc_file, create_fc_file_with};
+use docknet_pipe::pipe::{create_pipe_file, MasterPipeEnd, PipeConfig, PipeControl, FC_DIR};
+use docknet_pipe::shm::SharedMap;
 use serde_json::{json, Value};
 
 use crate::beneath;
@@ -81,7 +81,7 @@ fn give_pipe_to(
     let fc = fc.map_err(|e| what(FC_DIR, &e))?;
     let dir = dir.map_err(|e| what("", &e))?;
     for (fd, mode, p) in [
-        (map.file().as_raw_fd(), 0o600, docknet::pipe::PIPE_FILE),
+        (map.file().as_raw_fd(), 0o600, docknet_pipe::pipe::PIPE_FILE),
         (fc.as_raw_fd(), 0o700, FC_DIR),
         (dir.as_raw_fd(), 0o700, ""),
     ] {
@@ -251,8 +251,7 @@ impl Control {
         self.dp
             .send(msg)
             .map_err(|_| "internal error: the data path thread is gone".to_string())?;
-        // SAFETY: the bell is in an Arc we hold, so it is live.
-        unsafe { docknet::doorbell::ring(Arc::as_ptr(&self.bell)) };
+        self.bell.ring();
         Ok(())
     }
 
@@ -624,11 +623,13 @@ impl Control {
         let rate = p.rate_mbps.map(bytes_per_sec_from_mbps).transpose()?;
         let (ip, prefix_len, gateway) = self.admit_pipe(&p.name, &p.ip)?;
         let dir = self.pipes_dir().join(&p.name);
-        let file = dir.join(docknet::pipe::PIPE_FILE);
+        let file = dir.join(docknet_pipe::pipe::PIPE_FILE);
         let map = beneath::open_dir(&self.pipes_dir(), Path::new(&p.name))
-            .and_then(|d| SharedMap::open_at(d.as_fd(), Path::new(docknet::pipe::PIPE_FILE), &file))
+            .and_then(|d| {
+                SharedMap::open_at(d.as_fd(), Path::new(docknet_pipe::pipe::PIPE_FILE), &file)
+            })
             .map_err(|e| format!("{}: {e}", file.display()))?;
-        let info = docknet::pipe::read_pipe_info(&map).map_err(|e| e.to_string())?;
+        let info = docknet_pipe::pipe::read_pipe_info(&map).map_err(|e| e.to_string())?;
         let want = (ip, prefix_len, gateway, mac_for_ip(ip), p.mtu);
         let got = (info.ipv4, info.prefix_len, info.gateway, info.mac, info.mtu);
         if got != want {
@@ -664,7 +665,7 @@ impl Control {
         let (dir_a, dir_b) = (self.fc_dir(&f.a)?, self.fc_dir(&f.b)?);
         let map = SharedMap::open_at(dir_a.as_fd(), &fc_file_name(&f.b), &path_a)
             .map_err(|e| format!("{}: {e}", path_a.display()))?;
-        if docknet::fc::fc_file_ends(&map) != Some(ips) {
+        if docknet_pipe::fc::fc_file_ends(&map) != Some(ips) {
             return Err(format!(
                 "{} does not join {} and {}",
                 path_a.display(),
@@ -852,10 +853,10 @@ impl Control {
             .filter(|f| f.forward && f.b == b)
             .filter_map(|f| self.pipes.get(&f.a).map(|p| p.ip))
             .collect();
-        if peers.len() > docknet::abi::MAX_FC_FORWARDERS {
+        if peers.len() > docknet_pipe::abi::MAX_FC_FORWARDERS {
             log::warn!(
                 "pipe {b}: more than {} forwarding fast-channel peers; the rest are refused",
-                docknet::abi::MAX_FC_FORWARDERS
+                docknet_pipe::abi::MAX_FC_FORWARDERS
             );
         }
         pb.control.set_fc_forwarders(&peers);

@@ -146,7 +146,7 @@ pub struct PipeEntry {
     /// Pid of the attached service, 0 when none (as the service wrote it; a service that
     /// died without detaching leaves its pid here, with `attached` false).
     pub attached_pid: u32,
-    /// A live process holds the pipe's claim (a file lock, `docknet::claim`); `None` from
+    /// A live process holds the pipe's claim (a file lock, `docknet_pipe::claim`); `None` from
     /// a daemon too old to say.
     #[serde(default)]
     pub attached: Option<bool>,

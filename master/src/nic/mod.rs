@@ -326,7 +326,7 @@ fn futex_private(
 
 impl NicWaker {
     /// Start the helper thread for `fd`; it rings `bell` when the fd has input while armed.
-    pub fn start(fd: RawFd, bell: std::sync::Arc<docknet::abi::Doorbell>) -> NicWaker {
+    pub fn start(fd: RawFd, bell: std::sync::Arc<docknet_pipe::abi::Doorbell>) -> NicWaker {
         use std::sync::atomic::Ordering;
         let shared = std::sync::Arc::new(WakerShared {
             armed: std::sync::atomic::AtomicU32::new(0),
@@ -354,8 +354,7 @@ impl NicWaker {
                     // NIC is dropped only after `stop` + join in Drop).
                     let r = unsafe { libc::poll(&mut pfd, 1, 100) };
                     if r > 0 && sh.armed.swap(0, Ordering::AcqRel) == 1 {
-                        // SAFETY: the bell lives in an Arc we hold.
-                        unsafe { docknet::doorbell::ring(std::sync::Arc::as_ptr(&bell)) };
+                        bell.ring();
                     }
                 }
             })

@@ -21,16 +21,12 @@ pub(super) fn deliver_from_link(dst: &mut Slot, frame: &[u8], round: u64) -> boo
         dst.dirty = true;
         return false;
     };
-    let out = dst.end.rx.buf_ptr(buf);
-    // SAFETY: `out` is a buffer we own of buf_size >= frame.len() bytes (checked above);
-    // `frame` is private NIC memory, not the pipe's.
-    unsafe {
-        core::ptr::copy_nonoverlapping(frame.as_ptr(), out, frame.len());
-        core::ptr::copy_nonoverlapping(dst.mac.as_ptr(), out, 6);
-    }
+    // Fits: frame.len() <= buf_size was checked above.
+    dst.end.rx.write_at(buf, 0, frame);
+    dst.end.rx.write_at(buf, 0, &dst.mac);
     if let Some(cap) = dst.capture.as_mut() {
-        // SAFETY: `out` holds the frame.len() bytes just written.
-        unsafe { cap.record_raw(out, frame.len()) };
+        let rx = &dst.end.rx;
+        cap.record_with(frame.len(), |b| rx.read_back(buf, 0, b));
     }
     if dst.end.rx.post(buf, frame.len()) {
         dst.local.rx_frames += 1;
@@ -44,6 +40,37 @@ pub(super) fn deliver_from_link(dst: &mut Slot, frame: &[u8], round: u64) -> boo
     }
 }
 
+/// Where the bytes of a frame being delivered are: in a pipe's TX buffer (shared memory:
+/// copied, never read in place) or in the switch's private memory.
+pub(super) enum FrameSource<'a> {
+    Shared(&'a ChannelReceiver, RxFrame),
+    Private(&'a [u8]),
+}
+
+impl FrameSource<'_> {
+    /// Copy the frame's bytes from `offset` into `dst`; returns how many.
+    pub(super) fn copy_out(&self, offset: usize, dst: &mut [u8]) -> usize {
+        match self {
+            FrameSource::Shared(rx, f) => rx.copy_out(*f, offset, dst),
+            FrameSource::Private(b) => {
+                let b = b.get(offset..).unwrap_or_default();
+                let n = dst.len().min(b.len());
+                dst[..n].copy_from_slice(&b[..n]);
+                n
+            }
+        }
+    }
+
+    /// Copy the frame's first `len` bytes into buffer `buf` of `to` (allocated, not
+    /// posted).
+    fn copy_into(&self, len: usize, to: &mut ChannelSender, buf: u32) -> bool {
+        match self {
+            FrameSource::Shared(rx, f) => channel::copy_frame(rx, *f, len, to, buf),
+            FrameSource::Private(b) => b.get(..len).is_some_and(|b| to.write_at(buf, 0, b)),
+        }
+    }
+}
+
 pub(super) enum Delivery {
     Ok,
     NotAttached,
@@ -51,14 +78,14 @@ pub(super) enum Delivery {
     RxFull,
 }
 
-/// Copy an IPv4 frame (`frame_len` bytes at `src`, already classified on `hdr`) into the
+/// Copy an IPv4 frame (`frame_len` bytes from `src`, already classified on `hdr`) into the
 /// destination pipe's RX channel, with Ethernet addresses set to the destination's MAC and
 /// the sender's MAC, and the validated IPv4 header prefix rewritten from `hdr` (so a sender
 /// racing on its buffer cannot change the checked source address).
 pub(super) fn deliver(
     dst: &mut Slot,
     (from, round): (usize, u64),
-    src: *const u8,
+    src: FrameSource<'_>,
     hdr: &[u8; HDR_COPY],
     frame_len: usize,
     src_mac: [u8; 6],
@@ -82,22 +109,19 @@ pub(super) fn deliver(
         dst.dirty = true;
         return Delivery::RxFull;
     };
-    let out = dst.end.rx.buf_ptr(buf);
     let mut head = [0u8; net::IPV4_MIN_FRAME_LEN];
     head.copy_from_slice(&hdr[..net::IPV4_MIN_FRAME_LEN]);
     head[0..6].copy_from_slice(&dst.mac);
     head[6..12].copy_from_slice(&src_mac);
-    // SAFETY: `src` points at a validated source buffer holding at least `frame_len` bytes
-    // (frame_len <= the descriptor's length <= its buf_size, checked by classify and recv);
-    // `out` is a buffer we own of buf_size >= frame_len bytes (checked above), in a
-    // different buffer area, so the ranges do not overlap. frame_len >= 34 = head.len().
-    unsafe {
-        core::ptr::copy_nonoverlapping(src, out, frame_len);
-        core::ptr::copy_nonoverlapping(head.as_ptr(), out, head.len());
+    // frame_len (the classified length, <= the frame's) fits the buffer (checked above) and
+    // is >= 34 = head.len(): the copy and the header written over it both succeed.
+    if !src.copy_into(frame_len, &mut dst.end.rx, buf) || !dst.end.rx.write_at(buf, 0, &head) {
+        dst.end.rx.cancel(buf);
+        return Delivery::TooBig;
     }
     if let Some(cap) = dst.capture.as_mut() {
-        // SAFETY: `out` holds the frame_len bytes just written.
-        unsafe { cap.record_raw(out, frame_len) };
+        let rx = &dst.end.rx;
+        cap.record_with(frame_len, |b| rx.read_back(buf, 0, b));
     }
     if dst.end.rx.post(buf, frame_len) {
         dst.local.rx_frames += 1;

@@ -44,7 +44,7 @@ pub(super) const PROTO_UDP: u8 = 17;
 /// frames longer than the MTU are too big (no IP fragmentation).
 pub(super) fn egress(
     port: &mut NicPort,
-    src: *const u8,
+    src: FrameSource<'_>,
     hdr: &[u8; HDR_COPY],
     frame_len: usize,
     src_ip: u32,
@@ -59,9 +59,9 @@ pub(super) fn egress(
     // written over the frame after its copy (a racing sender cannot make them disagree).
     let mut head = [0u8; EGRESS_HEAD];
     let head_len = frame_len.min(EGRESS_HEAD);
-    // SAFETY: `src` points at a validated pipe buffer holding at least `frame_len` bytes
-    // (checked by classify/recv); `head` is a private array of at least head_len bytes.
-    unsafe { core::ptr::copy_nonoverlapping(src, head.as_mut_ptr(), head_len) };
+    if src.copy_out(0, &mut head[..head_len]) < head_len {
+        return Egress::TooBig; // shorter than classified: cannot happen for a checked frame
+    }
     head[..net::IPV4_MIN_FRAME_LEN].copy_from_slice(&hdr[..net::IPV4_MIN_FRAME_LEN]);
     let ihl = (head[ETH_LEN] & 0x0f) as usize * 4;
     let fragment = u16::from_be_bytes([head[ETH_LEN + 6], head[ETH_LEN + 7]]) & 0x3fff != 0;
@@ -87,10 +87,9 @@ pub(super) fn egress(
     }
     let mac = port.mac;
     let fill = |buf: &mut [u8], dst_mac: [u8; 6], meta: &TxMeta| {
-        // SAFETY: `src` points at a validated pipe buffer holding at least `frame_len`
-        // bytes (checked by classify/recv); `buf` is the NIC's private buffer of exactly
-        // frame_len bytes, so the ranges cannot overlap.
-        unsafe { core::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), frame_len) };
+        // `buf` is the NIC's private buffer of exactly frame_len bytes, and the frame
+        // holds at least frame_len (checked by classify).
+        src.copy_out(0, buf);
         buf[..head_len].copy_from_slice(&head[..head_len]);
         buf[0..6].copy_from_slice(&dst_mac);
         buf[6..12].copy_from_slice(&mac);

@@ -20,10 +20,10 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use docknet::abi::Doorbell;
-use docknet::channel::{ChannelSender, RxFrame};
-use docknet::doorbell::{IdlePolicy, Sleeper, MAX_BELLS};
-use docknet::pipe::{MasterPipeEnd, PipeControl};
+use docknet_pipe::abi::Doorbell;
+use docknet_pipe::channel::{self, ChannelReceiver, ChannelSender, RxFrame};
+use docknet_pipe::doorbell::{BellHandle, IdlePolicy, Sleeper, MAX_BELLS};
+use docknet_pipe::pipe::{MasterPipeEnd, PipeControl};
 
 use crate::capture::CaptureTap;
 use crate::link::{self, LinkCounters, LinkStats, NeighborTimers, Neighbors};
@@ -36,7 +36,7 @@ mod deliver;
 mod egress;
 mod share;
 
-use deliver::{deliver, deliver_from_link, Delivery};
+use deliver::{deliver, deliver_from_link, Delivery, FrameSource};
 use egress::{egress, link_source_ip, Egress};
 #[cfg(test)]
 use share::SHARE_MEMORY_ROUNDS;
@@ -110,7 +110,11 @@ pub struct Switch {
     msgs: Receiver<DpMsg>,
     bell: Arc<Doorbell>,
     sleeper: Sleeper,
-    bells: Vec<*const Doorbell>,
+    /// Scratch for the doorbells of one sleep (kept to reuse its allocation).
+    bells: Vec<BellHandle>,
+    /// A frame a pipe sends to its own address is copied here first (its TX and RX
+    /// buffers cannot be borrowed from one slot at once); sized for the largest frame.
+    hairpin: Box<[u8]>,
     idle: IdlePolicy,
     /// The link to the world outside the host, if any (`--nic`).
     nic: Option<NicPort>,
@@ -152,12 +156,8 @@ struct NicPort {
     waker: Option<NicWaker>,
 }
 
-// SAFETY: the raw doorbell pointers in `bells` point into pipe mappings owned by `slots`
-// (or into the `bell` Arc) and are only used by the thread that owns the Switch.
-unsafe impl Send for Switch {}
-
 /// Quarantine pipe `s` (slot `i`) if a tenant shrank its file under us (the SIGBUS guard
-/// replaced its mapping with zeros, [`docknet::sigbus`]): it is counted (`broken`),
+/// replaced its mapping with zeros, [`docknet_pipe::sigbus`]): it is counted (`broken`),
 /// nothing more is taken from it or delivered to it, and every other pipe goes on. One
 /// atomic load per pipe per round.
 fn quarantine_if_broken(i: usize, s: &mut Slot) {
@@ -170,6 +170,28 @@ fn quarantine_if_broken(i: usize, s: &mut Slot) {
              pipe quarantined (remove it with pipe rm)",
             std::net::Ipv4Addr::from(s.ip)
         );
+    }
+}
+
+/// Slots `a` and `b` (`a != b`) borrowed at once.
+fn two_slots(
+    slots: &mut [Option<Slot>],
+    a: usize,
+    b: usize,
+) -> (Option<&mut Slot>, Option<&mut Slot>) {
+    debug_assert_ne!(a, b);
+    if a < b {
+        let (lo, hi) = slots.split_at_mut(b);
+        (
+            lo.get_mut(a).and_then(Option::as_mut),
+            hi.first_mut().and_then(Option::as_mut),
+        )
+    } else {
+        let (lo, hi) = slots.split_at_mut(a);
+        (
+            hi.first_mut().and_then(Option::as_mut),
+            lo.get_mut(b).and_then(Option::as_mut),
+        )
     }
 }
 
@@ -189,6 +211,7 @@ impl Switch {
             bell,
             sleeper: Sleeper::default(),
             bells: Vec::new(),
+            hairpin: vec![0u8; docknet_pipe::abi::MAX_BUF_SIZE as usize].into_boxed_slice(),
             idle: IdlePolicy::from_env(),
             nic: None,
             limited: 0,
@@ -623,15 +646,12 @@ impl Switch {
         let slots = &mut self.slots;
         let Some(src) = slots[i].as_mut() else { return };
         let len = frame.len as usize;
-        let ptr = src.end.tx.frame_ptr(frame);
+        // The bytes may change under us (the service maps them): decide only on this copy.
         let mut hdr = [0u8; HDR_COPY];
-        // SAFETY: `ptr` is the start of a validated buffer of buf_size >= MIN_BUF_SIZE (640)
-        // bytes and we copy at most min(len, 42) of them into a private array. The bytes
-        // may change under us; we decide only on this copy.
-        unsafe { core::ptr::copy_nonoverlapping(ptr, hdr.as_mut_ptr(), len.min(HDR_COPY)) };
+        src.end.tx.copy_out(frame, 0, &mut hdr);
         if let Some(cap) = src.capture.as_mut() {
-            // SAFETY: `ptr` is a validated buffer holding `len` bytes.
-            unsafe { cap.record_raw(ptr, len) };
+            let tx = &src.end.tx;
+            cap.record_with(len, |b| tx.copy_out(frame, 0, b));
         }
         src.local.tx_frames += 1;
         src.local.tx_bytes += len as u64;
@@ -684,7 +704,8 @@ impl Switch {
                 let Some(&d) = self.by_ip.get(&dst) else {
                     match self.nic.as_mut() {
                         Some(port) => {
-                            let r = egress(port, ptr, &hdr, frame_len, src_ip, dst);
+                            let from = FrameSource::Shared(&src.end.tx, frame);
+                            let r = egress(port, from, &hdr, frame_len, src_ip, dst);
                             if let Some(src) = slots[i].as_mut() {
                                 match r {
                                     Egress::Sent | Egress::Parked => {}
@@ -697,13 +718,26 @@ impl Switch {
                     }
                     return;
                 };
-                let Some(dslot) = slots.get_mut(d).and_then(Option::as_mut) else {
-                    if let Some(src) = slots[i].as_mut() {
-                        src.local.no_route += 1;
+                let verdict = if d == i {
+                    // To its own address: through private memory (one slot cannot lend
+                    // its TX channel and its RX channel at once).
+                    let n = src.end.tx.copy_out(frame, 0, &mut self.hairpin);
+                    let from = FrameSource::Private(&self.hairpin[..n]);
+                    deliver(src, (i, self.rounds), from, &hdr, frame_len, src_mac)
+                } else {
+                    let (s, dslot) = two_slots(slots, i, d);
+                    match (s, dslot) {
+                        (Some(s), Some(dslot)) => {
+                            let from = FrameSource::Shared(&s.end.tx, frame);
+                            deliver(dslot, (i, self.rounds), from, &hdr, frame_len, src_mac)
+                        }
+                        (Some(s), None) => {
+                            s.local.no_route += 1;
+                            return;
+                        }
+                        _ => return,
                     }
-                    return;
                 };
-                let verdict = deliver(dslot, (i, self.rounds), ptr, &hdr, frame_len, src_mac);
                 if let Some(src) = slots[i].as_mut() {
                     match verdict {
                         Delivery::Ok | Delivery::RxFull => {}
@@ -748,9 +782,9 @@ impl Switch {
     /// if a shutdown message arrived meanwhile.
     fn sleep(&mut self, idle_for: Duration) -> bool {
         self.bells.clear();
-        self.bells.push(Arc::as_ptr(&self.bell));
+        self.bells.push(BellHandle::private(self.bell.clone()));
         for s in self.slots.iter().flatten() {
-            self.bells.push(s.end.master_bell());
+            self.bells.push(s.end.master_bell_handle());
         }
         let mut timeout = if self.bells.len() > MAX_BELLS {
             Duration::from_millis(1)
@@ -770,9 +804,7 @@ impl Switch {
                 timeout = timeout.min(Duration::from_millis(50));
             }
         }
-        // SAFETY: every bell is in a mapping owned by a slot (or in our Arc), and no slot is
-        // removed before `wait`/`cancel` below returns (only this thread changes slots).
-        unsafe { self.sleeper.prepare(self.bells.iter().copied()) };
+        self.sleeper.prepare_handles(self.bells.drain(..));
         // Armed only now that `sleeping` is set, so its ring cannot be missed.
         if let Some(w) = self.nic.as_ref().and_then(|p| p.waker.as_ref()) {
             w.arm();
@@ -829,8 +861,8 @@ mod tests {
     use super::*;
     use crate::net::tests::{arp_request, ipv4_frame};
     use crate::net::{gateway_of, mac_for_ip};
-    use docknet::abi::pipe_flags;
-    use docknet::pipe::{create_pipe_file, PipeConfig, ServicePipeEnd};
+    use docknet_pipe::abi::pipe_flags;
+    use docknet_pipe::pipe::{create_pipe_file, PipeConfig, ServicePipeEnd};
     use std::net::Ipv4Addr;
     use std::path::PathBuf;
     use std::sync::mpsc;
@@ -947,9 +979,9 @@ mod tests {
     fn recv_all(s: &mut ServicePipeEnd) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         while let Some(f) = s.rx.recv() {
-            let p = s.rx.frame_ptr(f);
-            // SAFETY: test: validated frame of f.len bytes.
-            out.push(unsafe { std::slice::from_raw_parts(p, f.len as usize) }.to_vec());
+            let mut b = vec![0u8; f.len as usize];
+            assert_eq!(s.rx.copy_out(f, 0, &mut b), b.len());
+            out.push(b);
             s.rx.give_back(f.buf);
         }
         s.rx.flush();
@@ -1124,11 +1156,11 @@ mod tests {
         let mut r = rig("garbage", &[("10.88.0.2", 1500)]);
         let faults = r.sw.slots[0].as_ref().unwrap().end.faults.clone();
         // Scribble over the whole TX ring area of the pipe, as a hostile service could.
-        let map = docknet::shm::SharedMap::open(&r.dirs[0].join("pipe.map")).unwrap();
-        let info = docknet::pipe::read_pipe_info(&map).unwrap();
-        let p = map.bytes_at(info.tx.ring_off as usize, 4096).unwrap();
-        // SAFETY: test: 4096 bytes inside the mapping.
-        unsafe { std::ptr::write_bytes(p, 0xa5, 4096) };
+        let map = docknet_pipe::shm::SharedMap::open(&r.dirs[0].join("pipe.map")).unwrap();
+        let info = docknet_pipe::pipe::read_pipe_info(&map).unwrap();
+        // Through the file: the page cache is what both mappings show.
+        std::os::unix::fs::FileExt::write_all_at(map.file(), &[0xa5; 4096], info.tx.ring_off)
+            .unwrap();
         for _ in 0..10 {
             assert_eq!(r.sw.round(), 0);
         }

@@ -46,6 +46,50 @@ impl BufArea {
         // (checked by `ChannelLayout::validate` before this was built).
         unsafe { self.base.add(idx as usize * self.buf_size as usize) }
     }
+
+    /// Pointer to `len` bytes at `offset` in buffer `idx`, if they lie inside it.
+    fn range(&self, idx: u32, offset: usize, len: usize) -> Option<*mut u8> {
+        if idx >= self.nbufs || offset.checked_add(len)? > self.buf_size as usize {
+            return None;
+        }
+        // SAFETY: offset + len <= buf_size: the range lies inside buffer `idx`.
+        Some(unsafe { self.ptr(idx).add(offset) })
+    }
+}
+
+/// Copy `len` bytes between two places of which at least one is shared memory. `memmove`,
+/// not `memcpy`: the caller's slice could (in a confused program) alias the mapping, and
+/// a copy between two buffers of one file must not assume they are apart.
+///
+/// # Safety
+/// `src` must be readable and `dst` writable for `len` bytes. Shared bytes may change
+/// under the copy: the result then holds whatever was there (bytes, never UB for `u8`).
+unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize) {
+    // SAFETY: as the caller guarantees.
+    unsafe { core::ptr::copy(src, dst, len) }
+}
+
+/// Copy the first `len` bytes of frame `f`, received on `from`, into buffer `buf` of `to`
+/// (allocated, not yet posted), at its start: the master's one copy between two pipes,
+/// made without a Rust reference to either side's memory. False (nothing copied) if `len`
+/// exceeds the frame or `to`'s buffers, or an index is out of range.
+pub fn copy_frame(
+    from: &ChannelReceiver,
+    f: RxFrame,
+    len: usize,
+    to: &mut ChannelSender,
+    buf: u32,
+) -> bool {
+    if len > f.len as usize {
+        return false;
+    }
+    let (Some(src), Some(dst)) = (from.bufs.range(f.buf, 0, len), to.bufs.range(buf, 0, len))
+    else {
+        return false;
+    };
+    // SAFETY: both ranges were bounds-checked inside their validated buffer areas.
+    unsafe { copy_bytes(src, dst, len) };
+    true
 }
 
 struct Parts {
@@ -262,9 +306,34 @@ impl ChannelSender {
         self.free.push(buf);
     }
 
-    /// Writable pointer to an allocated buffer (`buf_size()` bytes).
+    /// Writable pointer to an allocated buffer (`buf_size()` bytes), for a libOS writing
+    /// its frame in place. The master uses [`write_at`](Self::write_at) instead.
     pub fn buf_ptr(&self, buf: u32) -> *mut u8 {
         self.bufs.ptr(buf)
+    }
+
+    /// Copy `src` into buffer `buf` (allocated, not yet posted) at `offset`. False
+    /// (nothing written) if it does not fit the buffer.
+    pub fn write_at(&mut self, buf: u32, offset: usize, src: &[u8]) -> bool {
+        let Some(dst) = self.bufs.range(buf, offset, src.len()) else {
+            return false;
+        };
+        // SAFETY: the range was bounds-checked inside the validated buffer area.
+        unsafe { copy_bytes(src.as_ptr(), dst, src.len()) };
+        true
+    }
+
+    /// Copy up to `dst.len()` bytes from `offset` in buffer `buf` back out (what was just
+    /// written there, unless the receiver, which maps it too, changed it since). Returns
+    /// the bytes copied (0 if out of range).
+    pub fn read_back(&self, buf: u32, offset: usize, dst: &mut [u8]) -> usize {
+        let n = dst.len().min((self.buf_size()).saturating_sub(offset));
+        let Some(src) = self.bufs.range(buf, offset, n) else {
+            return 0;
+        };
+        // SAFETY: the range was bounds-checked inside the validated buffer area.
+        unsafe { copy_bytes(src, dst.as_mut_ptr(), n) };
+        n
     }
 
     /// Post `len` bytes of buffer `buf` (from [`alloc`](Self::alloc)). Not visible until
@@ -304,9 +373,10 @@ impl ChannelSender {
         let Some(buf) = self.alloc() else {
             return false;
         };
-        // SAFETY: the buffer is ours (allocated, not lent) and holds buf_size >= len bytes;
-        // `frame` cannot overlap it (it is in a different buffer or private memory).
-        unsafe { core::ptr::copy_nonoverlapping(frame.as_ptr(), self.buf_ptr(buf), frame.len()) };
+        if !self.write_at(buf, 0, frame) {
+            self.cancel(buf);
+            return false;
+        }
         self.post(buf, frame.len())
     }
 
@@ -385,10 +455,25 @@ impl ChannelReceiver {
         }
     }
 
-    /// Pointer to the bytes of a received frame. They stay in the shared buffer (the peer
-    /// could still scribble on them; treat them as untrusted bytes).
+    /// Pointer to the bytes of a received frame, for a libOS reading it in place. They
+    /// stay in the shared buffer (the peer could still scribble on them; treat them as
+    /// untrusted bytes). The master uses [`copy_out`](Self::copy_out) instead.
     pub fn frame_ptr(&self, f: RxFrame) -> *const u8 {
         self.bufs.ptr(f.buf)
+    }
+
+    /// Copy up to `dst.len()` bytes of frame `f` from `offset` into private memory.
+    /// Returns the bytes copied: `min(dst.len(), f.len - offset)`, 0 if `f` is not a
+    /// frame of this channel. The bytes are a snapshot: decide on the copy, never on a
+    /// second read.
+    pub fn copy_out(&self, f: RxFrame, offset: usize, dst: &mut [u8]) -> usize {
+        let n = dst.len().min((f.len as usize).saturating_sub(offset));
+        let Some(src) = self.bufs.range(f.buf, offset, n) else {
+            return 0;
+        };
+        // SAFETY: the range was bounds-checked inside the validated buffer area.
+        unsafe { copy_bytes(src, dst.as_mut_ptr(), n) };
+        n
     }
 
     /// Return a consumed buffer to the sender (visible at the next flush).

@@ -332,6 +332,12 @@ impl MasterPipeEnd {
         unsafe { core::ptr::addr_of!((*header(&self.map)).master_bell) }
     }
 
+    /// [`master_bell`](Self::master_bell) as a handle that keeps the pipe mapped.
+    pub fn master_bell_handle(&self) -> crate::doorbell::BellHandle {
+        // SAFETY: the bell is in the header of this very mapping.
+        unsafe { crate::doorbell::BellHandle::in_map(self.map.clone(), self.master_bell()) }
+    }
+
     /// Pid of the attached service, 0 if none (untrusted value; only for display/policy).
     pub fn attached_pid(&self) -> u32 {
         // SAFETY: header in the live mapping; atomic field.

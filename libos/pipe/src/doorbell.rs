@@ -61,12 +61,75 @@ struct FutexWaitv {
 const FUTEX2_SIZE_U32: u32 = 0x02;
 const SYS_FUTEX_WAITV: libc::c_long = 449;
 
+impl Doorbell {
+    /// [`ring`] through a reference (which is live by definition).
+    pub fn ring(&self) {
+        // SAFETY: a reference points at a live Doorbell.
+        unsafe { ring(self) }
+    }
+}
+
+/// A doorbell that stays valid as long as the handle lives: one in a shared mapping (which
+/// the handle keeps mapped) or one in private memory. What the master sleeps on, so it
+/// holds no raw pointer.
+#[derive(Clone)]
+pub struct BellHandle {
+    bell: *const Doorbell,
+    _owner: BellOwner,
+}
+
+#[derive(Clone)]
+enum BellOwner {
+    Map {
+        _map: std::sync::Arc<crate::shm::SharedMap>,
+    },
+    Private {
+        _bell: std::sync::Arc<Doorbell>,
+    },
+}
+
+// SAFETY: the pointer is into memory `_owner` keeps alive; only atomics are used on it.
+unsafe impl Send for BellHandle {}
+
+impl BellHandle {
+    /// A doorbell in private memory.
+    pub fn private(bell: std::sync::Arc<Doorbell>) -> Self {
+        BellHandle {
+            bell: std::sync::Arc::as_ptr(&bell),
+            _owner: BellOwner::Private { _bell: bell },
+        }
+    }
+
+    /// A doorbell at `bell` inside `map`.
+    ///
+    /// # Safety
+    /// `bell` must point at a `Doorbell` inside `map`.
+    pub(crate) unsafe fn in_map(
+        map: std::sync::Arc<crate::shm::SharedMap>,
+        bell: *const Doorbell,
+    ) -> Self {
+        BellHandle {
+            bell,
+            _owner: BellOwner::Map { _map: map },
+        }
+    }
+
+    /// Ring it (wake whoever sleeps on it).
+    pub fn ring(&self) {
+        // SAFETY: the handle keeps the bell's memory alive.
+        unsafe { ring(self.bell) }
+    }
+}
+
 /// A consumer's sleep over a set of doorbells. Reused across sleeps: no allocation after
 /// the first.
 #[derive(Default)]
 pub struct Sleeper {
     bells: Vec<*const Doorbell>,
     waiters: Vec<FutexWaitv>,
+    /// Handles given to [`Sleeper::prepare_handles`], kept until `wait`/`cancel` so the
+    /// bells stay mapped.
+    held: Vec<BellHandle>,
 }
 
 // SAFETY: the raw pointers point into shared mappings owned by the same engine; the
@@ -97,6 +160,18 @@ impl Sleeper {
             });
         }
         fence(Ordering::SeqCst);
+    }
+
+    /// [`prepare`](Self::prepare) on doorbells the sleeper keeps alive itself (it holds
+    /// the handles until `wait`/`cancel`): no safety contract for the caller.
+    pub fn prepare_handles(&mut self, bells: impl IntoIterator<Item = BellHandle>) {
+        self.held.clear();
+        self.held.extend(bells.into_iter().take(MAX_BELLS));
+        let held = std::mem::take(&mut self.held);
+        // SAFETY: every bell is kept alive by its handle, held in `self.held` until
+        // `wait`/`cancel` clear it.
+        unsafe { self.prepare(held.iter().map(|h| h.bell)) };
+        self.held = held;
     }
 
     /// Sleep until a watched doorbell rings or `timeout` passes, then clear `sleeping`.
@@ -170,6 +245,7 @@ impl Sleeper {
         }
         self.bells.clear();
         self.waiters.clear();
+        self.held.clear();
     }
 }
 

@@ -4,9 +4,9 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use docknet::abi::{ChannelGeometry, Desc, RingIndices, HEADER_SIZE};
-use docknet::channel::{ChannelFaults, ChannelReceiver, ChannelSender};
-use docknet::shm::SharedMap;
+use docknet_pipe::abi::{ChannelGeometry, Desc, RingIndices, HEADER_SIZE};
+use docknet_pipe::channel::{ChannelFaults, ChannelReceiver, ChannelSender};
+use docknet_pipe::shm::SharedMap;
 use proptest::prelude::*;
 
 /// A garbage write into the channel: (which region, offset within it, value).
@@ -124,4 +124,51 @@ fn double_return_is_refused_and_counted() {
         n += 1;
     }
     assert_eq!(n, 8);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    /// The master's copying API never reaches outside a buffer, whatever indices, offsets
+    /// and lengths it is given (a forged `RxFrame` included): it copies what lies inside
+    /// and reports how much, or refuses.
+    #[test]
+    fn copies_stay_inside_their_buffer(
+        buf in 0u32..80,
+        len in 0u32..5000,
+        offset in 0usize..5000,
+        n in 0usize..5000,
+    ) {
+        let geo = ChannelGeometry::for_mtu(1500, 64);
+        let (layout, end) = geo.layout_at(HEADER_SIZE);
+        let path = std::env::temp_dir().join(format!("dn-copy-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let _ = std::fs::remove_file(&path);
+        let map = SharedMap::create(&path, end).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let faults = Arc::new(ChannelFaults::default());
+        // SAFETY (test): `map` outlives both ends; no bells.
+        let mut tx = unsafe { ChannelSender::new(&map, &layout, std::ptr::null(), faults.clone()) }.unwrap();
+        // SAFETY (test): as above.
+        let rx = unsafe { ChannelReceiver::new(&map, &layout, std::ptr::null(), faults.clone()) }.unwrap();
+        let (nbufs, size) = (layout.nbufs, layout.buf_size as usize);
+        let src = vec![7u8; n];
+        let fits = buf < nbufs && offset + n <= size;
+        prop_assert_eq!(tx.write_at(buf, offset, &src), fits);
+        let mut out = vec![0u8; n];
+        let got = tx.read_back(buf, offset, &mut out);
+        if buf < nbufs && offset <= size {
+            prop_assert_eq!(got, n.min(size - offset));
+        } else {
+            prop_assert_eq!(got, 0);
+        }
+        let f = docknet_pipe::channel::RxFrame { buf, len };
+        let got = rx.copy_out(f, offset, &mut out);
+        let want = n.min((len as usize).saturating_sub(offset));
+        if buf < nbufs && offset + want <= size {
+            prop_assert_eq!(got, want);
+        } else {
+            prop_assert_eq!(got, 0);
+        }
+        let ok = docknet_pipe::channel::copy_frame(&rx, f, n, &mut tx, buf % nbufs);
+        prop_assert_eq!(ok, buf < nbufs && n <= len as usize && n <= size);
+    }
 }
