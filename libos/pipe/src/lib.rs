@@ -14,14 +14,15 @@
 //!   mapping, maps private zeros over it and marks it broken; the owner of the mapping
 //!   sees [`shm::SharedMap::is_broken`] and stops using it.
 //! - **Two ways to get at a frame's bytes.** The master, which trusts no one, only copies
-//!   out of or into a buffer another process can write ([`channel::ChannelReceiver::copy_out`],
-//!   [`channel::ChannelSender::write_at`], [`channel::copy_frame`]); it never holds a
-//!   `&[u8]` over shared memory, which the other side could change while it is read
-//!   (undefined behaviour for a Rust reference). The libOS may read a received frame in
-//!   place ([`channel::ChannelReceiver::frame_bytes`]): its peers are the master, which
-//!   wrote the frame and does not touch it again until it is returned, or a fast-channel
-//!   partner, which the service chose to trust (a partner that rewrites a frame while it
-//!   is read only garbles its own data).
+//!   out of or into a buffer another process can write
+//!   ([`channel::ChannelReceiver::copy_out`], [`channel::ChannelSender::write_at`],
+//!   [`channel::copy_frame`]); it never holds a `&[u8]` over shared memory, which the other
+//!   side could change while it is read (undefined behaviour for a Rust reference). The
+//!   libOS may read a received frame and write its own in place
+//!   ([`channel::ChannelReceiver::frame_ptr`], [`channel::ChannelSender::buf_ptr`]): its
+//!   peers are the master, which wrote the frame and does not touch it again until it is
+//!   returned, or a fast-channel partner, which the service chose to trust (a partner that
+//!   rewrites a frame while it is read only garbles its own data).
 //!
 //! Modules:
 //!
