@@ -322,18 +322,7 @@ fn plot(rows: &[FairRow], subtitle: &str) -> String {
 "##,
         crate::svg::esc(subtitle)
     );
-    let mut v = 0.0;
-    while v <= top + 1e-9 {
-        let _ = writeln!(
-            o,
-            r##"<line x1="{l}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}" stroke="#ddd"/><text x="{2:.1}" y="{3:.1}" text-anchor="end">{v}</text>"##,
-            y(v),
-            l + pw,
-            l - 6.0,
-            y(v) + 4.0
-        );
-        v += step;
-    }
+    crate::svg::y_grid(&mut o, l, pw, top, step, y);
     let slot = pw / rows.len().max(1) as f64;
     for (i, r) in rows.iter().enumerate() {
         let x = l + i as f64 * slot;

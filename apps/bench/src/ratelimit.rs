@@ -679,18 +679,7 @@ fn plot(results: &[PanelResult], samples: &[Sample], subtitle: &str) -> String {
             t - 12.0,
             crate::svg::esc(&r.panel.title)
         );
-        let mut v = 0.0;
-        while v <= top + 1e-9 {
-            let _ = writeln!(
-                o,
-                r##"<line x1="{l}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}" stroke="#e5e5e5"/><text x="{2:.1}" y="{3:.1}" text-anchor="end">{v}</text>"##,
-                y(v),
-                l + pw,
-                l - 6.0,
-                y(v) + 4.0
-            );
-            v += ystep;
-        }
+        crate::svg::y_grid(&mut o, l, pw, top, ystep, y);
         let mut s = 0.0;
         while s <= span + 1e-9 {
             let _ = writeln!(

@@ -49,6 +49,24 @@ const PLOT_H: f64 = 320.0;
 const PLOT_TOP: f64 = 90.0;
 const PANEL_LEFT: [f64; 2] = [85.0, 635.0];
 
+/// Horizontal grid lines with their labels at 0, `step`, 2 × `step`, ... up to `top`, for a
+/// plot whose x range is `left..left + width` and whose y position of a value is `y(v)`.
+pub fn y_grid(o: &mut String, left: f64, width: f64, top: f64, step: f64, y: impl Fn(f64) -> f64) {
+    use std::fmt::Write as _;
+    let mut v = 0.0;
+    while v <= top + 1e-9 {
+        let _ = writeln!(
+            o,
+            r##"<line x1="{left}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}" stroke="#ddd"/><text x="{2:.1}" y="{3:.1}" text-anchor="end">{v}</text>"##,
+            y(v),
+            left + width,
+            left - 6.0,
+            y(v) + 4.0
+        );
+        v += step;
+    }
+}
+
 /// Escapes text for XML content and attribute values.
 pub fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
