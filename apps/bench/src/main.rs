@@ -375,13 +375,13 @@ struct RatelimitCli {
     #[arg(
         long,
         value_delimiter = ',',
-        num_args = 4,
-        value_name = "MBPS,MBPS,MBPS,MBPS"
+        value_name = "MBPS,MBPS,MBPS,MBPS",
+        value_parser = clap::value_parser!(u64).range(1..=1_000_000)
     )]
     tcp_limits: Option<Vec<u64>>,
     /// UDP limit of panels (c) and (d), Mbit/s. Default: 0.25 × what the slower sender
     /// does alone.
-    #[arg(long, value_name = "MBPS")]
+    #[arg(long, value_name = "MBPS", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     udp_limit: Option<u64>,
     /// Seconds per stage (each limit of panel (a); each of panels (b)-(d)).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=600))]
@@ -604,6 +604,12 @@ fn main() {
                 command_line: report::shell_join(&std::env::args().collect::<Vec<_>>()),
             };
             bench(|| fairness::run(&fa))
+        }
+        Cmd::Ratelimit(c) if c.tcp_limits.as_ref().is_some_and(|l| l.len() != 4) => {
+            eprintln!(
+                "docknet-bench ratelimit: --tcp-limits takes four limits (Mbit/s), e.g. 300,600,150,450"
+            );
+            2
         }
         Cmd::Ratelimit(c) => {
             let ra = ratelimit::RateLimitArgs {
