@@ -6,38 +6,13 @@ use super::*;
 /// Copy a verified frame from the NIC into a pipe's RX channel (Ethernet destination set
 /// to the pipe's MAC). False if the pipe is not attached or has no room.
 pub(super) fn deliver_from_link(dst: &mut Slot, frame: &[u8], round: u64) -> bool {
-    if dst.broken || dst.control.attached_pid() == 0 || frame.len() > dst.end.rx.buf_size() {
-        return false;
-    }
-    let reserve = dst.end.rx.nbufs() / RESERVE_DIV;
-    let rx = &mut dst.end.rx;
-    if dst.share.shed(FROM_LINK, round, || !rx.has_free(reserve)) {
-        dst.local.shed += 1;
-        dst.dirty = true;
-        return false;
-    }
-    let Some(buf) = dst.end.rx.alloc() else {
-        dst.local.rx_full += 1;
-        dst.dirty = true;
-        return false;
-    };
-    // Fits: frame.len() <= buf_size was checked above.
-    dst.end.rx.write_at(buf, 0, frame);
-    dst.end.rx.write_at(buf, 0, &dst.mac);
-    if let Some(cap) = dst.capture.as_mut() {
-        let rx = &dst.end.rx;
-        cap.record_with(frame.len(), |b| rx.read_back(buf, 0, b));
-    }
-    if dst.end.rx.post(buf, frame.len()) {
-        dst.local.rx_frames += 1;
-        dst.local.rx_bytes += frame.len() as u64;
-        dst.dirty = true;
-        true
-    } else {
-        dst.local.rx_full += 1;
-        dst.dirty = true;
-        false
-    }
+    let mac = dst.mac;
+    let write =
+        |rx: &mut ChannelSender, buf| rx.write_at(buf, 0, frame) && rx.write_at(buf, 0, &mac);
+    matches!(
+        deliver_into(dst, (FROM_LINK, round), frame.len(), write),
+        Delivery::Ok
+    )
 }
 
 /// Where the bytes of a frame being delivered are: in a pipe's TX buffer (shared memory:
@@ -90,11 +65,33 @@ pub(super) fn deliver(
     frame_len: usize,
     src_mac: [u8; 6],
 ) -> Delivery {
+    let mut head = [0u8; net::IPV4_MIN_FRAME_LEN];
+    head.copy_from_slice(&hdr[..net::IPV4_MIN_FRAME_LEN]);
+    head[0..6].copy_from_slice(&dst.mac);
+    head[6..12].copy_from_slice(&src_mac);
+    // frame_len (the classified length, <= the frame's) is >= 34 = head.len(): the header
+    // is written over the copy.
+    let write = |rx: &mut ChannelSender, buf| {
+        src.copy_into(frame_len, rx, buf) && rx.write_at(buf, 0, &head)
+    };
+    deliver_into(dst, (from, round), frame_len, write)
+}
+
+/// The one way into a pipe's RX channel: the pipe must be attached and not quarantined,
+/// the frame must fit its buffers and `from` must be within its fair share; then a buffer
+/// is allocated, `write` fills its first `len` bytes, the frame is captured if someone
+/// watches and posted, and the pipe's counters follow.
+fn deliver_into(
+    dst: &mut Slot,
+    (from, round): (usize, u64),
+    len: usize,
+    write: impl FnOnce(&mut ChannelSender, u32) -> bool,
+) -> Delivery {
     // A quarantined pipe counts as one with no service: its memory reaches no one.
     if dst.broken || dst.control.attached_pid() == 0 {
         return Delivery::NotAttached;
     }
-    if frame_len > dst.end.rx.buf_size() {
+    if len > dst.end.rx.buf_size() {
         return Delivery::TooBig;
     }
     let reserve = dst.end.rx.nbufs() / RESERVE_DIV;
@@ -109,23 +106,17 @@ pub(super) fn deliver(
         dst.dirty = true;
         return Delivery::RxFull;
     };
-    let mut head = [0u8; net::IPV4_MIN_FRAME_LEN];
-    head.copy_from_slice(&hdr[..net::IPV4_MIN_FRAME_LEN]);
-    head[0..6].copy_from_slice(&dst.mac);
-    head[6..12].copy_from_slice(&src_mac);
-    // frame_len (the classified length, <= the frame's) fits the buffer (checked above) and
-    // is >= 34 = head.len(): the copy and the header written over it both succeed.
-    if !src.copy_into(frame_len, &mut dst.end.rx, buf) || !dst.end.rx.write_at(buf, 0, &head) {
+    if !write(&mut dst.end.rx, buf) {
         dst.end.rx.cancel(buf);
         return Delivery::TooBig;
     }
     if let Some(cap) = dst.capture.as_mut() {
         let rx = &dst.end.rx;
-        cap.record_with(frame_len, |b| rx.read_back(buf, 0, b));
+        cap.record_with(len, |b| rx.read_back(buf, 0, b));
     }
-    if dst.end.rx.post(buf, frame_len) {
+    if dst.end.rx.post(buf, len) {
         dst.local.rx_frames += 1;
-        dst.local.rx_bytes += frame_len as u64;
+        dst.local.rx_bytes += len as u64;
         dst.dirty = true;
         Delivery::Ok
     } else {
