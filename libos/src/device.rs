@@ -29,6 +29,17 @@ use crate::fault::RxDropper;
 use crate::fc::FcEnd;
 use crate::pipe::{AttachError, ServicePipeEnd, FC_DIR};
 
+/// Offset of the IPv4 source address in an Ethernet frame.
+const SRC_IP: usize = ETH_HEADER_LEN + 12;
+/// Bytes of a received frame's head the device checks (up to the IPv4 source address).
+const FRAME_HEAD: usize = SRC_IP + 4;
+
+/// True if `frame` (whose first bytes are `head`) holds an Ethernet header with EtherType
+/// IPv4 and at least one more byte (smoltcp checks the packet itself).
+fn is_ipv4(head: &[u8], frame: RxFrame) -> bool {
+    frame.len as usize > ETH_HEADER_LEN && head.get(12..14) == Some(&[0x08, 0x00][..])
+}
+
 /// Where a frame goes (or came from).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Route {
@@ -282,7 +293,11 @@ impl PipeDevice {
                 }
             }
             let (route, frame) = got?;
-            if !self.is_ipv4(route, frame) {
+            // The header bytes the checks below rest on, copied out once.
+            let mut head = [0u8; FRAME_HEAD];
+            let n = self.receiver(route).copy_out(frame, 0, &mut head);
+            let head = &head[..n];
+            if !is_ipv4(head, frame) {
                 // The master delivers only IPv4 (it answers ARP itself); anything else has
                 // no use without a neighbour cache.
                 self.stats.rx_not_ipv4 += 1;
@@ -290,7 +305,7 @@ impl PipeDevice {
                 continue;
             }
             if let Route::Fc(i) = route {
-                if !self.sent_by_peer(i, frame) {
+                if !self.sent_by_peer(i, head) {
                     self.stats.rx_fc_spoofed += 1;
                     self.receiver(route).give_back(frame.buf);
                     continue;
@@ -305,35 +320,16 @@ impl PipeDevice {
         }
     }
 
-    /// True if `frame` holds an Ethernet header with EtherType IPv4 and at least one more
-    /// byte (the bytes are read once; smoltcp checks the packet itself).
-    fn is_ipv4(&mut self, route: Route, frame: RxFrame) -> bool {
-        if (frame.len as usize) <= ETH_HEADER_LEN {
-            return false;
-        }
-        let ptr = self.receiver(route).frame_ptr(frame);
-        let mut ethertype = [0u8; 2];
-        // SAFETY: the frame is validated (`len <= buf_size`) and longer than 14 bytes, so
-        // bytes 12..14 are inside its buffer in the live mapping.
-        unsafe { core::ptr::copy_nonoverlapping(ptr.add(12), ethertype.as_mut_ptr(), 2) };
-        ethertype == [0x08, 0x00]
-    }
-
     /// True if a frame from fast channel `i` comes from its peer: source MAC the peer's,
     /// and source IPv4 the peer's unless the master lets the peer forward. (The pipe needs
-    /// no such check: the master already dropped spoofed frames.) The bytes are copied out
-    /// once; a peer rewriting them afterwards only garbles its own frame.
-    fn sent_by_peer(&self, i: usize, frame: RxFrame) -> bool {
-        const SRC_IP: usize = ETH_HEADER_LEN + 12;
-        if (frame.len as usize) < SRC_IP + 4 {
+    /// no such check: the master already dropped spoofed frames.) `head` is the frame's
+    /// first bytes, copied out once; a peer rewriting them afterwards only garbles its own
+    /// frame.
+    fn sent_by_peer(&self, i: usize, head: &[u8]) -> bool {
+        if head.len() < FRAME_HEAD {
             return false;
         }
         let f = &self.fcs[i];
-        let ptr = f.rx.frame_ptr(frame);
-        let mut head = [0u8; SRC_IP + 4];
-        // SAFETY: the frame is validated (`len <= buf_size`) and at least SRC_IP + 4 bytes
-        // long (checked above), inside its buffer in the live mapping.
-        unsafe { core::ptr::copy_nonoverlapping(ptr, head.as_mut_ptr(), head.len()) };
         head[6..12] == f.peer_mac
             && (f.peer_may_forward || head[SRC_IP..SRC_IP + 4] == f.peer_ip.octets())
     }
