@@ -393,10 +393,7 @@ impl ChannelSender {
 
     /// True if some buffer is free or can be reclaimed now.
     pub fn can_alloc(&mut self) -> bool {
-        if self.free.is_empty() {
-            self.reclaim();
-        }
-        !self.free.is_empty()
+        self.has_free(1)
     }
 }
 

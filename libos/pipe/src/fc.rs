@@ -264,13 +264,13 @@ impl FcEnd {
         }
     }
 
-    /// True once the master closed the channel.
     /// True once the file was shrunk under us (by the peer, or anyone who can write it):
     /// the channel is now private zeros; stop using it ([`crate::sigbus`]).
     pub fn is_broken(&self) -> bool {
         self.map.is_broken()
     }
 
+    /// True once the master closed the channel.
     pub fn is_closed(&self) -> bool {
         // SAFETY: header inside the live mapping; atomic field.
         unsafe { &(*self.header()).closed }.load(Ordering::Acquire) != 0
