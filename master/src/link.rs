@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-pub use crate::net::{arp_request, parse_arp, ArpSeen};
-
 macro_rules! link_counters {
     ($($(#[$m:meta])* $name:ident),* $(,)?) => {
         /// The data path's private totals for the NIC.
@@ -480,6 +478,7 @@ impl Neighbors {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::{arp_request, parse_arp, ArpSeen};
 
     const MAC_A: [u8; 6] = [2, 0xa, 0xa, 0xa, 0xa, 0xa];
     const MAC_B: [u8; 6] = [2, 0xb, 0xb, 0xb, 0xb, 0xb];

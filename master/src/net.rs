@@ -208,21 +208,42 @@ pub fn classify(hdr: &[u8; HDR_COPY], len: usize, source: Option<u32>) -> Verdic
     }
 }
 
+/// An Ethernet ARP frame for IPv4: operation `op` (1 request, 2 reply) from
+/// `sender_mac`/`sender_ip` about `target_mac`/`target_ip`, Ethernet destination `eth_dst`,
+/// Ethernet source the sender.
+fn write_arp(
+    out: &mut [u8; ARP_FRAME_LEN],
+    op: u16,
+    eth_dst: [u8; 6],
+    (sender_mac, sender_ip): ([u8; 6], [u8; 4]),
+    (target_mac, target_ip): ([u8; 6], [u8; 4]),
+) {
+    out[0..6].copy_from_slice(&eth_dst);
+    out[6..12].copy_from_slice(&sender_mac);
+    out[12..14].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+    out[14..16].copy_from_slice(&1u16.to_be_bytes()); // htype Ethernet
+    out[16..18].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes()); // ptype IPv4
+    out[18] = 6;
+    out[19] = 4;
+    out[20..22].copy_from_slice(&op.to_be_bytes());
+    out[22..28].copy_from_slice(&sender_mac);
+    out[28..32].copy_from_slice(&sender_ip);
+    out[32..38].copy_from_slice(&target_mac);
+    out[38..42].copy_from_slice(&target_ip);
+}
+
 /// Build an ARP request from `mac`/`ip` asking for `target`, broadcast or (a re-validation
 /// probe) unicast to `to`.
 pub fn arp_request(mac: [u8; 6], ip: u32, target: u32, to: Option<[u8; 6]>) -> [u8; ARP_FRAME_LEN] {
     let mut f = [0u8; ARP_FRAME_LEN];
-    f[0..6].copy_from_slice(&to.unwrap_or([0xff; 6]));
-    f[6..12].copy_from_slice(&mac);
-    f[12..14].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
-    f[14..16].copy_from_slice(&1u16.to_be_bytes());
-    f[16..18].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
-    f[18] = 6;
-    f[19] = 4;
-    f[20..22].copy_from_slice(&1u16.to_be_bytes());
-    f[22..28].copy_from_slice(&mac);
-    f[28..32].copy_from_slice(&ip.to_be_bytes());
-    f[38..42].copy_from_slice(&target.to_be_bytes());
+    let eth_dst = to.unwrap_or([0xff; 6]);
+    write_arp(
+        &mut f,
+        1,
+        eth_dst,
+        (mac, ip.to_be_bytes()),
+        ([0; 6], target.to_be_bytes()),
+    );
     f
 }
 
@@ -264,34 +285,22 @@ pub fn build_arp_reply(
     req_mac: [u8; 6],
     req_ip: [u8; 4],
 ) {
-    out[0..6].copy_from_slice(&eth_dst);
-    out[6..12].copy_from_slice(&answer_mac);
-    out[12..14].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
-    out[14..16].copy_from_slice(&1u16.to_be_bytes()); // htype Ethernet
-    out[16..18].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes()); // ptype IPv4
-    out[18] = 6;
-    out[19] = 4;
-    out[20..22].copy_from_slice(&2u16.to_be_bytes()); // op: reply
-    out[22..28].copy_from_slice(&answer_mac);
-    out[28..32].copy_from_slice(&answer_ip.to_be_bytes());
-    out[32..38].copy_from_slice(&req_mac);
-    out[38..42].copy_from_slice(&req_ip);
+    write_arp(
+        out,
+        2,
+        eth_dst,
+        (answer_mac, answer_ip.to_be_bytes()),
+        (req_mac, req_ip),
+    );
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
 
-    /// An ARP request frame from `mac`/`ip` for `target`.
+    /// An ARP request frame from `mac`/`ip` for `target` (broadcast).
     pub fn arp_request(mac: [u8; 6], ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
-        let mut f = vec![0xff; 6];
-        f.extend_from_slice(&mac);
-        f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
-        f.extend_from_slice(&mac);
-        f.extend_from_slice(&ip.octets());
-        f.extend_from_slice(&[0; 6]);
-        f.extend_from_slice(&target.octets());
-        f
+        super::arp_request(mac, ip.into(), target.into(), None).to_vec()
     }
 
     /// An IPv4/UDP frame with `payload` bytes of payload.

@@ -26,7 +26,7 @@ use docknet_pipe::doorbell::{BellHandle, IdlePolicy, Sleeper, MAX_BELLS};
 use docknet_pipe::pipe::{MasterPipeEnd, PipeControl};
 
 use crate::capture::CaptureTap;
-use crate::link::{self, LinkCounters, LinkStats, NeighborTimers, Neighbors};
+use crate::link::{LinkCounters, LinkStats, NeighborTimers, Neighbors};
 use crate::net::{self, Verdict, ARP_FRAME_LEN, ETH_LEN, HDR_COPY, MASTER_MAC};
 use crate::nic::{CsumState, Nic, NicWaker, RxMeta, TxMeta};
 use crate::rate::{RatePeriods, TokenBucket};
@@ -517,7 +517,7 @@ impl Switch {
             neighbors.ask_due(now, |ask| {
                 if arp_out.len() < arp_out.capacity() {
                     let sender = link_source_ip(slots, ask.target, ask.sender);
-                    arp_out.push(link::arp_request(*mac, sender, ask.target, ask.to));
+                    arp_out.push(net::arp_request(*mac, sender, ask.target, ask.to));
                     local.arp_requests += 1;
                 }
             });
@@ -557,7 +557,7 @@ impl Switch {
         }
         match u16::from_be_bytes([frame[12], frame[13]]) {
             net::ETHERTYPE_ARP => {
-                let Some(arp) = link::parse_arp(frame) else {
+                let Some(arp) = net::parse_arp(frame) else {
                     local.bad_frame += 1;
                     return;
                 };
