@@ -117,6 +117,18 @@ pub fn link(
     Ok(())
 }
 
+/// `fchown` then `fchmod` on an open descriptor: how the daemon hands a file or directory
+/// to a pipe's owner without going through a path a tenant could have replaced.
+pub fn chown_mod(fd: BorrowedFd<'_>, (uid, gid): (u32, u32), mode: u32) -> io::Result<()> {
+    // SAFETY: fchown/fchmod on a descriptor borrowed for the call.
+    if unsafe {
+        libc::fchown(fd.as_raw_fd(), uid, gid) != 0 || libc::fchmod(fd.as_raw_fd(), mode) != 0
+    } {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

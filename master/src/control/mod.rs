@@ -13,7 +13,7 @@ pub use server::{answer, lock, serve};
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Sender};
@@ -81,21 +81,11 @@ fn give_pipe_to(
     let fc = fc.map_err(|e| what(FC_DIR, &e))?;
     let dir = dir.map_err(|e| what("", &e))?;
     for (fd, mode, p) in [
-        (map.file().as_raw_fd(), 0o600, docknet_pipe::pipe::PIPE_FILE),
-        (fc.as_raw_fd(), 0o700, FC_DIR),
-        (dir.as_raw_fd(), 0o700, ""),
+        (map.file().as_fd(), 0o600, docknet_pipe::pipe::PIPE_FILE),
+        (fc.as_fd(), 0o700, FC_DIR),
+        (dir.as_fd(), 0o700, ""),
     ] {
-        // SAFETY: fchown/fchmod on open descriptors we own.
-        let r = unsafe {
-            if libc::fchown(fd, uid, gid) != 0 || libc::fchmod(fd, mode) != 0 {
-                -1
-            } else {
-                0
-            }
-        };
-        if r != 0 {
-            return Err(what(p, &std::io::Error::last_os_error()));
-        }
+        beneath::chown_mod(fd, (uid, gid), mode).map_err(|e| what(p, &e))?;
     }
     Ok(())
 }
@@ -830,8 +820,8 @@ impl Control {
     fn fc_paths(&self, a: &str, b: &str) -> (PathBuf, PathBuf) {
         let d = self.pipes_dir();
         (
-            d.join(a).join(FC_DIR).join(format!("{b}.map")),
-            d.join(b).join(FC_DIR).join(format!("{a}.map")),
+            d.join(a).join(FC_DIR).join(fc_file_name(b)),
+            d.join(b).join(FC_DIR).join(fc_file_name(a)),
         )
     }
 
@@ -906,10 +896,7 @@ impl Control {
         } else {
             (ob.1, 0o660)
         };
-        let fd = map.file().as_raw_fd();
-        // SAFETY: fchown/fchmod on the descriptor of the file we just created.
-        if unsafe { libc::fchown(fd, oa.0, gid) != 0 || libc::fchmod(fd, mode) != 0 } {
-            let e = std::io::Error::last_os_error();
+        if let Err(e) = beneath::chown_mod(map.file().as_fd(), (oa.0, gid), mode) {
             let _ = beneath::unlink(dir_a.as_fd(), &name_a);
             return Err(format!(
                 "cannot give {} to {}:{gid}: {e}",
@@ -1007,7 +994,13 @@ impl Control {
 
     /// Counters of pipe `name`, or of every pipe, keyed by pipe name.
     pub fn stats(&self, name: Option<&str>) -> Result<BTreeMap<String, StatsSnapshot>, String> {
-        let snap = |p: &PipeRec| snapshot(&p.stats, &p.faults);
+        // `broken` from the mapping itself, as `pipe ls` shows it: the data path counts it
+        // only at its next round, which an idle data path may not run for a while.
+        let snap = |p: &PipeRec| {
+            let mut s = snapshot(&p.stats, &p.faults);
+            s.broken = s.broken.max(u64::from(p.control.is_broken()));
+            s
+        };
         match name {
             Some(n) => {
                 let p = self
@@ -1024,7 +1017,6 @@ impl Control {
         }
     }
 
-    /// Remove every pipe and fast channel and refuse further requests.
     /// Remove every pipe (their services stop) and forget the state: nothing is left to
     /// re-adopt.
     pub fn shutdown(&mut self) {
