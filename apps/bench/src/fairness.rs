@@ -92,8 +92,12 @@ pub fn flood(pipe: &Path, kind: FloodKind, size: usize) -> Result<(), String> {
     while !STOP.load(Ordering::Relaxed) {
         let mut n = 0;
         while let Some(b) = end.tx.alloc() {
-            if !end.tx.write_at(b, 0, &frame[..size]) || !end.tx.post(b, size) {
+            if !end.tx.write_at(b, 0, &frame[..size]) {
                 end.tx.cancel(b);
+                break;
+            }
+            // A failed post has already returned the buffer to the free list.
+            if !end.tx.post(b, size) {
                 break;
             }
             n += 1;
