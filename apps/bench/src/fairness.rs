@@ -15,6 +15,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use docknet_master::control::Request;
 use serde::Serialize;
 
 use crate::docknet::{self, Daemon};
@@ -155,12 +156,15 @@ fn ip(o: [u8; 4]) -> String {
     format!("{}.{}.{}.{}", o[0], o[1], o[2], o[3])
 }
 
-fn stat(d: &Daemon, pipe: &str, key: &str) -> u64 {
-    d.ctl(&["stats", pipe, "--json"])
-        .ok()
-        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-        .and_then(|v| v[pipe][key].as_u64())
-        .unwrap_or(0)
+/// The flooder pipe's `tx_frames`, `spoofed` and `no_route` counters, from one `stats`
+/// answer (0 for any that cannot be read).
+fn flood_stats(d: &Daemon) -> [u64; 3] {
+    let v = d
+        .request(&Request::Stats {
+            name: Some("flood".into()),
+        })
+        .unwrap_or_default();
+    ["tx_frames", "spoofed", "no_route"].map(|k| v["flood"][k].as_u64().unwrap_or(0))
 }
 
 /// Runs the benchmark and writes OUT/fairness.{md,json,svg}.
@@ -213,7 +217,7 @@ pub fn run(a: &FairnessArgs) -> Result<(), String> {
             }
             None => None,
         };
-        let before = ["tx_frames", "spoofed", "no_route"].map(|k| stat(&d, "flood", k));
+        let before = flood_stats(&d);
         let t0 = Instant::now();
         let mut c = Command::new(&bins.dn_echo);
         c.env("DOCKNET_PIPE", d.pipe_dir("cli"))
@@ -234,7 +238,7 @@ pub fn run(a: &FairnessArgs) -> Result<(), String> {
                 }
             });
         let secs = t0.elapsed().as_secs_f64();
-        let after = ["tx_frames", "spoofed", "no_route"].map(|k| stat(&d, "flood", k));
+        let after = flood_stats(&d);
         drop(flooder);
         let row = FairRow {
             scenario: name.into(),
