@@ -317,8 +317,7 @@ fn plot(rows: &[FairRow], subtitle: &str) -> String {
         .iter()
         .filter_map(|r| r.point.as_ref().map(|p| p.one_way_us_p99))
         .fold(1.0f64, f64::max);
-    let step = crate::svg::nice_step(max, 5);
-    let top = (max / step).ceil() * step;
+    let (step, top) = crate::svg::nice_axis(max, 5);
     let y = |v: f64| t + ph - v / top * ph;
     let mut o = String::new();
     let _ = write!(
@@ -330,7 +329,7 @@ fn plot(rows: &[FairRow], subtitle: &str) -> String {
 "##,
         crate::svg::esc(subtitle)
     );
-    crate::svg::y_grid(&mut o, l, pw, top, step, y);
+    crate::svg::y_grid(&mut o, l, pw, top, step, y, |v| v.to_string());
     let slot = pw / rows.len().max(1) as f64;
     for (i, r) in rows.iter().enumerate() {
         let x = l + i as f64 * slot;

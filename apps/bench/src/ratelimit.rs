@@ -633,8 +633,7 @@ fn plot(results: &[PanelResult], samples: &[Sample], subtitle: &str) -> String {
             .flat_map(|(_, p)| p.iter().map(|x| x.1))
             .chain(r.rows.iter().filter_map(|x| x.limit_mbps.map(|l| l as f64)))
             .fold(1.0f64, f64::max);
-        let ystep = crate::svg::nice_step(max, 5);
-        let top = (max / ystep).ceil() * ystep;
+        let (ystep, top) = crate::svg::nice_axis(max, 5);
         let x = |s: f64| l + (s - t0) / span * pw;
         let y = |v: f64| t + ph - v.clamp(0.0, top) / top * ph;
         let _ = writeln!(
@@ -643,7 +642,7 @@ fn plot(results: &[PanelResult], samples: &[Sample], subtitle: &str) -> String {
             t - 12.0,
             crate::svg::esc(&r.panel.title)
         );
-        crate::svg::y_grid(&mut o, l, pw, top, ystep, y);
+        crate::svg::y_grid(&mut o, l, pw, top, ystep, y, |v| v.to_string());
         let mut s = 0.0;
         while s <= span + 1e-9 {
             let _ = writeln!(
