@@ -393,10 +393,8 @@ fn write_outputs(a: &FairnessArgs, host: &HostInfo, rows: &[FairRow]) -> Result<
     );
     let mut md = String::new();
     md += "# Fairness: an honest pair through the master while a third pipe floods\n\n";
-    md += &format!("- Command: `{}`\n", a.command_line);
-    md += &format!("- Date: {}\n", host.date_utc);
-    md += &format!("- Kernel (`uname -r`): {}\n", host.kernel);
-    md += &format!("- CPU: {} ({} CPUs)\n\n", host.cpu, host.ncpu);
+    md += &host.md_header(&a.command_line);
+    md += "\n";
     md += "Pipes srv 10.93.0.2, cli 10.93.0.3, flood 10.93.0.4 on one `docknetd --nic none`; \
            `dn-echo server` on srv, `dn-echo client --to 10.93.0.2:7` on cli; the flooder \
            (`docknet-bench flood --pipe RUN/pipes/flood --kind K`) posts frames as fast as its \

@@ -719,10 +719,7 @@ fn write_outputs(
     );
     let mut md = String::new();
     md += "# Rate limits: the paper's Fig. 9 on this machine\n\n";
-    let _ = writeln!(md, "- Command: `{}`", a.command_line);
-    let _ = writeln!(md, "- Date: {}", host.date_utc);
-    let _ = writeln!(md, "- Kernel (`uname -r`): {}", host.kernel);
-    let _ = writeln!(md, "- CPU: {} ({} CPUs)", host.cpu, host.ncpu);
+    md += &host.md_header(&a.command_line);
     let _ = writeln!(md, "- Timers: {timers}; pipe MTU {}", a.mtu);
     if let Some([tcp, udp]) = solo {
         let _ = writeln!(

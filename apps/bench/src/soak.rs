@@ -385,10 +385,7 @@ fn write_outputs(
     );
     let mut md = String::new();
     md += "# Sustained load: wrk through docknetd's TAP against dn-httpd\n\n";
-    md += &format!("- Command: `{}`\n", a.command_line);
-    md += &format!("- Date: {}\n", host.date_utc);
-    md += &format!("- Kernel (`uname -r`): {}\n", host.kernel);
-    md += &format!("- CPU: {} ({} CPUs)\n", host.cpu, host.ncpu);
+    md += &host.md_header(&a.command_line);
     md += &format!(
         "- {} windows of {} s, back to back; the NIC counters are read between windows\n",
         windows.len(),
