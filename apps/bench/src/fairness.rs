@@ -19,7 +19,7 @@ use docknet_master::control::Request;
 use serde::Serialize;
 
 use crate::docknet::{self, Daemon};
-use crate::proc::{run_with_timeout, ChildGuard};
+use crate::proc::ChildGuard;
 use crate::report::{markdown_table, HostInfo};
 use crate::stats::PointResult;
 
@@ -219,24 +219,16 @@ pub fn run(a: &FairnessArgs) -> Result<(), String> {
         };
         let before = flood_stats(&d);
         let t0 = Instant::now();
-        let mut c = Command::new(&bins.dn_echo);
-        c.env("DOCKNET_PIPE", d.pipe_dir("cli"))
-            .args(["client", "--to", &to])
-            .args([
-                "--size",
-                &a.size.to_string(),
-                "--count",
-                &a.count.to_string(),
-            ])
-            .args(["--warmup", &(a.count / 20).max(10).to_string(), "--json"]);
+        let c = crate::pingpong::dn_echo_client(
+            &bins.dn_echo,
+            &d.pipe_dir("cli"),
+            &to,
+            a.size,
+            a.count,
+            (a.count / 20).max(10),
+        );
         let outcome =
-            run_with_timeout("dn-echo client", c, Duration::from_secs(300)).and_then(|o| {
-                if o.success {
-                    crate::pingpong::parse_point(&o.stdout, a.size)
-                } else {
-                    Err(format!("dn-echo client: {}: {}", o.status, o.stderr_tail))
-                }
-            });
+            crate::pingpong::run_point("dn-echo client", c, a.size, Duration::from_secs(300));
         let secs = t0.elapsed().as_secs_f64();
         let after = flood_stats(&d);
         drop(flooder);
