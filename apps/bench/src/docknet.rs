@@ -4,6 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use docknet_master::control::{self, Request, SOCKET_NAME};
+use serde_json::Value;
+
 use crate::cleanup::DirGuard;
 use crate::proc::{run_with_timeout, ChildGuard};
 
@@ -40,6 +43,21 @@ pub fn find_bins(dir: Option<&Path>) -> Result<Bins, String> {
         docknetd: find("docknetd")?,
         docknetctl: find("docknetctl")?,
         dn_echo: find("dn-echo")?,
+    })
+}
+
+/// The control socket of a `docknetd` whose run directory is `run_dir`.
+pub fn socket_path(run_dir: &Path) -> PathBuf {
+    run_dir.join(SOCKET_NAME)
+}
+
+/// Sends one request to the `docknetd` listening on `sock` (5 s timeout) and returns the
+/// `data` of its answer. Spoken directly: a `docknetctl` process per request would be
+/// too slow for millisecond samples.
+pub fn request_at(sock: &Path, req: &Request) -> Result<Value, String> {
+    control::request(sock, req, Duration::from_secs(5)).map_err(|e| match e {
+        control::ClientError::Remote(e) => format!("docknetd: {e}"),
+        control::ClientError::Unreachable(e) => e,
     })
 }
 
@@ -102,7 +120,7 @@ impl Daemon {
             run,
             bins: bins.clone(),
         };
-        let sock = d.run.path.join("docknetd.sock");
+        let sock = d.socket_path();
         let deadline = Instant::now() + timeout;
         let mut last = String::from("control socket not created yet");
         loop {
@@ -147,6 +165,16 @@ impl Daemon {
                 out.stderr_tail
             ))
         }
+    }
+
+    /// Its control socket.
+    pub fn socket_path(&self) -> PathBuf {
+        socket_path(&self.run.path)
+    }
+
+    /// Sends one request on its control socket; returns the answer's `data`.
+    pub fn request(&self, req: &Request) -> Result<Value, String> {
+        request_at(&self.socket_path(), req)
     }
 
     /// The directory of pipe `name` (what `DOCKNET_PIPE` points at).

@@ -15,10 +15,11 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use docknet_master::control::Request;
 use serde::Serialize;
 
 use crate::docknet::{self, Daemon};
-use crate::proc::{run_with_timeout, ChildGuard};
+use crate::proc::ChildGuard;
 use crate::report::{markdown_table, HostInfo};
 use crate::stats::PointResult;
 
@@ -92,8 +93,12 @@ pub fn flood(pipe: &Path, kind: FloodKind, size: usize) -> Result<(), String> {
     while !STOP.load(Ordering::Relaxed) {
         let mut n = 0;
         while let Some(b) = end.tx.alloc() {
-            if !end.tx.write_at(b, 0, &frame[..size]) || !end.tx.post(b, size) {
+            if !end.tx.write_at(b, 0, &frame[..size]) {
                 end.tx.cancel(b);
+                break;
+            }
+            // A failed post has already returned the buffer to the free list.
+            if !end.tx.post(b, size) {
                 break;
             }
             n += 1;
@@ -151,12 +156,15 @@ fn ip(o: [u8; 4]) -> String {
     format!("{}.{}.{}.{}", o[0], o[1], o[2], o[3])
 }
 
-fn stat(d: &Daemon, pipe: &str, key: &str) -> u64 {
-    d.ctl(&["stats", pipe, "--json"])
-        .ok()
-        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-        .and_then(|v| v[pipe][key].as_u64())
-        .unwrap_or(0)
+/// The flooder pipe's `tx_frames`, `spoofed` and `no_route` counters, from one `stats`
+/// answer (0 for any that cannot be read).
+fn flood_stats(d: &Daemon) -> [u64; 3] {
+    let v = d
+        .request(&Request::Stats {
+            name: Some("flood".into()),
+        })
+        .unwrap_or_default();
+    ["tx_frames", "spoofed", "no_route"].map(|k| v["flood"][k].as_u64().unwrap_or(0))
 }
 
 /// Runs the benchmark and writes OUT/fairness.{md,json,svg}.
@@ -209,28 +217,20 @@ pub fn run(a: &FairnessArgs) -> Result<(), String> {
             }
             None => None,
         };
-        let before = ["tx_frames", "spoofed", "no_route"].map(|k| stat(&d, "flood", k));
+        let before = flood_stats(&d);
         let t0 = Instant::now();
-        let mut c = Command::new(&bins.dn_echo);
-        c.env("DOCKNET_PIPE", d.pipe_dir("cli"))
-            .args(["client", "--to", &to])
-            .args([
-                "--size",
-                &a.size.to_string(),
-                "--count",
-                &a.count.to_string(),
-            ])
-            .args(["--warmup", &(a.count / 20).max(10).to_string(), "--json"]);
+        let c = crate::pingpong::dn_echo_client(
+            &bins.dn_echo,
+            &d.pipe_dir("cli"),
+            &to,
+            a.size,
+            a.count,
+            (a.count / 20).max(10),
+        );
         let outcome =
-            run_with_timeout("dn-echo client", c, Duration::from_secs(300)).and_then(|o| {
-                if o.success {
-                    crate::pingpong::parse_point(&o.stdout, a.size)
-                } else {
-                    Err(format!("dn-echo client: {}: {}", o.status, o.stderr_tail))
-                }
-            });
+            crate::pingpong::run_point("dn-echo client", c, a.size, Duration::from_secs(300));
         let secs = t0.elapsed().as_secs_f64();
-        let after = ["tx_frames", "spoofed", "no_route"].map(|k| stat(&d, "flood", k));
+        let after = flood_stats(&d);
         drop(flooder);
         let row = FairRow {
             scenario: name.into(),
@@ -309,8 +309,7 @@ fn plot(rows: &[FairRow], subtitle: &str) -> String {
         .iter()
         .filter_map(|r| r.point.as_ref().map(|p| p.one_way_us_p99))
         .fold(1.0f64, f64::max);
-    let step = crate::svg::nice_step(max, 5);
-    let top = (max / step).ceil() * step;
+    let (step, top) = crate::svg::nice_axis(max, 5);
     let y = |v: f64| t + ph - v / top * ph;
     let mut o = String::new();
     let _ = write!(
@@ -322,7 +321,7 @@ fn plot(rows: &[FairRow], subtitle: &str) -> String {
 "##,
         crate::svg::esc(subtitle)
     );
-    crate::svg::y_grid(&mut o, l, pw, top, step, y);
+    crate::svg::y_grid(&mut o, l, pw, top, step, y, |v| v.to_string());
     let slot = pw / rows.len().max(1) as f64;
     for (i, r) in rows.iter().enumerate() {
         let x = l + i as f64 * slot;
@@ -386,10 +385,8 @@ fn write_outputs(a: &FairnessArgs, host: &HostInfo, rows: &[FairRow]) -> Result<
     );
     let mut md = String::new();
     md += "# Fairness: an honest pair through the master while a third pipe floods\n\n";
-    md += &format!("- Command: `{}`\n", a.command_line);
-    md += &format!("- Date: {}\n", host.date_utc);
-    md += &format!("- Kernel (`uname -r`): {}\n", host.kernel);
-    md += &format!("- CPU: {} ({} CPUs)\n\n", host.cpu, host.ncpu);
+    md += &host.md_header(&a.command_line);
+    md += "\n";
     md += "Pipes srv 10.93.0.2, cli 10.93.0.3, flood 10.93.0.4 on one `docknetd --nic none`; \
            `dn-echo server` on srv, `dn-echo client --to 10.93.0.2:7` on cli; the flooder \
            (`docknet-bench flood --pipe RUN/pipes/flood --kind K`) posts frames as fast as its \

@@ -969,10 +969,7 @@ fn write_outputs(
     }
     let mut md = String::new();
     md += "# HTTP: dn-httpd on DockNet vs nginx on the kernel (1 KB page)\n\n";
-    md += &format!("- Command: `{}`\n", a.command_line);
-    md += &format!("- Date: {}\n", host.date_utc);
-    md += &format!("- Kernel (`uname -r`): {}\n", host.kernel);
-    md += &format!("- CPU: {} ({} CPUs)\n", host.cpu, host.ncpu);
+    md += &host.md_header(&a.command_line);
     md += &format!("- Duration per point: {} s\n", a.seconds);
     if !httpd_build.is_empty() {
         md += &format!("- dn-httpd with the 1 KB page: `{httpd_build}`\n");

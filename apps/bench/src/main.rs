@@ -154,7 +154,16 @@ removed on exit, including on SIGINT/SIGTERM/SIGHUP.";
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// HTTP: dn-loadgen/wrk against dn-httpd and nginx, 1 KB page, several connection counts.
-    #[command(long_about = HTTPD_ABOUT)]
+    #[command(
+        long_about = HTTPD_ABOUT,
+        mut_arg("bin_dir", |a| a.help(
+            "Directory holding docknetd, docknetctl, dn-echo and dn-loadgen (default: next to \
+             this executable)"
+        )),
+        mut_arg("keep_run_dir", |a| a.help(
+            "Keep the temp dirs (/tmp/dnbench-PID-*) for inspection"
+        )),
+    )]
     Httpd(HttpdCli),
 
     /// TCP ping-pong over kernel and DockNet paths; writes a table, an SVG plot and a report.
@@ -166,15 +175,33 @@ enum Cmd {
     Interhost(InterhostCli),
 
     /// Sustained wrk load through docknetd's TAP against dn-httpd, in back-to-back windows.
-    #[command(long_about = SOAK_ABOUT)]
+    #[command(
+        long_about = SOAK_ABOUT,
+        mut_arg("bin_dir", |a| a.help(
+            "Directory holding docknetd and docknetctl (default: next to this executable)"
+        )),
+        mut_arg("keep_run_dir", |a| a.help(
+            "Keep the temp dir (/tmp/dnbench-PID-soak) for inspection"
+        )),
+    )]
     Soak(SoakCli),
 
     /// An honest pair's latency through the master while a third pipe floods.
-    #[command(long_about = FAIRNESS_ABOUT)]
+    #[command(
+        long_about = FAIRNESS_ABOUT,
+        mut_arg("keep_run_dir", |a| a.help(
+            "Keep the run directory (/tmp/dnbench-PID-fair) for inspection"
+        )),
+    )]
     Fairness(FairnessCli),
 
     /// The paper's Fig. 9: a TCP and a UDP sender through the master under changing rate limits.
-    #[command(long_about = RATELIMIT_ABOUT)]
+    #[command(
+        long_about = RATELIMIT_ABOUT,
+        mut_arg("keep_run_dir", |a| a.help(
+            "Keep the run directory (/tmp/dnbench-PID-rate) for inspection"
+        )),
+    )]
     Ratelimit(RatelimitCli),
 
     /// (internal) Post frames into a pipe as fast as its ring takes them, until SIGTERM.
@@ -280,17 +307,11 @@ struct HttpdCli {
     #[arg(long, default_value = "docs/bench")]
     out: PathBuf,
 
-    /// Directory holding docknetd, docknetctl, dn-echo and dn-loadgen (default: next to
-    /// this executable).
-    #[arg(long)]
-    bin_dir: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunCli,
 
     #[command(flatten)]
     httpd: HttpdSourceCli,
-
-    /// Keep the temp dirs (/tmp/dnbench-PID-*) for inspection.
-    #[arg(long)]
-    keep_run_dir: bool,
 }
 
 const SOAK_ABOUT: &str = "\
@@ -360,12 +381,8 @@ struct FairnessCli {
     /// Directory for fairness.svg, fairness.md and fairness.json.
     #[arg(long, default_value = "docs/bench")]
     out: PathBuf,
-    /// Directory holding docknetd, docknetctl and dn-echo (default: next to this executable).
-    #[arg(long)]
-    bin_dir: Option<PathBuf>,
-    /// Keep the run directory (/tmp/dnbench-PID-fair) for inspection.
-    #[arg(long)]
-    keep_run_dir: bool,
+    #[command(flatten)]
+    run: RunCli,
 }
 
 #[derive(clap::Args, Debug)]
@@ -401,12 +418,8 @@ struct RatelimitCli {
     /// Directory for ratelimit.svg, ratelimit.md and ratelimit.json.
     #[arg(long, default_value = "docs/bench")]
     out: PathBuf,
-    /// Directory holding docknetd, docknetctl and dn-echo (default: next to this executable).
-    #[arg(long)]
-    bin_dir: Option<PathBuf>,
-    /// Keep the run directory (/tmp/dnbench-PID-rate) for inspection.
-    #[arg(long)]
-    keep_run_dir: bool,
+    #[command(flatten)]
+    run: RunCli,
 }
 
 #[derive(clap::Args, Debug)]
@@ -435,14 +448,23 @@ struct SoakCli {
     #[arg(long, default_value = "docs/bench")]
     out: PathBuf,
 
-    /// Directory holding docknetd and docknetctl (default: next to this executable).
-    #[arg(long)]
-    bin_dir: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunCli,
 
     #[command(flatten)]
     httpd: HttpdSourceCli,
+}
 
-    /// Keep the temp dir (/tmp/dnbench-PID-soak) for inspection.
+/// Where the DockNet binaries are and whether to keep what a run leaves in /tmp, for every
+/// benchmark (`httpd`, `soak`, `fairness` and `ratelimit` name their own binaries and
+/// directories in the help: `mut_arg` on their subcommand).
+#[derive(clap::Args, Debug)]
+struct RunCli {
+    /// Directory holding docknetd, docknetctl and dn-echo (default: next to this executable).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+
+    /// Keep the DockNet run directories (/tmp/dnbench-PID*) for inspection.
     #[arg(long)]
     keep_run_dir: bool,
 }
@@ -485,31 +507,26 @@ struct CommonCli {
     #[arg(long, default_value = "docs/bench")]
     out: PathBuf,
 
-    /// Directory holding docknetd, docknetctl and dn-echo (default: next to this executable).
-    #[arg(long)]
-    bin_dir: Option<PathBuf>,
-
     /// Seconds one point (one client run) may take before it is killed and marked FAILED.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
 
-    /// Keep the DockNet run directories (/tmp/dnbench-PID*) for inspection.
-    #[arg(long)]
-    keep_run_dir: bool,
+    #[command(flatten)]
+    run: RunCli,
 }
 
 impl CommonCli {
-    fn into_args(self) -> BenchArgs {
+    fn into_args(self, command_line: String) -> BenchArgs {
         BenchArgs {
             sizes: self.sizes.0,
             count: self.count,
             seconds: self.seconds,
             warmup: self.warmup,
             out: self.out,
-            bin_dir: self.bin_dir,
+            bin_dir: self.run.bin_dir,
             timeout: Duration::from_secs(self.timeout),
-            keep_run_dir: self.keep_run_dir,
-            command_line: report::shell_join(&std::env::args().collect::<Vec<_>>()),
+            keep_run_dir: self.run.keep_run_dir,
+            command_line,
         }
     }
 }
@@ -546,10 +563,12 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
         .format_timestamp_millis()
         .init();
+    // What the reports record as the command.
+    let command_line = report::shell_join(&std::env::args().collect::<Vec<_>>());
     let code = match cli.cmd {
         Cmd::Pingpong(p) => {
             let paths = p.paths.0;
-            let args = p.common.into_args();
+            let args = p.common.into_args(command_line);
             bench(|| pingpong::run(&args, &paths))
         }
         Cmd::Interhost(p) => {
@@ -559,7 +578,7 @@ fn main() {
                 mtu: p.mtu,
                 no_tso: p.no_tso,
             };
-            let args = p.common.into_args();
+            let args = p.common.into_args(command_line);
             bench(|| interhost::run(&args, &ia))
         }
         Cmd::Httpd(h) => {
@@ -568,11 +587,11 @@ fn main() {
                 conns: h.conns.0,
                 seconds: h.duration,
                 out: h.out,
-                bin_dir: h.bin_dir,
+                bin_dir: h.run.bin_dir,
                 httpd_bin: h.httpd.httpd_bin,
                 src: h.httpd.src,
-                keep_run_dir: h.keep_run_dir,
-                command_line: report::shell_join(&std::env::args().collect::<Vec<_>>()),
+                keep_run_dir: h.run.keep_run_dir,
+                command_line,
             };
             bench(|| httpd::run(&ha))
         }
@@ -584,11 +603,11 @@ fn main() {
                 threads: c.threads as usize,
                 arp_reachable: c.arp_reachable,
                 out: c.out,
-                bin_dir: c.bin_dir,
+                bin_dir: c.run.bin_dir,
                 httpd_bin: c.httpd.httpd_bin,
                 src: c.httpd.src,
-                keep_run_dir: c.keep_run_dir,
-                command_line: report::shell_join(&std::env::args().collect::<Vec<_>>()),
+                keep_run_dir: c.run.keep_run_dir,
+                command_line,
             };
             bench(|| soak::run(&sa))
         }
@@ -599,9 +618,9 @@ fn main() {
                 flood_size: c.flood_size,
                 flood_rate_mbps: c.flood_rate_mbps,
                 out: c.out,
-                bin_dir: c.bin_dir,
-                keep_run_dir: c.keep_run_dir,
-                command_line: report::shell_join(&std::env::args().collect::<Vec<_>>()),
+                bin_dir: c.run.bin_dir,
+                keep_run_dir: c.run.keep_run_dir,
+                command_line,
             };
             bench(|| fairness::run(&fa))
         }
@@ -621,9 +640,9 @@ fn main() {
                 coarse_ms: c.rate_coarse_ms,
                 mtu: c.mtu,
                 out: c.out,
-                bin_dir: c.bin_dir,
-                keep_run_dir: c.keep_run_dir,
-                command_line: report::shell_join(&std::env::args().collect::<Vec<_>>()),
+                bin_dir: c.run.bin_dir,
+                keep_run_dir: c.run.keep_run_dir,
+                command_line,
             };
             bench(|| ratelimit::run(&ra))
         }

@@ -2,7 +2,7 @@
 //! writes the table, the plot and the report.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -170,7 +170,7 @@ pub fn parse_point(stdout: &str, size: usize) -> Result<PointResult, String> {
 }
 
 /// Runs one client process and turns its outcome into a point.
-fn run_point(
+pub(crate) fn run_point(
     name: &str,
     cmd: Command,
     size: usize,
@@ -244,6 +244,26 @@ pub fn measure(
         });
     }
     rows
+}
+
+/// `dn-echo client` on the pipe in `pipe`: `size`-byte ping-pong with `to`, `count`
+/// measured messages after `warmup` more, one JSON result line.
+pub(crate) fn dn_echo_client(
+    dn_echo: &Path,
+    pipe: &Path,
+    to: &str,
+    size: usize,
+    count: usize,
+    warmup: usize,
+) -> Command {
+    let mut c = Command::new(dn_echo);
+    c.env("DOCKNET_PIPE", pipe)
+        .args(["client", "--to", to])
+        .args(["--size", &size.to_string()])
+        .args(["--count", &count.to_string()])
+        .args(["--warmup", &warmup.to_string()])
+        .arg("--json");
+    c
 }
 
 pub fn self_exe() -> Result<PathBuf, String> {
@@ -381,16 +401,7 @@ fn run_docknet(a: &BenchArgs, path: PathKind, slot: &mut DaemonSlot) -> Result<V
     let rows = measure(
         a,
         path.name(),
-        |size, count, warmup| {
-            let mut c = Command::new(&dn_echo);
-            c.env("DOCKNET_PIPE", &cli_pipe)
-                .args(["client", "--to", &to])
-                .args(["--size", &size.to_string()])
-                .args(["--count", &count.to_string()])
-                .args(["--warmup", &warmup.to_string()])
-                .arg("--json");
-            c
-        },
+        |size, count, warmup| dn_echo_client(&dn_echo, &cli_pipe, &to, size, count, warmup),
         |prev_failed| {
             if let Some(s) = server.exited() {
                 return Err(format!(

@@ -19,16 +19,15 @@
 //! machine (measured first), so the figure has the same shape on any host.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use docknet_master::control::Request;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::docknet::{self, Daemon};
 use crate::proc::ChildGuard;
@@ -156,51 +155,20 @@ pub struct StageRow {
     pub changed: bool,
 }
 
-/// The control socket, spoken directly (a `docknetctl` process per reading would be too
-/// slow for millisecond samples).
-struct ControlSocket {
-    path: PathBuf,
+/// Both senders' `tx_bytes`, from one `stats` answer of the daemon on `sock`.
+fn tx_bytes(sock: &Path) -> Result<[u64; 2], String> {
+    let v = docknet::request_at(sock, &Request::Stats { name: None })?;
+    Ok(FLOWS.map(|f| v[f.pipe()]["tx_bytes"].as_u64().unwrap_or(0)))
 }
 
-impl ControlSocket {
-    fn request(&self, req: &Value) -> Result<Value, String> {
-        let mut s = UnixStream::connect(&self.path)
-            .map_err(|e| format!("control socket {}: {e}", self.path.display()))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .map_err(|e| e.to_string())?;
-        let mut line = req.to_string();
-        line.push('\n');
-        s.write_all(line.as_bytes())
-            .map_err(|e| format!("control socket {}: {e}", self.path.display()))?;
-        let mut resp = String::new();
-        BufReader::new(s)
-            .read_line(&mut resp)
-            .map_err(|e| format!("control socket {}: {e}", self.path.display()))?;
-        let v: Value = serde_json::from_str(&resp)
-            .map_err(|e| format!("control socket: bad answer {resp:?}: {e}"))?;
-        if v["ok"].as_bool() == Some(true) {
-            Ok(v["data"].clone())
-        } else {
-            Err(format!(
-                "docknetd: {}",
-                v["error"].as_str().unwrap_or("error")
-            ))
-        }
-    }
-
-    fn tx_bytes(&self) -> Result<[u64; 2], String> {
-        let v = self.request(&json!({"cmd": "stats"}))?;
-        Ok(FLOWS.map(|f| v[f.pipe()]["tx_bytes"].as_u64().unwrap_or(0)))
-    }
-
-    /// Set or lift a limit; returns when the daemon has applied it.
-    fn set_limit(&self, flow: Flow, mbps: Option<u64>) -> Result<(), String> {
-        let req = match mbps {
-            Some(m) => json!({"cmd": "rate_set", "name": flow.pipe(), "mbps": m}),
-            None => json!({"cmd": "rate_clear", "name": flow.pipe()}),
-        };
-        self.request(&req).map(|_| ())
-    }
+/// Set or lift a limit; returns when the daemon has applied it.
+fn set_limit(d: &Daemon, flow: Flow, mbps: Option<u64>) -> Result<(), String> {
+    let name = flow.pipe().to_string();
+    let req = match mbps {
+        Some(mbps) => Request::RateSet { name, mbps },
+        None => Request::RateClear { name },
+    };
+    d.request(&req).map(|_| ())
 }
 
 /// Reads the counters every `interval` on its own thread until stopped.
@@ -216,11 +184,10 @@ impl Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let (s2, stop2) = (samples.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
-            let ctl = ControlSocket { path: sock };
             let mut next = Instant::now();
             while !stop2.load(Ordering::Relaxed) {
                 let t0 = Instant::now();
-                let bytes = ctl.tx_bytes()?;
+                let bytes = tx_bytes(&sock)?;
                 let t1 = Instant::now();
                 // The counters were read somewhere between sending and the answer.
                 let t = (t0.duration_since(start) + t1.duration_since(start)).as_secs_f64() / 2.0;
@@ -399,9 +366,9 @@ fn start_sender(d: &Daemon, flow: Flow, seconds: u64) -> Result<ChildGuard, Stri
 
 /// What a flow does alone, unlimited, in Mbit/s of frames (median of 100 ms windows
 /// over 1.5 s after a 0.5 s start).
-fn solo_rate(d: &Daemon, ctl: &ControlSocket, flow: Flow) -> Result<f64, String> {
+fn solo_rate(d: &Daemon, flow: Flow) -> Result<f64, String> {
     let start = Instant::now();
-    let sampler = Sampler::start(ctl.path.clone(), start, Duration::from_millis(5));
+    let sampler = Sampler::start(d.socket_path(), start, Duration::from_millis(5));
     let sender = start_sender(d, flow, 4)?;
     let t0 = start.elapsed().as_secs_f64() + 0.5;
     std::thread::sleep(Duration::from_millis(2000));
@@ -464,9 +431,6 @@ pub fn run(a: &RateLimitArgs) -> Result<(), String> {
             &mtu,
         ])?;
     }
-    let ctl = ControlSocket {
-        path: d.run.path.join("docknetd.sock"),
-    };
     let mut sinks = Vec::new();
     for (pipe, cmd) in [("tcp-dst", "tcp-sink"), ("udp-dst", "udp-sink")] {
         let mut c = Command::new(&bins.dn_echo);
@@ -483,8 +447,8 @@ pub fn run(a: &RateLimitArgs) -> Result<(), String> {
         (Some(t), Some(u)) => (t.clone(), u, None),
         _ => {
             eprintln!("ratelimit: measuring each sender alone, unlimited (2 s each)");
-            let tcp = solo_rate(&d, &ctl, Flow::Tcp)?;
-            let udp = solo_rate(&d, &ctl, Flow::Udp)?;
+            let tcp = solo_rate(&d, Flow::Tcp)?;
+            let udp = solo_rate(&d, Flow::Udp)?;
             eprintln!("  alone: TCP {tcp:.0} Mbit/s, UDP {udp:.0} Mbit/s (frames)");
             // Both senders share two cores with the master in panels (c) and (d), and
             // either alone varies from run to run: fractions of the slower one leave
@@ -504,7 +468,7 @@ pub fn run(a: &RateLimitArgs) -> Result<(), String> {
     };
     let panels = panels(&tcp_limits, udp_limit);
     let start = Instant::now();
-    let sampler = Sampler::start(ctl.path.clone(), start, a.sample);
+    let sampler = Sampler::start(d.socket_path(), start, a.sample);
     let now_s = || start.elapsed().as_secs_f64();
     let mut results = Vec::new();
     for panel in &panels {
@@ -512,7 +476,7 @@ pub fn run(a: &RateLimitArgs) -> Result<(), String> {
         eprintln!("ratelimit: {}", panel.title);
         // The first stage's limits are in place before the senders start.
         for &f in &FLOWS {
-            ctl.set_limit(f, panel.stages[0].limits[f as usize])?;
+            set_limit(&d, f, panel.stages[0].limits[f as usize])?;
         }
         let mut senders = Vec::new();
         for &f in &panel.flows {
@@ -531,7 +495,7 @@ pub fn run(a: &RateLimitArgs) -> Result<(), String> {
             for &f in &panel.flows {
                 let fi = f as usize;
                 if stage.limits[fi] != panel.stages[k - 1].limits[fi] {
-                    ctl.set_limit(f, stage.limits[fi])?;
+                    set_limit(&d, f, stage.limits[fi])?;
                     changed[fi] = Some(now_s());
                 }
             }
@@ -669,8 +633,7 @@ fn plot(results: &[PanelResult], samples: &[Sample], subtitle: &str) -> String {
             .flat_map(|(_, p)| p.iter().map(|x| x.1))
             .chain(r.rows.iter().filter_map(|x| x.limit_mbps.map(|l| l as f64)))
             .fold(1.0f64, f64::max);
-        let ystep = crate::svg::nice_step(max, 5);
-        let top = (max / ystep).ceil() * ystep;
+        let (ystep, top) = crate::svg::nice_axis(max, 5);
         let x = |s: f64| l + (s - t0) / span * pw;
         let y = |v: f64| t + ph - v.clamp(0.0, top) / top * ph;
         let _ = writeln!(
@@ -679,7 +642,7 @@ fn plot(results: &[PanelResult], samples: &[Sample], subtitle: &str) -> String {
             t - 12.0,
             crate::svg::esc(&r.panel.title)
         );
-        crate::svg::y_grid(&mut o, l, pw, top, ystep, y);
+        crate::svg::y_grid(&mut o, l, pw, top, ystep, y, |v| v.to_string());
         let mut s = 0.0;
         while s <= span + 1e-9 {
             let _ = writeln!(
@@ -756,10 +719,7 @@ fn write_outputs(
     );
     let mut md = String::new();
     md += "# Rate limits: the paper's Fig. 9 on this machine\n\n";
-    let _ = writeln!(md, "- Command: `{}`", a.command_line);
-    let _ = writeln!(md, "- Date: {}", host.date_utc);
-    let _ = writeln!(md, "- Kernel (`uname -r`): {}", host.kernel);
-    let _ = writeln!(md, "- CPU: {} ({} CPUs)", host.cpu, host.ncpu);
+    md += &host.md_header(&a.command_line);
     let _ = writeln!(md, "- Timers: {timers}; pipe MTU {}", a.mtu);
     if let Some([tcp, udp]) = solo {
         let _ = writeln!(

@@ -234,6 +234,15 @@ impl HostInfo {
             ncpu,
         }
     }
+
+    /// The lines every report starts with: `- Command`, `- Date`, `- Kernel`, `- CPU`
+    /// (markdown list items, each ending in a newline).
+    pub fn md_header(&self, command: &str) -> String {
+        format!(
+            "- Command: `{command}`\n- Date: {}\n- Kernel (`uname -r`): {}\n- CPU: {} ({} CPUs)\n",
+            self.date_utc, self.kernel, self.cpu, self.ncpu
+        )
+    }
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` from Unix seconds.
@@ -302,10 +311,8 @@ total time of the measured (non-warm-up) round trips.";
 pub fn markdown(r: &Report) -> String {
     let mut s = String::new();
     s += &format!("# {}\n\n", r.title);
-    s += &format!("- Command: `{}`\n", r.command);
-    s += &format!("- Date: {}\n", r.host.date_utc);
-    s += &format!("- Kernel (`uname -r`): {}\n", r.host.kernel);
-    s += &format!("- CPU: {} ({} CPUs)\n\n", r.host.cpu, r.host.ncpu);
+    s += &r.host.md_header(&r.command);
+    s += "\n";
     s += &format!("{DEFINITIONS}\n\n");
     s += &format!("{}\n\n", r.paths_text);
     s += &format!(
@@ -402,6 +409,21 @@ mod tests {
         assert!(s.contains("relative to kernel-lo"));
         assert!(s.contains("2.00×") && s.contains("0.50×"));
         assert!(ratios_section(&[], &order, &["kernel-lo"]).contains("no baseline"));
+    }
+
+    #[test]
+    fn md_header_lines() {
+        let h = HostInfo {
+            date_utc: "2000-02-29 00:00:00 UTC".into(),
+            kernel: "6.1.0".into(),
+            cpu: "Some CPU".into(),
+            ncpu: 8,
+        };
+        assert_eq!(
+            h.md_header("bench x"),
+            "- Command: `bench x`\n- Date: 2000-02-29 00:00:00 UTC\n\
+             - Kernel (`uname -r`): 6.1.0\n- CPU: Some CPU (8 CPUs)\n"
+        );
     }
 
     #[test]

@@ -299,19 +299,9 @@ pub fn plot(w: &[Window], s: &Summary, subtitle: &str) -> String {
 "##,
         svg::esc(subtitle)
     );
-    let mut v = 0.0;
-    while v <= top + 1e-9 {
-        let yy = y(v);
-        let _ = writeln!(
-            o,
-            r##"<line x1="{L}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{:.0}k</text>"##,
-            L + pw,
-            L - 6.0,
-            yy + 4.0,
-            v / 1000.0
-        );
-        v += step;
-    }
+    svg::y_grid(&mut o, L, pw, top, step, y, |v| {
+        format!("{:.0}k", v / 1000.0)
+    });
     for (i, win) in w.iter().enumerate() {
         let x = L + i as f64 * bw + bw * 0.1;
         match &win.point {
@@ -395,10 +385,7 @@ fn write_outputs(
     );
     let mut md = String::new();
     md += "# Sustained load: wrk through docknetd's TAP against dn-httpd\n\n";
-    md += &format!("- Command: `{}`\n", a.command_line);
-    md += &format!("- Date: {}\n", host.date_utc);
-    md += &format!("- Kernel (`uname -r`): {}\n", host.kernel);
-    md += &format!("- CPU: {} ({} CPUs)\n", host.cpu, host.ncpu);
+    md += &host.md_header(&a.command_line);
     md += &format!(
         "- {} windows of {} s, back to back; the NIC counters are read between windows\n",
         windows.len(),

@@ -49,19 +49,29 @@ const PLOT_H: f64 = 320.0;
 const PLOT_TOP: f64 = 90.0;
 const PANEL_LEFT: [f64; 2] = [85.0, 635.0];
 
-/// Horizontal grid lines with their labels at 0, `step`, 2 × `step`, ... up to `top`, for a
-/// plot whose x range is `left..left + width` and whose y position of a value is `y(v)`.
-pub fn y_grid(o: &mut String, left: f64, width: f64, top: f64, step: f64, y: impl Fn(f64) -> f64) {
+/// Horizontal grid lines with their labels (`label(v)`) at 0, `step`, 2 × `step`, ... up to
+/// `top`, for a plot whose x range is `left..left + width` and whose y position of a value
+/// is `y(v)`.
+pub fn y_grid(
+    o: &mut String,
+    left: f64,
+    width: f64,
+    top: f64,
+    step: f64,
+    y: impl Fn(f64) -> f64,
+    label: impl Fn(f64) -> String,
+) {
     use std::fmt::Write as _;
     let mut v = 0.0;
     while v <= top + 1e-9 {
         let _ = writeln!(
             o,
-            r##"<line x1="{left}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}" stroke="#ddd"/><text x="{2:.1}" y="{3:.1}" text-anchor="end">{v}</text>"##,
+            r##"<line x1="{left}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}" stroke="#ddd"/><text x="{2:.1}" y="{3:.1}" text-anchor="end">{4}</text>"##,
             y(v),
             left + width,
             left - 6.0,
-            y(v) + 4.0
+            y(v) + 4.0,
+            label(v)
         );
         v += step;
     }
@@ -103,6 +113,13 @@ pub fn nice_step(max: f64, target: usize) -> f64 {
         10.0
     };
     m * mag
+}
+
+/// A y axis from 0 for values up to `max`: its [`nice_step`] (about `target` steps) and
+/// its top, the first multiple of the step at or above `max`.
+pub fn nice_axis(max: f64, target: usize) -> (f64, f64) {
+    let step = nice_step(max, target);
+    (step, (max / step).ceil() * step)
 }
 
 fn fmt_tick(v: f64, step: f64) -> String {
@@ -204,7 +221,7 @@ fn panel(out: &mut String, spec: &PanelSpec, series: &[Series], x_ticks: &[usize
         .flat_map(|s| s.points.iter().map(value))
         .filter(|v| v.is_finite())
         .fold(0.0f64, f64::max);
-    let step = nice_step(
+    let (step, ymax) = nice_axis(
         if ymax_data > 0.0 {
             ymax_data * 1.05
         } else {
@@ -212,13 +229,6 @@ fn panel(out: &mut String, spec: &PanelSpec, series: &[Series], x_ticks: &[usize
         },
         5,
     );
-    let ymax = ((if ymax_data > 0.0 {
-        ymax_data * 1.05
-    } else {
-        1.0
-    }) / step)
-        .ceil()
-        * step;
     let sx = |size: usize| left + x_axis.frac((size as f64).log2()) * PLOT_W;
     let sy = |v: f64| top + PLOT_H - (v / ymax).clamp(0.0, 1.0) * PLOT_H;
 

@@ -92,8 +92,6 @@ enum Cmd {
         /// Pace the sending to this many Mbit/s of payload (default: as fast as it goes).
         #[arg(long)]
         rate_mbps: Option<u64>,
-        #[arg(skip = 1usize << 20)]
-        buffer: usize,
     },
     /// Open one TCP connection to IP:PORT and send as fast as it takes bytes for
     /// --duration-s seconds; print what was sent each second and in all.
@@ -129,21 +127,19 @@ enum Cmd {
         /// Stop after this many seconds (0: on SIGTERM).
         #[arg(long, default_value_t = 0)]
         duration_s: u64,
-        #[arg(skip = 1usize << 20)]
-        buffer: usize,
     },
 }
 
 fn main() {
     let cli = Cli::parse();
+    // The TCP socket buffers; the UDP commands have no --buffer and keep 1 MiB.
     let buffer = match &cli.cmd {
         Cmd::Server { buffer, .. }
         | Cmd::Client { buffer, .. }
         | Cmd::Http { buffer, .. }
-        | Cmd::UdpBlast { buffer, .. }
         | Cmd::TcpBlast { buffer, .. }
-        | Cmd::TcpSink { buffer, .. }
-        | Cmd::UdpSink { buffer, .. } => *buffer,
+        | Cmd::TcpSink { buffer, .. } => *buffer,
+        Cmd::UdpBlast { .. } | Cmd::UdpSink { .. } => 1 << 20,
     };
     let config = |cfg: &mut docknet::EngineConfig| {
         cfg.tcp_rx_buffer = buffer;
