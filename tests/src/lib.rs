@@ -230,6 +230,33 @@ pub struct ChildGuard {
 }
 
 impl ChildGuard {
+    /// Spawn `cmd` (its stdio as the caller set it, except that stderr goes to `log` if
+    /// given) under a guard named `name`; returns the guard and the child's stdout if it
+    /// was piped (for [`wait_for_line`]).
+    pub fn spawn(
+        cmd: &mut Command,
+        name: &str,
+        log: Option<PathBuf>,
+    ) -> (ChildGuard, Option<std::process::ChildStdout>) {
+        if let Some(log) = &log {
+            cmd.stderr(
+                File::create(log).unwrap_or_else(|e| panic!("create log {}: {e}", log.display())),
+            );
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name} ({cmd:?}): {e}"));
+        let stdout = child.stdout.take();
+        (
+            ChildGuard {
+                child,
+                name: name.to_string(),
+                log,
+            },
+            stdout,
+        )
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -437,22 +464,14 @@ impl Daemon {
             }
             None => Command::new(&docknetd),
         };
-        let child = cmd
-            .arg("--run-dir")
+        cmd.arg("--run-dir")
             .arg(run_dir)
             .arg("--nic")
             .arg(nic)
             .args(extra)
             .stdin(Stdio::null())
-            .stdout(File::create(run_dir.join("docknetd.out")).expect("create log"))
-            .stderr(File::create(&log).expect("create log"))
-            .spawn()
-            .expect("spawn docknetd");
-        ChildGuard {
-            child,
-            name: "docknetd".into(),
-            log: Some(log),
-        }
+            .stdout(File::create(run_dir.join("docknetd.out")).expect("create log"));
+        ChildGuard::spawn(&mut cmd, "docknetd", Some(log)).0
     }
 
     fn wait_ready(&mut self, timeout: Duration) {
@@ -601,24 +620,15 @@ impl Daemon {
     ) -> (ChildGuard, std::process::ChildStdout) {
         let n = self.services.fetch_add(1, Ordering::Relaxed);
         let log = self.run_dir.join(format!("{bin_name}-{pipe}-{n}.log"));
-        let mut child = Command::new(bin(bin_name))
-            .args(args)
+        let mut cmd = Command::new(bin(bin_name));
+        cmd.args(args)
             .env("DOCKNET_PIPE", self.pipe_dir(pipe))
             .envs(env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(File::create(&log).expect("create service log"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {bin_name}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        (
-            ChildGuard {
-                child,
-                name: format!("{bin_name} on {pipe}"),
-                log: Some(log),
-            },
-            stdout,
-        )
+            .stdout(Stdio::piped());
+        let (guard, stdout) =
+            ChildGuard::spawn(&mut cmd, &format!("{bin_name} on {pipe}"), Some(log));
+        (guard, stdout.expect("piped stdout"))
     }
 
     /// Start `dn-echo server --port PORT` on `pipe` and wait until it is listening.

@@ -167,13 +167,12 @@ fn a_kernel_stream_through_the_tap_survives_a_restart() {
         "600",
         "--json",
     ])
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped());
-    let mut client = docknet_tests::ChildGuard {
-        child: c.spawn().expect("spawn kernel-echo-client"),
-        name: "kernel-echo-client".into(),
-        log: None,
-    };
+    .stdout(std::process::Stdio::piped());
+    let (mut client, stdout) = docknet_tests::ChildGuard::spawn(
+        &mut c,
+        "kernel-echo-client",
+        Some(site.daemon.run_dir.join("kernel-echo-client.log")),
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert!(client.alive(), "the kernel stream ended before the restart");
     let tap = site.iface.clone();
@@ -181,16 +180,13 @@ fn a_kernel_stream_through_the_tap_survives_a_restart() {
     site.daemon.restart(&[]);
     let st = client.wait_timeout(Duration::from_secs(120));
     let mut out = String::new();
-    let mut err = String::new();
-    if let Some(o) = client.child.stdout.as_mut() {
+    if let (Some(_), Some(mut o)) = (st, stdout) {
         let _ = o.read_to_string(&mut out);
-    }
-    if let Some(e) = client.child.stderr.as_mut() {
-        let _ = e.read_to_string(&mut err);
     }
     assert!(
         st.is_some_and(|s| s.success()),
-        "the kernel's 600 MiB echo through the TAP did not survive the restart ({st:?}): {out} {err}\ndocknetd log:\n{}",
+        "the kernel's 600 MiB echo through the TAP did not survive the restart ({st:?}): {out} {}\ndocknetd log:\n{}",
+        client.log_tail(),
         site.daemon.log_tail()
     );
     eprintln!("[restart tap] {}", out.trim());

@@ -200,13 +200,12 @@ fn scenario_arp_sender(backend: Backend) {
     let mut c = kernel.command(bin("docknet-bench"));
     c.args(["kernel-echo-server", "--bind", &bind])
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let _server = ChildGuard {
-        child: c.spawn().expect("spawn kernel-echo-server"),
-        name: "kernel-echo-server".into(),
-        log: None,
-    };
+        .stdout(Stdio::null());
+    let (_server, _) = ChildGuard::spawn(
+        &mut c,
+        "kernel-echo-server",
+        Some(site.daemon.run_dir.join("kernel-echo-server.log")),
+    );
 
     // Watch the wire from the kernel's side.
     let pcap = unique_tmp().with_extension("pcap");
@@ -219,13 +218,8 @@ fn scenario_arp_sender(backend: Backend) {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut child = t.spawn().expect("spawn tcpdump");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let mut dump = ChildGuard {
-        child,
-        name: "tcpdump".into(),
-        log: None,
-    };
+    let (mut dump, _) = ChildGuard::spawn(&mut t, "tcpdump", None);
+    let stderr = dump.child.stderr.take().expect("piped stderr");
     wait_for_line(stderr, "listening on", Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("tcpdump did not start: {e}"));
     std::thread::sleep(Duration::from_millis(300));

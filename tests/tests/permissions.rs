@@ -165,15 +165,9 @@ fn a_group_member_owns_and_uses_its_pipe() {
     let mut c = bins.as_user("dn-echo", MEMBER, MEMBER);
     c.args(["server", "--port", "7"])
         .env("DOCKNET_PIPE", d.pipe_dir("svc"))
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap());
-    let mut child = c.spawn().expect("spawn dn-echo as the member");
-    let out = child.stdout.take().unwrap();
-    let mut server = ChildGuard {
-        child,
-        name: "dn-echo (uid 4242)".into(),
-        log: Some(log),
-    };
+        .stdout(Stdio::piped());
+    let (mut server, out) = ChildGuard::spawn(&mut c, "dn-echo (uid 4242)", Some(log));
+    let out = out.expect("piped stdout");
     if let Err(e) = wait_for_line(out, "listening", Duration::from_secs(20)) {
         panic!(
             "the member's service did not start on its own pipe: {e} (alive: {})\n{}",
