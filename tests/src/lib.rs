@@ -133,6 +133,35 @@ pub fn unique_tmp() -> PathBuf {
     PathBuf::from(format!("/tmp/dntest-{}-{n}", std::process::id()))
 }
 
+/// A scratch directory [`unique_tmp`] (created), removed with its contents on drop,
+/// whether the test passed or not.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let p = unique_tmp();
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Default for TempDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Processes
 

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use docknet_tests::nic::{self, nic_counter, Backend, Site, PIPE, PIPE_IP};
-use docknet_tests::{bin, run_with_timeout, unique_tmp, wait_for_line, ChildGuard};
+use docknet_tests::{bin, run_with_timeout, wait_for_line, ChildGuard, TempDir};
 use serde_json::Value;
 
 /// The trust period the tests give docknetd (`--arp-reachable`); the default is 30 s.
@@ -208,7 +208,8 @@ fn scenario_arp_sender(backend: Backend) {
     );
 
     // Watch the wire from the kernel's side.
-    let pcap = unique_tmp().with_extension("pcap");
+    let pcap_dir = TempDir::new();
+    let pcap = pcap_dir.path().join("arp.pcap");
     let mut t = kernel.command("tcpdump");
     // --immediate-mode: libpcap otherwise holds packets up to its 1 s buffer timeout, and
     // what it holds when SIGINT comes is never written.
@@ -237,7 +238,6 @@ fn scenario_arp_sender(backend: Backend) {
         Command::new("tcpdump").args(["-nn", "-e", "-r"]).arg(&pcap),
         Duration::from_secs(10),
     );
-    let _ = std::fs::remove_file(&pcap);
     let text = String::from_utf8_lossy(&read.stdout).into_owned();
     let after = site.nic();
     eprintln!("[neighbors {backend:?}] ARP on the wire:\n{text}");

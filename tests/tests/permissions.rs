@@ -4,25 +4,22 @@
 //! Needs root (to act as other users); prints why and passes otherwise.
 
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use docknet_tests::{
-    bin, is_root, run_with_timeout, unique_tmp, wait_for_line, ChildGuard, Daemon,
-};
+use docknet_tests::{bin, is_root, run_with_timeout, wait_for_line, ChildGuard, Daemon, TempDir};
 
-/// A copy of the binaries other users may run (the build tree may be private to root).
-struct PublicBins(PathBuf);
+/// A copy of the binaries other users may run (the build tree may be private to root),
+/// removed on drop.
+struct PublicBins(TempDir);
 
 impl PublicBins {
     fn new() -> PublicBins {
         use std::os::unix::fs::PermissionsExt;
-        let dir = unique_tmp().with_extension("bin");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dir = TempDir::new();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         for b in ["docknetctl", "dn-echo"] {
-            let to = dir.join(b);
+            let to = dir.path().join(b);
             std::fs::copy(bin(b), &to).unwrap();
             std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
@@ -31,7 +28,7 @@ impl PublicBins {
 
     /// `program` run as `uid:gid` (no supplementary groups).
     fn as_user(&self, program: &str, uid: u32, gid: u32) -> Command {
-        let mut c = Command::new(self.0.join(program));
+        let mut c = Command::new(self.0.path().join(program));
         c.uid(uid).gid(gid).stdin(Stdio::null());
         c
     }
@@ -40,12 +37,6 @@ impl PublicBins {
         let mut c = self.as_user("docknetctl", uid, gid);
         c.arg("--run-dir").arg(&d.run_dir).args(args);
         run_with_timeout(&mut c, Duration::from_secs(15)).unwrap_or_else(|(e, _)| panic!("{e}"))
-    }
-}
-
-impl Drop for PublicBins {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use docknet_tests::{counter, Daemon};
+use docknet_tests::{counter, Daemon, TempDir};
 use serde_json::Value;
 
 const MIB: usize = 1024 * 1024;
@@ -113,24 +113,17 @@ fn growing_unlinking_and_symlinking_files_is_harmless() {
     d.echo_ok("h2", "10.88.0.6:7", 65536, 10, Duration::from_secs(60));
 
     // Outside the run directory: what a planted symlink would have the daemon touch.
-    let outside = d.run_dir.with_extension("outside");
-    std::fs::create_dir_all(&outside).unwrap();
+    let outside_dir = TempDir::new();
+    let outside = outside_dir.path();
     let victim = outside.join("victim");
     std::fs::write(&victim, b"untouched").unwrap();
-    struct Rm<'a>(&'a Path);
-    impl Drop for Rm<'_> {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(self.0);
-        }
-    }
-    let _rm = Rm(&outside);
 
     // Unlink the pipe file, then put a symlink to a file outside in its place.
     std::fs::remove_file(&file).unwrap();
     std::os::unix::fs::symlink(&victim, &file).unwrap();
     // `fc/` becomes a symlink to the outside directory.
     std::fs::remove_dir_all(dir.join("fc")).unwrap();
-    std::os::unix::fs::symlink(&outside, dir.join("fc")).unwrap();
+    std::os::unix::fs::symlink(outside, dir.join("fc")).unwrap();
 
     let t0 = Instant::now();
     let ls = pipe_ls(&d);
@@ -149,7 +142,7 @@ fn growing_unlinking_and_symlinking_files_is_harmless() {
         err.contains("not followed"),
         "fc create into a symlinked fc/ should be refused with the reason: {err}"
     );
-    let names: Vec<_> = std::fs::read_dir(&outside)
+    let names: Vec<_> = std::fs::read_dir(outside)
         .unwrap()
         .flatten()
         .map(|e| e.file_name())
