@@ -9,10 +9,12 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use docknet::pipe::{create_pipe_file, PipeConfig};
 use docknet::{Engine, EngineConfig, NetError};
 
-fn engine(tag: &str) -> (std::path::PathBuf, Engine) {
-    let root = std::env::temp_dir().join(format!("dn-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    let dir = root.join("p");
+mod common;
+use common::TempDir;
+
+fn engine(tag: &str) -> (TempDir, Engine) {
+    let root = TempDir::new(std::env::temp_dir().join(format!("dn-{tag}-{}", std::process::id())));
+    let dir = root.path().join("p");
     let cfg = PipeConfig {
         mac: [2, 0, 10, 88, 0, 2],
         ipv4: Ipv4Addr::new(10, 88, 0, 2),
@@ -64,7 +66,7 @@ fn closed_and_stale_tcp_ids_are_errors() {
     e.abort(b).unwrap();
     assert_eq!(e.abort(b), Err(NetError::BadSocket));
     drop(e);
-    let _ = std::fs::remove_dir_all(&root);
+    drop(root);
 }
 
 #[test]
@@ -85,5 +87,5 @@ fn closed_udp_ids_are_errors() {
     assert_eq!(e.udp_send_to(u, b"q", to), Err(NetError::BadSocket));
     assert_eq!(e.udp_send_to(v, b"q", to), Ok(true));
     drop(e);
-    let _ = std::fs::remove_dir_all(&root);
+    drop(root);
 }

@@ -20,6 +20,9 @@ use docknet::shm::SharedMap;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 
+mod common;
+use common::TempDir;
+
 fn fuzz_secs() -> u64 {
     std::env::var("DOCKNET_FUZZ_SECS")
         .ok()
@@ -59,20 +62,18 @@ where
     eprintln!("[fuzz] {name}: {cases} cases in {secs} s, no failure");
 }
 
-fn scratch(tag: &str) -> std::path::PathBuf {
+/// A scratch directory in /dev/shm (else the temp dir), removed when the test ends.
+fn scratch(tag: &str) -> TempDir {
     let base = if std::path::Path::new("/dev/shm").is_dir() {
         std::path::PathBuf::from("/dev/shm")
     } else {
         std::env::temp_dir()
     };
-    let d = base.join(format!(
+    TempDir::new(base.join(format!(
         "dn-fuzz-{tag}-{}-{:?}",
         std::process::id(),
         std::thread::current().id()
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    )))
 }
 
 fn pipe_config() -> PipeConfig {
@@ -115,7 +116,8 @@ fn apply(path: &std::path::Path, muts: &[(usize, u8)], new_len: Option<u64>) {
 
 #[test]
 fn pipe_header_parser() {
-    let dir = scratch("pipe");
+    let tmp = scratch("pipe");
+    let dir = tmp.path();
     let full = {
         let m = create_pipe_file(&dir.join("p"), &pipe_config()).unwrap();
         m.len()
@@ -151,12 +153,12 @@ fn pipe_header_parser() {
         }
         Ok(())
     });
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn fast_channel_header_parser() {
-    let dir = scratch("fc");
+    let tmp = scratch("fc");
+    let dir = tmp.path();
     let a = (std::net::Ipv4Addr::new(10, 88, 0, 2), [2, 0, 10, 88, 0, 2]);
     let b = (std::net::Ipv4Addr::new(10, 88, 0, 3), [2, 0, 10, 88, 0, 3]);
     let full = create_fc_file(&dir.join("probe.map"), a, b, 1500, 64)
@@ -185,7 +187,6 @@ fn fast_channel_header_parser() {
             Ok(())
         },
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A tiny PRNG for the scribbling thread (seeded by the case).
@@ -205,7 +206,8 @@ impl XorShift {
 /// lies inside the buffer area, nothing panics, the faults are counted.
 #[test]
 fn channel_reader_under_concurrent_scribbling() {
-    let dir = scratch("race");
+    let tmp = scratch("race");
+    let dir = tmp.path();
     fuzz(
         "channel under a racing writer",
         (any::<u64>(), 50usize..400),
@@ -288,5 +290,4 @@ fn channel_reader_under_concurrent_scribbling() {
             Ok(())
         },
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

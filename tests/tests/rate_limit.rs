@@ -8,8 +8,7 @@
 use std::time::{Duration, Instant};
 
 use docknet_tests::{
-    bin, clock_ticks_per_sec, counter, cpu_ticks, run_with_timeout, unique_tmp, wait_for_line,
-    Daemon,
+    bin, clock_ticks_per_sec, counter, cpu_ticks, run_with_timeout, wait_for_line, Daemon, TempDir,
 };
 use serde_json::Value;
 
@@ -251,15 +250,14 @@ fn rate_timer_options_are_checked() {
         (["--rate-fine-us", "5000"], "shorter than the fine one"), // coarse 4 ms
         (["--rate-fine-us", "ten"], "invalid value 'ten'"),
     ] {
-        let run = unique_tmp();
+        let run = TempDir::new();
         let mut cmd = std::process::Command::new(bin("docknetd"));
-        cmd.arg("--run-dir").arg(&run).args(args);
+        cmd.arg("--run-dir").arg(run.path()).args(args);
         let out = run_with_timeout(&mut cmd, Duration::from_secs(20))
             .unwrap_or_else(|(e, _)| panic!("docknetd {args:?}: {e}"));
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "docknetd {args:?}: {err}");
         assert!(err.contains(want), "docknetd {args:?} said: {err}");
-        let _ = std::fs::remove_dir_all(&run);
     }
 }
 
