@@ -703,6 +703,15 @@ impl Daemon {
             .unwrap_or_else(|| panic!("{what} ls --json is not a JSON array: {out}"))
     }
 
+    /// The `pipe ls --json` entry of pipe `name` (panics with the list if it has none).
+    pub fn pipe_entry(&self, name: &str) -> Value {
+        let ls = self.list("pipe");
+        ls.iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no pipe {name} in pipe ls: {ls:?}"))
+    }
+
     /// Run `dn-echo client ARGS…` on `pipe` to completion (with a timeout).
     pub fn echo_client(&self, pipe: &str, args: &[&str], timeout: Duration) -> Output {
         let mut cmd = Command::new(bin("dn-echo"));

@@ -100,9 +100,8 @@ fn a_header_rewritten_during_the_restart_is_not_trusted() {
         bytes[at..at + 4].copy_from_slice(&[10, 88, 0, 2]);
         std::fs::write(&file, &bytes).unwrap();
     });
-    let pipes = d.list("pipe");
-    let t = pipes.iter().find(|p| p["name"] == "t").expect("pipe t");
-    assert_eq!(t["ip"], "10.88.0.6/16", "{pipes:?}");
+    let t = d.pipe_entry("t");
+    assert_eq!(t["ip"], "10.88.0.6/16", "{t}");
     assert!(
         d.log_tail().contains("cannot re-adopt"),
         "the new docknetd should say why it made t anew:\n{}",

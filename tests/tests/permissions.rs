@@ -124,10 +124,10 @@ fn a_group_member_owns_and_uses_its_pipe() {
         "a group member cannot create a pipe: {}",
         stderr(&o)
     );
-    let ls: serde_json::Value = serde_json::from_str(&d.ctl_ok(&["pipe", "ls", "--json"])).unwrap();
+    let ls = d.list("pipe");
     assert_eq!(
         ls[0]["owner"], "4242:4242",
-        "the pipe should be the member's: {ls}"
+        "the pipe should be the member's: {ls:?}"
     );
     let o = bins.ctl(
         &d,

@@ -70,12 +70,7 @@ fn echo_mbps_cpu(d: &Daemon, pipe: &str, size: usize) -> (f64, f64) {
 }
 
 fn pipe_rate(d: &Daemon, name: &str) -> Value {
-    let out = d.ctl_ok(&["pipe", "ls", "--json"]);
-    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
-    v.as_array()
-        .and_then(|a| a.iter().find(|p| p["name"] == name))
-        .unwrap_or_else(|| panic!("pipe {name} not in pipe ls: {out}"))["rate_mbps"]
-        .clone()
+    d.pipe_entry(name)["rate_mbps"].clone()
 }
 
 #[test]
