@@ -6,24 +6,21 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use docknet::pipe::{create_pipe_file, PipeConfig};
+use docknet::pipe::create_pipe_file;
 use docknet::{Engine, EngineConfig, NetError};
 
 mod common;
-use common::TempDir;
+use common::{pipe_config, TempDir};
 
 fn engine(tag: &str) -> (TempDir, Engine) {
     let root = TempDir::new(std::env::temp_dir().join(format!("dn-{tag}-{}", std::process::id())));
     let dir = root.path().join("p");
-    let cfg = PipeConfig {
-        mac: [2, 0, 10, 88, 0, 2],
-        ipv4: Ipv4Addr::new(10, 88, 0, 2),
-        prefix_len: 16,
-        gateway: Ipv4Addr::new(10, 88, 0, 1),
-        mtu: 1500,
-        nbufs: 64,
-        flags: docknet::abi::pipe_flags::CSUM_OFFLOAD,
-    };
+    let cfg = pipe_config(
+        Ipv4Addr::new(10, 88, 0, 2),
+        1500,
+        64,
+        docknet::abi::pipe_flags::CSUM_OFFLOAD,
+    );
     create_pipe_file(&dir, &cfg).unwrap();
     let e = Engine::attach(EngineConfig {
         pipe_dir: dir,

@@ -10,19 +10,10 @@ use docknet::pipe::{create_pipe_file, PipeConfig, FC_DIR};
 use docknet::{Control, Engine, EngineConfig};
 
 mod common;
-use common::TempDir;
+use common::{pipe_config, TempDir};
 
 fn pipe(dir: &Path, ip: Ipv4Addr) -> PipeConfig {
-    let o = ip.octets();
-    let cfg = PipeConfig {
-        mac: [2, 0, o[0], o[1], o[2], o[3]],
-        ipv4: ip,
-        prefix_len: 16,
-        gateway: Ipv4Addr::new(10, 88, 0, 1),
-        mtu: 9000,
-        nbufs: 256,
-        flags: docknet::abi::pipe_flags::CSUM_OFFLOAD,
-    };
+    let cfg = pipe_config(ip, 9000, 256, docknet::abi::pipe_flags::CSUM_OFFLOAD);
     create_pipe_file(dir, &cfg).unwrap();
     cfg
 }

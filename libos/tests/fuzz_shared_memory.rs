@@ -76,16 +76,9 @@ fn scratch(tag: &str) -> TempDir {
     )))
 }
 
-fn pipe_config() -> PipeConfig {
-    PipeConfig {
-        mac: [2, 0, 10, 88, 0, 2],
-        ipv4: std::net::Ipv4Addr::new(10, 88, 0, 2),
-        prefix_len: 16,
-        gateway: std::net::Ipv4Addr::new(10, 88, 0, 1),
-        mtu: 1500,
-        nbufs: 64,
-        flags: 0,
-    }
+/// The pipe every fuzzed pipe file starts from.
+fn fuzz_pipe() -> PipeConfig {
+    common::pipe_config(std::net::Ipv4Addr::new(10, 88, 0, 2), 1500, 64, 0)
 }
 
 /// Byte writes into a file: (offset, value); offsets mostly in the header page, where the
@@ -119,7 +112,7 @@ fn pipe_header_parser() {
     let tmp = scratch("pipe");
     let dir = tmp.path();
     let full = {
-        let m = create_pipe_file(&dir.join("p"), &pipe_config()).unwrap();
+        let m = create_pipe_file(&dir.join("p"), &fuzz_pipe()).unwrap();
         m.len()
     };
     let _ = std::fs::remove_dir_all(dir.join("p"));
@@ -130,7 +123,7 @@ fn pipe_header_parser() {
     fuzz("pipe header", (mutations(full), lens), |(muts, len)| {
         let d = dir.join("p");
         let _ = std::fs::remove_dir_all(&d);
-        drop(create_pipe_file(&d, &pipe_config()).unwrap());
+        drop(create_pipe_file(&d, &fuzz_pipe()).unwrap());
         let file = d.join(PIPE_FILE);
         apply(&file, &muts, len);
         let map = SharedMap::open(&file).unwrap();
