@@ -81,7 +81,7 @@ fn fetch_every_second(
     (failures, samples)
 }
 
-/// The kernel's interface facing docknetd, and the namespace it is in.
+/// The kernel's interface facing docknetd (it is in [`Site::client_ns`]).
 fn kernel_iface(site: &Site) -> &str {
     match site.backend {
         Backend::Tap => &site.iface,
@@ -132,10 +132,7 @@ fn scenario_aging(backend: Backend) {
     let iface = kernel_iface(&site).to_string();
     let new_mac = "02:44:4e:aa:bb:01";
     let set = ["link", "set", "dev", iface.as_str(), "address", new_mac];
-    match backend {
-        Backend::Tap => site.host.ip(&set),
-        _ => site.kernel.as_ref().expect("kernel namespace").ip(&set),
-    }
+    site.client_ns().ip(&set);
     let (more, after) = fetch_every_second(&site, 5, 5, "after the MAC change");
     failures.extend(more);
     let end = after.last().expect("samples");
