@@ -714,10 +714,16 @@ impl Daemon {
 
     /// Run `dn-echo client ARGS…` on `pipe` to completion (with a timeout).
     pub fn echo_client(&self, pipe: &str, args: &[&str], timeout: Duration) -> Output {
-        let mut cmd = Command::new(bin("dn-echo"));
-        cmd.arg("client")
-            .args(args)
-            .env("DOCKNET_PIPE", self.pipe_dir(pipe));
+        let mut all = vec!["client"];
+        all.extend_from_slice(args);
+        self.run_on(pipe, "dn-echo", &all, timeout)
+    }
+
+    /// Run workspace binary `bin_name ARGS…` on `pipe` to completion (panics, with its
+    /// output and docknetd's log, if it outlasts `timeout`).
+    pub fn run_on(&self, pipe: &str, bin_name: &str, args: &[&str], timeout: Duration) -> Output {
+        let mut cmd = Command::new(bin(bin_name));
+        cmd.args(args).env("DOCKNET_PIPE", self.pipe_dir(pipe));
         match run_with_timeout(&mut cmd, timeout) {
             Ok(out) => out,
             Err((e, out)) => panic!(

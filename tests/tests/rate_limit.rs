@@ -261,10 +261,7 @@ fn rate_timer_options_are_checked() {
 fn sent_while(d: &Daemon, args: &[&str]) -> (u64, Duration, String) {
     let before = counter(&d.stats(Some("u")), "u", "tx_bytes");
     let t0 = Instant::now();
-    let mut cmd = std::process::Command::new(bin("dn-echo"));
-    cmd.args(args).env("DOCKNET_PIPE", d.pipe_dir("u"));
-    let out = run_with_timeout(&mut cmd, Duration::from_secs(60))
-        .unwrap_or_else(|(e, _)| panic!("dn-echo {args:?}: {e}\ndocknetd:\n{}", d.log_tail()));
+    let out = d.run_on("u", "dn-echo", args, Duration::from_secs(60));
     let took = t0.elapsed();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
