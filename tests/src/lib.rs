@@ -126,6 +126,16 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// True if the test can run as root; otherwise prints `skipping TEST: needs root (WHY)`.
+pub fn need_root(test: &str, why: &str) -> bool {
+    if is_root() {
+        true
+    } else {
+        eprintln!("skipping {test}: needs root ({why})");
+        false
+    }
+}
+
 /// A unique scratch path `/tmp/dntest-<pid>-<counter>` (not created).
 pub fn unique_tmp() -> PathBuf {
     static COUNTER: AtomicU32 = AtomicU32::new(0);

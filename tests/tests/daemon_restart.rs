@@ -121,7 +121,7 @@ fn shutdown_keeps_or_removes_as_asked() {
     assert!(out.contains("left for the next docknetd"), "{out}");
     assert!(server.alive(), "plain shutdown stopped the service");
     assert!(d.pipe_dir("a").join("pipe.map").exists());
-    d.restart_with(&[], || {}); // the process already exited: restart() just starts anew
+    d.restart(&[]); // the process already exited: restart() just starts anew
     assert_eq!(d.list("pipe").len(), 1);
 
     let out = d.ctl_ok(&["shutdown", "--remove-all"]);

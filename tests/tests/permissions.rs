@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use docknet_tests::{bin, is_root, run_with_timeout, wait_for_line, ChildGuard, Daemon, TempDir};
+use docknet_tests::{bin, need_root, run_with_timeout, wait_for_line, ChildGuard, Daemon, TempDir};
 
 /// A copy of the binaries other users may run (the build tree may be private to root),
 /// removed on drop.
@@ -48,8 +48,10 @@ const NOBODY: u32 = 65534;
 
 #[test]
 fn other_users_cannot_read_pipes_or_use_the_socket() {
-    if !is_root() {
-        eprintln!("skipping other_users_cannot_read_pipes_or_use_the_socket: needs root (acts as other users)");
+    if !need_root(
+        "other_users_cannot_read_pipes_or_use_the_socket",
+        "acts as other users",
+    ) {
         return;
     }
     let bins = PublicBins::new();
@@ -103,10 +105,10 @@ fn other_users_cannot_read_pipes_or_use_the_socket() {
 /// nor make pipes for others.
 #[test]
 fn a_group_member_owns_and_uses_its_pipe() {
-    if !is_root() {
-        eprintln!(
-            "skipping a_group_member_owns_and_uses_its_pipe: needs root (acts as other users)"
-        );
+    if !need_root(
+        "a_group_member_owns_and_uses_its_pipe",
+        "acts as other users",
+    ) {
         return;
     }
     const MEMBER: u32 = 4242;
