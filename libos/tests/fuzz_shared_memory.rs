@@ -6,7 +6,8 @@
 //! shrinking, run for a bounded time per target.
 //!
 //! `DOCKNET_FUZZ_SECS` sets the time per target (default 5 s, what CI runs). A failure
-//! prints the seed; it is kept as a regression case in `regressions()` below.
+//! prints its round's seed; `DOCKNET_FUZZ_SEED=SEED` runs that one round again (same
+//! cases, same shrinking; the scribbling thread's timing still varies).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,22 +31,37 @@ fn fuzz_secs() -> u64 {
         .unwrap_or(5)
 }
 
+/// `DOCKNET_FUZZ_SEED`: a seed printed by a failure (decimal or `0x` hex).
+fn fixed_seed() -> Option<u64> {
+    let v = std::env::var("DOCKNET_FUZZ_SEED").ok()?;
+    let v = v.trim();
+    let parsed = match v.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => v.parse(),
+    };
+    Some(parsed.unwrap_or_else(|e| panic!("DOCKNET_FUZZ_SEED={v:?}: {e}")))
+}
+
 /// Run `test` on values of `strategy` until the time is up, in rounds of 32 cases with a
-/// fresh seed each (printed on failure, after shrinking).
+/// fresh seed each (printed on failure, after shrinking); with `DOCKNET_FUZZ_SEED`, one
+/// round with that seed.
 fn fuzz<S: Strategy>(name: &str, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>)
 where
     S::Value: std::fmt::Debug,
 {
-    let secs = fuzz_secs();
+    let fixed = fixed_seed();
+    let secs = if fixed.is_some() { 0 } else { fuzz_secs() };
     let deadline = Instant::now() + Duration::from_secs(secs);
     let (mut rounds, mut cases) = (0u64, 0u64);
     while rounds == 0 || Instant::now() < deadline {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        let round_seed = fixed.unwrap_or_else(|| {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            t ^ rounds.rotate_left(32)
+        });
         let mut seed = [0u8; 32];
-        seed[..8].copy_from_slice(&t.to_le_bytes());
-        seed[8..16].copy_from_slice(&rounds.to_le_bytes());
+        seed[..8].copy_from_slice(&round_seed.to_le_bytes());
         let config = Config {
             cases: 32,
             failure_persistence: None,
@@ -54,12 +70,15 @@ where
         let mut runner =
             TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
         if let Err(e) = runner.run(&strategy, &test) {
-            panic!("[fuzz] {name}: {e}\n(seed {seed:02x?})");
+            panic!("[fuzz] {name}: {e}\n(again: DOCKNET_FUZZ_SEED={round_seed:#x})");
         }
         rounds += 1;
         cases += 32;
     }
-    eprintln!("[fuzz] {name}: {cases} cases in {secs} s, no failure");
+    match fixed {
+        Some(s) => eprintln!("[fuzz] {name}: {cases} cases with seed {s:#x}, no failure"),
+        None => eprintln!("[fuzz] {name}: {cases} cases in {secs} s, no failure"),
+    }
 }
 
 /// A scratch directory in /dev/shm (else the temp dir), removed when the test ends.
