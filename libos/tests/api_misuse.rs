@@ -6,22 +6,21 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use docknet::pipe::{create_pipe_file, PipeConfig};
+use docknet::pipe::create_pipe_file;
 use docknet::{Engine, EngineConfig, NetError};
 
-fn engine(tag: &str) -> (std::path::PathBuf, Engine) {
-    let root = std::env::temp_dir().join(format!("dn-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    let dir = root.join("p");
-    let cfg = PipeConfig {
-        mac: [2, 0, 10, 88, 0, 2],
-        ipv4: Ipv4Addr::new(10, 88, 0, 2),
-        prefix_len: 16,
-        gateway: Ipv4Addr::new(10, 88, 0, 1),
-        mtu: 1500,
-        nbufs: 64,
-        flags: docknet::abi::pipe_flags::CSUM_OFFLOAD,
-    };
+mod common;
+use common::{pipe_config, TempDir};
+
+fn engine(tag: &str) -> (TempDir, Engine) {
+    let root = TempDir::new(std::env::temp_dir().join(format!("dn-{tag}-{}", std::process::id())));
+    let dir = root.path().join("p");
+    let cfg = pipe_config(
+        Ipv4Addr::new(10, 88, 0, 2),
+        1500,
+        64,
+        docknet::abi::pipe_flags::CSUM_OFFLOAD,
+    );
     create_pipe_file(&dir, &cfg).unwrap();
     let e = Engine::attach(EngineConfig {
         pipe_dir: dir,
@@ -64,7 +63,7 @@ fn closed_and_stale_tcp_ids_are_errors() {
     e.abort(b).unwrap();
     assert_eq!(e.abort(b), Err(NetError::BadSocket));
     drop(e);
-    let _ = std::fs::remove_dir_all(&root);
+    drop(root);
 }
 
 #[test]
@@ -85,5 +84,5 @@ fn closed_udp_ids_are_errors() {
     assert_eq!(e.udp_send_to(u, b"q", to), Err(NetError::BadSocket));
     assert_eq!(e.udp_send_to(v, b"q", to), Ok(true));
     drop(e);
-    let _ = std::fs::remove_dir_all(&root);
+    drop(root);
 }

@@ -9,35 +9,20 @@ use docknet::fc::create_fc_file;
 use docknet::pipe::{create_pipe_file, PipeConfig, FC_DIR};
 use docknet::{Control, Engine, EngineConfig};
 
+mod common;
+use common::{pipe_config, TempDir};
+
 fn pipe(dir: &Path, ip: Ipv4Addr) -> PipeConfig {
-    let o = ip.octets();
-    let cfg = PipeConfig {
-        mac: [2, 0, o[0], o[1], o[2], o[3]],
-        ipv4: ip,
-        prefix_len: 16,
-        gateway: Ipv4Addr::new(10, 88, 0, 1),
-        mtu: 9000,
-        nbufs: 256,
-        flags: docknet::abi::pipe_flags::CSUM_OFFLOAD,
-    };
+    let cfg = pipe_config(ip, 9000, 256, docknet::abi::pipe_flags::CSUM_OFFLOAD);
     create_pipe_file(dir, &cfg).unwrap();
     cfg
 }
 
 /// Pipes a (10.88.0.2) and b (10.88.0.3) under a fresh temporary root, joined by a fast
 /// channel file seen from both pipe directories. Returns (root, a, b, a's FC path).
-fn fc_pair(
-    tag: &str,
-    nbufs: u32,
-) -> (
-    std::path::PathBuf,
-    PipeConfig,
-    PipeConfig,
-    std::path::PathBuf,
-) {
-    let root = std::env::temp_dir().join(format!("dn-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    let (da, db) = (root.join("a"), root.join("b"));
+fn fc_pair(tag: &str, nbufs: u32) -> (TempDir, PipeConfig, PipeConfig, std::path::PathBuf) {
+    let root = TempDir::new(std::env::temp_dir().join(format!("dn-{tag}-{}", std::process::id())));
+    let (da, db) = (root.path().join("a"), root.path().join("b"));
     let a = pipe(&da, Ipv4Addr::new(10, 88, 0, 2));
     let b = pipe(&db, Ipv4Addr::new(10, 88, 0, 3));
     let fc = da.join(FC_DIR).join("b.map");
@@ -49,7 +34,7 @@ fn fc_pair(
 #[test]
 fn tcp_echo_over_fast_channel_without_master() {
     let (root, a, _, _) = fc_pair("fc-test", 256);
-    let (da, db) = (root.join("a"), root.join("b"));
+    let (da, db) = (root.path().join("a"), root.path().join("b"));
 
     let cfg = |dir: &Path| EngineConfig {
         pipe_dir: dir.to_path_buf(),
@@ -138,7 +123,7 @@ fn tcp_echo_over_fast_channel_without_master() {
     assert!(cstats.tx_fc_frames > 100 && sstats.rx_fc_frames > 100);
     assert_eq!(client.device().faults(), 0);
     drop(client);
-    let _ = std::fs::remove_dir_all(&root);
+    drop(root);
 }
 
 /// A second attach of a side that is in use is refused, and the refusal leaves the live
@@ -165,7 +150,7 @@ fn a_refused_attach_leaves_the_owner_attached() {
     let again = FcEnd::attach(&fc, a.ipv4).expect("free again after the owner left");
     assert!(peer.peer_attached());
     drop((again, peer));
-    let _ = std::fs::remove_dir_all(&root);
+    drop(root);
 }
 
 /// An Ethernet + IPv4 + UDP frame (checksums zero: pipes carry none).
@@ -193,7 +178,7 @@ fn udp_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr) -
 fn spoofed_fast_channel_frames_are_dropped_and_counted() {
     use docknet::fc::FcEnd;
     let (root, a, b, fc) = fc_pair("fc-spoof", 64);
-    let db = root.join("b");
+    let db = root.path().join("b");
     let mut rx = Engine::attach(EngineConfig {
         pipe_dir: db.clone(),
         ..EngineConfig::from_env()
@@ -259,5 +244,5 @@ fn spoofed_fast_channel_frames_are_dropped_and_counted() {
         "permission withdrawn: {s:?}"
     );
     drop((tx, rx));
-    let _ = std::fs::remove_dir_all(&root);
+    drop(root);
 }

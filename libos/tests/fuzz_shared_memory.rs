@@ -6,7 +6,8 @@
 //! shrinking, run for a bounded time per target.
 //!
 //! `DOCKNET_FUZZ_SECS` sets the time per target (default 5 s, what CI runs). A failure
-//! prints the seed; it is kept as a regression case in `regressions()` below.
+//! prints its round's seed; `DOCKNET_FUZZ_SEED=SEED` runs that one round again (same
+//! cases, same shrinking; the scribbling thread's timing still varies).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,6 +21,9 @@ use docknet::shm::SharedMap;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 
+mod common;
+use common::TempDir;
+
 fn fuzz_secs() -> u64 {
     std::env::var("DOCKNET_FUZZ_SECS")
         .ok()
@@ -27,22 +31,37 @@ fn fuzz_secs() -> u64 {
         .unwrap_or(5)
 }
 
+/// `DOCKNET_FUZZ_SEED`: a seed printed by a failure (decimal or `0x` hex).
+fn fixed_seed() -> Option<u64> {
+    let v = std::env::var("DOCKNET_FUZZ_SEED").ok()?;
+    let v = v.trim();
+    let parsed = match v.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => v.parse(),
+    };
+    Some(parsed.unwrap_or_else(|e| panic!("DOCKNET_FUZZ_SEED={v:?}: {e}")))
+}
+
 /// Run `test` on values of `strategy` until the time is up, in rounds of 32 cases with a
-/// fresh seed each (printed on failure, after shrinking).
+/// fresh seed each (printed on failure, after shrinking); with `DOCKNET_FUZZ_SEED`, one
+/// round with that seed.
 fn fuzz<S: Strategy>(name: &str, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>)
 where
     S::Value: std::fmt::Debug,
 {
-    let secs = fuzz_secs();
+    let fixed = fixed_seed();
+    let secs = if fixed.is_some() { 0 } else { fuzz_secs() };
     let deadline = Instant::now() + Duration::from_secs(secs);
     let (mut rounds, mut cases) = (0u64, 0u64);
     while rounds == 0 || Instant::now() < deadline {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        let round_seed = fixed.unwrap_or_else(|| {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            t ^ rounds.rotate_left(32)
+        });
         let mut seed = [0u8; 32];
-        seed[..8].copy_from_slice(&t.to_le_bytes());
-        seed[8..16].copy_from_slice(&rounds.to_le_bytes());
+        seed[..8].copy_from_slice(&round_seed.to_le_bytes());
         let config = Config {
             cases: 32,
             failure_persistence: None,
@@ -51,40 +70,34 @@ where
         let mut runner =
             TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
         if let Err(e) = runner.run(&strategy, &test) {
-            panic!("[fuzz] {name}: {e}\n(seed {seed:02x?})");
+            panic!("[fuzz] {name}: {e}\n(again: DOCKNET_FUZZ_SEED={round_seed:#x})");
         }
         rounds += 1;
         cases += 32;
     }
-    eprintln!("[fuzz] {name}: {cases} cases in {secs} s, no failure");
+    match fixed {
+        Some(s) => eprintln!("[fuzz] {name}: {cases} cases with seed {s:#x}, no failure"),
+        None => eprintln!("[fuzz] {name}: {cases} cases in {secs} s, no failure"),
+    }
 }
 
-fn scratch(tag: &str) -> std::path::PathBuf {
+/// A scratch directory in /dev/shm (else the temp dir), removed when the test ends.
+fn scratch(tag: &str) -> TempDir {
     let base = if std::path::Path::new("/dev/shm").is_dir() {
         std::path::PathBuf::from("/dev/shm")
     } else {
         std::env::temp_dir()
     };
-    let d = base.join(format!(
+    TempDir::new(base.join(format!(
         "dn-fuzz-{tag}-{}-{:?}",
         std::process::id(),
         std::thread::current().id()
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    )))
 }
 
-fn pipe_config() -> PipeConfig {
-    PipeConfig {
-        mac: [2, 0, 10, 88, 0, 2],
-        ipv4: std::net::Ipv4Addr::new(10, 88, 0, 2),
-        prefix_len: 16,
-        gateway: std::net::Ipv4Addr::new(10, 88, 0, 1),
-        mtu: 1500,
-        nbufs: 64,
-        flags: 0,
-    }
+/// The pipe every fuzzed pipe file starts from.
+fn fuzz_pipe() -> PipeConfig {
+    common::pipe_config(std::net::Ipv4Addr::new(10, 88, 0, 2), 1500, 64, 0)
 }
 
 /// Byte writes into a file: (offset, value); offsets mostly in the header page, where the
@@ -115,9 +128,10 @@ fn apply(path: &std::path::Path, muts: &[(usize, u8)], new_len: Option<u64>) {
 
 #[test]
 fn pipe_header_parser() {
-    let dir = scratch("pipe");
+    let tmp = scratch("pipe");
+    let dir = tmp.path();
     let full = {
-        let m = create_pipe_file(&dir.join("p"), &pipe_config()).unwrap();
+        let m = create_pipe_file(&dir.join("p"), &fuzz_pipe()).unwrap();
         m.len()
     };
     let _ = std::fs::remove_dir_all(dir.join("p"));
@@ -128,7 +142,7 @@ fn pipe_header_parser() {
     fuzz("pipe header", (mutations(full), lens), |(muts, len)| {
         let d = dir.join("p");
         let _ = std::fs::remove_dir_all(&d);
-        drop(create_pipe_file(&d, &pipe_config()).unwrap());
+        drop(create_pipe_file(&d, &fuzz_pipe()).unwrap());
         let file = d.join(PIPE_FILE);
         apply(&file, &muts, len);
         let map = SharedMap::open(&file).unwrap();
@@ -151,12 +165,12 @@ fn pipe_header_parser() {
         }
         Ok(())
     });
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn fast_channel_header_parser() {
-    let dir = scratch("fc");
+    let tmp = scratch("fc");
+    let dir = tmp.path();
     let a = (std::net::Ipv4Addr::new(10, 88, 0, 2), [2, 0, 10, 88, 0, 2]);
     let b = (std::net::Ipv4Addr::new(10, 88, 0, 3), [2, 0, 10, 88, 0, 3]);
     let full = create_fc_file(&dir.join("probe.map"), a, b, 1500, 64)
@@ -185,7 +199,6 @@ fn fast_channel_header_parser() {
             Ok(())
         },
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A tiny PRNG for the scribbling thread (seeded by the case).
@@ -205,7 +218,8 @@ impl XorShift {
 /// lies inside the buffer area, nothing panics, the faults are counted.
 #[test]
 fn channel_reader_under_concurrent_scribbling() {
-    let dir = scratch("race");
+    let tmp = scratch("race");
+    let dir = tmp.path();
     fuzz(
         "channel under a racing writer",
         (any::<u64>(), 50usize..400),
@@ -288,5 +302,4 @@ fn channel_reader_under_concurrent_scribbling() {
             Ok(())
         },
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

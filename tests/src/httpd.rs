@@ -11,7 +11,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use crate::nic::{Backend, Netns, Site, PIPE, PIPE_IP};
-use crate::{run_with_timeout, unique_tmp, wait_for_line, ChildGuard};
+use crate::{run_with_timeout, wait_for_line, ChildGuard};
 
 /// dn-httpd's port in these tests.
 pub const PORT: u16 = 80;
@@ -59,34 +59,6 @@ pub fn site_files() -> Vec<(String, PathBuf)> {
 pub fn site_file(rel: &str) -> Vec<u8> {
     let p = site_dir().join(rel);
     std::fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
-}
-
-/// A removable scratch directory (created), deleted on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new() -> TempDir {
-        let p = unique_tmp();
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        TempDir(p)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Default for TempDir {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 // ---------------------------------------------------------------------------------------

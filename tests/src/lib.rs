@@ -126,11 +126,50 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// True if the test can run as root; otherwise prints `skipping TEST: needs root (WHY)`.
+pub fn need_root(test: &str, why: &str) -> bool {
+    if is_root() {
+        true
+    } else {
+        eprintln!("skipping {test}: needs root ({why})");
+        false
+    }
+}
+
 /// A unique scratch path `/tmp/dntest-<pid>-<counter>` (not created).
 pub fn unique_tmp() -> PathBuf {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     PathBuf::from(format!("/tmp/dntest-{}-{n}", std::process::id()))
+}
+
+/// A scratch directory [`unique_tmp`] (created), removed with its contents on drop,
+/// whether the test passed or not.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let p = unique_tmp();
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Default for TempDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -230,6 +269,33 @@ pub struct ChildGuard {
 }
 
 impl ChildGuard {
+    /// Spawn `cmd` (its stdio as the caller set it, except that stderr goes to `log` if
+    /// given) under a guard named `name`; returns the guard and the child's stdout if it
+    /// was piped (for [`wait_for_line`]).
+    pub fn spawn(
+        cmd: &mut Command,
+        name: &str,
+        log: Option<PathBuf>,
+    ) -> (ChildGuard, Option<std::process::ChildStdout>) {
+        if let Some(log) = &log {
+            cmd.stderr(
+                File::create(log).unwrap_or_else(|e| panic!("create log {}: {e}", log.display())),
+            );
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name} ({cmd:?}): {e}"));
+        let stdout = child.stdout.take();
+        (
+            ChildGuard {
+                child,
+                name: name.to_string(),
+                log,
+            },
+            stdout,
+        )
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -437,22 +503,14 @@ impl Daemon {
             }
             None => Command::new(&docknetd),
         };
-        let child = cmd
-            .arg("--run-dir")
+        cmd.arg("--run-dir")
             .arg(run_dir)
             .arg("--nic")
             .arg(nic)
             .args(extra)
             .stdin(Stdio::null())
-            .stdout(File::create(run_dir.join("docknetd.out")).expect("create log"))
-            .stderr(File::create(&log).expect("create log"))
-            .spawn()
-            .expect("spawn docknetd");
-        ChildGuard {
-            child,
-            name: "docknetd".into(),
-            log: Some(log),
-        }
+            .stdout(File::create(run_dir.join("docknetd.out")).expect("create log"));
+        ChildGuard::spawn(&mut cmd, "docknetd", Some(log)).0
     }
 
     fn wait_ready(&mut self, timeout: Duration) {
@@ -601,24 +659,15 @@ impl Daemon {
     ) -> (ChildGuard, std::process::ChildStdout) {
         let n = self.services.fetch_add(1, Ordering::Relaxed);
         let log = self.run_dir.join(format!("{bin_name}-{pipe}-{n}.log"));
-        let mut child = Command::new(bin(bin_name))
-            .args(args)
+        let mut cmd = Command::new(bin(bin_name));
+        cmd.args(args)
             .env("DOCKNET_PIPE", self.pipe_dir(pipe))
             .envs(env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(File::create(&log).expect("create service log"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {bin_name}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        (
-            ChildGuard {
-                child,
-                name: format!("{bin_name} on {pipe}"),
-                log: Some(log),
-            },
-            stdout,
-        )
+            .stdout(Stdio::piped());
+        let (guard, stdout) =
+            ChildGuard::spawn(&mut cmd, &format!("{bin_name} on {pipe}"), Some(log));
+        (guard, stdout.expect("piped stdout"))
     }
 
     /// Start `dn-echo server --port PORT` on `pipe` and wait until it is listening.
@@ -664,12 +713,27 @@ impl Daemon {
             .unwrap_or_else(|| panic!("{what} ls --json is not a JSON array: {out}"))
     }
 
+    /// The `pipe ls --json` entry of pipe `name` (panics with the list if it has none).
+    pub fn pipe_entry(&self, name: &str) -> Value {
+        let ls = self.list("pipe");
+        ls.iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no pipe {name} in pipe ls: {ls:?}"))
+    }
+
     /// Run `dn-echo client ARGS…` on `pipe` to completion (with a timeout).
     pub fn echo_client(&self, pipe: &str, args: &[&str], timeout: Duration) -> Output {
-        let mut cmd = Command::new(bin("dn-echo"));
-        cmd.arg("client")
-            .args(args)
-            .env("DOCKNET_PIPE", self.pipe_dir(pipe));
+        let mut all = vec!["client"];
+        all.extend_from_slice(args);
+        self.run_on(pipe, "dn-echo", &all, timeout)
+    }
+
+    /// Run workspace binary `bin_name ARGS…` on `pipe` to completion (panics, with its
+    /// output and docknetd's log, if it outlasts `timeout`).
+    pub fn run_on(&self, pipe: &str, bin_name: &str, args: &[&str], timeout: Duration) -> Output {
+        let mut cmd = Command::new(bin(bin_name));
+        cmd.args(args).env("DOCKNET_PIPE", self.pipe_dir(pipe));
         match run_with_timeout(&mut cmd, timeout) {
             Ok(out) => out,
             Err((e, out)) => panic!(

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{bin, is_root, run_with_timeout, unique_tmp, wait_for_line, ChildGuard, Daemon};
+use crate::{bin, run_with_timeout, unique_tmp, wait_for_line, ChildGuard, Daemon};
 
 /// The service pipe of a one-host topology.
 pub const PIPE: &str = "a";
@@ -62,12 +62,7 @@ pub fn serial() -> MutexGuard<'static, ()> {
 
 /// True if the test can run (root, for network namespaces); prints why not otherwise.
 pub fn need_root(test: &str) -> bool {
-    if is_root() {
-        true
-    } else {
-        eprintln!("skipping {test}: needs root (network namespaces, TAP, raw sockets)");
-        false
-    }
+    crate::need_root(test, "network namespaces, TAP, raw sockets")
 }
 
 /// `<pid>x<counter>`: unique among concurrent test processes.

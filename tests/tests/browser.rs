@@ -10,9 +10,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use docknet_tests::httpd::{decode_png, find, HttpdSite, TempDir};
-use docknet_tests::nic;
-use docknet_tests::{run_with_timeout, ChildGuard};
+use docknet_tests::httpd::{decode_png, find, HttpdSite};
+use docknet_tests::{nic, run_with_timeout, ChildGuard, TempDir};
 
 fn chromium() -> Option<&'static str> {
     ["chromium", "chromium-browser"].into_iter().find(|c| {

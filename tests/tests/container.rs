@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use docknet_tests::httpd::{curl_i, gunzip, site_dir, site_file, site_files, HttpdSite, TempDir};
+use docknet_tests::httpd::{curl_i, gunzip, site_dir, site_file, site_files, HttpdSite};
 use docknet_tests::nic::{self, run_ok, PIPE};
-use docknet_tests::{bin, run_with_timeout, unique_tmp};
+use docknet_tests::{bin, run_with_timeout, unique_tmp, TempDir};
 use serde_json::Value;
 
 const TAG: &str = "dn-httpd:test";

@@ -100,9 +100,8 @@ fn a_header_rewritten_during_the_restart_is_not_trusted() {
         bytes[at..at + 4].copy_from_slice(&[10, 88, 0, 2]);
         std::fs::write(&file, &bytes).unwrap();
     });
-    let pipes = d.list("pipe");
-    let t = pipes.iter().find(|p| p["name"] == "t").expect("pipe t");
-    assert_eq!(t["ip"], "10.88.0.6/16", "{pipes:?}");
+    let t = d.pipe_entry("t");
+    assert_eq!(t["ip"], "10.88.0.6/16", "{t}");
     assert!(
         d.log_tail().contains("cannot re-adopt"),
         "the new docknetd should say why it made t anew:\n{}",
@@ -122,7 +121,7 @@ fn shutdown_keeps_or_removes_as_asked() {
     assert!(out.contains("left for the next docknetd"), "{out}");
     assert!(server.alive(), "plain shutdown stopped the service");
     assert!(d.pipe_dir("a").join("pipe.map").exists());
-    d.restart_with(&[], || {}); // the process already exited: restart() just starts anew
+    d.restart(&[]); // the process already exited: restart() just starts anew
     assert_eq!(d.list("pipe").len(), 1);
 
     let out = d.ctl_ok(&["shutdown", "--remove-all"]);
@@ -167,13 +166,12 @@ fn a_kernel_stream_through_the_tap_survives_a_restart() {
         "600",
         "--json",
     ])
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped());
-    let mut client = docknet_tests::ChildGuard {
-        child: c.spawn().expect("spawn kernel-echo-client"),
-        name: "kernel-echo-client".into(),
-        log: None,
-    };
+    .stdout(std::process::Stdio::piped());
+    let (mut client, stdout) = docknet_tests::ChildGuard::spawn(
+        &mut c,
+        "kernel-echo-client",
+        Some(site.daemon.run_dir.join("kernel-echo-client.log")),
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert!(client.alive(), "the kernel stream ended before the restart");
     let tap = site.iface.clone();
@@ -181,16 +179,13 @@ fn a_kernel_stream_through_the_tap_survives_a_restart() {
     site.daemon.restart(&[]);
     let st = client.wait_timeout(Duration::from_secs(120));
     let mut out = String::new();
-    let mut err = String::new();
-    if let Some(o) = client.child.stdout.as_mut() {
+    if let (Some(_), Some(mut o)) = (st, stdout) {
         let _ = o.read_to_string(&mut out);
-    }
-    if let Some(e) = client.child.stderr.as_mut() {
-        let _ = e.read_to_string(&mut err);
     }
     assert!(
         st.is_some_and(|s| s.success()),
-        "the kernel's 600 MiB echo through the TAP did not survive the restart ({st:?}): {out} {err}\ndocknetd log:\n{}",
+        "the kernel's 600 MiB echo through the TAP did not survive the restart ({st:?}): {out} {}\ndocknetd log:\n{}",
+        client.log_tail(),
         site.daemon.log_tail()
     );
     eprintln!("[restart tap] {}", out.trim());

@@ -6,10 +6,9 @@
 //! completes. How much the flood costs in latency is measured, not asserted:
 //! `docknet-bench fairness` (docs/benchmarks.md).
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use docknet_tests::{bin, counter, wait_for_line, ChildGuard, Daemon};
+use docknet_tests::{counter, wait_for_line, Daemon};
 
 #[test]
 fn a_flood_to_a_service_does_not_starve_its_other_clients() {
@@ -18,20 +17,18 @@ fn a_flood_to_a_service_does_not_starve_its_other_clients() {
     d.create_pipe("cli", "10.93.0.3/16", &[]);
     d.create_pipe("flood", "10.93.0.4/16", &[]);
     let _server = d.echo_server("srv", 7);
-    let mut c = Command::new(bin("docknet-bench"));
-    c.args(["flood", "--pipe"])
-        .arg(d.pipe_dir("flood"))
-        .args(["--kind", "to-server"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = c.spawn().expect("spawn the flooder");
-    let out = child.stdout.take().unwrap();
-    let _flooder = ChildGuard {
-        child,
-        name: "flooder".into(),
-        log: None,
-    };
+    let flood_dir = d.pipe_dir("flood");
+    let (_flooder, out) = d.spawn_service(
+        "flood",
+        "docknet-bench",
+        &[
+            "flood",
+            "--pipe",
+            flood_dir.to_str().expect("UTF-8 run dir"),
+            "--kind",
+            "to-server",
+        ],
+    );
     wait_for_line(out, "flooding", Duration::from_secs(10)).expect("flooder started");
     std::thread::sleep(Duration::from_millis(300));
     // Fails (no progress for 30 s) without the fair share.

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use docknet_tests::nic::{self, nic_counter, Backend, Site, PIPE, PIPE_IP};
-use docknet_tests::{bin, run_with_timeout, unique_tmp, wait_for_line, ChildGuard};
+use docknet_tests::{bin, run_with_timeout, wait_for_line, ChildGuard, TempDir};
 use serde_json::Value;
 
 /// The trust period the tests give docknetd (`--arp-reachable`); the default is 30 s.
@@ -81,7 +81,7 @@ fn fetch_every_second(
     (failures, samples)
 }
 
-/// The kernel's interface facing docknetd, and the namespace it is in.
+/// The kernel's interface facing docknetd (it is in [`Site::client_ns`]).
 fn kernel_iface(site: &Site) -> &str {
     match site.backend {
         Backend::Tap => &site.iface,
@@ -132,10 +132,7 @@ fn scenario_aging(backend: Backend) {
     let iface = kernel_iface(&site).to_string();
     let new_mac = "02:44:4e:aa:bb:01";
     let set = ["link", "set", "dev", iface.as_str(), "address", new_mac];
-    match backend {
-        Backend::Tap => site.host.ip(&set),
-        _ => site.kernel.as_ref().expect("kernel namespace").ip(&set),
-    }
+    site.client_ns().ip(&set);
     let (more, after) = fetch_every_second(&site, 5, 5, "after the MAC change");
     failures.extend(more);
     let end = after.last().expect("samples");
@@ -200,16 +197,16 @@ fn scenario_arp_sender(backend: Backend) {
     let mut c = kernel.command(bin("docknet-bench"));
     c.args(["kernel-echo-server", "--bind", &bind])
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let _server = ChildGuard {
-        child: c.spawn().expect("spawn kernel-echo-server"),
-        name: "kernel-echo-server".into(),
-        log: None,
-    };
+        .stdout(Stdio::null());
+    let (_server, _) = ChildGuard::spawn(
+        &mut c,
+        "kernel-echo-server",
+        Some(site.daemon.run_dir.join("kernel-echo-server.log")),
+    );
 
     // Watch the wire from the kernel's side.
-    let pcap = unique_tmp().with_extension("pcap");
+    let pcap_dir = TempDir::new();
+    let pcap = pcap_dir.path().join("arp.pcap");
     let mut t = kernel.command("tcpdump");
     // --immediate-mode: libpcap otherwise holds packets up to its 1 s buffer timeout, and
     // what it holds when SIGINT comes is never written.
@@ -219,13 +216,8 @@ fn scenario_arp_sender(backend: Backend) {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut child = t.spawn().expect("spawn tcpdump");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let mut dump = ChildGuard {
-        child,
-        name: "tcpdump".into(),
-        log: None,
-    };
+    let (mut dump, _) = ChildGuard::spawn(&mut t, "tcpdump", None);
+    let stderr = dump.child.stderr.take().expect("piped stderr");
     wait_for_line(stderr, "listening on", Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("tcpdump did not start: {e}"));
     std::thread::sleep(Duration::from_millis(300));
@@ -243,7 +235,6 @@ fn scenario_arp_sender(backend: Backend) {
         Command::new("tcpdump").args(["-nn", "-e", "-r"]).arg(&pcap),
         Duration::from_secs(10),
     );
-    let _ = std::fs::remove_file(&pcap);
     let text = String::from_utf8_lossy(&read.stdout).into_owned();
     let after = site.nic();
     eprintln!("[neighbors {backend:?}] ARP on the wire:\n{text}");

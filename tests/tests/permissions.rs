@@ -4,25 +4,22 @@
 //! Needs root (to act as other users); prints why and passes otherwise.
 
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use docknet_tests::{
-    bin, is_root, run_with_timeout, unique_tmp, wait_for_line, ChildGuard, Daemon,
-};
+use docknet_tests::{bin, need_root, run_with_timeout, wait_for_line, ChildGuard, Daemon, TempDir};
 
-/// A copy of the binaries other users may run (the build tree may be private to root).
-struct PublicBins(PathBuf);
+/// A copy of the binaries other users may run (the build tree may be private to root),
+/// removed on drop.
+struct PublicBins(TempDir);
 
 impl PublicBins {
     fn new() -> PublicBins {
         use std::os::unix::fs::PermissionsExt;
-        let dir = unique_tmp().with_extension("bin");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dir = TempDir::new();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         for b in ["docknetctl", "dn-echo"] {
-            let to = dir.join(b);
+            let to = dir.path().join(b);
             std::fs::copy(bin(b), &to).unwrap();
             std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
@@ -31,7 +28,7 @@ impl PublicBins {
 
     /// `program` run as `uid:gid` (no supplementary groups).
     fn as_user(&self, program: &str, uid: u32, gid: u32) -> Command {
-        let mut c = Command::new(self.0.join(program));
+        let mut c = Command::new(self.0.path().join(program));
         c.uid(uid).gid(gid).stdin(Stdio::null());
         c
     }
@@ -43,12 +40,6 @@ impl PublicBins {
     }
 }
 
-impl Drop for PublicBins {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).trim().to_string()
 }
@@ -57,8 +48,10 @@ const NOBODY: u32 = 65534;
 
 #[test]
 fn other_users_cannot_read_pipes_or_use_the_socket() {
-    if !is_root() {
-        eprintln!("skipping other_users_cannot_read_pipes_or_use_the_socket: needs root (acts as other users)");
+    if !need_root(
+        "other_users_cannot_read_pipes_or_use_the_socket",
+        "acts as other users",
+    ) {
         return;
     }
     let bins = PublicBins::new();
@@ -112,10 +105,10 @@ fn other_users_cannot_read_pipes_or_use_the_socket() {
 /// nor make pipes for others.
 #[test]
 fn a_group_member_owns_and_uses_its_pipe() {
-    if !is_root() {
-        eprintln!(
-            "skipping a_group_member_owns_and_uses_its_pipe: needs root (acts as other users)"
-        );
+    if !need_root(
+        "a_group_member_owns_and_uses_its_pipe",
+        "acts as other users",
+    ) {
         return;
     }
     const MEMBER: u32 = 4242;
@@ -133,10 +126,10 @@ fn a_group_member_owns_and_uses_its_pipe() {
         "a group member cannot create a pipe: {}",
         stderr(&o)
     );
-    let ls: serde_json::Value = serde_json::from_str(&d.ctl_ok(&["pipe", "ls", "--json"])).unwrap();
+    let ls = d.list("pipe");
     assert_eq!(
         ls[0]["owner"], "4242:4242",
-        "the pipe should be the member's: {ls}"
+        "the pipe should be the member's: {ls:?}"
     );
     let o = bins.ctl(
         &d,
@@ -165,15 +158,9 @@ fn a_group_member_owns_and_uses_its_pipe() {
     let mut c = bins.as_user("dn-echo", MEMBER, MEMBER);
     c.args(["server", "--port", "7"])
         .env("DOCKNET_PIPE", d.pipe_dir("svc"))
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap());
-    let mut child = c.spawn().expect("spawn dn-echo as the member");
-    let out = child.stdout.take().unwrap();
-    let mut server = ChildGuard {
-        child,
-        name: "dn-echo (uid 4242)".into(),
-        log: Some(log),
-    };
+        .stdout(Stdio::piped());
+    let (mut server, out) = ChildGuard::spawn(&mut c, "dn-echo (uid 4242)", Some(log));
+    let out = out.expect("piped stdout");
     if let Err(e) = wait_for_line(out, "listening", Duration::from_secs(20)) {
         panic!(
             "the member's service did not start on its own pipe: {e} (alive: {})\n{}",

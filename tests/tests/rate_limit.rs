@@ -8,8 +8,7 @@
 use std::time::{Duration, Instant};
 
 use docknet_tests::{
-    bin, clock_ticks_per_sec, counter, cpu_ticks, run_with_timeout, unique_tmp, wait_for_line,
-    Daemon,
+    bin, clock_ticks_per_sec, counter, cpu_ticks, run_with_timeout, wait_for_line, Daemon, TempDir,
 };
 use serde_json::Value;
 
@@ -71,12 +70,7 @@ fn echo_mbps_cpu(d: &Daemon, pipe: &str, size: usize) -> (f64, f64) {
 }
 
 fn pipe_rate(d: &Daemon, name: &str) -> Value {
-    let out = d.ctl_ok(&["pipe", "ls", "--json"]);
-    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
-    v.as_array()
-        .and_then(|a| a.iter().find(|p| p["name"] == name))
-        .unwrap_or_else(|| panic!("pipe {name} not in pipe ls: {out}"))["rate_mbps"]
-        .clone()
+    d.pipe_entry(name)["rate_mbps"].clone()
 }
 
 #[test]
@@ -251,15 +245,14 @@ fn rate_timer_options_are_checked() {
         (["--rate-fine-us", "5000"], "shorter than the fine one"), // coarse 4 ms
         (["--rate-fine-us", "ten"], "invalid value 'ten'"),
     ] {
-        let run = unique_tmp();
+        let run = TempDir::new();
         let mut cmd = std::process::Command::new(bin("docknetd"));
-        cmd.arg("--run-dir").arg(&run).args(args);
+        cmd.arg("--run-dir").arg(run.path()).args(args);
         let out = run_with_timeout(&mut cmd, Duration::from_secs(20))
             .unwrap_or_else(|(e, _)| panic!("docknetd {args:?}: {e}"));
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "docknetd {args:?}: {err}");
         assert!(err.contains(want), "docknetd {args:?} said: {err}");
-        let _ = std::fs::remove_dir_all(&run);
     }
 }
 
@@ -268,10 +261,7 @@ fn rate_timer_options_are_checked() {
 fn sent_while(d: &Daemon, args: &[&str]) -> (u64, Duration, String) {
     let before = counter(&d.stats(Some("u")), "u", "tx_bytes");
     let t0 = Instant::now();
-    let mut cmd = std::process::Command::new(bin("dn-echo"));
-    cmd.args(args).env("DOCKNET_PIPE", d.pipe_dir("u"));
-    let out = run_with_timeout(&mut cmd, Duration::from_secs(60))
-        .unwrap_or_else(|(e, _)| panic!("dn-echo {args:?}: {e}\ndocknetd:\n{}", d.log_tail()));
+    let out = d.run_on("u", "dn-echo", args, Duration::from_secs(60));
     let took = t0.elapsed();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(

@@ -8,20 +8,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use docknet_tests::{counter, Daemon};
-use serde_json::Value;
+use docknet_tests::{counter, Daemon, TempDir};
 
 const MIB: usize = 1024 * 1024;
-
-fn pipe_ls(d: &Daemon) -> Vec<Value> {
-    d.list("pipe")
-}
-
-fn entry<'a>(ls: &'a [Value], name: &str) -> &'a Value {
-    ls.iter()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("no pipe {name} in {ls:?}"))
-}
 
 fn set_len(path: &Path, len: u64) {
     std::fs::OpenOptions::new()
@@ -73,9 +62,9 @@ fn truncating_a_pipe_file_hurts_no_one_else() {
     );
     drop(victim_of_evil);
 
-    let ls = pipe_ls(&d);
-    assert_eq!(entry(&ls, "evil")["broken"], true, "{ls:?}");
-    assert_eq!(entry(&ls, "h1")["broken"], false, "{ls:?}");
+    let (evil, h1) = (d.pipe_entry("evil"), d.pipe_entry("h1"));
+    assert_eq!(evil["broken"], true, "{evil}");
+    assert_eq!(h1["broken"], false, "{h1}");
     let stats = d.stats(None);
     assert_eq!(counter(&stats, "evil", "broken"), 1, "{stats}");
     assert_eq!(counter(&stats, "h1", "broken"), 0, "{stats}");
@@ -113,43 +102,35 @@ fn growing_unlinking_and_symlinking_files_is_harmless() {
     d.echo_ok("h2", "10.88.0.6:7", 65536, 10, Duration::from_secs(60));
 
     // Outside the run directory: what a planted symlink would have the daemon touch.
-    let outside = d.run_dir.with_extension("outside");
-    std::fs::create_dir_all(&outside).unwrap();
+    let outside_dir = TempDir::new();
+    let outside = outside_dir.path();
     let victim = outside.join("victim");
     std::fs::write(&victim, b"untouched").unwrap();
-    struct Rm<'a>(&'a Path);
-    impl Drop for Rm<'_> {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(self.0);
-        }
-    }
-    let _rm = Rm(&outside);
 
     // Unlink the pipe file, then put a symlink to a file outside in its place.
     std::fs::remove_file(&file).unwrap();
     std::os::unix::fs::symlink(&victim, &file).unwrap();
     // `fc/` becomes a symlink to the outside directory.
     std::fs::remove_dir_all(dir.join("fc")).unwrap();
-    std::os::unix::fs::symlink(&outside, dir.join("fc")).unwrap();
+    std::os::unix::fs::symlink(outside, dir.join("fc")).unwrap();
 
     let t0 = Instant::now();
-    let ls = pipe_ls(&d);
+    let t = d.pipe_entry("t");
     assert!(
         t0.elapsed() < Duration::from_secs(5),
         "pipe ls took {:?}",
         t0.elapsed()
     );
     assert_eq!(
-        entry(&ls, "t")["attached"],
-        true,
-        "the claim is asked of the file the master mapped, not of the planted symlink: {ls:?}"
+        t["attached"], true,
+        "the claim is asked of the file the master mapped, not of the planted symlink: {t}"
     );
     let err = d.ctl_err(&["fc", "create", "t", "h1"]);
     assert!(
         err.contains("not followed"),
         "fc create into a symlinked fc/ should be refused with the reason: {err}"
     );
-    let names: Vec<_> = std::fs::read_dir(&outside)
+    let names: Vec<_> = std::fs::read_dir(outside)
         .unwrap()
         .flatten()
         .map(|e| e.file_name())
@@ -167,7 +148,7 @@ fn growing_unlinking_and_symlinking_files_is_harmless() {
     // SAFETY: a NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     let t0 = Instant::now();
-    pipe_ls(&d);
+    d.list("pipe");
     d.ctl_ok(&["stats"]);
     assert!(t0.elapsed() < Duration::from_secs(5));
 

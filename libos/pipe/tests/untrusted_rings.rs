@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use docknet_pipe::abi::{ChannelGeometry, Desc, RingIndices, HEADER_SIZE};
+use docknet_pipe::abi::{ChannelGeometry, ChannelLayout, Desc, RingIndices, HEADER_SIZE};
 use docknet_pipe::channel::{ChannelFaults, ChannelReceiver, ChannelSender};
 use docknet_pipe::shm::SharedMap;
 use proptest::prelude::*;
@@ -42,21 +42,51 @@ fn scribble() -> impl Strategy<Value = Scribble> {
     ]
 }
 
+/// One channel of `nbufs` 1500-byte buffers in a fresh mapping (its file already
+/// unlinked), with both ends and their fault counters. The ends point into `map`: when
+/// destructuring, bind it first (a binding, not `..` or `_`, which would unmap it at
+/// once; first, so it is dropped after them).
+struct Channel {
+    map: SharedMap,
+    layout: ChannelLayout,
+    faults: Arc<ChannelFaults>,
+    tx: ChannelSender,
+    rx: ChannelReceiver,
+}
+
+fn channel(tag: &str, nbufs: u32) -> Channel {
+    let geo = ChannelGeometry::for_mtu(1500, nbufs);
+    let (layout, end) = geo.layout_at(HEADER_SIZE);
+    let path = std::env::temp_dir().join(format!(
+        "dn-{tag}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_file(&path);
+    let map = SharedMap::create(&path, end).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let faults = Arc::new(ChannelFaults::default());
+    // SAFETY (test): `map` is moved into the same `Channel` as both ends and dropped
+    // after them (moving a `SharedMap` does not move its mapping); no bells.
+    let tx =
+        unsafe { ChannelSender::new(&map, &layout, std::ptr::null(), faults.clone()) }.unwrap();
+    // SAFETY (test): as above.
+    let rx =
+        unsafe { ChannelReceiver::new(&map, &layout, std::ptr::null(), faults.clone()) }.unwrap();
+    Channel {
+        map,
+        layout,
+        faults,
+        tx,
+        rx,
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
     #[test]
     fn garbage_never_escapes_the_buffer_area(ops in proptest::collection::vec((scribble(), 0u8..4), 1..200)) {
-        let geo = ChannelGeometry::for_mtu(1500, 64);
-        let (layout, end) = geo.layout_at(HEADER_SIZE);
-        let path = std::env::temp_dir().join(format!("dn-prop-{}-{:?}", std::process::id(), std::thread::current().id()));
-        let _ = std::fs::remove_file(&path);
-        let map = SharedMap::create(&path, end).unwrap();
-        std::fs::remove_file(&path).unwrap();
-        let faults = Arc::new(ChannelFaults::default());
-        // SAFETY (test): `map` outlives both ends; no bells.
-        let mut tx = unsafe { ChannelSender::new(&map, &layout, std::ptr::null(), faults.clone()) }.unwrap();
-        // SAFETY (test): as above.
-        let mut rx = unsafe { ChannelReceiver::new(&map, &layout, std::ptr::null(), faults.clone()) }.unwrap();
+        let Channel { map, layout, mut tx, mut rx, .. } = channel("prop", 64);
         let ring = map.ptr_at::<RingIndices>(layout.ring_off as usize).unwrap();
         let ret = map.ptr_at::<RingIndices>(layout.ret_off as usize).unwrap();
         let entry = |r: *mut RingIndices, i: u32| -> *mut Desc {
@@ -96,19 +126,13 @@ proptest! {
 
 #[test]
 fn double_return_is_refused_and_counted() {
-    let geo = ChannelGeometry::for_mtu(1500, 8);
-    let (layout, end) = geo.layout_at(HEADER_SIZE);
-    let path = std::env::temp_dir().join(format!("dn-dbl-{}", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let map = SharedMap::create(&path, end).unwrap();
-    std::fs::remove_file(&path).unwrap();
-    let faults = Arc::new(ChannelFaults::default());
-    // SAFETY (test): `map` outlives both ends.
-    let mut tx =
-        unsafe { ChannelSender::new(&map, &layout, std::ptr::null(), faults.clone()) }.unwrap();
-    // SAFETY (test): as above.
-    let mut rx =
-        unsafe { ChannelReceiver::new(&map, &layout, std::ptr::null(), faults.clone()) }.unwrap();
+    let Channel {
+        map: _map,
+        faults,
+        mut tx,
+        mut rx,
+        ..
+    } = channel("dbl", 8);
     assert!(tx.send_copy(b"hello, frame"));
     tx.flush();
     let f = rx.recv().unwrap();
@@ -138,17 +162,7 @@ proptest! {
         offset in 0usize..5000,
         n in 0usize..5000,
     ) {
-        let geo = ChannelGeometry::for_mtu(1500, 64);
-        let (layout, end) = geo.layout_at(HEADER_SIZE);
-        let path = std::env::temp_dir().join(format!("dn-copy-{}-{:?}", std::process::id(), std::thread::current().id()));
-        let _ = std::fs::remove_file(&path);
-        let map = SharedMap::create(&path, end).unwrap();
-        std::fs::remove_file(&path).unwrap();
-        let faults = Arc::new(ChannelFaults::default());
-        // SAFETY (test): `map` outlives both ends; no bells.
-        let mut tx = unsafe { ChannelSender::new(&map, &layout, std::ptr::null(), faults.clone()) }.unwrap();
-        // SAFETY (test): as above.
-        let rx = unsafe { ChannelReceiver::new(&map, &layout, std::ptr::null(), faults.clone()) }.unwrap();
+        let Channel { map: _map, layout, mut tx, rx, .. } = channel("copy", 64);
         let (nbufs, size) = (layout.nbufs, layout.buf_size as usize);
         let src = vec![7u8; n];
         let fits = buf < nbufs && offset + n <= size;
