@@ -137,6 +137,9 @@ pub struct Control {
     closed: bool,
     /// Set by `docknetctl shutdown`: `Some(remove_all)`.
     exit_request: Option<bool>,
+    /// What the state file holds now (written by this daemon), to skip rewriting it when a
+    /// request changed nothing (a refused one).
+    state_written: Option<SavedState>,
     /// The group that may use the control socket besides root (`--group`).
     group: Option<u32>,
     /// Who sent the request being served (`None`: root, in process).
@@ -196,6 +199,7 @@ impl Control {
             bell,
             closed: false,
             exit_request: None,
+            state_written: None,
             group: None,
             caller: None,
             link: None,
@@ -763,9 +767,16 @@ impl Control {
 
     /// Rewrite the state file (a failure is logged: the daemon goes on, but a restart
     /// would not find what changed).
-    fn save_state(&self) {
-        if let Err(e) = crate::state::save(&self.run_dir, &self.saved()) {
-            log::warn!("{e}; a restarted docknetd would not re-adopt the latest changes");
+    fn save_state(&mut self) {
+        let state = self.saved();
+        if self.state_written.as_ref() == Some(&state) {
+            return;
+        }
+        match crate::state::save(&self.run_dir, &state) {
+            Ok(()) => self.state_written = Some(state),
+            Err(e) => {
+                log::warn!("{e}; a restarted docknetd would not re-adopt the latest changes")
+            }
         }
     }
 
@@ -1027,6 +1038,7 @@ impl Control {
             }
         }
         crate::state::remove(&self.run_dir);
+        self.state_written = None;
         self.closed = true;
     }
 
