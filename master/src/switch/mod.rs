@@ -146,7 +146,7 @@ struct NicPort {
     /// The NIC fills L4 checksums (`TxMeta::csum_partial`).
     tx_csum: bool,
     neighbors: Neighbors,
-    /// The clock read once per round (by `link_round`), for the neighbour table.
+    /// The clock read once per round (by `round`), for the neighbour table.
     now: Instant,
     local: LinkCounters,
     stats: Arc<LinkStats>,
@@ -412,12 +412,9 @@ impl Switch {
     /// while its bucket holds tokens), then flush. Returns the number of frames taken.
     pub fn round(&mut self) -> usize {
         self.rounds = self.rounds.wrapping_add(1);
-        let mut total = self.link_round();
-        let now = if self.limited > 0 {
-            Some(Instant::now())
-        } else {
-            None
-        };
+        // One clock read per round, and only if the NIC or a rate limit needs it.
+        let now = (self.nic.is_some() || self.limited > 0).then(Instant::now);
+        let mut total = now.map_or(0, |now| self.link_round(now));
         for i in 0..self.slots.len() {
             if let Some(Some(s)) = self.slots.get_mut(i) {
                 quarantine_if_broken(i, s);
@@ -481,11 +478,10 @@ impl Switch {
 
     /// Take a burst from the NIC and deliver it; send queued ARP and frames whose
     /// destination got resolved. Returns the number of frames received.
-    fn link_round(&mut self) -> usize {
+    fn link_round(&mut self, now: Instant) -> usize {
         let Some(mut port) = self.nic.take() else {
             return 0;
         };
-        let now = Instant::now();
         port.now = now;
         let n = port.nic.rx_burst_meta(BATCH, &mut |frame, meta| {
             let mut link = LinkRx {
