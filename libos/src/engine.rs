@@ -131,22 +131,6 @@ impl std::hash::BuildHasher for HandleHash {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SocketKind {
-    Tcp,
-    Udp,
-}
-
-/// What the engine knows of a smoltcp socket the app may name.
-#[derive(Clone, Copy, Debug)]
-struct SocketRecord {
-    kind: SocketKind,
-    generation: u64,
-    /// False once the app closed or aborted it (it may linger until the FIN exchange
-    /// ends, but the id is spent).
-    open: bool,
-}
-
 /// A listening port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ListenerId(usize);
@@ -205,7 +189,7 @@ pub struct Engine {
     /// Sockets the app closed; freed once smoltcp is done with them.
     closing: Vec<SocketHandle>,
     /// The sockets ids may name, by handle (one lookup per app call; never per frame).
-    records: std::collections::HashMap<SocketHandle, SocketRecord, HandleHash>,
+    records: std::collections::HashMap<SocketHandle, u64, HandleHash>,
     next_generation: u64,
     next_port: u16,
     cfg: EngineConfig,
@@ -348,29 +332,24 @@ impl Engine {
         }
         Some(TcpId {
             handle: h,
-            generation: self.record(h, SocketKind::Tcp),
+            generation: self.record(h),
         })
     }
 
-    /// Note that the app may now name `h`; returns its generation.
-    fn record(&mut self, h: SocketHandle, kind: SocketKind) -> u64 {
+    /// Note that the app may now name `h`; returns its generation. Generations are never
+    /// reused, so an id names a live socket (of its own kind: ids are typed) only while
+    /// its record holds its generation.
+    fn record(&mut self, h: SocketHandle) -> u64 {
         let generation = self.next_generation;
         self.next_generation += 1;
-        self.records.insert(
-            h,
-            SocketRecord {
-                kind,
-                generation,
-                open: true,
-            },
-        );
+        self.records.insert(h, generation);
         generation
     }
 
-    /// `Ok` if (`h`, `generation`) names an open socket of `kind`.
-    fn check(&self, h: SocketHandle, generation: u64, kind: SocketKind) -> Result<(), NetError> {
+    /// `Ok` if (`h`, `generation`) names a socket the app has not closed.
+    fn check(&self, h: SocketHandle, generation: u64) -> Result<(), NetError> {
         match self.records.get(&h) {
-            Some(r) if r.open && r.generation == generation && r.kind == kind => Ok(()),
+            Some(&g) if g == generation => Ok(()),
             _ => Err(NetError::BadSocket),
         }
     }
@@ -403,7 +382,7 @@ impl Engine {
         let h = self.sockets.add(s);
         Ok(TcpId {
             handle: h,
-            generation: self.record(h, SocketKind::Tcp),
+            generation: self.record(h),
         })
     }
 
@@ -414,7 +393,7 @@ impl Engine {
     }
 
     fn tcp(&mut self, id: TcpId) -> Result<&mut tcp::Socket<'static>, NetError> {
-        self.check(id.handle, id.generation, SocketKind::Tcp)?;
+        self.check(id.handle, id.generation)?;
         Ok(self.sockets.get_mut::<tcp::Socket>(id.handle))
     }
 
@@ -532,10 +511,10 @@ impl Engine {
         Ok(())
     }
 
+    /// The app gave up id `h` (closed or aborted): it names nothing from now on, though
+    /// the socket may linger until its FIN exchange ends.
     fn spend(&mut self, h: SocketHandle) {
-        if let Some(r) = self.records.get_mut(&h) {
-            r.open = false;
-        }
+        self.records.remove(&h);
     }
 
     /// Sockets closed by the app whose connections are not finished yet (FIN not yet
@@ -570,7 +549,7 @@ impl Engine {
         let h = self.sockets.add(s);
         Ok(UdpId {
             handle: h,
-            generation: self.record(h, SocketKind::Udp),
+            generation: self.record(h),
         })
     }
 
@@ -581,7 +560,7 @@ impl Engine {
         data: &[u8],
         to: SocketAddrV4,
     ) -> Result<bool, NetError> {
-        self.check(id.handle, id.generation, SocketKind::Udp)?;
+        self.check(id.handle, id.generation)?;
         let s = self.sockets.get_mut::<udp::Socket>(id.handle);
         match s.send_slice(data, IpEndpoint::new(IpAddress::Ipv4(*to.ip()), to.port())) {
             Ok(()) => Ok(true),
@@ -596,7 +575,7 @@ impl Engine {
         id: UdpId,
         buf: &mut [u8],
     ) -> Result<Option<(usize, SocketAddrV4)>, NetError> {
-        self.check(id.handle, id.generation, SocketKind::Udp)?;
+        self.check(id.handle, id.generation)?;
         let s = self.sockets.get_mut::<udp::Socket>(id.handle);
         let Ok((n, meta)) = s.recv_slice(buf) else {
             return Ok(None);
@@ -607,7 +586,7 @@ impl Engine {
 
     /// Free a UDP socket; the id is spent.
     pub fn udp_close(&mut self, id: UdpId) -> Result<(), NetError> {
-        self.check(id.handle, id.generation, SocketKind::Udp)?;
+        self.check(id.handle, id.generation)?;
         self.records.remove(&id.handle);
         self.sockets.remove(id.handle);
         Ok(())
@@ -636,7 +615,7 @@ impl Engine {
         if self.closing.is_empty() {
             return;
         }
-        let (sockets, records) = (&mut self.sockets, &mut self.records);
+        let sockets = &mut self.sockets;
         self.closing.retain(|&h| {
             let done = matches!(
                 sockets.get::<tcp::Socket>(h).state(),
@@ -644,7 +623,6 @@ impl Engine {
             );
             if done {
                 sockets.remove(h);
-                records.remove(&h);
             }
             !done
         });
