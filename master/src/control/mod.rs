@@ -4,10 +4,12 @@
 //! messages followed by a ring of its private doorbell.
 
 pub mod client;
+pub mod error;
 pub mod protocol;
 pub mod server;
 
 pub use client::{connect_error, request, ClientError};
+pub use error::ControlError;
 pub use protocol::*;
 pub use server::{answer, lock, serve};
 
@@ -69,14 +71,13 @@ fn give_pipe_to(
     name: &str,
     map: &SharedMap,
     (uid, gid): (u32, u32),
-) -> Result<(), String> {
+) -> Result<(), ControlError> {
     let fc = beneath::open_dir(pipes_dir, &Path::new(name).join(FC_DIR));
     let dir = beneath::open_dir(pipes_dir, Path::new(name));
-    let what = |p: &str, e: &dyn std::fmt::Display| {
-        format!(
-            "cannot give {} to {uid}:{gid}: {e}",
-            pipes_dir.join(name).join(p).display()
-        )
+    let what = |p: &str, e: &dyn std::fmt::Display| ControlError::Give {
+        path: pipes_dir.join(name).join(p),
+        owner: (uid, gid),
+        why: e.to_string(),
     };
     let fc = fc.map_err(|e| what(FC_DIR, &e))?;
     let dir = dir.map_err(|e| what("", &e))?;
@@ -211,11 +212,11 @@ impl Control {
     pub fn capture_start(
         &self,
         name: &str,
-    ) -> Result<(usize, u64, crate::capture::CaptureReader), String> {
+    ) -> Result<(usize, u64, crate::capture::CaptureReader), ControlError> {
         let p = self
             .pipes
             .get(name)
-            .ok_or_else(|| format!("no pipe named {name:?}"))?;
+            .ok_or_else(|| ControlError::NoPipe(name.to_string()))?;
         static NEXT_CAPTURE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT_CAPTURE.fetch_add(1, Ordering::Relaxed);
         let (tap, reader) = crate::capture::pair(id);
@@ -241,22 +242,24 @@ impl Control {
     }
 
     /// Send a message to the data path and wake it.
-    fn tell_dp(&self, msg: DpMsg) -> Result<(), String> {
-        self.dp
-            .send(msg)
-            .map_err(|_| "internal error: the data path thread is gone".to_string())?;
+    fn tell_dp(&self, msg: DpMsg) -> Result<(), ControlError> {
+        self.dp.send(msg).map_err(|_| ControlError::DataPathGone)?;
         self.bell.ring();
         Ok(())
     }
 
     /// Serve one request from root (in-process callers).
-    pub fn handle(&mut self, req: Request) -> Result<Value, String> {
+    pub fn handle(&mut self, req: Request) -> Result<Value, ControlError> {
         self.handle_from(req, None)
     }
 
     /// Serve one request from `caller` (`None`: root, in process); after a change, rewrite
     /// the state file.
-    pub fn handle_from(&mut self, req: Request, caller: Option<Peer>) -> Result<Value, String> {
+    pub fn handle_from(
+        &mut self,
+        req: Request,
+        caller: Option<Peer>,
+    ) -> Result<Value, ControlError> {
         self.caller = caller;
         let r = self.handle_checked(req);
         self.caller = None;
@@ -274,28 +277,30 @@ impl Control {
     }
 
     /// The owner of a new pipe: `asked` if the caller may give it, else the caller.
-    fn owner_for(&self, asked: Option<&str>) -> Result<(u32, u32), String> {
+    fn owner_for(&self, asked: Option<&str>) -> Result<(u32, u32), ControlError> {
         let caller = self.caller.filter(|p| !p.is_root());
         match (asked, caller) {
             (None, None) => Ok((0, 0)),
             (None, Some(p)) => Ok((p.uid, p.gid)),
-            (Some(s), None) => crate::users::owner(s),
+            (Some(s), None) => crate::users::owner(s).map_err(ControlError::Invalid),
             (Some(s), Some(p)) => {
-                let o = crate::users::owner(s)?;
+                let o = crate::users::owner(s).map_err(ControlError::Invalid)?;
                 if o.0 != p.uid {
-                    return Err(format!(
+                    return Err(ControlError::Denied(format!(
                         "permission denied: only root may make a pipe for another user (you are uid {}, --owner {s} is uid {})",
                         p.uid, o.0
-                    ));
+                    )));
                 }
                 Ok(o)
             }
         }
     }
 
-    fn handle_checked(&mut self, req: Request) -> Result<Value, String> {
+    fn handle_checked(&mut self, req: Request) -> Result<Value, ControlError> {
         if self.closed {
-            return Err("docknetd is shutting down".into());
+            return Err(ControlError::Unavailable(
+                "docknetd is shutting down".into(),
+            ));
         }
         let changes = matches!(
             req,
@@ -320,7 +325,7 @@ impl Control {
         self.exit_request
     }
 
-    fn handle_one(&mut self, req: Request) -> Result<Value, String> {
+    fn handle_one(&mut self, req: Request) -> Result<Value, ControlError> {
         match req {
             Request::Shutdown { remove_all } => {
                 // The connection thread raises SIGTERM once the answer is out.
@@ -352,9 +357,9 @@ impl Control {
                 .map(|m| serde_json::to_value(m).unwrap_or(Value::Null)),
             Request::RateSet { name, mbps } => self.rate_set(&name, Some(mbps)),
             Request::RateClear { name } => self.rate_set(&name, None),
-            Request::Capture { .. } => {
-                Err("capture needs its own connection (docknetctl capture)".into())
-            }
+            Request::Capture { .. } => Err(ControlError::Unavailable(
+                "capture needs its own connection (docknetctl capture)".into(),
+            )),
             Request::Link => match &self.link {
                 Some(l) => Ok(json!({
                     "name": l.name,
@@ -362,12 +367,17 @@ impl Control {
                     "arp_reachable_ms": l.arp_reachable.as_millis() as u64,
                     "counters": l.stats.snapshot()
                 })),
-                None => Err("docknetd runs with --nic none: there is no NIC".into()),
+                None => Err(ControlError::Unavailable(
+                    "docknetd runs with --nic none: there is no NIC".into(),
+                )),
             },
             Request::Attach { name, pid } => {
                 let dir = self.pipe_mut(&name)?.dir.clone();
-                crate::attach::attach(&dir, pid)
-                    .map_err(|e| format!("attach {name} to pid {pid}: {e}"))?;
+                crate::attach::attach(&dir, pid).map_err(|e| ControlError::Attach {
+                    name: name.clone(),
+                    pid,
+                    why: e.to_string(),
+                })?;
                 log::info!(
                     "pipe {name}: mounted at {} in the mount namespace of pid {pid}",
                     crate::attach::MOUNT_POINT
@@ -378,8 +388,11 @@ impl Control {
     }
 
     /// Set (`Some`) or lift (`None`) the rate limit of pipe `name`.
-    fn rate_set(&mut self, name: &str, mbps: Option<u64>) -> Result<Value, String> {
-        let rate = mbps.map(bytes_per_sec_from_mbps).transpose()?;
+    fn rate_set(&mut self, name: &str, mbps: Option<u64>) -> Result<Value, ControlError> {
+        let rate = mbps
+            .map(bytes_per_sec_from_mbps)
+            .transpose()
+            .map_err(ControlError::Invalid)?;
         let slot = self.pipe_mut(name)?.slot;
         self.tell_dp(DpMsg::SetRate {
             slot,
@@ -415,10 +428,10 @@ impl Control {
         }))
     }
 
-    fn pipe_mut(&mut self, name: &str) -> Result<&mut PipeRec, String> {
+    fn pipe_mut(&mut self, name: &str) -> Result<&mut PipeRec, ControlError> {
         self.pipes
             .get_mut(name)
-            .ok_or_else(|| format!("no pipe named {name:?}"))
+            .ok_or_else(|| ControlError::NoPipe(name.to_string()))
     }
 
     fn entry(&self, name: &str, p: &PipeRec) -> PipeEntry {
@@ -441,21 +454,23 @@ impl Control {
     }
 
     /// Check a new pipe's address against the existing pipes. Returns the gateway.
-    fn check_new_addr(&self, ip: Ipv4Addr, prefix: u8) -> Result<Ipv4Addr, String> {
-        let gw = net::validate_host_addr(ip, prefix)?;
+    fn check_new_addr(&self, ip: Ipv4Addr, prefix: u8) -> Result<Ipv4Addr, ControlError> {
+        let gw = net::validate_host_addr(ip, prefix).map_err(ControlError::Invalid)?;
         for (other, p) in &self.pipes {
             if p.ip == ip {
-                return Err(format!("address {ip} is already used by pipe {other:?}"));
+                return Err(ControlError::Conflict(format!(
+                    "address {ip} is already used by pipe {other:?}"
+                )));
             }
             if p.gateway == ip {
-                return Err(format!(
+                return Err(ControlError::Conflict(format!(
                     "address {ip} is the gateway (master address) of pipe {other:?}'s subnet"
-                ));
+                )));
             }
             if p.ip == gw {
-                return Err(format!(
+                return Err(ControlError::Conflict(format!(
                     "the gateway of {ip}/{prefix} ({gw}) is pipe {other:?}'s address"
-                ));
+                )));
             }
         }
         Ok(gw)
@@ -463,16 +478,23 @@ impl Control {
 
     /// Check a pipe's name and address for creation or adoption: `(ip, prefix, gateway)`.
     /// Gives the TAP's kernel side the subnet's gateway if it has not got it yet.
-    fn admit_pipe(&mut self, name: &str, cidr: &str) -> Result<(Ipv4Addr, u8, Ipv4Addr), String> {
-        net::validate_name(name)?;
+    fn admit_pipe(
+        &mut self,
+        name: &str,
+        cidr: &str,
+    ) -> Result<(Ipv4Addr, u8, Ipv4Addr), ControlError> {
+        net::validate_name(name).map_err(ControlError::Invalid)?;
         if self.pipes.contains_key(name) {
-            return Err(format!("pipe {name:?} already exists"));
+            return Err(ControlError::Conflict(format!(
+                "pipe {name:?} already exists"
+            )));
         }
-        let (ip, prefix_len) = net::parse_cidr(cidr)?;
+        let (ip, prefix_len) = net::parse_cidr(cidr).map_err(ControlError::Invalid)?;
         let gateway = self.check_new_addr(ip, prefix_len)?;
         if let Some(tap) = self.link.as_ref().and_then(|l| l.tap.clone()) {
             if !self.tap_addrs.contains(&(gateway, prefix_len)) {
-                crate::nic::tap::add_address(&tap, &format!("{gateway}/{prefix_len}"))?;
+                crate::nic::tap::add_address(&tap, &format!("{gateway}/{prefix_len}"))
+                    .map_err(ControlError::Link)?;
                 self.tap_addrs.insert((gateway, prefix_len));
             }
         }
@@ -486,23 +508,26 @@ impl Control {
         mtu: Option<u32>,
         (rate_mbps, forwarder): (Option<u64>, bool),
         owner: (u32, u32),
-    ) -> Result<PipeEntry, String> {
-        let rate = rate_mbps.map(bytes_per_sec_from_mbps).transpose()?;
+    ) -> Result<PipeEntry, ControlError> {
+        let rate = rate_mbps
+            .map(bytes_per_sec_from_mbps)
+            .transpose()
+            .map_err(ControlError::Invalid)?;
         let mtu = mtu.unwrap_or(self.link.as_ref().map_or(DEFAULT_MTU, |l| l.pipe_mtu));
         if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
-            return Err(format!(
+            return Err(ControlError::Invalid(format!(
                 "invalid MTU {mtu}: must be in {MIN_MTU}..={MAX_MTU}"
-            ));
+            )));
         }
         let (ip, prefix_len, gateway) = self.admit_pipe(name, cidr)?;
         let dir = self.pipes_dir().join(name);
         if dir.exists() {
             log::warn!("removing stale pipe directory {}", dir.display());
             std::fs::remove_dir_all(&dir)
-                .map_err(|e| format!("cannot remove stale {}: {e}", dir.display()))?;
+                .map_err(|e| ControlError::file("cannot remove stale", &dir, e))?;
         }
         std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create pipe directory {}: {e}", dir.display()))?;
+            .map_err(|e| ControlError::file("cannot create pipe directory", &dir, e))?;
         let mac = mac_for_ip(ip);
         let cfg = PipeConfig {
             mac,
@@ -514,10 +539,11 @@ impl Control {
             flags: pipe_flags::CSUM_OFFLOAD | if forwarder { pipe_flags::FORWARDER } else { 0 },
         };
         let end = create_pipe_file(&dir, &cfg)
-            .map_err(|e| format!("cannot create pipe file in {}: {e}", dir.display()))
+            .map_err(|e| ControlError::file("cannot create pipe file in", &dir, e))
             .and_then(|map| {
                 give_pipe_to(&self.pipes_dir(), name, &map, owner)?;
-                MasterPipeEnd::new(map).map_err(|e| format!("pipe file unusable: {e}"))
+                MasterPipeEnd::new(map)
+                    .map_err(|e| ControlError::Mismatch(format!("pipe file unusable: {e}")))
             });
         let end = match end {
             Ok(end) => end,
@@ -566,7 +592,7 @@ impl Control {
         mtu: u32,
         (rate_mbps, forwarder, owner): (Option<u64>, bool, (u32, u32)),
         rate: Option<std::num::NonZeroU64>,
-    ) -> Result<PipeRec, String> {
+    ) -> Result<PipeRec, ControlError> {
         let slot = self.free_slots.pop().unwrap_or_else(|| {
             self.next_slot += 1;
             self.next_slot - 1
@@ -613,8 +639,12 @@ impl Control {
     /// running on it): the file is opened without following links, its header must say
     /// what the state file says (a tenant may have rewritten it while no master ran), and
     /// the channels resume where the rings stand.
-    fn pipe_adopt(&mut self, p: &SavedPipe) -> Result<(), String> {
-        let rate = p.rate_mbps.map(bytes_per_sec_from_mbps).transpose()?;
+    fn pipe_adopt(&mut self, p: &SavedPipe) -> Result<(), ControlError> {
+        let rate = p
+            .rate_mbps
+            .map(bytes_per_sec_from_mbps)
+            .transpose()
+            .map_err(ControlError::Invalid)?;
         let (ip, prefix_len, gateway) = self.admit_pipe(&p.name, &p.ip)?;
         let dir = self.pipes_dir().join(&p.name);
         let file = dir.join(docknet_pipe::pipe::PIPE_FILE);
@@ -622,19 +652,20 @@ impl Control {
             .and_then(|d| {
                 SharedMap::open_at(d.as_fd(), Path::new(docknet_pipe::pipe::PIPE_FILE), &file)
             })
-            .map_err(|e| format!("{}: {e}", file.display()))?;
-        let info = docknet_pipe::pipe::read_pipe_info(&map).map_err(|e| e.to_string())?;
+            .map_err(|e| ControlError::file("", &file, e))?;
+        let info = docknet_pipe::pipe::read_pipe_info(&map)
+            .map_err(|e| ControlError::Mismatch(e.to_string()))?;
         let want = (ip, prefix_len, gateway, mac_for_ip(ip), p.mtu);
         let got = (info.ipv4, info.prefix_len, info.gateway, info.mac, info.mtu);
         if got != want {
-            return Err(format!(
+            return Err(ControlError::Mismatch(format!(
                 "its header says {}/{} gw {} mac {} mtu {}, the state file {}/{} gw {} mac {} mtu {}",
                 got.0, got.1, got.2, fmt_mac(&got.3), got.4,
                 want.0, want.1, want.2, fmt_mac(&want.3), want.4
-            ));
+            )));
         }
         give_pipe_to(&self.pipes_dir(), &p.name, &map, p.owner)?;
-        let end = MasterPipeEnd::adopt(map).map_err(|e| e.to_string())?;
+        let end = MasterPipeEnd::adopt(map).map_err(|e| ControlError::Mismatch(e.to_string()))?;
         let rec = self.install_pipe(
             end,
             dir,
@@ -648,34 +679,34 @@ impl Control {
     }
 
     /// Take over fast channel `f` from the files an earlier docknetd left.
-    fn fc_adopt(&mut self, f: &SavedFc) -> Result<(), String> {
+    fn fc_adopt(&mut self, f: &SavedFc) -> Result<(), ControlError> {
         use std::os::unix::fs::MetadataExt;
         let (pa, pb) = match (self.pipes.get(&f.a), self.pipes.get(&f.b)) {
             (Some(a), Some(b)) => (a, b),
-            _ => return Err("one of its pipes is gone".into()),
+            _ => return Err(ControlError::Mismatch("one of its pipes is gone".into())),
         };
         let (ips, mtu) = ((pa.ip, pb.ip), pa.mtu.min(pb.mtu));
         let (path_a, path_b) = self.fc_paths(&f.a, &f.b);
         let (dir_a, dir_b) = (self.fc_dir(&f.a)?, self.fc_dir(&f.b)?);
         let map = SharedMap::open_at(dir_a.as_fd(), &fc_file_name(&f.b), &path_a)
-            .map_err(|e| format!("{}: {e}", path_a.display()))?;
+            .map_err(|e| ControlError::file("", &path_a, e))?;
         if docknet_pipe::fc::fc_file_ends(&map) != Some(ips) {
-            return Err(format!(
+            return Err(ControlError::Mismatch(format!(
                 "{} does not join {} and {}",
                 path_a.display(),
                 ips.0,
                 ips.1
-            ));
+            )));
         }
         let other = SharedMap::open_at(dir_b.as_fd(), &fc_file_name(&f.a), &path_b)
-            .map_err(|e| format!("{}: {e}", path_b.display()))?;
+            .map_err(|e| ControlError::file("", &path_b, e))?;
         let ino = |m: &SharedMap| m.file().metadata().map(|md| (md.dev(), md.ino())).ok();
         if ino(&map).is_none() || ino(&map) != ino(&other) {
-            return Err(format!(
+            return Err(ControlError::Mismatch(format!(
                 "{} and {} are not one file",
                 path_a.display(),
                 path_b.display()
-            ));
+            )));
         }
         drop(other);
         self.fcs.insert(
@@ -780,9 +811,9 @@ impl Control {
         }
     }
 
-    fn pipe_rm(&mut self, name: &str) -> Result<(), String> {
+    fn pipe_rm(&mut self, name: &str) -> Result<(), ControlError> {
         if !self.pipes.contains_key(name) {
-            return Err(format!("no pipe named {name:?}"));
+            return Err(ControlError::NoPipe(name.to_string()));
         }
         let peers: Vec<(String, String)> = self
             .fcs
@@ -796,7 +827,7 @@ impl Control {
             }
         }
         let Some(rec) = self.pipes.remove(name) else {
-            return Err(format!("no pipe named {name:?}"));
+            return Err(ControlError::NoPipe(name.to_string()));
         };
         // Tell an attached service its pipe is gone (it stops instead of talking into a
         // deleted file).
@@ -813,10 +844,10 @@ impl Control {
         let dir = rec.dir.clone();
         drop(rec);
         std::fs::remove_dir_all(&dir).map_err(|e| {
-            format!(
+            ControlError::PartlyDone(format!(
                 "pipe {name} removed, but deleting {} failed: {e}",
                 dir.display()
-            )
+            ))
         })?;
         log::info!("pipe {name}: removed");
         Ok(())
@@ -838,10 +869,10 @@ impl Control {
 
     /// `pipes/NAME/fc`, opened without following symlinks (the service may have replaced
     /// it with one).
-    fn fc_dir(&self, name: &str) -> Result<std::os::fd::OwnedFd, String> {
+    fn fc_dir(&self, name: &str) -> Result<std::os::fd::OwnedFd, ControlError> {
         let rel = Path::new(name).join(FC_DIR);
         beneath::open_dir(&self.pipes_dir(), &rel)
-            .map_err(|e| format!("cannot open {}: {e}", self.pipes_dir().join(&rel).display()))
+            .map_err(|e| ControlError::file("cannot open", &self.pipes_dir().join(&rel), e))
     }
 
     /// Tell pipe `b`'s service which fast-channel peers may forward to it (written into
@@ -863,22 +894,24 @@ impl Control {
         pb.control.set_fc_forwarders(&peers);
     }
 
-    fn fc_create(&mut self, a: &str, b: &str, forward: bool) -> Result<FcEntry, String> {
+    fn fc_create(&mut self, a: &str, b: &str, forward: bool) -> Result<FcEntry, ControlError> {
         if a == b {
-            return Err(format!("cannot join pipe {a:?} with itself"));
+            return Err(ControlError::Conflict(format!(
+                "cannot join pipe {a:?} with itself"
+            )));
         }
         let pa = self
             .pipes
             .get(a)
-            .ok_or_else(|| format!("no pipe named {a:?}"))?;
+            .ok_or_else(|| ControlError::NoPipe(a.to_string()))?;
         let pb = self
             .pipes
             .get(b)
-            .ok_or_else(|| format!("no pipe named {b:?}"))?;
+            .ok_or_else(|| ControlError::NoPipe(b.to_string()))?;
         if self.fcs.contains_key(&fc_key(a, b)) {
-            return Err(format!(
+            return Err(ControlError::Conflict(format!(
                 "a fast channel between {a:?} and {b:?} already exists"
-            ));
+            )));
         }
         let mtu = pa.mtu.min(pb.mtu);
         let (path_a, path_b) = self.fc_paths(a, b);
@@ -888,7 +921,7 @@ impl Control {
         let (name_a, name_b) = (fc_file_name(b), fc_file_name(a));
         for (dir, name, path) in [(&dir_a, &name_a, &path_a), (&dir_b, &name_b, &path_b)] {
             if let Err(e) = beneath::unlink(dir.as_fd(), name) {
-                return Err(format!("cannot clear {}: {e}", path.display()));
+                return Err(ControlError::file("cannot clear", path, e));
             }
         }
         let map = create_fc_file_with(
@@ -898,7 +931,7 @@ impl Control {
             nbufs_for_mtu(mtu),
             |size| SharedMap::create_at(dir_a.as_fd(), &name_a, &path_a, size, 0o600),
         )
-        .map_err(|e| format!("cannot create fast-channel file {}: {e}", path_a.display()))?;
+        .map_err(|e| ControlError::file("cannot create fast-channel file", &path_a, e))?;
         // Both owners may open it, no one else: one owner, 0600; two, A's user and B's
         // group, 0660.
         let (oa, ob) = (pa.owner, pb.owner);
@@ -909,19 +942,19 @@ impl Control {
         };
         if let Err(e) = beneath::chown_mod(map.file().as_fd(), (oa.0, gid), mode) {
             let _ = beneath::unlink(dir_a.as_fd(), &name_a);
-            return Err(format!(
-                "cannot give {} to {}:{gid}: {e}",
-                path_a.display(),
-                oa.0
-            ));
+            return Err(ControlError::Give {
+                path: path_a,
+                owner: (oa.0, gid),
+                why: e.to_string(),
+            });
         }
         if let Err(e) = beneath::link(dir_a.as_fd(), &name_a, dir_b.as_fd(), &name_b) {
             let _ = beneath::unlink(dir_a.as_fd(), &name_a);
-            return Err(format!(
-                "cannot link {} to {}: {e}",
-                path_a.display(),
-                path_b.display()
-            ));
+            return Err(ControlError::LinkFc {
+                from: path_a,
+                to: path_b,
+                why: e.to_string(),
+            });
         }
         let (ca, cb) = (pa.control.clone(), pb.control.clone());
         self.fcs.insert(
@@ -954,11 +987,11 @@ impl Control {
         })
     }
 
-    fn fc_rm(&mut self, a: &str, b: &str) -> Result<(), String> {
+    fn fc_rm(&mut self, a: &str, b: &str) -> Result<(), ControlError> {
         let rec = self
             .fcs
             .remove(&fc_key(a, b))
-            .ok_or_else(|| format!("no fast channel between {a:?} and {b:?}"))?;
+            .ok_or_else(|| ControlError::NoChannel(a.to_string(), b.to_string()))?;
         close_fc_file(&rec.map);
         let (path_a, path_b) = self.fc_paths(&rec.a, &rec.b);
         let mut errs = Vec::new();
@@ -982,10 +1015,10 @@ impl Control {
         if errs.is_empty() {
             Ok(())
         } else {
-            Err(format!(
+            Err(ControlError::PartlyDone(format!(
                 "fast channel closed, but unlinking failed: {}",
                 errs.join("; ")
-            ))
+            )))
         }
     }
 
@@ -1004,7 +1037,10 @@ impl Control {
     }
 
     /// Counters of pipe `name`, or of every pipe, keyed by pipe name.
-    pub fn stats(&self, name: Option<&str>) -> Result<BTreeMap<String, StatsSnapshot>, String> {
+    pub fn stats(
+        &self,
+        name: Option<&str>,
+    ) -> Result<BTreeMap<String, StatsSnapshot>, ControlError> {
         // `broken` from the mapping itself, as `pipe ls` shows it: the data path counts it
         // only at its next round, which an idle data path may not run for a while.
         let snap = |p: &PipeRec| {
@@ -1017,7 +1053,7 @@ impl Control {
                 let p = self
                     .pipes
                     .get(n)
-                    .ok_or_else(|| format!("no pipe named {n:?}"))?;
+                    .ok_or_else(|| ControlError::NoPipe(n.to_string()))?;
                 Ok(BTreeMap::from([(n.to_string(), snap(p))]))
             }
             None => Ok(self
@@ -1215,7 +1251,10 @@ mod tests {
                 "shares docknetd's mount namespace",
             ),
         ] {
-            let e = c.handle(req.clone()).expect_err(&format!("{req:?}"));
+            let e = c
+                .handle(req.clone())
+                .expect_err(&format!("{req:?}"))
+                .to_string();
             assert!(e.contains(want), "{req:?}: {e}");
         }
         c.handle(mk("b", "10.88.0.3/16")).unwrap();
@@ -1268,7 +1307,8 @@ mod tests {
                     name: "a".into(),
                     mbps,
                 })
-                .unwrap_err();
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("invalid rate limit"), "{e}");
         }
         assert_eq!(
@@ -1281,7 +1321,8 @@ mod tests {
                 name: "zz".into(),
                 mbps: 5,
             })
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no pipe"), "{e}");
         c.handle(Request::RateClear { name: "a".into() }).unwrap();
         assert_eq!(c.pipe_ls()[0].rate_mbps, None);
@@ -1294,7 +1335,8 @@ mod tests {
                 forwarder: false,
                 owner: None,
             })
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("invalid rate limit"), "{e}");
         assert!(!dir.join("pipes/c").exists());
         let e = c

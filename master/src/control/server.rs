@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{parse_request, Control, Request, Response, IDLE_TIMEOUT, MAX_LINE};
+use super::{parse_request, Control, ControlError, Request, Response, IDLE_TIMEOUT, MAX_LINE};
 use crate::users::Peer;
 
 /// Lock the control state, recovering from a poisoned lock (a panicking connection thread
@@ -20,25 +20,29 @@ pub fn lock(ctl: &Mutex<Control>) -> MutexGuard<'_, Control> {
 
 /// Answer one request line.
 pub fn answer(ctl: &Mutex<Control>, line: &str, peer: Option<Peer>) -> Response {
-    let r = parse_request(line).and_then(|req| {
-        log::debug!("request from {peer:?}: {req:?}");
-        let mut c = lock(ctl);
-        match peer {
-            Some(p) if c.allows(&p) => c.handle_from(req, Some(p)),
-            Some(p) => {
-                log::warn!("control: refused a request from {p} (not root, not in the daemon's group)");
-                Err(format!(
-                    "permission denied: uid {} may not drive docknetd (root, or the group given to docknetd --group)",
-                    p.uid
-                ))
+    let r = parse_request(line)
+        .map_err(ControlError::BadRequest)
+        .and_then(|req| {
+            log::debug!("request from {peer:?}: {req:?}");
+            let mut c = lock(ctl);
+            match peer {
+                Some(p) if c.allows(&p) => c.handle_from(req, Some(p)),
+                Some(p) => {
+                    log::warn!("control: refused a request from {p} (not root, not in the daemon's group)");
+                    Err(ControlError::Denied(format!(
+                        "permission denied: uid {} may not drive docknetd (root, or the group given to docknetd --group)",
+                        p.uid
+                    )))
+                }
+                None => Err(ControlError::Denied(
+                    "permission denied: cannot tell who is asking (no SO_PEERCRED)".into(),
+                )),
             }
-            None => Err("permission denied: cannot tell who is asking (no SO_PEERCRED)".into()),
-        }
-    });
+        });
     if let Err(e) = &r {
         log::info!("request failed: {e}");
     }
-    Response::from_result(r)
+    Response::from_result(r.map_err(|e| e.to_string()))
 }
 
 fn serve_conn(stream: UnixStream, ctl: Arc<Mutex<Control>>) {
@@ -103,8 +107,8 @@ fn serve_capture(ctl: &Arc<Mutex<Control>>, name: &str, count: Option<u64>, out:
         match c.capture_start(name) {
             Ok(r) => r,
             Err(e) => {
-                let mut line =
-                    serde_json::to_string(&Response::from_result(Err(e))).unwrap_or_default();
+                let mut line = serde_json::to_string(&Response::from_result(Err(e.to_string())))
+                    .unwrap_or_default();
                 line.push('\n');
                 let _ = (&out).write_all(line.as_bytes());
                 return;
