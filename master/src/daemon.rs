@@ -31,14 +31,14 @@ pub struct Options {
     pub neighbor_timers: crate::link::NeighborTimers,
     /// The group (name or number) that may use the control socket besides root.
     pub group: Option<String>,
-    /// The fine and coarse timers of the rate limits.
-    pub rate_periods: crate::rate::RatePeriods,
+    /// The rate limits' fine timer (µs) and coarse timer (ms), checked by [`run`].
+    pub rate_timers: (u64, u64),
 }
 
 /// Why the daemon could not run; [`DaemonError::code`] is the exit status.
 #[derive(Debug)]
 pub enum DaemonError {
-    /// A command-line value is wrong (`--nic`, `--group`): exit 2.
+    /// A command-line value is wrong (`--nic`, `--group`, the rate timers): exit 2.
     Usage(String),
     /// The NIC could not be opened: exit 2.
     Nic(String),
@@ -236,6 +236,9 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
         .map(crate::users::group)
         .transpose()
         .map_err(|e| DaemonError::Usage(format!("--group: {e}")))?;
+    let (fine_us, coarse_ms) = opts.rate_timers;
+    let rate_periods =
+        crate::rate::RatePeriods::new(fine_us, coarse_ms).map_err(DaemonError::Usage)?;
     let run_dir = &opts.run_dir;
     let pipes_dir = run_dir.join(PIPES_DIR);
     let sock = run_dir.join(SOCKET_NAME);
@@ -296,7 +299,7 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
 
     let result = crate::nic::open(&spec, control::DEFAULT_MTU)
         .map_err(DaemonError::Nic)
-        .and_then(|nic| serve(&opts, &sock, nic, &spec, saved, group));
+        .and_then(|nic| serve(&opts, &sock, nic, &spec, saved, (group, rate_periods)));
 
     if let Ok(true) = result {
         log::info!(
@@ -320,7 +323,7 @@ fn serve(
     nic: Option<Box<dyn Nic>>,
     spec: &NicSpec,
     saved: Option<crate::state::SavedState>,
-    group: Option<u32>,
+    (group, rate_periods): (Option<u32>, crate::rate::RatePeriods),
 ) -> Result<bool, DaemonError> {
     let sigs = block_signals();
     let listener =
@@ -342,7 +345,6 @@ fn serve(
     let (dp_tx, dp_rx) = mpsc::channel::<DpMsg>();
     let core = opts.core;
     let timers = opts.neighbor_timers;
-    let rate_periods = opts.rate_periods;
     log::info!(
         "rate limits: tokens every {:?}, unspent tokens dropped every {:?}",
         rate_periods.fine(),

@@ -68,21 +68,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn main() {
     let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let rate_periods =
-        match docknet_master::rate::RatePeriods::new(args.rate_fine_us, args.rate_coarse_ms) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("docknetd: {e}");
-                std::process::exit(2);
-            }
-        };
     let opts = docknet_master::daemon::Options {
         run_dir: args.run_dir,
         nic: args.nic,
         core: args.core,
         neighbor_timers: docknet_master::link::NeighborTimers::with_reachable(args.arp_reachable),
         group: args.group,
-        rate_periods,
+        rate_timers: (args.rate_fine_us, args.rate_coarse_ms),
     };
     if let Err(e) = docknet_master::daemon::run(opts) {
         eprintln!("docknetd: {e}");
