@@ -1,189 +1,54 @@
 //! The AF_PACKET backend on a real veth pair, in a network namespace of its own.
 //!
 //! Needs root (network namespaces, raw sockets); without it each test says why and passes.
-//! Each test makes namespace `dnap<pid><tag>` holding veth `dnapa<pid><tag>` (the
-//! `AfPacketNic` end) and `dnapb<pid><tag>` (a plain AF_PACKET socket, no ring), runs its
-//! body on a thread that entered the namespace, and deletes the namespace on every exit.
+//! Each test makes a namespace (the kit's `Netns`, deleted on every exit path) holding
+//! veth [`A`] (the `AfPacketNic` end) and [`B`] (a plain AF_PACKET socket, no ring), and
+//! runs its body on a thread that entered the namespace.
 //!
 //! `latency` prints one-way latencies (`cargo test --test af_packet -- --nocapture`).
 
-use std::ffi::CString;
-use std::process::Command;
-
-mod common;
-use common::{enter_netns, ip};
 use std::time::{Duration, Instant};
 
 use docknet_master::nic::af_packet::{AfPacketNic, RingVersion};
 use docknet_master::nic::{iface_mac_mtu, Nic};
+use docknet_tests::need_root;
+use docknet_tests::nic::frames::{self, numbered as frame, parse_tcp, TCP_ACK, TCP_PSH, TCP_SYN};
+use docknet_tests::nic::{run_ok, serial, veth, Netns, RawSocket};
 
-/// Ethertype of the test frames (IEEE local experimental), so stray frames (IPv6 router
-/// solicitations and the like) are told apart.
-const ETHERTYPE: [u8; 2] = [0x88, 0xb5];
+/// The veth end the `AfPacketNic` opens, and the far end.
+const A: &str = "dnap-a";
+const B: &str = "dnap-b";
 
-/// A namespace with a veth pair inside, deleted on drop.
-struct Netns {
-    name: String,
-    a: String,
-    b: String,
-}
-
-impl Netns {
-    /// `None` (with the reason printed) if this host cannot run the test.
-    fn new(tag: &str) -> Option<Netns> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipping: needs root for network namespaces and raw sockets");
+/// The test's namespace with the veth pair [`A`] <-> [`B`]; `None` (with the reason
+/// printed) if this host cannot run the test.
+fn netns(test: &str) -> Option<Netns> {
+    if !need_root(test, "network namespaces and raw sockets") {
+        return None;
+    }
+    let ns = match Netns::try_new("ap") {
+        Ok(ns) => ns,
+        Err(e) => {
+            eprintln!("skipping {test}: cannot make a network namespace: {e}");
             return None;
         }
-        let pid = std::process::id();
-        let ns = Netns {
-            name: format!("dnap{pid}{tag}"),
-            a: format!("dnapa{pid}{tag}"),
-            b: format!("dnapb{pid}{tag}"),
-        };
-        if let Err(e) = ip(&["netns", "add", &ns.name]) {
-            eprintln!("skipping: cannot make a network namespace: {e}");
-            return None;
-        }
-        // From here on, `ns` deletes the namespace on every exit path.
-        let setup = [
-            vec![
-                "-n", &ns.name, "link", "add", &ns.a, "type", "veth", "peer", "name", &ns.b,
-            ],
-            vec!["-n", &ns.name, "link", "set", &ns.a, "up"],
-            vec!["-n", &ns.name, "link", "set", &ns.b, "up"],
-        ];
-        for args in &setup {
-            ip(args).expect("veth setup");
-        }
-        Some(ns)
-    }
-
-    /// Run `body` on a thread that entered the namespace; re-raise its panic here.
-    fn run<T: Send + 'static>(&self, body: impl FnOnce(&str, &str) -> T + Send + 'static) -> T {
-        let (name, a, b) = (self.name.clone(), self.a.clone(), self.b.clone());
-        let h = std::thread::spawn(move || {
-            enter_netns(&name).expect("enter the namespace");
-            body(&a, &b)
-        });
-        match h.join() {
-            Ok(v) => v,
-            Err(p) => std::panic::resume_unwind(p),
-        }
-    }
+    };
+    veth(&ns, A, &ns, B);
+    Some(ns)
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if let Err(e) = ip(&["netns", "del", &self.name]) {
-            eprintln!("cleanup: {e}");
-        }
-    }
+/// A raw socket on `iface` of the calling thread's namespace: the far end (or a plain
+/// socket beside the ring).
+fn raw(iface: &str) -> RawSocket {
+    RawSocket::bind(iface).unwrap_or_else(|e| panic!("raw socket on {iface}: {e}"))
 }
 
-/// A plain AF_PACKET raw socket (no ring) bound to one interface: the far end.
-struct RawSock {
-    fd: i32,
-    mac: [u8; 6],
-}
-
-impl RawSock {
-    fn open(iface: &str) -> RawSock {
-        let (mac, _) = iface_mac_mtu(iface).unwrap();
-        let c = CString::new(iface).unwrap();
-        // SAFETY: valid C string.
-        let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) } as i32;
-        assert!(ifindex > 0);
-        let proto = (libc::ETH_P_ALL as u16).to_be() as i32;
-        // SAFETY: plain socket(2).
-        let fd =
-            unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK, proto) };
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        // SAFETY: zeroed sockaddr_ll is valid.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = proto as u16;
-        sll.sll_ifindex = ifindex;
-        // SAFETY: valid sockaddr_ll of the size given.
-        let r = unsafe {
-            libc::bind(
-                fd,
-                (&sll as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        assert_eq!(r, 0, "bind: {}", std::io::Error::last_os_error());
-        let big: libc::c_int = 8 << 20;
-        // SAFETY: setsockopt with an int of the size given (SO_RCVBUFFORCE: we are root).
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&big as *const libc::c_int).cast(),
-                4,
-            )
-        };
-        RawSock { fd, mac }
-    }
-
-    fn send(&self, frame: &[u8]) {
-        // SAFETY: sending from a live buffer of the length given.
-        let r = unsafe { libc::send(self.fd, frame.as_ptr().cast(), frame.len(), 0) };
-        assert_eq!(
-            r,
-            frame.len() as isize,
-            "send: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-
-    /// Next test frame from `src`, spinning up to `timeout`.
-    fn recv_from(&self, src: [u8; 6], buf: &mut [u8], timeout: Duration) -> Option<usize> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            // SAFETY: receiving into a live buffer of the length given.
-            let r =
-                unsafe { libc::recv(self.fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_TRUNC) };
-            if r >= 0 {
-                let n = r as usize;
-                if n >= 14 && buf[6..12] == src && buf[12..14] == ETHERTYPE {
-                    return Some(n);
-                }
-                continue;
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::hint::spin_loop();
-        }
-    }
-}
-
-impl Drop for RawSock {
-    fn drop(&mut self) {
-        // SAFETY: closing our own fd once.
-        unsafe { libc::close(self.fd) };
-    }
-}
-
-/// A test frame of `len` bytes: Ethernet header, sequence number, then a pattern that
-/// depends on both.
-fn frame(dst: [u8; 6], src: [u8; 6], seq: u32, len: usize) -> Vec<u8> {
-    let mut f = vec![0u8; len];
-    f[0..6].copy_from_slice(&dst);
-    f[6..12].copy_from_slice(&src);
-    f[12..14].copy_from_slice(&ETHERTYPE);
-    f[14..18].copy_from_slice(&seq.to_be_bytes());
-    for (i, b) in f[18..].iter_mut().enumerate() {
-        *b = (i as u32).wrapping_mul(31).wrapping_add(seq) as u8;
-    }
-    f
+/// Next test frame from `src` on `s`, spinning up to `timeout`.
+fn recv_from(s: &RawSocket, src: [u8; 6], buf: &mut [u8], timeout: Duration) -> Option<usize> {
+    s.recv_until(buf, Instant::now() + timeout, |f, _| is_test_frame(f, src))
 }
 
 fn is_test_frame(f: &[u8], src: [u8; 6]) -> bool {
-    f.len() >= 18 && f[6..12] == src && f[12..14] == ETHERTYPE
+    frames::numbered_seq(f).is_some() && f[6..12] == src
 }
 
 /// Spin on `nic.rx_burst` until a test frame from `src` arrives (or `timeout`).
@@ -212,25 +77,29 @@ fn sizes(max_frame: usize) -> Vec<usize> {
 
 #[test]
 fn receives_frames_byte_exact_and_in_order() {
-    let Some(ns) = Netns::new("r") else { return };
-    ns.run(|a, b| {
+    let _serial = serial();
+    let Some(ns) = netns("receives_frames_byte_exact_and_in_order") else {
+        return;
+    };
+    let (a, b) = (A, B);
+    ns.run(|| {
         for v in [RingVersion::V2, RingVersion::V3] {
-            receive(a, b, v);
+            receive(&ns, a, b, v);
         }
     });
 }
 
-fn receive(a: &str, b: &str, v: RingVersion) {
+fn receive(ns: &Netns, a: &str, b: &str, v: RingVersion) {
     {
         let mut nic = AfPacketNic::open_with(a, v).expect("open");
-        let far = RawSock::open(b);
+        let far = raw(b);
         assert_eq!(nic.max_frame(), 1514);
         assert!(nic.rx_fd().is_some());
         let dst = nic.mac();
         for (seq, &len) in sizes(nic.max_frame()).iter().enumerate() {
-            let f = frame(dst, far.mac, seq as u32, len);
-            far.send(&f);
-            let got = nic_recv(&mut nic, far.mac, Duration::from_secs(2)).expect("frame lost");
+            let f = frame(dst, far.mac(), seq as u32, len);
+            far.send(&f).expect("send");
+            let got = nic_recv(&mut nic, far.mac(), Duration::from_secs(2)).expect("frame lost");
             assert_eq!(got, f, "frame of {len} bytes differs");
         }
 
@@ -243,27 +112,30 @@ fn receive(a: &str, b: &str, v: RingVersion) {
         } else {
             1000.min(slots as u32 - 16)
         };
-        let (name, bname) = (ns_of_thread(), b.to_string());
         let dst2 = dst;
+        // A socket stays in the namespace it was made in: the sender thread needs no setns.
+        let far2 = RawSocket::open(ns, b).expect("raw socket on the far end");
         let sender = std::thread::spawn(move || {
-            enter_netns(&name).expect("enter the namespace");
-            let far = RawSock::open(&bname);
             for seq in 0..n {
                 let len = 60 + (seq as usize * 37) % (1514 - 60 + 1);
-                far.send(&frame(dst2, far.mac, seq, len));
+                far2.send(&frame(dst2, far2.mac(), seq, len)).expect("send");
             }
         });
         let mut next = 0u32;
         let deadline = Instant::now() + Duration::from_secs(10);
         while next < n && Instant::now() < deadline {
             nic.rx_burst(64, &mut |f: &[u8]| {
-                if !is_test_frame(f, far.mac) {
+                if !is_test_frame(f, far.mac()) {
                     return;
                 }
                 let seq = u32::from_be_bytes([f[14], f[15], f[16], f[17]]);
                 let len = 60 + (seq as usize * 37) % (1514 - 60 + 1);
                 assert_eq!(seq, next, "frame out of order or lost");
-                assert_eq!(f, &frame(dst, far.mac, seq, len)[..], "frame {seq} differs");
+                assert_eq!(
+                    f,
+                    &frame(dst, far.mac(), seq, len)[..],
+                    "frame {seq} differs"
+                );
                 next += 1;
             });
         }
@@ -275,25 +147,14 @@ fn receive(a: &str, b: &str, v: RingVersion) {
     }
 }
 
-/// The namespace the calling thread is in, by name (for threads spawned inside `run`).
-fn ns_of_thread() -> String {
-    let me = std::fs::metadata("/proc/thread-self/ns/net").unwrap();
-    use std::os::unix::fs::MetadataExt;
-    for e in std::fs::read_dir("/run/netns").unwrap() {
-        let e = e.unwrap();
-        if let Ok(m) = std::fs::metadata(e.path()) {
-            if m.ino() == me.ino() && m.dev() == me.dev() {
-                return e.file_name().to_string_lossy().into_owned();
-            }
-        }
-    }
-    panic!("namespace not found")
-}
-
 #[test]
 fn sends_frames_byte_exact_and_in_order() {
-    let Some(ns) = Netns::new("t") else { return };
-    ns.run(|a, b| {
+    let _serial = serial();
+    let Some(ns) = netns("sends_frames_byte_exact_and_in_order") else {
+        return;
+    };
+    let (a, b) = (A, B);
+    ns.run(|| {
         for v in [RingVersion::V2, RingVersion::V3] {
             send(a, b, v);
         }
@@ -303,16 +164,14 @@ fn sends_frames_byte_exact_and_in_order() {
 fn send(a: &str, b: &str, v: RingVersion) {
     {
         let mut nic = AfPacketNic::open_with(a, v).expect("open");
-        let far = RawSock::open(b);
+        let far = raw(b);
         let src = nic.mac();
         let mut buf = vec![0u8; 65536];
         for (seq, &len) in sizes(nic.max_frame()).iter().enumerate() {
-            let f = frame(far.mac, src, seq as u32, len);
+            let f = frame(far.mac(), src, seq as u32, len);
             assert!(nic.tx(len, &mut |d: &mut [u8]| d.copy_from_slice(&f)));
             nic.flush_tx();
-            let n = far
-                .recv_from(src, &mut buf, Duration::from_secs(2))
-                .expect("frame lost");
+            let n = recv_from(&far, src, &mut buf, Duration::from_secs(2)).expect("frame lost");
             assert_eq!(&buf[..n], &f[..], "frame of {len} bytes differs");
         }
         // Too big: refused without calling fill, and counted.
@@ -332,7 +191,7 @@ fn send(a: &str, b: &str, v: RingVersion) {
                     break;
                 }
                 let len = 60 + (seq as usize * 37) % (1514 - 60 + 1);
-                let f = frame(far.mac, src, seq, len);
+                let f = frame(far.mac(), src, seq, len);
                 assert!(
                     nic.tx(len, &mut |d: &mut [u8]| d.copy_from_slice(&f)),
                     "ring full"
@@ -341,13 +200,11 @@ fn send(a: &str, b: &str, v: RingVersion) {
             }
             nic.flush_tx();
             while next_rx < seq {
-                let n = far
-                    .recv_from(src, &mut buf, Duration::from_secs(2))
-                    .expect("frame lost");
+                let n = recv_from(&far, src, &mut buf, Duration::from_secs(2)).expect("frame lost");
                 let s = u32::from_be_bytes([buf[14], buf[15], buf[16], buf[17]]);
                 assert_eq!(s, next_rx, "frame out of order or lost");
                 let len = 60 + (s as usize * 37) % (1514 - 60 + 1);
-                assert_eq!(&buf[..n], &frame(far.mac, src, s, len)[..]);
+                assert_eq!(&buf[..n], &frame(far.mac(), src, s, len)[..]);
                 next_rx += 1;
             }
         }
@@ -359,7 +216,7 @@ fn send(a: &str, b: &str, v: RingVersion) {
         let slots = nic.tx_slots();
         let mut queued = 0;
         while nic.tx(60, &mut |d: &mut [u8]| {
-            d.copy_from_slice(&frame(far.mac, src, 0, 60))
+            d.copy_from_slice(&frame(far.mac(), src, 0, 60))
         }) {
             queued += 1;
             assert!(queued <= slots);
@@ -370,7 +227,7 @@ fn send(a: &str, b: &str, v: RingVersion) {
         let mut ok = false;
         while !ok && Instant::now() < deadline {
             ok = nic.tx(60, &mut |d: &mut [u8]| {
-                d.copy_from_slice(&frame(far.mac, src, 0, 60))
+                d.copy_from_slice(&frame(far.mac(), src, 0, 60))
             });
         }
         assert!(ok, "TX ring never drained");
@@ -380,8 +237,12 @@ fn send(a: &str, b: &str, v: RingVersion) {
 
 #[test]
 fn own_frames_are_not_looped_back() {
-    let Some(ns) = Netns::new("o") else { return };
-    ns.run(|a, _b| {
+    let _serial = serial();
+    let Some(ns) = netns("own_frames_are_not_looped_back") else {
+        return;
+    };
+    let a = A;
+    ns.run(|| {
         for v in [RingVersion::V2, RingVersion::V3] {
             let mut nic = AfPacketNic::open_with(a, v).expect("open");
             let src = nic.mac();
@@ -422,8 +283,10 @@ fn report(what: &str, v: &mut [f64]) {
 /// to a plain raw socket's `recv` for comparison, and `tx`+`flush_tx` → far end `recv`.
 #[test]
 fn latency() {
-    let Some(ns) = Netns::new("l") else { return };
-    ns.run(|a, b| {
+    let _serial = serial();
+    let Some(ns) = netns("latency") else { return };
+    let (a, b) = (A, B);
+    ns.run(|| {
         for v in [RingVersion::V2, RingVersion::V3] {
             latency_of(a, b, v);
         }
@@ -432,43 +295,41 @@ fn latency() {
 
 fn latency_of(a: &str, b: &str, v: RingVersion) {
     let mut nic = AfPacketNic::open_with(a, v).expect("open");
-    let far = RawSock::open(b);
-    let near = RawSock::open(a);
+    let far = raw(b);
+    let near = raw(a);
     let dst = nic.mac();
     let n = 300;
     let mut buf = vec![0u8; 65536];
     let gap = Duration::from_micros(200);
     let (mut rx, mut plain, mut tx) = (Vec::new(), Vec::new(), Vec::new());
     for seq in 0..n {
-        let f = frame(dst, far.mac, seq, 1024);
+        let f = frame(dst, far.mac(), seq, 1024);
         let t0 = Instant::now();
-        far.send(&f);
-        let got = nic_recv(&mut nic, far.mac, Duration::from_secs(1)).expect("lost");
+        far.send(&f).expect("send");
+        let got = nic_recv(&mut nic, far.mac(), Duration::from_secs(1)).expect("lost");
         rx.push(t0.elapsed().as_secs_f64() * 1e6);
         assert_eq!(got, f);
         // The plain socket on the same end got it too: drain.
-        while near.recv_from(far.mac, &mut buf, Duration::ZERO).is_some() {}
+        while recv_from(&near, far.mac(), &mut buf, Duration::ZERO).is_some() {}
         std::thread::sleep(gap);
     }
     for seq in 0..n {
-        let f = frame(dst, far.mac, seq, 1024);
+        let f = frame(dst, far.mac(), seq, 1024);
         let t0 = Instant::now();
-        far.send(&f);
-        near.recv_from(far.mac, &mut buf, Duration::from_secs(1))
-            .expect("lost");
+        far.send(&f).expect("send");
+        recv_from(&near, far.mac(), &mut buf, Duration::from_secs(1)).expect("lost");
         plain.push(t0.elapsed().as_secs_f64() * 1e6);
         // Drain the ring's copy.
-        while nic_recv(&mut nic, far.mac, Duration::from_millis(20)).is_some() {}
+        while nic_recv(&mut nic, far.mac(), Duration::from_millis(20)).is_some() {}
         std::thread::sleep(gap);
     }
     let src = nic.mac();
     for seq in 0..n {
-        let f = frame(far.mac, src, seq, 1024);
+        let f = frame(far.mac(), src, seq, 1024);
         let t0 = Instant::now();
         assert!(nic.tx(1024, &mut |d: &mut [u8]| d.copy_from_slice(&f)));
         nic.flush_tx();
-        far.recv_from(src, &mut buf, Duration::from_secs(1))
-            .expect("lost");
+        recv_from(&far, src, &mut buf, Duration::from_secs(1)).expect("lost");
         tx.push(t0.elapsed().as_secs_f64() * 1e6);
         std::thread::sleep(gap);
     }
@@ -481,14 +342,18 @@ fn latency_of(a: &str, b: &str, v: RingVersion) {
 /// checksum yet); the backend completes it before handing the frame up.
 #[test]
 fn completes_checksums_of_kernel_frames() {
-    let Some(ns) = Netns::new("c") else { return };
-    ns.run(|a, b| {
+    let _serial = serial();
+    let Some(ns) = netns("completes_checksums_of_kernel_frames") else {
+        return;
+    };
+    let (a, b) = (A, B);
+    ns.run(|| {
         for v in [RingVersion::V2, RingVersion::V3] {
             let mut nic = AfPacketNic::open_with(a, v).expect("open");
             let mac = nic.mac().map(|x| format!("{x:02x}")).join(":");
-            ip(&["addr", "replace", "10.77.0.2/24", "dev", b]).unwrap();
-            ip(&["neigh", "replace", "10.77.0.1", "lladdr", &mac, "dev", b]).unwrap();
-            let near = RawSock::open(a);
+            ns.ip(&["addr", "replace", "10.77.0.2/24", "dev", b]);
+            ns.ip(&["neigh", "replace", "10.77.0.1", "lladdr", &mac, "dev", b]);
+            let near = raw(a);
             let sock = std::net::UdpSocket::bind("10.77.0.2:0").unwrap();
             let payload = vec![0x5au8; 999];
             sock.send_to(&payload, "10.77.0.1:7777").unwrap();
@@ -517,102 +382,15 @@ fn completes_checksums_of_kernel_frames() {
             // (if the veth offloads it; show whether this run exercised the fix-up).
             let mut buf = vec![0u8; 2048];
             let deadline = Instant::now() + Duration::from_secs(1);
-            while Instant::now() < deadline {
-                // SAFETY: receiving into a live buffer of the length given.
-                let r = unsafe { libc::recv(near.fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-                if r >= 42 && buf[12..14] == [8, 0] && buf[23] == 17 {
-                    let partial = docknet_master::csum::verify(&buf[14..14 + total]).is_err();
-                    println!(
-                        "{v:?}: kernel handed the UDP frame with a partial checksum: {partial}"
-                    );
-                    assert_eq!(buf[..40], f[..40], "only the UDP checksum may differ");
-                    assert_eq!(buf[42..14 + total], f[42..14 + total]);
-                    break;
-                }
+            let udp = |g: &[u8], _| g.len() >= 42 && g[12..14] == [8, 0] && g[23] == 17;
+            if near.recv_until(&mut buf, deadline, udp).is_some() {
+                let partial = docknet_master::csum::verify(&buf[14..14 + total]).is_err();
+                println!("{v:?}: kernel handed the UDP frame with a partial checksum: {partial}");
+                assert_eq!(buf[..40], f[..40], "only the UDP checksum may differ");
+                assert_eq!(buf[42..14 + total], f[42..14 + total]);
             }
         }
     });
-}
-
-/// `ethtool -K IFACE ARGS...` (in the calling thread's namespace).
-fn ethtool_k(iface: &str, args: &[&str]) {
-    let out = Command::new("ethtool")
-        .arg("-K")
-        .arg(iface)
-        .args(args)
-        .output()
-        .expect("run ethtool");
-    assert!(
-        out.status.success(),
-        "ethtool -K {iface} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-const TCP_SYN: u8 = 0x02;
-const TCP_ACK: u8 = 0x10;
-const TCP_PSH: u8 = 0x08;
-
-/// An Ethernet + IPv4 + TCP frame (no IP options; TCP options `opts`, a multiple of 4).
-#[allow(clippy::too_many_arguments)]
-fn tcp_frame(
-    dst_mac: [u8; 6],
-    src_mac: [u8; 6],
-    src: ([u8; 4], u16),
-    dst: ([u8; 4], u16),
-    seq: u32,
-    ack: u32,
-    flags: u8,
-    opts: &[u8],
-    payload: &[u8],
-) -> Vec<u8> {
-    let th = 20 + opts.len();
-    let total = 20 + th + payload.len();
-    let mut f = vec![0u8; 14 + total];
-    f[0..6].copy_from_slice(&dst_mac);
-    f[6..12].copy_from_slice(&src_mac);
-    f[12..14].copy_from_slice(&[8, 0]);
-    let ip = &mut f[14..];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    ip[6] = 0x40; // DF
-    ip[8] = 64;
-    ip[9] = 6;
-    ip[12..16].copy_from_slice(&src.0);
-    ip[16..20].copy_from_slice(&dst.0);
-    let t = &mut ip[20..];
-    t[0..2].copy_from_slice(&src.1.to_be_bytes());
-    t[2..4].copy_from_slice(&dst.1.to_be_bytes());
-    t[4..8].copy_from_slice(&seq.to_be_bytes());
-    t[8..12].copy_from_slice(&ack.to_be_bytes());
-    t[12] = ((th / 4) as u8) << 4;
-    t[13] = flags;
-    t[14..16].copy_from_slice(&65535u16.to_be_bytes());
-    t[20..th].copy_from_slice(opts);
-    t[th..].copy_from_slice(payload);
-    f
-}
-
-/// A received TCP/IPv4 frame: (src port, dst port, seq, ack, flags, payload).
-type TcpView<'a> = (u16, u16, u32, u32, u8, &'a [u8]);
-
-fn parse_tcp(f: &[u8]) -> Option<TcpView<'_>> {
-    if f.len() < 54 || f[12..14] != [8, 0] || f[23] != 6 {
-        return None;
-    }
-    let ihl = (f[14] & 0x0f) as usize * 4;
-    let total = u16::from_be_bytes([f[16], f[17]]) as usize;
-    let t = f.get(14 + ihl..14 + total)?;
-    let th = (t[12] >> 4) as usize * 4;
-    let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-    Some((
-        u16::from_be_bytes([t[0], t[1]]),
-        u16::from_be_bytes([t[2], t[3]]),
-        be32(&t[4..8]),
-        be32(&t[8..12]),
-        t[13],
-        t.get(th..)?,
-    ))
 }
 
 /// GSO over a real kernel TCP connection. The test plays a TCP client on the
@@ -631,13 +409,17 @@ fn parse_tcp(f: &[u8]) -> Option<TcpView<'_>> {
 fn gso_frames_carry_a_kernel_tcp_stream_both_ways() {
     use docknet_master::nic::{CsumState, TxMeta};
     use std::io::{Read, Write};
-    let Some(ns) = Netns::new("g") else { return };
-    ns.run(|a, b| {
+    let _serial = serial();
+    let Some(ns) = netns("gso_frames_carry_a_kernel_tcp_stream_both_ways") else {
+        return;
+    };
+    let (a, b) = (A, B);
+    ns.run(|| {
         let (me, srv) = ([10u8, 79, 0, 1], [10u8, 79, 0, 2]);
-        ip(&["addr", "replace", "10.79.0.2/24", "dev", b]).unwrap();
+        ns.ip(&["addr", "replace", "10.79.0.2/24", "dev", b]);
         for (round, csum_off) in [false, true].into_iter().enumerate() {
             if csum_off {
-                ethtool_k(a, &["tx", "off"]);
+                run_ok(ns.command("ethtool").args(["-K", a, "tx", "off"]), Duration::from_secs(10));
             }
             let mut nic = AfPacketNic::open_with(a, RingVersion::V2).expect("open");
             assert!(nic.offloads(), "PACKET_VNET_HDR refused by this kernel");
@@ -645,7 +427,7 @@ fn gso_frames_carry_a_kernel_tcp_stream_both_ways() {
             let mac = nic.mac();
             let smac = iface_mac_mtu(b).unwrap().0;
             let mac_s = mac.map(|x| format!("{x:02x}")).join(":");
-            ip(&["neigh", "replace", "10.79.0.1", "lladdr", &mac_s, "dev", b]).unwrap();
+            ns.ip(&["neigh", "replace", "10.79.0.1", "lladdr", &mac_s, "dev", b]);
             let listener = std::net::TcpListener::bind("10.79.0.2:0").unwrap();
             let port = listener.local_addr().unwrap().port();
             let request: Vec<u8> = (0..30_000u32).map(|i| (i * 7 + round as u32) as u8).collect();
@@ -662,9 +444,14 @@ fn gso_frames_carry_a_kernel_tcp_stream_both_ways() {
             });
             let cport = 40_000 + round as u16;
             let isn = 1_000_000u32;
+            // A segment of our connection (checksums for the code under test to fill).
+            let segment = |seq, ack, flags, opts: &[u8], payload: &[u8]| {
+                let tcp = frames::tcp_segment(cport, port, seq, ack, flags, opts, payload);
+                frames::ipv4_unsummed(smac, mac, me, srv, 6, &tcp)
+            };
             // MSS 1460: the server may send full-size segments.
             let syn = {
-                let mut f = tcp_frame(smac, mac, (me, cport), (srv, port), isn, 0, TCP_SYN, &[2, 4, 5, 0xb4], &[]);
+                let mut f = segment(isn, 0, TCP_SYN, &[2, 4, 5, 0xb4], &[]);
                 assert!(docknet_master::csum::fill(&mut f[14..]));
                 f
             };
@@ -684,7 +471,7 @@ fn gso_frames_carry_a_kernel_tcp_stream_both_ways() {
             }
             let server_isn = server_isn.expect("no SYN-ACK");
             // The request: one GSO frame, segments of 1460 bytes, checksum left partial.
-            let mut f = tcp_frame(smac, mac, (me, cport), (srv, port), isn + 1, server_isn + 1, TCP_ACK | TCP_PSH, &[], &request);
+            let mut f = segment(isn + 1, server_isn + 1, TCP_ACK | TCP_PSH, &[], &request);
             assert!(f.len() > nic.max_frame() && f.len() <= nic.gso_max_frame());
             let (l4, off) = docknet_master::csum::fill_partial(&mut f[14..]).expect("TCP");
             let meta = TxMeta {
@@ -730,7 +517,7 @@ fn gso_frames_carry_a_kernel_tcp_stream_both_ways() {
                 });
                 if acked != next_ack {
                     next_ack = acked;
-                    let mut ack = tcp_frame(smac, mac, (me, cport), (srv, port), isn + 1 + request.len() as u32, next_ack, TCP_ACK, &[], &[]);
+                    let mut ack = segment(isn + 1 + request.len() as u32, next_ack, TCP_ACK, &[], &[]);
                     assert!(docknet_master::csum::fill(&mut ack[14..]));
                     assert!(nic.tx(ack.len(), &mut |d: &mut [u8]| d.copy_from_slice(&ack)));
                     nic.flush_tx();
@@ -738,7 +525,7 @@ fn gso_frames_carry_a_kernel_tcp_stream_both_ways() {
             }
             let missing = got.iter().filter(|b| b.is_none()).count();
             if missing > 0 {
-                let o = Command::new("sh").arg("-c").arg(format!("nstat -az | grep -iE 'csum|InSegs|InErrs'; ip -s link show {b}; ip -s link show {a}; ethtool -k {a} | grep -E 'tx-check|segmentation'")).output().unwrap();
+                let o = ns.command("sh").arg("-c").arg(format!("nstat -az | grep -iE 'csum|InSegs|InErrs'; ip -s link show {b}; ip -s link show {a}; ethtool -k {a} | grep -E 'tx-check|segmentation'")).output().unwrap();
                 println!("{}", String::from_utf8_lossy(&o.stdout));
             }
             assert_eq!(missing, 0, "round {round}: {missing} answer bytes never arrived");

@@ -8,57 +8,29 @@
 
 use std::net::Ipv4Addr;
 use std::process::Command;
-
-mod common;
-use common::{enter_netns, ip};
+use std::time::Duration;
 
 use docknet_master::nic::dpdk::DpdkNic;
 use docknet_master::nic::Nic;
-
-/// A network namespace, deleted on drop (with the TAP the PMD made in it).
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = ip(&["netns", "del", &self.0]);
-        let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.0));
-    }
-}
+use docknet_tests::need_root;
+use docknet_tests::nic::{try_run, DpdkPrefix, Netns};
 
 /// The net_tap PMD implements rte_flow with tc (multiq qdisc, flower filters, skbedit
 /// actions); some kernels (e.g. minimal VM kernels) lack them. Probe on a scratch veth.
-fn kernel_has_tc_flower(ns: &str) -> Result<(), String> {
-    let (v1, v2) = (
-        format!("dnfp{}", std::process::id()),
-        format!("dnfq{}", std::process::id()),
-    );
-    ip(&[
-        "-n", ns, "link", "add", &v1, "type", "veth", "peer", "name", &v2,
-    ])?;
+fn kernel_has_tc_flower(ns: &Netns) -> Result<(), String> {
+    let (v1, v2) = ("dnfp", "dnfq");
+    ns.try_ip(&["link", "add", v1, "type", "veth", "peer", "name", v2])?;
     let tc = |args: &[&str]| -> Result<(), String> {
-        let out = Command::new("ip")
-            .args(["netns", "exec", ns, "tc"])
-            .args(args)
-            .output()
-            .map_err(|e| format!("cannot run tc: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "tc {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
+        try_run(ns.command("tc").args(args), Duration::from_secs(10)).map(drop)
     };
-    let r = tc(&["qdisc", "add", "dev", &v1, "root", "handle", "1:", "multiq"])
-        .and_then(|_| tc(&["qdisc", "add", "dev", &v1, "ingress"]))
+    let r = tc(&["qdisc", "add", "dev", v1, "root", "handle", "1:", "multiq"])
+        .and_then(|_| tc(&["qdisc", "add", "dev", v1, "ingress"]))
         .and_then(|_| {
             tc(&[
                 "filter",
                 "add",
                 "dev",
-                &v1,
+                v1,
                 "parent",
                 "ffff:",
                 "protocol",
@@ -72,30 +44,28 @@ fn kernel_has_tc_flower(ns: &str) -> Result<(), String> {
                 "0",
             ])
         });
-    let _ = ip(&["-n", ns, "link", "del", &v1]);
+    let _ = ns.try_ip(&["link", "del", v1]);
     r.map_err(|e| format!("this kernel lacks what net_tap's rte_flow needs ({e})"))
 }
 
 #[test]
 fn dpdk_tap_pmd_mtu_and_rte_flow() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping dpdk rte_flow test: needs root (network namespace, TAP)");
+    if !need_root("dpdk rte_flow test", "network namespace, TAP") {
         return;
     }
     if Command::new("ip").arg("-V").output().is_err() {
         eprintln!("skipping dpdk rte_flow test: needs iproute2 (`ip`)");
         return;
     }
-    let pid = std::process::id();
-    let ns = Netns(format!("dndflow{pid}"));
-    ip(&["netns", "add", &ns.0]).expect("create netns");
-    let name = ns.0.clone();
-    let body = std::thread::spawn(move || {
-        enter_netns(&name).expect("enter netns");
+    // Guards: EAL's runtime directory and the namespace (with the TAP the PMD makes in
+    // it) go on every exit.
+    let prefix = DpdkPrefix::new();
+    let ns = Netns::new("dflow");
+    ns.run(|| {
         let args = format!(
             "--no-huge --no-pci -m 128 -l 0 --log-level=error --no-telemetry --no-shconf \
-             --file-prefix={name} --vdev=net_tap0,iface=dntf{pid}"
+             --file-prefix={} --vdev=net_tap0,iface=dntf0",
+            prefix.prefix()
         );
         let mut nic = DpdkNic::open_with_mtu(&args, Some(1400))
             .unwrap_or_else(|e| panic!("DpdkNic::open({args}): {e}"));
@@ -108,7 +78,7 @@ fn dpdk_tap_pmd_mtu_and_rte_flow() {
         let a = Ipv4Addr::new(10, 88, 0, 2);
         let b = Ipv4Addr::new(10, 88, 0, 3);
         if let Err(e) = nic.try_steer(a) {
-            if let Err(why) = kernel_has_tc_flower(&name) {
+            if let Err(why) = kernel_has_tc_flower(&ns) {
                 // Still check the fallback: no rule, steer says so, unsteer is harmless.
                 assert!(!nic.steer(a));
                 nic.unsteer(a);
@@ -127,9 +97,4 @@ fn dpdk_tap_pmd_mtu_and_rte_flow() {
         assert!(nic.steer(a), "a removed rule can be made again");
         // Drop destroys the remaining rules before closing the port.
     });
-    let result = body.join();
-    drop(ns);
-    if let Err(p) = result {
-        std::panic::resume_unwind(p);
-    }
 }

@@ -1,9 +1,12 @@
 //! Harness for DockNet-rs system tests: builds the workspace's binaries once per test
 //! process, starts `docknetd` in a private run directory, runs `docknetctl` and services
 //! with timeouts, and cleans everything up on every exit path (guards with `Drop`).
+//! [`nic`] adds network namespaces, veth links, raw sockets and hand-built frames. The
+//! test kit of the workspace: `docknet-master`'s integration tests use it too (a
+//! dev-dependency; this crate must never depend on `docknet-master`).
 //!
 //! Set `DOCKNET_BIN_DIR` to a directory holding already-built `docknetd`, `docknetctl` and
-//! `dn-echo` to skip the build step.
+//! `dn-echo` to skip the build step ([`set_bin_dir`] does so from code).
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -47,11 +50,27 @@ pub const CTL_TIMEOUT: Duration = Duration::from_secs(10);
 // ---------------------------------------------------------------------------------------
 // Locating (and building) the binaries under test
 
-/// The directory holding the workspace's binaries, built on first use with the same
-/// profile as this test binary.
+/// Where the binaries under test are, once chosen ([`bin_dir`], [`set_bin_dir`]).
+static BIN_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Take the binaries from `dir` instead of finding or building them: for the integration
+/// tests of a package whose binaries cargo has already built (e.g. the parent directory
+/// of `env!("CARGO_BIN_EXE_docknetd")`). Call it before anything starts a binary; it
+/// wins over `DOCKNET_BIN_DIR`. Panics if another directory was chosen already.
+pub fn set_bin_dir(dir: &Path) {
+    let chosen = BIN_DIR.get_or_init(|| dir.to_path_buf());
+    assert_eq!(
+        chosen,
+        dir,
+        "the binaries' directory was already chosen as {}",
+        chosen.display()
+    );
+}
+
+/// The directory holding the workspace's binaries: the one given to [`set_bin_dir`], else
+/// `DOCKNET_BIN_DIR`, else built on first use with the same profile as this test binary.
 pub fn bin_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
+    BIN_DIR.get_or_init(|| {
         if let Some(dir) = std::env::var_os("DOCKNET_BIN_DIR") {
             return PathBuf::from(dir);
         }
@@ -401,9 +420,14 @@ pub fn clock_ticks_per_sec() -> u64 {
 // The daemon
 
 /// A running `docknetd` with its own run directory. Dropping it stops the daemon
-/// (SIGTERM, then SIGKILL) and removes the run directory.
+/// (SIGTERM, then SIGKILL) and removes the run directory and the logs.
 pub struct Daemon {
+    /// `--run-dir`: `run` inside [`Daemon::log_dir`].
     pub run_dir: PathBuf,
+    /// A scratch directory [`unique_tmp`] holding the logs of docknetd and of the
+    /// services started here, and the run directory; the logs stay out of the run
+    /// directory so docknetd alone decides what is left in it.
+    pub log_dir: PathBuf,
     proc: ChildGuard,
     services: AtomicU32,
     /// How it was started (for [`Daemon::restart`]).
@@ -432,12 +456,14 @@ impl Daemon {
     fn spawn(netns_path: Option<&Path>, nic: &str, extra: &[&str]) -> Daemon {
         // Build (or find) the binaries first: a failed build must not leave a run dir.
         bin("docknetd");
-        let run_dir = unique_tmp();
-        let _ = std::fs::remove_dir_all(&run_dir);
+        let log_dir = unique_tmp();
+        let _ = std::fs::remove_dir_all(&log_dir);
+        let run_dir = log_dir.join("run");
         std::fs::create_dir_all(&run_dir).expect("create run dir");
-        let proc = Self::spawn_on(&run_dir, netns_path, nic, extra, "docknetd.log");
+        let proc = Self::spawn_on(&run_dir, &log_dir, netns_path, nic, extra, "docknetd.log");
         let mut d = Daemon {
             run_dir,
+            log_dir,
             proc,
             services: AtomicU32::new(0),
             netns: netns_path.map(Path::to_path_buf),
@@ -472,6 +498,7 @@ impl Daemon {
         let n = self.services.fetch_add(1, Ordering::Relaxed);
         let new = Self::spawn_on(
             &self.run_dir,
+            &self.log_dir,
             self.netns.as_deref(),
             &self.nic,
             extra,
@@ -484,13 +511,14 @@ impl Daemon {
 
     fn spawn_on(
         run_dir: &Path,
+        log_dir: &Path,
         netns_path: Option<&Path>,
         nic: &str,
         extra: &[&str],
         log_name: &str,
     ) -> ChildGuard {
         let docknetd = bin("docknetd");
-        let log = run_dir.join(log_name);
+        let log = log_dir.join(log_name);
         let mut cmd = match netns_path {
             // nsenter execs docknetd (no fork without a PID namespace), so the child's
             // pid is docknetd's and signals reach it directly.
@@ -509,7 +537,7 @@ impl Daemon {
             .arg(nic)
             .args(extra)
             .stdin(Stdio::null())
-            .stdout(File::create(run_dir.join("docknetd.out")).expect("create log"));
+            .stdout(File::create(log_dir.join("docknetd.out")).expect("create log"));
         ChildGuard::spawn(&mut cmd, "docknetd", Some(log)).0
     }
 
@@ -554,6 +582,12 @@ impl Daemon {
     /// True while docknetd runs.
     pub fn alive(&mut self) -> bool {
         self.proc.alive()
+    }
+
+    /// Wait up to `timeout` for docknetd to exit by itself (after a `shutdown` request,
+    /// say): its exit status, `None` if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.proc.wait_timeout(timeout)
     }
 
     /// The tail of docknetd's stderr.
@@ -658,7 +692,7 @@ impl Daemon {
         env: &[(&str, &str)],
     ) -> (ChildGuard, std::process::ChildStdout) {
         let n = self.services.fetch_add(1, Ordering::Relaxed);
-        let log = self.run_dir.join(format!("{bin_name}-{pipe}-{n}.log"));
+        let log = self.log_dir.join(format!("{bin_name}-{pipe}-{n}.log"));
         let mut cmd = Command::new(bin(bin_name));
         cmd.args(args)
             .env("DOCKNET_PIPE", self.pipe_dir(pipe))
@@ -792,7 +826,7 @@ impl Drop for Daemon {
         if std::thread::panicking() {
             eprintln!(
                 "--- docknetd log ({}) ---\n{}",
-                self.run_dir.display(),
+                self.log_dir.display(),
                 self.proc.log_tail()
             );
         }
@@ -805,7 +839,7 @@ impl Drop for Daemon {
                 unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
             }
         }
-        let _ = std::fs::remove_dir_all(&self.run_dir);
+        let _ = std::fs::remove_dir_all(&self.log_dir);
     }
 }
 

@@ -92,6 +92,21 @@ pub fn run_ok(cmd: &mut Command, timeout: Duration) -> Output {
     }
 }
 
+/// Run a command to completion (with a timeout): its output if it succeeded, otherwise
+/// one line saying what failed (for checks that skip or fall back rather than fail).
+pub fn try_run(cmd: &mut Command, timeout: Duration) -> Result<Output, String> {
+    let desc = format!("{cmd:?}");
+    match run_with_timeout(cmd, timeout) {
+        Ok(out) if out.status.success() => Ok(out),
+        Ok(out) => Err(format!(
+            "{desc} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err((e, _)) => Err(e),
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Hosts: network namespaces
 
@@ -105,16 +120,22 @@ impl Netns {
     /// A new namespace named `dnt-<pid>x<n>-<tag>` with `lo` up and IPv6 off (so no
     /// router solicitations or MLD reports land in the NIC counters).
     pub fn new(tag: &str) -> Netns {
+        Self::try_new(tag).unwrap_or_else(|e| panic!("cannot make a network namespace: {e}"))
+    }
+
+    /// [`Netns::new`], or why this host cannot make a namespace (for tests that skip).
+    pub fn try_new(tag: &str) -> Result<Netns, String> {
         let name = format!("dnt-{}-{tag}", unique_suffix());
-        run_ok(
+        try_run(
             Command::new("ip").args(["netns", "add", &name]),
             Duration::from_secs(10),
-        );
+        )?;
+        // From here on, drop deletes the namespace whatever fails next.
         let ns = Netns {
             path: PathBuf::from("/run/netns").join(&name),
             name,
         };
-        ns.ip(&["link", "set", "lo", "up"]);
+        ns.try_ip(&["link", "set", "lo", "up"])?;
         // Best effort: without sysctl the tests still work, counters just see more noise.
         let _ = run_with_timeout(
             ns.command("sysctl").args([
@@ -125,7 +146,7 @@ impl Netns {
             ]),
             Duration::from_secs(5),
         );
-        ns
+        Ok(ns)
     }
 
     pub fn name(&self) -> &str {
@@ -154,6 +175,35 @@ impl Netns {
         );
     }
 
+    /// `ip -n NAME ARGS…`, or one line saying why it failed.
+    pub fn try_ip(&self, args: &[&str]) -> Result<(), String> {
+        try_run(
+            Command::new("ip").arg("-n").arg(&self.name).args(args),
+            Duration::from_secs(10),
+        )
+        .map(drop)
+    }
+
+    /// Move the calling thread into this namespace ([`enter_netns`]).
+    pub fn enter(&self) -> io::Result<()> {
+        enter_netns(&self.path)
+    }
+
+    /// Run `body` on a thread of its own that first entered this namespace (for code
+    /// under test that works in "the current" namespace: sockets, NICs, DPDK's EAL),
+    /// and return its result; a panic in `body` is re-raised here, so guards on this
+    /// thread (this namespace among them) still clean up.
+    pub fn run<T: Send>(&self, body: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                self.enter()
+                    .unwrap_or_else(|e| panic!("entering namespace {}: {e}", self.name));
+                body()
+            });
+            h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+
     /// Output of `ip -n NAME ARGS…` (for failure messages).
     pub fn ip_show(&self, args: &[&str]) -> String {
         match run_with_timeout(
@@ -176,8 +226,22 @@ impl Drop for Netns {
     }
 }
 
-/// A veth pair: `a_if` in namespace `a`, `b_if` in `b`, both up. Created directly in the
-/// namespaces, so the names never clash with other tests.
+/// Move the calling thread into the network namespace whose handle is `path` (e.g.
+/// `/run/netns/NAME`). `setns` affects only this thread, and sockets and child processes
+/// made by it afterwards; keep such threads short-lived ([`Netns::run`]).
+pub fn enter_netns(path: &Path) -> io::Result<()> {
+    let f = File::open(path)?;
+    // SAFETY: `f` is an open namespace file; setns only changes this thread's network
+    // namespace.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A veth pair: `a_if` in namespace `a`, `b_if` in `b` (which may be `a`: both ends in
+/// one namespace), both up. Created directly in the namespaces, so the names never clash
+/// with other tests.
 pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
     run_ok(
         Command::new("ip").args([
@@ -211,33 +275,53 @@ pub enum Backend {
     Dpdk,
 }
 
-/// Removes DPDK's runtime directory for a file prefix (if any was made) when dropped.
-struct DpdkRuntimeDir(Option<PathBuf>);
+/// A DPDK `--file-prefix` unique among concurrent test processes (`dnt<pid>x<n>`); its
+/// runtime directory `/var/run/dpdk/PREFIX` (if EAL made one) is removed on drop.
+pub struct DpdkPrefix {
+    prefix: String,
+}
 
-impl Drop for DpdkRuntimeDir {
-    fn drop(&mut self) {
-        if let Some(p) = &self.0 {
-            let _ = std::fs::remove_dir_all(p);
+impl DpdkPrefix {
+    pub fn new() -> DpdkPrefix {
+        DpdkPrefix {
+            prefix: format!("dnt{}", unique_suffix()),
         }
+    }
+
+    /// The value for `--file-prefix=`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+impl Default for DpdkPrefix {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for DpdkPrefix {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(Path::new("/var/run/dpdk").join(&self.prefix));
     }
 }
 
 impl Backend {
     /// The `--nic` value for a daemon whose link is interface `iface` of its namespace;
     /// `lcore` is the DPDK main lcore (two daemons on two cores in two-host tests). Also
-    /// returns DPDK's runtime directory for cleanup.
-    fn nic_arg(self, iface: &str, lcore: usize) -> (String, DpdkRuntimeDir) {
+    /// returns DPDK's file prefix, for cleanup.
+    fn nic_arg(self, iface: &str, lcore: usize) -> (String, Option<DpdkPrefix>) {
         match self {
-            Backend::Tap => (format!("tap:{iface}"), DpdkRuntimeDir(None)),
-            Backend::AfPacket => (format!("af-packet:{iface}"), DpdkRuntimeDir(None)),
+            Backend::Tap => (format!("tap:{iface}"), None),
+            Backend::AfPacket => (format!("af-packet:{iface}"), None),
             Backend::Dpdk => {
-                let prefix = format!("dnt{}", unique_suffix());
+                let prefix = DpdkPrefix::new();
                 let eal = format!(
                     "--no-huge --no-pci --vdev=net_af_packet0,iface={iface},framecnt=4096 -l {lcore} -m 256 \
-                     --no-telemetry --no-shconf --file-prefix={prefix} --log-level=error"
+                     --no-telemetry --no-shconf --file-prefix={} --log-level=error",
+                    prefix.prefix()
                 );
-                let dir = PathBuf::from("/var/run/dpdk").join(&prefix);
-                (format!("dpdk:{eal}"), DpdkRuntimeDir(Some(dir)))
+                (format!("dpdk:{eal}"), Some(prefix))
             }
         }
     }
@@ -272,7 +356,7 @@ pub struct Site {
     /// Dropped first (fields drop in declaration order): the daemon leaves its
     /// namespace before the namespace goes.
     pub daemon: Daemon,
-    _dpdk: DpdkRuntimeDir,
+    _dpdk: Option<DpdkPrefix>,
     pub host: Netns,
     pub kernel: Option<Netns>,
     pub backend: Backend,
@@ -795,10 +879,10 @@ pub fn scenario_bad_input(backend: Backend) {
     };
     // (what, frame, counter it must land in)
     let mut cases: Vec<(&str, Vec<u8>, &str)> = Vec::new();
-    let mut truncated = eth(BROADCAST, [2, 0, 0, 0, 0, 0x99], ETHERTYPE_IPV4);
+    let mut truncated = eth(BROADCAST, TEST_MAC, ETHERTYPE_IPV4);
     truncated.extend_from_slice(&[0x45, 0, 0x03, 0xe8, 0, 0]); // 20 B, claims 1000
     cases.push(("truncated IPv4 (20-byte frame)", truncated, "bad_frame"));
-    let mut arp = eth(BROADCAST, [2, 0, 0, 0, 0, 0x99], ETHERTYPE_ARP);
+    let mut arp = eth(BROADCAST, TEST_MAC, ETHERTYPE_ARP);
     arp.extend_from_slice(&[0, 1, 8, 0, 6, 4]);
     cases.push(("truncated ARP (20-byte frame)", arp, "bad_frame"));
     cases.push((
@@ -830,10 +914,10 @@ pub fn scenario_bad_input(backend: Backend) {
         udp(BROADCAST, me, [192, 0, 2, 1], 40003, 9, b"x"),
         "unknown_dst",
     ));
-    let mut exp = eth(BROADCAST, [2, 0, 0, 0, 0, 0x99], 0x88b5);
+    let mut exp = eth(BROADCAST, TEST_MAC, ETHERTYPE_EXPERIMENTAL);
     exp.resize(60, 0xab);
     cases.push(("unknown EtherType 0x88b5", exp, "unsupported"));
-    let mut v6 = eth(BROADCAST, [2, 0, 0, 0, 0, 0x99], 0x86dd);
+    let mut v6 = eth(BROADCAST, TEST_MAC, 0x86dd);
     v6.resize(80, 0);
     cases.push(("IPv6 EtherType", v6, "unsupported"));
     let mut frag = udp(BROADCAST, me, pipe, 40004, 9, b"fragment");
@@ -915,46 +999,115 @@ pub fn scenario_bad_input(backend: Backend) {
 // Raw Ethernet frames
 
 /// An `AF_PACKET`/`SOCK_RAW` socket bound to an interface of a namespace, for sending
-/// hand-made frames. It receives nothing (protocol 0).
+/// hand-made frames and, if opened to receive, seeing every frame on the interface.
 pub struct RawSocket {
     fd: OwnedFd,
     ifindex: i32,
+    mac: [u8; 6],
 }
 
 impl RawSocket {
-    /// Open on interface `iface` of namespace `ns`. The socket is made by a short-lived
-    /// thread that first enters `ns` (setns affects only the calling thread); a socket
-    /// stays in the namespace it was created in, so it is usable from any thread after.
+    /// Open on interface `iface` of namespace `ns`, for sending only (protocol 0: it
+    /// receives nothing). The socket is made by a short-lived thread that first enters
+    /// `ns`; a socket stays in the namespace it was created in, so it is usable from any
+    /// thread after.
     pub fn open(ns: &Netns, iface: &str) -> io::Result<RawSocket> {
-        let path = ns.path().to_path_buf();
-        let iface = CString::new(iface).map_err(io::Error::other)?;
-        std::thread::spawn(move || -> io::Result<RawSocket> {
-            let nsf = File::open(&path)?;
-            // SAFETY: `nsf` is an open namespace file; setns only changes this thread's
-            // network namespace, and this thread ends right after making the socket.
-            if unsafe { libc::setns(nsf.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        ns.run(|| Self::make(iface, false))
+    }
+
+    /// Open on interface `iface` of the calling thread's namespace (e.g. inside
+    /// [`Netns::run`]), sending and receiving every frame on it (`ETH_P_ALL`, the ones
+    /// this host sends included), with a large receive buffer.
+    pub fn bind(iface: &str) -> io::Result<RawSocket> {
+        Self::make(iface, true)
+    }
+
+    fn make(iface: &str, receive: bool) -> io::Result<RawSocket> {
+        let name = CString::new(iface).map_err(io::Error::other)?;
+        // SAFETY: `name` is a valid NUL-terminated string.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if ifindex == 0 {
+            return Err(io::Error::other(format!(
+                "no interface {iface}: {}",
+                io::Error::last_os_error()
+            )));
+        }
+        let proto = if receive {
+            (libc::ETH_P_ALL as u16).to_be()
+        } else {
+            0
+        };
+        // SAFETY: plain socket(2); the result is checked before use.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                i32::from(proto),
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        if receive {
+            // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_protocol = proto;
+            sll.sll_ifindex = ifindex as i32;
+            // SAFETY: a valid sockaddr_ll of the size given; the kernel only reads it.
+            let r = unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                )
+            };
+            if r != 0 {
                 return Err(io::Error::last_os_error());
             }
-            // SAFETY: `iface` is a valid NUL-terminated string.
-            let ifindex = unsafe { libc::if_nametoindex(iface.as_ptr()) };
-            if ifindex == 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: plain socket(2); the result is checked before use.
-            let fd =
-                unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            Ok(RawSocket {
-                fd,
-                ifindex: ifindex as i32,
-            })
+            // Best effort (SO_RCVBUFFORCE needs CAP_NET_ADMIN): bursts of frames wait
+            // here rather than being dropped before the test reads them.
+            let big: libc::c_int = 8 << 20;
+            // SAFETY: setsockopt with an int of the size given.
+            unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    (&big as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+        }
+        // SAFETY: ifreq is plain old data; all-zero is a valid value.
+        let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (d, s) in ifr.ifr_name.iter_mut().zip(name.as_bytes()) {
+            *d = *s as libc::c_char;
+        }
+        // SAFETY: SIOCGIFHWADDR reads the name from and writes the address into `ifr`,
+        // a valid ifreq (the name NUL-terminated: at most IFNAMSIZ - 1 bytes, as the
+        // interface exists).
+        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFHWADDR, &mut ifr) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut mac = [0u8; 6];
+        // SAFETY: SIOCGIFHWADDR filled in `ifru_hwaddr`.
+        let hw = unsafe { ifr.ifr_ifru.ifru_hwaddr.sa_data };
+        for (m, h) in mac.iter_mut().zip(hw) {
+            *m = h as u8;
+        }
+        Ok(RawSocket {
+            fd,
+            ifindex: ifindex as i32,
+            mac,
         })
-        .join()
-        .map_err(|_| io::Error::other("raw socket thread panicked"))?
+    }
+
+    /// The interface's MAC address.
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
     }
 
     /// Send one frame as is (destination MAC, source MAC, EtherType, payload).
@@ -990,14 +1143,67 @@ impl RawSocket {
         }
         Ok(())
     }
+
+    /// The next frame received (sockets from [`RawSocket::bind`]), without waiting: its
+    /// length on the wire (bytes past `buf.len()` are cut off) and whether this host sent
+    /// it (`PACKET_OUTGOING`); `None` if no frame waits.
+    pub fn try_recv(&self, buf: &mut [u8]) -> Option<(usize, bool)> {
+        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        // SAFETY: recvfrom(2) into a live buffer and a sockaddr_ll of the sizes given.
+        let n = unsafe {
+            libc::recvfrom(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                (&mut sll as *mut libc::sockaddr_ll).cast(),
+                &mut len,
+            )
+        };
+        (n >= 0).then_some((n as usize, sll.sll_pkttype == libc::PACKET_OUTGOING))
+    }
+
+    /// Spin until a frame for which `want(frame, outgoing)` holds is received (others are
+    /// skipped), or until `deadline` has passed with no frame waiting: its length on the
+    /// wire (see [`RawSocket::try_recv`]).
+    pub fn recv_until(
+        &self,
+        buf: &mut [u8],
+        deadline: Instant,
+        mut want: impl FnMut(&[u8], bool) -> bool,
+    ) -> Option<usize> {
+        loop {
+            match self.try_recv(buf) {
+                Some((n, outgoing)) => {
+                    if want(&buf[..n.min(buf.len())], outgoing) {
+                        return Some(n);
+                    }
+                }
+                None if Instant::now() > deadline => return None,
+                None => std::hint::spin_loop(),
+            }
+        }
+    }
 }
 
-/// Hand-built Ethernet/IPv4 frames with correct (or deliberately wrong) checksums.
+/// Hand-built Ethernet/ARP/IPv4 frames with correct (or deliberately wrong, or no)
+/// checksums, and numbered test frames.
 pub mod frames {
     pub const BROADCAST: [u8; 6] = [0xff; 6];
     pub const ETHERTYPE_IPV4: u16 = 0x0800;
     pub const ETHERTYPE_ARP: u16 = 0x0806;
+    /// IEEE 802 local experimental EtherType 1: frames nothing else on a link sends.
+    pub const ETHERTYPE_EXPERIMENTAL: u16 = 0x88b5;
     pub const ETH_LEN: usize = 14;
+    /// The source MAC of [`ipv4`] frames.
+    pub const TEST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
+    pub const TCP_FIN: u8 = 0x01;
+    pub const TCP_SYN: u8 = 0x02;
+    pub const TCP_RST: u8 = 0x04;
+    pub const TCP_PSH: u8 = 0x08;
+    pub const TCP_ACK: u8 = 0x10;
 
     /// RFC 1071 Internet checksum of `data` (with `acc` already summed in), ready to
     /// store big-endian.
@@ -1020,48 +1226,101 @@ pub mod frames {
         f
     }
 
-    /// An Ethernet frame carrying IPv4 protocol `proto` with L4 bytes `l4` (whose
-    /// checksum field, if TCP/UDP, is filled in), all checksums correct.
-    pub fn ipv4(dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
-        let mut f = eth(dst_mac, [0x02, 0, 0, 0, 0, 0x99], ETHERTYPE_IPV4);
+    /// A broadcast ARP request (42 bytes) from `src_mac`/`src` asking for `target`.
+    pub fn arp_request(src_mac: [u8; 6], src: [u8; 4], target: [u8; 4]) -> Vec<u8> {
+        let mut f = eth(BROADCAST, src_mac, ETHERTYPE_ARP);
+        f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+        f.extend_from_slice(&src_mac);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&target);
+        f
+    }
+
+    /// An Ethernet frame carrying IPv4 protocol `proto` with L4 bytes `l4` as given (no
+    /// IP options, DF, TTL 64) and every checksum field left as is: the IP header's zero
+    /// (for code under test to fill, or [`fix_ip_checksum`]).
+    pub fn ipv4_unsummed(
+        dst_mac: [u8; 6],
+        src_mac: [u8; 6],
+        src: [u8; 4],
+        dst: [u8; 4],
+        proto: u8,
+        l4: &[u8],
+    ) -> Vec<u8> {
+        let mut f = eth(dst_mac, src_mac, ETHERTYPE_IPV4);
         let total = 20 + l4.len();
         let mut ip = [0u8; 20];
         ip[0] = 0x45;
         ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-        ip[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
         ip[6] = 0x40; // DF
         ip[8] = 64;
         ip[9] = proto;
         ip[12..16].copy_from_slice(&src);
         ip[16..20].copy_from_slice(&dst);
-        let c = checksum(&ip, 0);
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
         f.extend_from_slice(&ip);
-        let mut l4 = l4.to_vec();
+        f.extend_from_slice(l4);
+        f
+    }
+
+    /// An Ethernet frame from [`TEST_MAC`] carrying IPv4 protocol `proto` with L4 bytes
+    /// `l4` (whose checksum field, if TCP/UDP, is filled in), all checksums correct.
+    pub fn ipv4(dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
+        let mut f = ipv4_unsummed(dst_mac, TEST_MAC, src, dst, proto, l4);
+        fix_ip_checksum(&mut f);
         let off = match proto {
             6 => Some(16),
             17 => Some(6),
             _ => None,
         };
         if let Some(off) = off {
+            let l4 = &mut f[ETH_LEN + 20..];
             l4[off..off + 2].copy_from_slice(&[0, 0]);
-            let mut pseudo = Vec::with_capacity(12);
-            pseudo.extend_from_slice(&src);
-            pseudo.extend_from_slice(&dst);
-            pseudo.extend_from_slice(&[0, proto]);
-            pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-            let acc = pseudo
-                .chunks(2)
-                .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
-                .sum();
-            let mut c = checksum(&l4, acc);
+            let mut c = checksum(l4, pseudo_sum(src, dst, proto, l4.len()));
             if proto == 17 && c == 0 {
                 c = 0xffff;
             }
             l4[off..off + 2].copy_from_slice(&c.to_be_bytes());
         }
-        f.extend_from_slice(&l4);
         f
+    }
+
+    /// The sum of the TCP/UDP pseudo-header.
+    fn pseudo_sum(src: [u8; 4], dst: [u8; 4], proto: u8, l4_len: usize) -> u32 {
+        let mut pseudo = Vec::with_capacity(12);
+        pseudo.extend_from_slice(&src);
+        pseudo.extend_from_slice(&dst);
+        pseudo.extend_from_slice(&[0, proto]);
+        pseudo.extend_from_slice(&(l4_len as u16).to_be_bytes());
+        pseudo
+            .chunks(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
+            .sum()
+    }
+
+    /// A TCP segment (header with options `opts`, a multiple of 4 bytes, then `payload`):
+    /// window 65535, checksum field zero ([`ipv4`] fills it in).
+    pub fn tcp_segment(
+        sport: u16,
+        dport: u16,
+        seq: u32,
+        ack: u32,
+        flags: u8,
+        opts: &[u8],
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let th = 20 + opts.len();
+        let mut t = vec![0u8; th];
+        t[0..2].copy_from_slice(&sport.to_be_bytes());
+        t[2..4].copy_from_slice(&dport.to_be_bytes());
+        t[4..8].copy_from_slice(&seq.to_be_bytes());
+        t[8..12].copy_from_slice(&ack.to_be_bytes());
+        t[12] = ((th / 4) as u8) << 4;
+        t[13] = flags;
+        t[14..16].copy_from_slice(&65535u16.to_be_bytes());
+        t[20..].copy_from_slice(opts);
+        t.extend_from_slice(payload);
+        t
     }
 
     /// A TCP SYN from `src:sport` to `dst:dport`, checksums correct.
@@ -1072,13 +1331,7 @@ pub mod frames {
         sport: u16,
         dport: u16,
     ) -> Vec<u8> {
-        let mut tcp = [0u8; 20];
-        tcp[0..2].copy_from_slice(&sport.to_be_bytes());
-        tcp[2..4].copy_from_slice(&dport.to_be_bytes());
-        tcp[4..8].copy_from_slice(&0x0102_0304u32.to_be_bytes());
-        tcp[12] = 0x50;
-        tcp[13] = 0x02; // SYN
-        tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
+        let tcp = tcp_segment(sport, dport, 0x0102_0304, 0, TCP_SYN, &[], &[]);
         ipv4(dst_mac, src, dst, 6, &tcp)
     }
 
@@ -1099,8 +1352,9 @@ pub mod frames {
         ipv4(dst_mac, src, dst, 17, &udp)
     }
 
-    /// Recompute the IPv4 header checksum of a frame built by [`ipv4`] (after editing
-    /// header fields), so only the intended defect remains.
+    /// Recompute the IPv4 header checksum of a frame built by [`ipv4`] or
+    /// [`ipv4_unsummed`] (after editing header fields), so only the intended defect
+    /// remains.
     pub fn fix_ip_checksum(f: &mut [u8]) {
         f[ETH_LEN + 10..ETH_LEN + 12].copy_from_slice(&[0, 0]);
         let c = checksum(&f[ETH_LEN..ETH_LEN + 20], 0);
@@ -1113,17 +1367,53 @@ pub mod frames {
         if checksum(&ip[..20], 0) != 0 {
             return false;
         }
-        let proto = ip[9];
+        let src = ip[12..16].try_into().expect("4 bytes");
+        let dst = ip[16..20].try_into().expect("4 bytes");
         let l4 = &ip[20..];
-        let mut pseudo = Vec::with_capacity(12);
-        pseudo.extend_from_slice(&ip[12..20]);
-        pseudo.extend_from_slice(&[0, proto]);
-        pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-        let acc = pseudo
-            .chunks(2)
-            .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
-            .sum();
-        checksum(l4, acc) == 0
+        checksum(l4, pseudo_sum(src, dst, ip[9], l4.len())) == 0
+    }
+
+    /// A received TCP/IPv4 frame: (src port, dst port, seq, ack, flags, payload).
+    pub type TcpView<'a> = (u16, u16, u32, u32, u8, &'a [u8]);
+
+    /// The TCP segment in an Ethernet/IPv4 frame (IP options allowed), if it is one.
+    pub fn parse_tcp(f: &[u8]) -> Option<TcpView<'_>> {
+        if f.len() < 54 || f[12..14] != ETHERTYPE_IPV4.to_be_bytes() || f[23] != 6 {
+            return None;
+        }
+        let ihl = (f[14] & 0x0f) as usize * 4;
+        let total = u16::from_be_bytes([f[16], f[17]]) as usize;
+        let t = f.get(ETH_LEN + ihl..ETH_LEN + total)?;
+        let th = (t[12] >> 4) as usize * 4;
+        let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        Some((
+            u16::from_be_bytes([t[0], t[1]]),
+            u16::from_be_bytes([t[2], t[3]]),
+            be32(&t[4..8]),
+            be32(&t[8..12]),
+            t[13],
+            t.get(th..)?,
+        ))
+    }
+
+    /// A numbered test frame of `len` (>= 18) bytes: Ethernet header with
+    /// [`ETHERTYPE_EXPERIMENTAL`], `seq` (big-endian), then a pattern that depends on
+    /// both the offset and `seq` (so a frame from another round or place differs).
+    pub fn numbered(dst: [u8; 6], src: [u8; 6], seq: u32, len: usize) -> Vec<u8> {
+        let mut f = eth(dst, src, ETHERTYPE_EXPERIMENTAL);
+        f.extend_from_slice(&seq.to_be_bytes());
+        f.extend(
+            (0..len.saturating_sub(18))
+                .map(|i| (i as u32).wrapping_mul(31).wrapping_add(seq) as u8),
+        );
+        f.truncate(len);
+        f
+    }
+
+    /// The sequence number of a [`numbered`] frame; `None` for any other frame.
+    pub fn numbered_seq(f: &[u8]) -> Option<u32> {
+        (f.len() >= 18 && f[12..14] == ETHERTYPE_EXPERIMENTAL.to_be_bytes())
+            .then(|| u32::from_be_bytes([f[14], f[15], f[16], f[17]]))
     }
 }
 
@@ -1146,8 +1436,15 @@ mod tests {
         let syn = tcp_syn(BROADCAST, [10, 88, 0, 100], [10, 88, 0, 2], 40000, 7);
         assert_eq!(syn.len(), 54);
         assert!(checksums_ok(&syn));
+        let (sp, dp, seq, ack, flags, payload) = parse_tcp(&syn).expect("a TCP frame");
+        assert_eq!(
+            (sp, dp, seq, ack, flags),
+            (40000, 7, 0x0102_0304, 0, TCP_SYN)
+        );
+        assert!(payload.is_empty());
         let u = udp(BROADCAST, [10, 88, 0, 100], [10, 88, 0, 2], 1, 2, b"hello");
         assert!(checksums_ok(&u));
+        assert!(parse_tcp(&u).is_none());
         let mut bad = syn.clone();
         bad[ETH_LEN + 20 + 16] ^= 0x55;
         assert!(!checksums_ok(&bad));
@@ -1156,5 +1453,27 @@ mod tests {
         assert!(!checksums_ok(&edited));
         fix_ip_checksum(&mut edited);
         assert!(checksums_ok(&edited));
+        let seg = tcp_segment(1, 2, 3, 4, TCP_ACK | TCP_PSH, &[2, 4, 5, 0xb4], b"data");
+        let data = ipv4_unsummed(BROADCAST, TEST_MAC, [1, 2, 3, 4], [5, 6, 7, 8], 6, &seg);
+        assert_eq!(data.len(), 14 + 20 + 24 + 4);
+        assert_eq!(data[ETH_LEN + 10..ETH_LEN + 12], [0, 0], "left unsummed");
+        assert_eq!(parse_tcp(&data).unwrap().5, b"data");
+    }
+
+    #[test]
+    fn arp_and_numbered_frames_are_laid_out() {
+        let arp = arp_request([2, 0, 1, 2, 3, 4], [10, 0, 0, 1], [10, 0, 0, 2]);
+        assert_eq!(arp.len(), 42);
+        assert_eq!(arp[..6], BROADCAST);
+        assert_eq!(arp[20..22], [0, 1], "request");
+        assert_eq!(arp[22..28], [2, 0, 1, 2, 3, 4]);
+        assert_eq!(arp[38..42], [10, 0, 0, 2]);
+        for len in [18, 60, 1514] {
+            let f = numbered(BROADCAST, TEST_MAC, 7, len);
+            assert_eq!(f.len(), len);
+            assert_eq!(numbered_seq(&f), Some(7));
+            assert_ne!(f, numbered(BROADCAST, TEST_MAC, 8, len));
+        }
+        assert_eq!(numbered_seq(&arp), None);
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use docknet::abi::{ChannelLayout, Desc, Doorbell, PipeHeader, RingIndices};
 use docknet::pipe::{read_pipe_info, PipeInfo};
 use docknet::shm::SharedMap;
+use docknet_tests::nic::frames;
 use docknet_tests::{counter, counter_in, pipe_stats, Daemon, XorShift, COUNTERS};
 
 const SEED: u64 = 0x00D0_C4E7_5EED;
@@ -80,17 +81,6 @@ fn resync(mine: &mut u32, theirs: u32) {
     }
 }
 
-fn ipv4_checksum(h: &[u8]) -> u16 {
-    let mut sum = 0u32;
-    for c in h.chunks(2) {
-        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 struct Frames {
     x: PipeInfo,
     a_mac: [u8; 6],
@@ -99,34 +89,22 @@ struct Frames {
 }
 
 impl Frames {
-    fn eth(dst: [u8; 6], src: [u8; 6], ty: u16, out: &mut Vec<u8>) {
-        out.extend_from_slice(&dst);
-        out.extend_from_slice(&src);
-        out.extend_from_slice(&ty.to_be_bytes());
+    /// IPv4 from the hostile pipe to a's MAC (header checksum right, payload as is).
+    fn ipv4(&self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = frames::ipv4_unsummed(
+            self.a_mac,
+            self.x.mac,
+            src.octets(),
+            dst.octets(),
+            proto,
+            payload,
+        );
+        frames::fix_ip_checksum(&mut f);
+        f
     }
 
-    fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload: &[u8], out: &mut Vec<u8>) {
-        let total = (20 + payload.len()) as u16;
-        let mut h = [0u8; 20];
-        h[0] = 0x45;
-        h[2..4].copy_from_slice(&total.to_be_bytes());
-        h[8] = 64;
-        h[9] = proto;
-        h[12..16].copy_from_slice(&src.octets());
-        h[16..20].copy_from_slice(&dst.octets());
-        let c = ipv4_checksum(&h);
-        h[10..12].copy_from_slice(&c.to_be_bytes());
-        out.extend_from_slice(&h);
-        out.extend_from_slice(payload);
-    }
-
-    fn arp_request(&self, target: Ipv4Addr, out: &mut Vec<u8>) {
-        Self::eth([0xff; 6], self.x.mac, 0x0806, out);
-        out.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
-        out.extend_from_slice(&self.x.mac);
-        out.extend_from_slice(&self.x.ipv4.octets());
-        out.extend_from_slice(&[0; 6]);
-        out.extend_from_slice(&target.octets());
+    fn arp_request(&self, target: Ipv4Addr) -> Vec<u8> {
+        frames::arp_request(self.x.mac, self.x.ipv4.octets(), target.octets())
     }
 
     /// One hostile frame of a random kind, at most `max` bytes.
@@ -147,8 +125,7 @@ impl Frames {
             }
             // Bogus IPv4 header: wrong version, short IHL, lying length, or truncated.
             2 => {
-                Self::eth(self.a_mac, self.x.mac, 0x0800, out);
-                Self::ipv4(self.x.ipv4, self.a_ip, 17, &payload, out);
+                *out = self.ipv4(self.x.ipv4, self.a_ip, 17, &payload);
                 match rng.below(4) {
                     0 => out[14] = 0x65,
                     1 => out[14] = 0x42,
@@ -164,9 +141,8 @@ impl Frames {
                     Ipv4Addr::from(rng.next_u32() | 0x0100_0000)
                 };
                 let src = if src == self.x.ipv4 { self.b_ip } else { src };
-                Self::eth(self.a_mac, self.x.mac, 0x0800, out);
                 let proto = if rng.one_in(2) { 6 } else { 17 };
-                Self::ipv4(src, self.a_ip, proto, &payload, out);
+                *out = self.ipv4(src, self.a_ip, proto, &payload);
             }
             // Nobody has this address (inside and outside the subnet).
             4 => {
@@ -175,28 +151,26 @@ impl Frames {
                 } else {
                     Ipv4Addr::new(192, 0, 2, 1)
                 };
-                Self::eth(self.a_mac, self.x.mac, 0x0800, out);
-                Self::ipv4(self.x.ipv4, dst, 17, &payload, out);
+                *out = self.ipv4(self.x.ipv4, dst, 17, &payload);
             }
             // ARP for an unknown address, and for a known one (the master answers on our
             // RX ring, whose consumer index we also garble).
-            5 => self.arp_request(Ipv4Addr::new(10, 88, 201, 202), out),
-            6 => self.arp_request(
-                if rng.one_in(2) {
+            5 => *out = self.arp_request(Ipv4Addr::new(10, 88, 201, 202)),
+            6 => {
+                *out = self.arp_request(if rng.one_in(2) {
                     self.a_ip
                 } else {
                     self.x.gateway
-                },
-                out,
-            ),
+                })
+            }
             // Not IPv4/ARP.
             7 => {
-                Self::eth(self.a_mac, self.x.mac, 0x86dd, out);
+                *out = frames::eth(self.a_mac, self.x.mac, 0x86dd);
                 out.extend_from_slice(&payload);
             }
             // Garbled ARP.
             _ => {
-                self.arp_request(self.a_ip, out);
+                *out = self.arp_request(self.a_ip);
                 let i = 14 + rng.below(28) as usize;
                 out[i] ^= 0xff;
                 out.truncate(14 + rng.below(28) as usize);
