@@ -27,17 +27,17 @@ use crate::abi::{pipe_flags, Doorbell, ETH_HEADER_LEN, MASTER_MAC};
 use crate::channel::{ChannelReceiver, ChannelSender, RxFrame};
 use crate::fault::RxDropper;
 use crate::fc::FcEnd;
+// `eth`, not `frame`: most functions here have a local `frame`.
+use crate::frame as eth;
 use crate::pipe::{AttachError, ServicePipeEnd, FC_DIR};
 
-/// Offset of the IPv4 source address in an Ethernet frame.
-const SRC_IP: usize = ETH_HEADER_LEN + 12;
 /// Bytes of a received frame's head the device checks (up to the IPv4 source address).
-const FRAME_HEAD: usize = SRC_IP + 4;
+const FRAME_HEAD: usize = eth::IPV4_SRC.end;
 
 /// True if `frame` (whose first bytes are `head`) holds an Ethernet header with EtherType
 /// IPv4 and at least one more byte (smoltcp checks the packet itself).
 fn is_ipv4(head: &[u8], frame: RxFrame) -> bool {
-    frame.len as usize > ETH_HEADER_LEN && head.get(12..14) == Some(&[0x08, 0x00][..])
+    frame.len as usize > ETH_HEADER_LEN && eth::ethertype(head) == Some(eth::ETHERTYPE_IPV4)
 }
 
 /// Where a frame goes (or came from).
@@ -326,22 +326,25 @@ impl PipeDevice {
     /// first bytes, copied out once; a peer rewriting them afterwards only garbles its own
     /// frame.
     fn sent_by_peer(&self, i: usize, head: &[u8]) -> bool {
-        if head.len() < FRAME_HEAD {
-            return false;
-        }
         let f = &self.fcs[i];
-        head[6..12] == f.peer_mac
-            && (f.peer_may_forward || head[SRC_IP..SRC_IP + 4] == f.peer_ip.octets())
+        let (Some(mac), Some(ip)) = (eth::eth_src(head), eth::ipv4_src(head)) else {
+            return false;
+        };
+        mac == f.peer_mac && (f.peer_may_forward || ip == u32::from(f.peer_ip))
     }
 
     /// The route for a frame by its destination: a live fast channel to the destination
     /// IPv4 address, else the pipe.
     fn route_for(&self, frame: &[u8]) -> Route {
-        if self.fcs.is_empty() || frame.len() < ETH_HEADER_LEN + 20 || frame[12..14] != [0x08, 0x00]
+        if self.fcs.is_empty()
+            || frame.len() < eth::IPV4_MIN_FRAME_LEN
+            || eth::ethertype(frame) != Some(eth::ETHERTYPE_IPV4)
         {
             return Route::Pipe;
         }
-        let dst = Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33]);
+        let Some(dst) = eth::ipv4_dst(frame).map(Ipv4Addr::from) else {
+            return Route::Pipe;
+        };
         match self.fcs.iter().position(|f| f.peer_ip == dst) {
             Some(i) if self.fcs[i].peer_attached() => Route::Fc(i),
             _ => Route::Pipe,
@@ -441,8 +444,8 @@ impl phy::TxToken for PipeTxToken<'_> {
         // to the receiver) and holds buf_size >= total bytes inside the live mapping.
         let frame = unsafe { core::slice::from_raw_parts_mut(ptr, total) };
         let result = f(&mut frame[ETH_HEADER_LEN..]);
-        frame[6..12].copy_from_slice(&dev.pipe.info.mac);
-        frame[12..14].copy_from_slice(&[0x08, 0x00]);
+        frame[eth::ETH_SRC].copy_from_slice(&dev.pipe.info.mac);
+        frame[eth::ETH_TYPE].copy_from_slice(&eth::ETHERTYPE_IPV4.to_be_bytes());
         let route = dev.route_for(frame);
         let dst_mac = match route {
             Route::Pipe => MASTER_MAC,

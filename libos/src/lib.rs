@@ -15,7 +15,7 @@
 //! - [`engine`]: the run-to-completion loop and the socket API apps use.
 //! - [`runtime`]: the process entry (`docknet::main!`).
 
-pub use docknet_pipe::{abi, channel, claim, doorbell, fc, pipe, ring, shm, sigbus};
+pub use docknet_pipe::{abi, channel, claim, doorbell, fc, frame, pipe, ring, shm, sigbus};
 
 pub mod device;
 pub mod engine;

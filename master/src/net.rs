@@ -8,16 +8,12 @@ use std::net::Ipv4Addr;
 
 /// The master's own MAC address (answers ARP for every pipe's gateway).
 pub use docknet_pipe::abi::MASTER_MAC;
-/// Ethernet header length.
-pub const ETH_LEN: usize = 14;
-/// EtherType of IPv4.
-pub const ETHERTYPE_IPV4: u16 = 0x0800;
-/// EtherType of ARP.
-pub const ETHERTYPE_ARP: u16 = 0x0806;
+/// The framing pipes carry (one definition for the master and the libOS).
+pub use docknet_pipe::frame::{
+    ETHERTYPE_ARP, ETHERTYPE_IPV4, ETH_HEADER_LEN as ETH_LEN, IPV4_MIN_FRAME_LEN,
+};
 /// Length of an Ethernet frame carrying an ARP packet for IPv4 over Ethernet.
 pub const ARP_FRAME_LEN: usize = 42;
-/// Minimum length of an Ethernet frame carrying an IPv4 header without options.
-pub const IPV4_MIN_FRAME_LEN: usize = ETH_LEN + 20;
 /// How many leading bytes of a frame the switch copies out of shared memory to classify it.
 pub const HDR_COPY: usize = ARP_FRAME_LEN;
 

@@ -45,8 +45,8 @@ pub const MAX_BUFS: u32 = 1 << 16;
 pub const MAX_BUF_SIZE: u32 = 65536 + 128;
 /// Smallest frame buffer: an Ethernet frame carrying a 576-byte IPv4 packet.
 pub const MIN_BUF_SIZE: u32 = 640;
-/// Ethernet header length.
-pub const ETH_HEADER_LEN: usize = 14;
+/// Ethernet header length (the frames themselves: [`crate::frame`]).
+pub use crate::frame::ETH_HEADER_LEN;
 /// The master's MAC address: the destination of every frame a service sends into its pipe
 /// (the master switches by IPv4 address; it answers ARP for pipes' gateways with this).
 pub const MASTER_MAC: [u8; 6] = [0x02, 0x44, 0x4e, 0x00, 0x00, 0x01];

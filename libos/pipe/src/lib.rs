@@ -26,7 +26,8 @@
 //!
 //! Modules:
 //!
-//! - [`abi`]: the shared-memory contract (one definition for master and services).
+//! - [`abi`]: the shared-memory contract (one definition for master and services);
+//!   [`frame`]: the Ethernet/IPv4 offsets both sides read in the frames it carries.
 //! - [`shm`]: a mapped file; [`ring`]: single-producer single-consumer descriptor rings;
 //!   [`channel`]: one direction of frames (a ring of frames plus a ring of returned
 //!   buffers); [`doorbell`]: futex doorbells and the sleeper that waits on many.
@@ -39,6 +40,7 @@ pub mod channel;
 pub mod claim;
 pub mod doorbell;
 pub mod fc;
+pub mod frame;
 pub mod pipe;
 pub mod ring;
 pub mod shm;

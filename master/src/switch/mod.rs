@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use docknet_pipe::abi::Doorbell;
 use docknet_pipe::channel::{self, ChannelReceiver, ChannelSender, RxFrame};
 use docknet_pipe::doorbell::{BellHandle, IdlePolicy, Sleeper, MAX_BELLS};
+use docknet_pipe::frame as eth;
 use docknet_pipe::pipe::{MasterPipeEnd, PipeControl};
 
 use crate::capture::CaptureTap;
@@ -611,7 +612,11 @@ impl Switch {
                         return;
                     }
                 }
-                let dst = u32::from_be_bytes([frame[30], frame[31], frame[32], frame[33]]);
+                // Checked above: an IPv4 frame of at least IPV4_MIN_FRAME_LEN bytes.
+                let (Some(dst), Some(src)) = (eth::ipv4_dst(frame), eth::ipv4_src(frame)) else {
+                    local.bad_frame += 1;
+                    return;
+                };
                 let Some(Some(slot)) = self
                     .by_ip
                     .get(&dst)
@@ -620,13 +625,12 @@ impl Switch {
                     local.unknown_dst += 1;
                     return;
                 };
-                let src = u32::from_be_bytes([frame[26], frame[27], frame[28], frame[29]]);
                 if self.by_ip.contains_key(&src) {
                     // A frame from the link claiming one of our pipes' addresses.
                     local.spoofed += 1;
                     return;
                 }
-                neighbors.saw_frame(src, &frame[6..12]);
+                neighbors.saw_frame(src, &frame[eth::ETH_SRC]);
                 if deliver_from_link(slot, frame, self.rounds) {
                     local.delivered += 1;
                 } else {
