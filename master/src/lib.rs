@@ -18,6 +18,7 @@ pub mod attach;
 pub mod beneath;
 #[forbid(unsafe_code)]
 pub mod capture;
+pub mod cluster;
 pub mod control;
 pub mod csum;
 pub mod daemon;

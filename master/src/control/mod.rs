@@ -384,6 +384,15 @@ impl Control {
                 );
                 Ok(json!({ "name": name, "pid": pid, "mounted_at": crate::attach::MOUNT_POINT }))
             }
+            Request::ClusterUp { .. }
+            | Request::ClusterStatus { .. }
+            | Request::ClusterLs
+            | Request::ClusterScale { .. }
+            | Request::ClusterDrain { .. }
+            | Request::ClusterWeight { .. }
+            | Request::ClusterDown { .. } => Err(ControlError::Unavailable(
+                "clusters: not wired in yet".into(),
+            )),
         }
     }
 

@@ -84,6 +84,32 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         count: Option<u64>,
     },
+    /// Bring up a cluster: pipes, fast channels, `dn-nat` and the members, supervised.
+    /// Returns at once; `cluster_status` tells when the members are healthy.
+    ClusterUp {
+        spec: crate::cluster::ClusterSpec,
+        /// `UID[:GID]` the NAT and members run as (and own their pipes). Default: the
+        /// user who asks; only root may name another.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
+    },
+    /// A cluster's NAT and members (`crate::cluster::ClusterStatus`).
+    ClusterStatus { name: String },
+    /// Names of the clusters.
+    ClusterLs,
+    /// Run `replicas` members: new ones join once healthy; the highest-numbered ones
+    /// are removed (their connections reset).
+    ClusterScale { name: String, replicas: u32 },
+    /// Send a member no new connections; its established ones go on.
+    ClusterDrain { name: String, member: String },
+    /// Set a member's weight (0 = drain).
+    ClusterWeight {
+        name: String,
+        member: String,
+        weight: u32,
+    },
+    /// Stop the NAT and the members, remove their pipes.
+    ClusterDown { name: String },
 }
 
 /// The answer to a request.
