@@ -34,6 +34,18 @@ use crate::pipe::{AttachError, ServicePipeEnd, FC_DIR};
 /// Bytes of a received frame's head the device checks (up to the IPv4 source address).
 const FRAME_HEAD: usize = eth::IPV4_SRC.end;
 
+/// Bytes of a received frame's head an app's packet filter sees: Ethernet, the longest
+/// IPv4 header (60 bytes with options) and the TCP/UDP ports.
+pub const FILTER_HEAD: usize = eth::ETH_HEADER_LEN + 60 + 4;
+
+/// Frames held for the app's forwarding path at most (per round).
+pub const APP_BATCH: usize = 256;
+
+/// Decides, from the first [`FILTER_HEAD`] bytes of a received IPv4 frame (a private
+/// copy, fewer if the frame is shorter), whether the frame goes to the app's forwarding
+/// path (`true`) or to the TCP/IP stack.
+pub type PacketFilter = Box<dyn FnMut(&[u8]) -> bool>;
+
 /// True if `frame` (whose first bytes are `head`) holds an Ethernet header with EtherType
 /// IPv4 and at least one more byte (smoltcp checks the packet itself).
 fn is_ipv4(head: &[u8], frame: RxFrame) -> bool {
@@ -42,7 +54,7 @@ fn is_ipv4(head: &[u8], frame: RxFrame) -> bool {
 
 /// Where a frame goes (or came from).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Route {
+pub(crate) enum Route {
     Pipe,
     Fc(usize),
 }
@@ -59,6 +71,12 @@ pub struct DeviceStats {
     pub tx_no_buffer: u64,
     /// Route-cache misses: frames copied from one channel's buffer to another's.
     pub tx_reroutes: u64,
+    /// Received frames handed to the app's forwarding path (the packet filter said so).
+    pub rx_app_frames: u64,
+    /// Frames the app forwarded (one copy each) or built and sent.
+    pub tx_app_frames: u64,
+    /// Frames the app forwarded or sent that found no buffer or ring slot (dropped).
+    pub tx_app_no_buffer: u64,
     /// Received frames dropped on purpose by the fault injector (`DOCKNET_DROP_RX`).
     pub rx_injected_drops: u64,
     /// Received frames that were not IPv4 (or too short to be), handed straight back.
@@ -83,6 +101,14 @@ pub struct PipeDevice {
     scratch: Vec<u8>,
     /// Test-only loss on receive (off unless `DOCKNET_DROP_RX` is set).
     rx_drop: RxDropper,
+    /// Which frames go to the app's forwarding path (none without a filter).
+    filter: Option<PacketFilter>,
+    /// Frames the filter claimed, still in their senders' buffers, oldest first; the
+    /// app handles them in [`crate::engine::Engine::packets`] (capacity [`APP_BATCH`],
+    /// allocated once).
+    pub(crate) app_rx: std::collections::VecDeque<(Route, RxFrame)>,
+    /// Our subnet (address & mask), for "is this destination on our link".
+    net: (u32, u32),
     pub stats: DeviceStats,
 }
 
@@ -98,6 +124,11 @@ impl PipeDevice {
             caps.checksum = ChecksumCapabilities::ignored();
         }
         let scratch = vec![0; pipe.tx.buf_size()];
+        let mask = match pipe.info.prefix_len {
+            0 => 0,
+            n => u32::MAX << (32 - u32::from(n.min(32))),
+        };
+        let net = (u32::from(pipe.info.ipv4) & mask, mask);
         let mut dev = PipeDevice {
             pipe,
             fcs: Vec::new(),
@@ -108,11 +139,21 @@ impl PipeDevice {
             caps,
             scratch,
             rx_drop: RxDropper::off(),
+            filter: None,
+            app_rx: std::collections::VecDeque::new(),
+            net,
             stats: DeviceStats::default(),
         };
         dev.fc_generation = dev.pipe.fc_generation();
         dev.rescan_fcs();
         Ok(dev)
+    }
+
+    /// Send the frames `filter` claims to the app's forwarding path instead of the
+    /// TCP/IP stack.
+    pub fn set_packet_filter(&mut self, filter: PacketFilter) {
+        self.filter = Some(filter);
+        self.app_rx.reserve(APP_BATCH);
     }
 
     /// Drop received frames as `dropper` decides (fault injection for tests).
@@ -169,6 +210,7 @@ impl PipeDevice {
         }) {
             // Frames we hold name channels by index: return them before indices shift.
             self.release_pending();
+            self.release_app_frames();
             let f = self.fcs.remove(i);
             let why = if f.is_broken() {
                 "its file was truncated"
@@ -202,6 +244,7 @@ impl PipeDevice {
     fn rescan_fcs(&mut self) {
         // Return any frame we hold before channels move around.
         self.release_pending();
+        self.release_app_frames();
         self.route_hint = Route::Pipe;
         self.fcs.retain(|f| !f.is_closed());
         // Who may forward to us is read from our own pipe header (the master's word),
@@ -264,6 +307,13 @@ impl PipeDevice {
         }
     }
 
+    /// Give back every frame held for the app (it did not handle them: dropped).
+    fn release_app_frames(&mut self) {
+        while let Some((route, frame)) = self.app_rx.pop_front() {
+            self.receiver(route).give_back(frame.buf);
+        }
+    }
+
     /// Publish sent frames and returned buffers; wake peers that sleep.
     pub fn flush(&mut self) {
         self.release_pending();
@@ -278,6 +328,10 @@ impl PipeDevice {
     /// The next frame from a fast channel or the pipe, after fault injection.
     fn next_frame(&mut self) -> Option<(Route, RxFrame)> {
         loop {
+            if self.filter.is_some() && self.app_rx.len() >= APP_BATCH {
+                // The app has a full batch to handle first; the rest waits in the rings.
+                return None;
+            }
             let mut got = None;
             for i in 0..self.fcs.len() {
                 if let Some(f) = self.fcs[i].rx.recv() {
@@ -293,9 +347,15 @@ impl PipeDevice {
                 }
             }
             let (route, frame) = got?;
-            // The header bytes the checks below rest on, copied out once.
-            let mut head = [0u8; FRAME_HEAD];
-            let n = self.receiver(route).copy_out(frame, 0, &mut head);
+            // The header bytes the checks below rest on, copied out once (with a filter,
+            // as far as the ports).
+            let mut head = [0u8; FILTER_HEAD];
+            let want = if self.filter.is_some() {
+                FILTER_HEAD
+            } else {
+                FRAME_HEAD
+            };
+            let n = self.receiver(route).copy_out(frame, 0, &mut head[..want]);
             let head = &head[..n];
             if !is_ipv4(head, frame) {
                 // The master delivers only IPv4 (it answers ARP itself); anything else has
@@ -312,6 +372,13 @@ impl PipeDevice {
                 }
             }
             if !self.rx_drop.should_drop() {
+                if let Some(filter) = self.filter.as_mut() {
+                    if filter(head) {
+                        self.stats.rx_app_frames += 1;
+                        self.app_rx.push_back((route, frame));
+                        continue;
+                    }
+                }
                 return Some((route, frame));
             }
             // Injected loss: the frame never reaches smoltcp; its buffer goes straight back.
@@ -345,10 +412,132 @@ impl PipeDevice {
         let Some(dst) = eth::ipv4_dst(frame).map(Ipv4Addr::from) else {
             return Route::Pipe;
         };
-        match self.fcs.iter().position(|f| f.peer_ip == dst) {
-            Some(i) if self.fcs[i].peer_attached() => Route::Fc(i),
-            _ => Route::Pipe,
+        self.route_to(dst)
+    }
+
+    /// The route toward `dst`: a live fast channel whose peer is `dst`; else, for a
+    /// destination off our subnet, a live fast channel whose peer may forward to us (a
+    /// NAT in front of this service is its default gateway: replies to its clients must
+    /// go back through it); else the pipe (the master).
+    pub(crate) fn route_to(&self, dst: Ipv4Addr) -> Route {
+        if self.fcs.is_empty() {
+            return Route::Pipe;
         }
+        if let Some(i) = self.fcs.iter().position(|f| f.peer_ip == dst) {
+            return if self.fcs[i].peer_attached() {
+                Route::Fc(i)
+            } else {
+                Route::Pipe
+            };
+        }
+        let (net, mask) = self.net;
+        if u32::from(dst) & mask != net {
+            if let Some(i) = self
+                .fcs
+                .iter()
+                .position(|f| f.peer_may_forward && f.peer_attached())
+            {
+                return Route::Fc(i);
+            }
+        }
+        Route::Pipe
+    }
+
+    /// The app's forwarding path: copy received frame `from` once into a buffer of the
+    /// channel toward `to`, let `rewrite` edit the copy (a private buffer, so what was
+    /// decided on a snapshot of the header cannot change under it), write the Ethernet
+    /// header for that channel and post it. The received buffer goes back to its sender
+    /// either way. False if no buffer or ring slot was free (the frame is dropped).
+    pub(crate) fn forward_frame(
+        &mut self,
+        (from, frame): (Route, RxFrame),
+        to: Ipv4Addr,
+        rewrite: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        let route = self.route_to(to);
+        let len = frame.len as usize;
+        let sent = self.with_tx_buffer(route, len, |dev, out| {
+            let n = dev.copy_frame_out((from, frame), out);
+            rewrite(&mut out[..n]);
+            n
+        });
+        self.receiver(from).give_back(frame.buf);
+        sent
+    }
+
+    /// Build a new frame of `len` bytes toward `to` with `build` (the Ethernet header is
+    /// written afterwards) and post it. False if no buffer or slot was free.
+    pub(crate) fn send_built(
+        &mut self,
+        to: Ipv4Addr,
+        len: usize,
+        build: impl FnOnce(&mut [u8]),
+    ) -> bool {
+        let route = self.route_to(to);
+        self.with_tx_buffer(route, len, |_, out| {
+            build(out);
+            out.len()
+        })
+    }
+
+    /// Allocate a buffer on `route`, let `fill` write up to `len` bytes into it (it
+    /// returns how many), stamp our Ethernet header for the route and post it.
+    fn with_tx_buffer(
+        &mut self,
+        route: Route,
+        len: usize,
+        fill: impl FnOnce(&mut PipeDevice, &mut [u8]) -> usize,
+    ) -> bool {
+        let sender = self.sender(route);
+        let buf = if len >= ETH_HEADER_LEN && len <= sender.buf_size() {
+            sender.alloc()
+        } else {
+            None
+        };
+        let Some(buf) = buf else {
+            self.stats.tx_app_no_buffer += 1;
+            return false;
+        };
+        let ptr = self.sender(route).buf_ptr(buf);
+        // SAFETY: `buf` was just allocated from this channel: it is ours alone (not lent
+        // to the receiver) and holds buf_size >= len bytes inside a mapping `self` keeps
+        // alive; `fill` cannot change the channels (it gets the device only to copy a
+        // received frame out), so the mapping outlives the slice.
+        let out = unsafe { core::slice::from_raw_parts_mut(ptr, len) };
+        let n = fill(self, out).min(len);
+        if n < ETH_HEADER_LEN {
+            self.sender(route).cancel(buf);
+            return false;
+        }
+        let dst_mac = match route {
+            Route::Pipe => MASTER_MAC,
+            Route::Fc(i) => self.fcs[i].peer_mac,
+        };
+        out[eth::ETH_DST].copy_from_slice(&dst_mac);
+        out[eth::ETH_SRC].copy_from_slice(&self.pipe.info.mac);
+        if !self.sender(route).post(buf, n) {
+            self.stats.tx_app_no_buffer += 1;
+            return false;
+        }
+        self.stats.tx_app_frames += 1;
+        match route {
+            Route::Pipe => self.stats.tx_pipe_frames += 1,
+            Route::Fc(_) => self.stats.tx_fc_frames += 1,
+        }
+        true
+    }
+
+    /// Copy up to `out.len()` bytes of a received frame (a snapshot).
+    pub(crate) fn copy_frame_out(&self, (route, frame): (Route, RxFrame), out: &mut [u8]) -> usize {
+        match route {
+            Route::Pipe => self.pipe.rx.copy_out(frame, 0, out),
+            Route::Fc(i) => self.fcs[i].rx.copy_out(frame, 0, out),
+        }
+    }
+
+    /// Give a received frame back to its sender unsent.
+    pub(crate) fn give_back(&mut self, (route, frame): (Route, RxFrame)) {
+        self.receiver(route).give_back(frame.buf);
     }
 }
 

@@ -265,6 +265,10 @@ impl Engine {
         &self.dev
     }
 
+    pub(crate) fn device_mut(&mut self) -> &mut PipeDevice {
+        &mut self.dev
+    }
+
     fn now(&self) -> SmolInstant {
         SmolInstant::from_micros(self.epoch.elapsed().as_micros() as i64)
     }

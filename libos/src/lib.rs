@@ -13,6 +13,7 @@
 //! - [`device`]: a smoltcp `Device` over a pipe and its fast channels.
 //! - [`fault`]: loss injected on receive, for tests (`DOCKNET_DROP_RX`).
 //! - [`engine`]: the run-to-completion loop and the socket API apps use.
+//! - [`packet`]: the packet API for apps that forward frames (a NAT) beside the TCP engine.
 //! - [`runtime`]: the process entry (`docknet::main!`).
 
 pub use docknet_pipe::{abi, channel, claim, doorbell, fc, frame, pipe, ring, shm, sigbus};
@@ -20,6 +21,8 @@ pub use docknet_pipe::{abi, channel, claim, doorbell, fc, frame, pipe, ring, shm
 pub mod device;
 pub mod engine;
 pub mod fault;
+pub mod packet;
 pub mod runtime;
 
+pub use packet::PacketIo;
 pub use engine::{Control, Engine, EngineConfig, ListenerId, NetError, SocketId, TcpId, UdpId};

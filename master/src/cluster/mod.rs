@@ -2,7 +2,9 @@
 //! `docknetd` (`docknetctl cluster ...`).
 //!
 //! - [`spec`]: the cluster file and what the CLI sends.
+//! - [`natfile`]: the configuration and stats files shared with `dn-nat`.
 
+pub mod natfile;
 pub mod spec;
 
 pub use spec::{
