@@ -129,6 +129,89 @@ pub fn chown_mod(fd: BorrowedFd<'_>, (uid, gid): (u32, u32), mode: u32) -> io::R
     Ok(())
 }
 
+fn open_at(dir: BorrowedFd<'_>, name: &CString, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+    // SAFETY: `dir` is an open directory fd, `name` NUL-terminated; the result is checked.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Read regular file `name` of `dir`, at most `max` bytes (more is an error): a symlink,
+/// a FIFO or a device planted there is refused without blocking.
+pub fn read_file(dir: BorrowedFd<'_>, name: &Path, max: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let fd = open_at(dir, &cname(name)?, libc::O_RDONLY | libc::O_NONBLOCK, 0)?;
+    let f = std::fs::File::from(fd);
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    if meta.len() > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("longer than {max} bytes"),
+        ));
+    }
+    let mut out = Vec::with_capacity(meta.len() as usize);
+    f.take(max + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("longer than {max} bytes"),
+        ));
+    }
+    Ok(out)
+}
+
+/// Replace file `name` of `dir` atomically with `data` (a new file `name.tmp`, owned by
+/// `owner` with `mode`, renamed over it): a reader sees the old file or the new one.
+pub fn replace_file(
+    dir: BorrowedFd<'_>,
+    name: &Path,
+    data: &[u8],
+    owner: (u32, u32),
+    mode: u32,
+) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    let final_name = cname(name)?;
+    let mut tmp_bytes = name.as_os_str().as_bytes().to_vec();
+    tmp_bytes.extend_from_slice(b".tmp");
+    let tmp = CString::new(tmp_bytes).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // Whatever sits at the temporary name (a tenant's symlink) goes first: O_EXCL then
+    // makes a fresh file or fails.
+    // SAFETY: `dir` is an open directory fd, `tmp` NUL-terminated.
+    unsafe { libc::unlinkat(dir.as_raw_fd(), tmp.as_ptr(), 0) };
+    let fd = open_at(dir, &tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, mode)?;
+    chown_mod(fd.as_fd(), owner, mode)?;
+    let mut f = std::fs::File::from(fd);
+    f.write_all(data)?;
+    // SAFETY: both names NUL-terminated, relative to the same open directory fd;
+    // renameat replaces the directory entry itself (never follows a symlink there).
+    if unsafe {
+        libc::renameat(
+            dir.as_raw_fd(),
+            tmp.as_ptr(),
+            dir.as_raw_fd(),
+            final_name.as_ptr(),
+        )
+    } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

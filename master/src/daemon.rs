@@ -405,6 +405,20 @@ fn serve(
             .map_err(|e| DaemonError::Thread("control", e))?
     };
 
+    // The cluster supervisor: restarts what died, starts what is due.
+    let supervisor = {
+        let (ctl, stop) = (ctl.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("docknetd-sup".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    control::lock(&ctl).cluster_tick();
+                    std::thread::sleep(control::clusters::TICK);
+                }
+            })
+            .map_err(|e| DaemonError::Thread("supervisor", e))?
+    };
+
     log::info!("docknetd: ready on {}", sock.display());
     eprintln!("docknetd: ready on {}", sock.display());
 
@@ -421,6 +435,9 @@ fn serve(
     let _ = std::os::unix::net::UnixStream::connect(sock);
     if accept.join().is_err() {
         log::warn!("control thread panicked");
+    }
+    if supervisor.join().is_err() {
+        log::warn!("supervisor thread panicked");
     }
     let keep = {
         let mut c = control::lock(&ctl);

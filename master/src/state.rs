@@ -45,6 +45,9 @@ pub struct SavedState {
     pub version: u32,
     pub pipes: Vec<SavedPipe>,
     pub fcs: Vec<SavedFc>,
+    /// Clusters and their processes (none in files of older daemons).
+    #[serde(default)]
+    pub clusters: Vec<crate::control::clusters::SavedCluster>,
 }
 
 /// Why the state file could not be read.

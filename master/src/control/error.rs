@@ -12,6 +12,8 @@ pub enum ControlError {
     Invalid(String),
     /// No pipe by this name.
     NoPipe(String),
+    /// No cluster by this name.
+    NoCluster(String),
     /// No fast channel between these two pipes.
     NoChannel(String, String),
     /// The request clashes with what exists: a name or address taken, a pipe joined with
@@ -92,6 +94,7 @@ impl fmt::Display for ControlError {
                 )
             }
             ControlError::NoPipe(n) => write!(f, "no pipe named {n:?}"),
+            ControlError::NoCluster(n) => write!(f, "no cluster named {n:?} (docknetctl cluster ls lists them)"),
             ControlError::NoChannel(a, b) => write!(f, "no fast channel between {a:?} and {b:?}"),
             ControlError::File { doing, path, why } if doing.is_empty() => {
                 write!(f, "{}: {why}", path.display())

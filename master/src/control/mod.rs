@@ -4,7 +4,8 @@
 //! messages followed by a ring of its private doorbell.
 
 pub mod client;
-pub mod error;
+pub mod clusters;
+mod error;
 pub mod protocol;
 pub mod server;
 
@@ -148,6 +149,8 @@ pub struct Control {
     link: Option<LinkInfo>,
     /// Gateway addresses already given to the TAP's kernel side.
     tap_addrs: std::collections::BTreeSet<(Ipv4Addr, u8)>,
+    /// Clusters this daemon supervises (`docknetctl cluster`).
+    clusters: BTreeMap<String, clusters::ClusterRec>,
 }
 
 /// What the control plane knows of the NIC.
@@ -205,6 +208,7 @@ impl Control {
             caller: None,
             link: None,
             tap_addrs: Default::default(),
+            clusters: BTreeMap::new(),
         }
     }
 
@@ -310,6 +314,11 @@ impl Control {
                 | Request::FcRm { .. }
                 | Request::RateSet { .. }
                 | Request::RateClear { .. }
+                | Request::ClusterUp { .. }
+                | Request::ClusterScale { .. }
+                | Request::ClusterDrain { .. }
+                | Request::ClusterWeight { .. }
+                | Request::ClusterDown { .. }
         );
         let r = self.handle_one(req);
         if changes {
@@ -345,7 +354,14 @@ impl Control {
                 self.pipe_create(&name, &ip, mtu, (rate_mbps, forwarder), owner)
                     .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
             }
-            Request::PipeRm { name } => self.pipe_rm(&name).map(|()| json!({ "removed": name })),
+            Request::PipeRm { name } => {
+                if let Some(c) = self.cluster_of_pipe(&name) {
+                    return Err(ControlError::Conflict(format!(
+                        "pipe {name:?} belongs to cluster {c:?}: use docknetctl cluster scale or cluster down"
+                    )));
+                }
+                self.pipe_rm(&name).map(|()| json!({ "removed": name }))
+            }
             Request::PipeLs => Ok(serde_json::to_value(self.pipe_ls()).unwrap_or(Value::Null)),
             Request::FcCreate { a, b, forward } => self
                 .fc_create(&a, &b, forward)
@@ -384,15 +400,17 @@ impl Control {
                 );
                 Ok(json!({ "name": name, "pid": pid, "mounted_at": crate::attach::MOUNT_POINT }))
             }
-            Request::ClusterUp { .. }
-            | Request::ClusterStatus { .. }
-            | Request::ClusterLs
-            | Request::ClusterScale { .. }
-            | Request::ClusterDrain { .. }
-            | Request::ClusterWeight { .. }
-            | Request::ClusterDown { .. } => Err(ControlError::Unavailable(
-                "clusters: not wired in yet".into(),
-            )),
+            Request::ClusterUp { spec, owner } => self.cluster_up(spec, owner.as_deref()),
+            Request::ClusterStatus { name } => self.cluster_status(&name),
+            Request::ClusterLs => Ok(self.cluster_ls()),
+            Request::ClusterScale { name, replicas } => self.cluster_scale(&name, replicas),
+            Request::ClusterDrain { name, member } => self.cluster_weight(&name, &member, 0),
+            Request::ClusterWeight {
+                name,
+                member,
+                weight,
+            } => self.cluster_weight(&name, &member, weight),
+            Request::ClusterDown { name } => self.cluster_down(&name),
         }
     }
 
@@ -774,6 +792,7 @@ impl Control {
                 }
             }
         }
+        self.clusters_readopt(&saved.clusters);
         self.save_state();
     }
 
@@ -802,6 +821,7 @@ impl Control {
                     forward: f.forward,
                 })
                 .collect(),
+            clusters: self.saved_clusters(),
         }
     }
 
@@ -1076,6 +1096,7 @@ impl Control {
     /// Remove every pipe (their services stop) and forget the state: nothing is left to
     /// re-adopt.
     pub fn shutdown(&mut self) {
+        self.clusters_stop_all();
         let names: Vec<String> = self.pipes.keys().cloned().collect();
         for n in names {
             if let Err(e) = self.pipe_rm(&n) {
