@@ -136,13 +136,21 @@ fn put32(b: &mut [u8], off: usize, v: u32) -> Option<()> {
 /// Parses an Ethernet/IPv4/TCP|UDP frame. Accepts IP options, TCP options and padding
 /// after the IPv4 total length; refuses fragments. Checksums are not looked at.
 pub fn parse(frame: &[u8]) -> Result<Parsed, Malformed> {
+    parse_head(frame, frame.len())
+}
+
+/// As [`parse`], from a snapshot of the first bytes of a frame of `frame_len` bytes:
+/// lengths are checked against `frame_len`, fields read from `head`, which must reach the
+/// end of the TCP or UDP header (else `Truncated`).
+pub fn parse_head(head: &[u8], frame_len: usize) -> Result<Parsed, Malformed> {
     use Malformed::*;
-    let ethertype = be16(frame, 12).ok_or(Truncated)?;
+    let ethertype = be16(head, 12).ok_or(Truncated)?;
     if ethertype != ETHERTYPE_IPV4 {
         return Err(NotIpv4);
     }
     let ip_off = ETH_HEADER_LEN;
-    let ip = frame.get(ip_off..).ok_or(Truncated)?;
+    let ip_room = frame_len.saturating_sub(ip_off);
+    let ip = head.get(ip_off..).ok_or(Truncated)?;
     let vihl = *ip.first().ok_or(Truncated)?;
     if vihl >> 4 != 4 {
         return Err(BadHeader);
@@ -151,7 +159,7 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, Malformed> {
     if ihl < IPV4_MIN_HEADER {
         return Err(BadHeader);
     }
-    if ip.len() < ihl {
+    if ip.len() < ihl || ip_room < ihl {
         return Err(Truncated);
     }
     let total_len = usize::from(be16(ip, 2).ok_or(Truncated)?);
@@ -159,13 +167,18 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, Malformed> {
         return Err(BadHeader);
     }
     // The IPv4 packet; whatever follows it in the frame is link padding.
-    let ip = ip.get(..total_len).ok_or(Truncated)?;
+    if total_len > ip_room {
+        return Err(Truncated);
+    }
+    let ip = &ip[..total_len.min(ip.len())];
     if be16(ip, 6).ok_or(Truncated)? & IP_MF_AND_OFFSET != 0 {
         return Err(Fragment);
     }
     let proto = ip[9];
     let src = be32(ip, IP_SRC).ok_or(Truncated)?;
     let dst = be32(ip, IP_DST).ok_or(Truncated)?;
+    // `l4_len` is the L4 segment's length by the IP header; `l4` what the head holds.
+    let l4_len = total_len - ihl;
     let l4 = &ip[ihl..];
     let mut p = Parsed {
         ip_off,
@@ -184,24 +197,24 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, Malformed> {
     };
     match proto {
         PROTO_TCP => {
-            if l4.len() < TCP_MIN_HEADER {
+            if l4_len < TCP_MIN_HEADER || l4.len() < TCP_MIN_HEADER {
                 return Err(Truncated);
             }
             let doff = usize::from(l4[12] >> 4) * 4;
-            if doff < TCP_MIN_HEADER || doff > l4.len() {
+            if doff < TCP_MIN_HEADER || doff > l4_len {
                 return Err(BadHeader);
             }
             p.seq = be32(l4, 4).ok_or(Truncated)?;
             p.ack = be32(l4, 8).ok_or(Truncated)?;
             p.tcp_flags = l4[13];
-            p.payload_len = l4.len() - doff;
+            p.payload_len = l4_len - doff;
         }
         PROTO_UDP => {
-            if l4.len() < UDP_HEADER {
+            if l4_len < UDP_HEADER || l4.len() < UDP_HEADER {
                 return Err(Truncated);
             }
             let len = usize::from(be16(l4, 4).ok_or(Truncated)?);
-            if len < UDP_HEADER || len > l4.len() {
+            if len < UDP_HEADER || len > l4_len {
                 return Err(BadHeader);
             }
             p.payload_len = len - UDP_HEADER;
