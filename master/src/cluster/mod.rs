@@ -7,5 +7,5 @@ pub mod spec;
 
 pub use spec::{
     ClusterSpec, ClusterStatus, HealthKind, HealthSpec, MemberRun, MemberStatus, NatBackendStats,
-    NatMode, Proto, VipPort,
+    NatMode, Proto, SpecError, VipPort,
 };
