@@ -2,16 +2,19 @@
 
 use std::io::{BufRead, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use docknet_master::cluster::spec::MAX_REPLICAS;
+use docknet_master::cluster::{ClusterSpec, ClusterStatus, MemberStatus, NatMode, SpecError};
 use docknet_master::control::{self, ClientError, FcEntry, PipeEntry, Request, SOCKET_NAME};
 use docknet_master::link::{LinkSnapshot, LINK_COLUMNS};
 use docknet_master::stats::{StatsSnapshot, COLUMNS};
 use serde_json::Value;
 
-/// Control the DockNet master daemon (docknetd): pipes, fast channels, rate limits, stats.
+/// Control the DockNet master daemon (docknetd): pipes, fast channels, rate limits, stats,
+/// clusters.
 #[derive(Parser, Debug)]
 #[command(name = "docknetctl", version)]
 struct Args {
@@ -80,6 +83,124 @@ enum Cmd {
         /// Any process in the target mount namespace (e.g. the container's init).
         #[arg(long)]
         pid: u32,
+    },
+    /// Clusters: a NAT load balancer (dn-nat) on a virtual IP and members behind it,
+    /// started and supervised by docknetd.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+/// The cluster file, for `cluster up --help`.
+const CLUSTER_FILE_HELP: &str = r#"The cluster file (TOML; unknown keys are errors):
+
+  name = "web"                      # required; 1-24 of A-Z a-z 0-9 _ -
+  vip = "10.88.0.100:80"            # required; A.B.C.D:PORT[/tcp|/udp], or A.B.C.D and:
+  # ports = ["80", "443/tcp", "53/udp"]
+  vip_prefix = 16                   # prefix of the NAT pipe's address (1-30, default 16)
+  replicas = 3                      # required; 1-250, and they must fit the subnet
+  subnet = "10.88.1.0/24"           # required; member addresses (the first is the gateway);
+                                    # the VIP must be outside it
+  binary = "target/release/dn-httpd"  # what members run, or:
+  # image = "oci/web"               # an OCI layout (docknet-image) and
+  # tag = "web:1"                   # the image in it
+  args = ["--work-us", "10"]        # their arguments (default none)
+  env = { RUST_LOG = "info" }       # extra environment (DOCKNET_PIPE is set for them)
+  policy = "maglev"                 # maglev | rr | least-conn (default maglev)
+  mode = "dnat"                     # dnat: members reply through the NAT (default);
+                                    # fullnat: the NAT rewrites the source too
+  health = { kind = "http", path = "/", port = 80, interval_ms = 1000 }
+                                    # kind tcp | http (default http; 2xx/3xx is healthy),
+                                    # port default: the VIP's first TCP port
+  conn_capacity = 65536             # NAT connection table (16-4000000)
+  weight = 1                        # member weight (1-1000)
+  nat_binary = "path/to/dn-nat"     # default: dn-nat beside docknetd
+
+Relative paths are from the file's folder; the binary or image must exist."#;
+
+#[derive(Subcommand, Debug)]
+enum ClusterCmd {
+    /// Start the cluster a TOML file describes, and wait until it serves.
+    ///
+    /// docknetd creates the pipes and fast channels, starts dn-nat on the virtual IP and
+    /// the members behind it, and restarts any that die. Unless --no-wait, this waits
+    /// until the NAT and every member run and pass their health check (progress on
+    /// stderr), then prints `cluster status`. A bad file is refused before anything
+    /// starts, with its line and key (exit status 2); a cluster not ready in time is left
+    /// up (exit status 1; `cluster down NAME` removes it).
+    #[command(after_long_help = CLUSTER_FILE_HELP)]
+    Up {
+        /// The cluster file (its keys: `docknetctl cluster up --help`).
+        #[arg(value_name = "FILE.toml")]
+        file: PathBuf,
+        /// The user (and group) the NAT and members run as, owning their pipes. Names or
+        /// numbers, e.g. 1000:1000 or www-data. Default: you; only root may name another.
+        #[arg(long, value_name = "UID[:GID]")]
+        owner: Option<String>,
+        /// Wait at most this many seconds for the cluster to be ready.
+        #[arg(long, value_name = "N", default_value_t = 30,
+              value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        timeout_s: u64,
+        /// Return as soon as docknetd has accepted the cluster (`cluster status` tells
+        /// when it is ready).
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Show a cluster: its NAT and each member.
+    ///
+    /// One line for the NAT, then one per member: address, pid, state (starting,
+    /// running, restarting, stopped), health as the NAT's checks see it (healthy,
+    /// unhealthy, unknown), weight, connections the NAT sent it and those active now,
+    /// bytes forwarded both ways, and how often it was restarted after dying.
+    Status {
+        /// Cluster name.
+        name: String,
+        /// Print docknetd's JSON instead (with the NAT's own counters).
+        #[arg(long)]
+        json: bool,
+    },
+    /// List clusters.
+    Ls {
+        /// Print JSON (an array of names) instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run N members.
+    ///
+    /// New ones join the rotation once healthy; when shrinking, the highest-numbered
+    /// ones are removed and their connections reset (drain them first to spare those).
+    Scale {
+        /// Cluster name.
+        name: String,
+        /// Number of members (1-250, within the cluster's subnet).
+        #[arg(value_parser = clap::value_parser!(u32).range(1..=MAX_REPLICAS as i64))]
+        replicas: u32,
+    },
+    /// Send a member no new connections; its established ones go on.
+    ///
+    /// Its weight becomes 0; `cluster weight` puts it back.
+    Drain {
+        /// Cluster name.
+        name: String,
+        /// Member name (e.g. web-2, as `cluster status` shows).
+        member: String,
+    },
+    /// Set a member's weight: its share of new connections.
+    ///
+    /// A member of weight 2 gets twice the new connections of one of weight 1; 0 drains
+    /// it (no new connections, established ones go on).
+    Weight {
+        /// Cluster name.
+        name: String,
+        /// Member name (e.g. web-2, as `cluster status` shows).
+        member: String,
+        /// 1-1000, or 0 to drain it.
+        #[arg(value_parser = clap::value_parser!(u32).range(0..=1000))]
+        weight: u32,
+    },
+    /// Stop a cluster's NAT and members and remove their pipes (their connections end).
+    Down {
+        /// Cluster name.
+        name: String,
     },
 }
 
@@ -216,13 +337,83 @@ fn decode<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, String> {
     serde_json::from_value(v).map_err(|e| format!("unexpected answer from docknetd: {e}"))
 }
 
-fn run(args: Args) -> Result<(), String> {
+/// How long a request may take (longer for `cluster up`, which starts processes).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often `cluster up` asks whether the cluster is ready.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Send `req` to the daemon on `sock`; the error is its one-line message.
+fn request(sock: &Path, req: &Request, timeout: Duration) -> Result<Value, String> {
+    control::request(sock, req, timeout).map_err(|e| match e {
+        ClientError::Unreachable(m) | ClientError::Remote(m) => m,
+    })
+}
+
+/// Why docknetctl failed; the exit status follows the kind.
+#[derive(Debug)]
+enum Failure {
+    /// docknetd refused the request, could not be reached or answered nonsense (1).
+    Failed(String),
+    /// A cluster file that cannot be read or is not valid (2, as for bad arguments:
+    /// nothing was asked of docknetd). `file` as the user wrote it.
+    BadFile { file: PathBuf, why: String },
+    /// `cluster up` waited in vain (1); the cluster is left up. `unready`: one line per
+    /// NAT or member not running and healthy.
+    NotReady {
+        name: String,
+        waited: Duration,
+        healthy: usize,
+        replicas: u32,
+        unready: Vec<String>,
+    },
+}
+
+impl Failure {
+    fn exit_code(&self) -> i32 {
+        match self {
+            Failure::BadFile { .. } => 2,
+            Failure::Failed(_) | Failure::NotReady { .. } => 1,
+        }
+    }
+
+    /// Lines to print below the message.
+    fn details(&self) -> &[String] {
+        match self {
+            Failure::NotReady { unready, .. } => unready,
+            _ => &[],
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Failed(m) => f.write_str(m),
+            Failure::BadFile { file, why } => write!(f, "{}: {why}", file.display()),
+            Failure::NotReady {
+                name,
+                waited,
+                healthy,
+                replicas,
+                unready: _,
+            } => write!(
+                f,
+                "{name}: not ready after {} ({healthy}/{replicas} members healthy); it stays up as it is: `docknetctl cluster down {name}` removes it",
+                human_ms(waited.as_millis() as u64)
+            ),
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(m: String) -> Self {
+        Failure::Failed(m)
+    }
+}
+
+fn run(args: Args) -> Result<(), Failure> {
     let sock = args.run_dir.join(SOCKET_NAME);
-    let call = |req: Request| {
-        control::request(&sock, &req, Duration::from_secs(10)).map_err(|e| match e {
-            ClientError::Unreachable(m) | ClientError::Remote(m) => m,
-        })
-    };
+    let call = |req: Request| request(&sock, &req, REQUEST_TIMEOUT);
     match args.cmd {
         Cmd::Pipe(PipeCmd::Create {
             name,
@@ -398,10 +589,10 @@ fn run(args: Args) -> Result<(), String> {
                 std::thread::sleep(Duration::from_millis(20));
             }
             if sock.exists() {
-                return Err(format!(
+                return Err(Failure::Failed(format!(
                     "docknetd accepted the shutdown but {} is still there after 20 s",
                     sock.display()
-                ));
+                )));
             }
             if remove_all {
                 println!("docknetd stopped; every pipe removed");
@@ -415,6 +606,233 @@ fn run(args: Args) -> Result<(), String> {
                 pid,
             })?;
             println!("{name}: mounted at /run/docknet/pipe in the mount namespace of pid {pid}");
+        }
+        Cmd::Cluster(cmd) => cluster(&sock, cmd)?,
+    }
+    Ok(())
+}
+
+/// Read and check a cluster file (before anything is asked of docknetd).
+fn read_cluster_file(file: &Path) -> Result<ClusterSpec, Failure> {
+    let bad = |why: String| Failure::BadFile {
+        file: file.to_path_buf(),
+        why,
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    let base = file.parent().unwrap_or(Path::new(""));
+    ClusterSpec::from_toml(&text, base).map_err(|e: SpecError| bad(e.to_string()))
+}
+
+/// Running and passing its health checks.
+fn is_ready(m: &MemberStatus) -> bool {
+    m.state == "running" && m.health == "healthy"
+}
+
+fn mode_name(m: NatMode) -> &'static str {
+    match m {
+        NatMode::Dnat => "dnat",
+        NatMode::Fullnat => "fullnat",
+    }
+}
+
+/// One line on what keeps a member (or the NAT) from being ready.
+fn why_unready(role: &str, m: &MemberStatus) -> String {
+    let pid = match m.pid {
+        0 => "no process".to_string(),
+        pid => format!("pid {pid}"),
+    };
+    let restarts = match m.restarts {
+        0 => String::new(),
+        1 => ", restarted once".into(),
+        n => format!(", restarted {n} times"),
+    };
+    format!(
+        "{role} {} ({}): {}, {}, {pid}{restarts}",
+        m.name, m.ip, m.state, m.health
+    )
+}
+
+fn print_status(st: &ClusterStatus) {
+    println!(
+        "{}: vip {}, policy {}, mode {}",
+        st.name,
+        st.vip,
+        st.policy,
+        mode_name(st.mode)
+    );
+    let row = |role: &str, m: &MemberStatus| {
+        vec![
+            role.to_string(),
+            m.name.clone(),
+            m.ip.clone(),
+            match m.pid {
+                0 => "-".into(),
+                pid => pid.to_string(),
+            },
+            m.state.clone(),
+            m.health.clone(),
+            m.weight.to_string(),
+            m.connections.to_string(),
+            m.active.to_string(),
+            m.bytes.to_string(),
+            m.restarts.to_string(),
+        ]
+    };
+    let rows: Vec<Vec<String>> = std::iter::once(row("nat", &st.nat))
+        .chain(st.members.iter().map(|m| row("member", m)))
+        .collect();
+    table(
+        &[
+            "ROLE",
+            "NAME",
+            "IP",
+            "PID",
+            "STATE",
+            "HEALTH",
+            "WEIGHT",
+            "CONNECTIONS",
+            "ACTIVE",
+            "BYTES",
+            "RESTARTS",
+        ],
+        &rows,
+    );
+}
+
+/// Ask for cluster `name`'s status every [`POLL`] until the NAT and `replicas` members
+/// run and are healthy, telling on stderr how many are whenever that changes.
+fn wait_ready(
+    sock: &Path,
+    name: &str,
+    replicas: u32,
+    timeout: Duration,
+) -> Result<ClusterStatus, Failure> {
+    let start = Instant::now();
+    let mut said = String::new();
+    loop {
+        let st: ClusterStatus = decode(request(
+            sock,
+            &Request::ClusterStatus { name: name.into() },
+            REQUEST_TIMEOUT,
+        )?)?;
+        let healthy = st.members.iter().filter(|m| is_ready(m)).count();
+        let nat_ready = is_ready(&st.nat);
+        let mut progress = format!("{name}: {healthy}/{replicas} members healthy");
+        if !nat_ready {
+            progress += &format!(", NAT {}, {}", st.nat.state, st.nat.health);
+        }
+        if progress != said {
+            eprintln!("{progress}");
+            said = progress;
+        }
+        if nat_ready && healthy >= replicas as usize {
+            return Ok(st);
+        }
+        if start.elapsed() >= timeout {
+            let mut unready: Vec<String> = std::iter::once(("nat", &st.nat))
+                .chain(st.members.iter().map(|m| ("member", m)))
+                .filter(|(_, m)| !is_ready(m))
+                .map(|(role, m)| why_unready(role, m))
+                .collect();
+            if st.members.len() < replicas as usize {
+                unready.push(format!(
+                    "{} of {replicas} members not started yet",
+                    replicas as usize - st.members.len()
+                ));
+            }
+            return Err(Failure::NotReady {
+                name: name.into(),
+                waited: timeout,
+                healthy,
+                replicas,
+                unready,
+            });
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+fn cluster(sock: &Path, cmd: ClusterCmd) -> Result<(), Failure> {
+    let call = |req: Request| request(sock, &req, REQUEST_TIMEOUT);
+    match cmd {
+        ClusterCmd::Up {
+            file,
+            owner,
+            timeout_s,
+            no_wait,
+        } => {
+            let spec = read_cluster_file(&file)?;
+            let (name, replicas) = (spec.name.clone(), spec.replicas);
+            let ports: Vec<String> = spec.ports.iter().map(|p| p.to_string()).collect();
+            let vip = format!("{} ({})", spec.vip, ports.join(", "));
+            // Creating the pipes and starting the processes takes docknetd a moment more
+            // than other requests.
+            request(
+                sock,
+                &Request::ClusterUp { spec, owner },
+                REQUEST_TIMEOUT * 3,
+            )?;
+            if no_wait {
+                println!(
+                    "{name}: starting the NAT on {vip} and {replicas} members (`docknetctl cluster status {name}` tells when they are healthy)"
+                );
+                return Ok(());
+            }
+            let st = wait_ready(sock, &name, replicas, Duration::from_secs(timeout_s))?;
+            print_status(&st);
+        }
+        ClusterCmd::Status { name, json } => {
+            let v = call(Request::ClusterStatus { name })?;
+            if json {
+                json_out(&v);
+            } else {
+                print_status(&decode(v)?);
+            }
+        }
+        ClusterCmd::Ls { json } => {
+            let v = call(Request::ClusterLs)?;
+            if json {
+                json_out(&v);
+            } else {
+                let names: Vec<String> = decode(v)?;
+                for n in names {
+                    println!("{n}");
+                }
+            }
+        }
+        ClusterCmd::Scale { name, replicas } => {
+            call(Request::ClusterScale {
+                name: name.clone(),
+                replicas,
+            })?;
+            println!("{name}: scaling to {replicas} members (new ones join once healthy)");
+        }
+        ClusterCmd::Drain { name, member } => {
+            call(Request::ClusterDrain {
+                name: name.clone(),
+                member: member.clone(),
+            })?;
+            println!("{name}: {member} drained: no new connections, established ones go on");
+        }
+        ClusterCmd::Weight {
+            name,
+            member,
+            weight,
+        } => {
+            call(Request::ClusterWeight {
+                name: name.clone(),
+                member: member.clone(),
+                weight,
+            })?;
+            if weight == 0 {
+                println!("{name}: {member} weight 0: drained, established connections go on");
+            } else {
+                println!("{name}: {member} weight {weight}");
+            }
+        }
+        ClusterCmd::Down { name } => {
+            call(Request::ClusterDown { name: name.clone() })?;
+            println!("{name}: NAT and members stopped, their pipes removed");
         }
     }
     Ok(())
@@ -555,6 +973,9 @@ fn main() {
     let args = Args::parse();
     if let Err(e) = run(args) {
         eprintln!("docknetctl: {e}");
-        std::process::exit(1);
+        for line in e.details() {
+            eprintln!("  {line}");
+        }
+        std::process::exit(e.exit_code());
     }
 }

@@ -11,5 +11,5 @@ pub mod supervisor;
 
 pub use spec::{
     ClusterSpec, ClusterStatus, HealthKind, HealthSpec, MemberRun, MemberStatus, NatBackendStats,
-    NatMode, Proto, VipPort,
+    NatMode, Proto, SpecError, VipPort,
 };

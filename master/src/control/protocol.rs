@@ -14,6 +14,10 @@ pub const MAX_LINE: usize = 64 * 1024;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A request on the control socket.
+// `ClusterUp` carries a whole `ClusterSpec` (~300 bytes) inline: a request is made once
+// per line read and never stored in bulk, so the size does not matter, and boxing it
+// would change the type both sides of the cluster work are written against.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
