@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod cluster;
 pub mod httpd;
 pub mod nic;
 
@@ -595,7 +596,8 @@ impl Daemon {
         self.proc.log_tail()
     }
 
-    fn try_ctl(&self, args: &[&str], timeout: Duration) -> Result<Output, String> {
+    /// Run `docknetctl --run-dir DIR ARGS…`, or say why it could not run (a hang).
+    pub fn try_ctl(&self, args: &[&str], timeout: Duration) -> Result<Output, String> {
         let mut cmd = Command::new(bin("docknetctl"));
         cmd.arg("--run-dir").arg(&self.run_dir).args(args);
         run_with_timeout(&mut cmd, timeout).map_err(|(e, _)| e)

@@ -128,6 +128,13 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         duration_s: u64,
     },
+    /// Answer every UDP datagram with "IP " (this service's address) followed by the
+    /// datagram: behind a load balancer, the answer tells which member got it.
+    UdpEcho {
+        /// UDP port.
+        #[arg(long, default_value_t = 7)]
+        port: u16,
+    },
 }
 
 fn main() {
@@ -139,7 +146,7 @@ fn main() {
         | Cmd::Http { buffer, .. }
         | Cmd::TcpBlast { buffer, .. }
         | Cmd::TcpSink { buffer, .. } => *buffer,
-        Cmd::UdpBlast { .. } | Cmd::UdpSink { .. } => 1 << 20,
+        Cmd::UdpBlast { .. } | Cmd::UdpSink { .. } | Cmd::UdpEcho { .. } => 1 << 20,
     };
     let config = |cfg: &mut docknet::EngineConfig| {
         cfg.tcp_rx_buffer = buffer;
@@ -186,6 +193,7 @@ fn run(engine: &mut Engine, cli: Cli) -> AppResult {
         Cmd::UdpSink {
             port, duration_s, ..
         } => udp_sink(engine, port, Duration::from_secs(duration_s)),
+        Cmd::UdpEcho { port } => udp_echo(engine, port),
         Cmd::TcpBlast { to, duration_s, .. } => {
             tcp_blast(engine, to, Duration::from_secs(duration_s))
         }
@@ -306,6 +314,37 @@ fn udp_blast(
         Some(x) => Err(x.into()),
         None => Ok(()),
     }
+}
+
+fn udp_echo(engine: &mut Engine, port: u16) -> AppResult {
+    let id = engine.udp_bind(port)?;
+    println!("listening on udp port {port}");
+    let _ = std::io::stdout().flush();
+    let prefix = format!("{} ", engine.local_ip());
+    let mut buf = vec![0u8; 65536];
+    let mut out = Vec::with_capacity(65536 + prefix.len());
+    let mut err = None;
+    engine.run(|e| {
+        loop {
+            match e.udp_recv_from(id, &mut buf) {
+                Ok(Some((n, from))) => {
+                    out.clear();
+                    out.extend_from_slice(prefix.as_bytes());
+                    out.extend_from_slice(&buf[..n]);
+                    if let Err(x) = e.udp_send_to(id, &out, from) {
+                        err = Some(x);
+                        return Control::Exit;
+                    }
+                }
+                Ok(None) => return Control::Continue,
+                Err(x) => {
+                    err = Some(x);
+                    return Control::Exit;
+                }
+            }
+        }
+    });
+    err.map_or(Ok(()), |e| Err(e.into()))
 }
 
 fn udp_sink(engine: &mut Engine, port: u16, duration: Duration) -> AppResult {

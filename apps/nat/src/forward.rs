@@ -196,7 +196,16 @@ impl Nat {
         };
         let tcp = p.proto == IPPROTO_TCP;
         let syn = tcp && p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
-        let slot = match self.table.lookup(&key) {
+        let mut found = self.table.lookup(&key);
+        if let Some(s) = found {
+            // A SYN on the ports of a flow that closed (the client reused its port
+            // while we still remember the old flow): a new connection, chosen anew.
+            if syn && self.table.get(s).is_some_and(|f| f.state == FlowState::Closing) {
+                self.forget(s);
+                found = None;
+            }
+        }
+        let slot = match found {
             Some(s) => s,
             None => {
                 if tcp && p.tcp_flags & tcp_flags::RST != 0 {

