@@ -240,3 +240,159 @@ fn drained_member_finishes_keepalive_requests_and_gets_no_new_ones() {
     let after = site.member("web", "web-1")["connections"].as_u64().unwrap_or(0);
     assert!(after > drained_before + 20, "web-1 at weight 2 got {} of 100", after - drained_before);
 }
+
+/// An IPv4 frame from `src` (MAC and address) to the VIP with `l4` as its payload,
+/// `proto`, the fragment field `frag` and the IPv4 total length `total` (whatever the
+/// payload's real length: a lie makes the frame malformed).
+fn raw_frame(src_mac: [u8; 6], src: [u8; 4], proto: u8, frag: u16, l4: &[u8], total: Option<u16>) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&docknet::abi::MASTER_MAC);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let total = total.unwrap_or(20 + l4.len() as u16);
+    f.extend_from_slice(&[0x45, 0]);
+    f.extend_from_slice(&total.to_be_bytes());
+    f.extend_from_slice(&[0, 1]);
+    f.extend_from_slice(&frag.to_be_bytes());
+    f.extend_from_slice(&[64, proto, 0, 0]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[10, 88, 0, 100]);
+    f.extend_from_slice(l4);
+    f
+}
+
+#[test]
+fn full_table_refuses_new_flows_and_bad_frames_are_counted() {
+    let _serial = nic::serial();
+    if !nic::need_root("full_table_refuses_new_flows_and_bad_frames_are_counted") {
+        return;
+    }
+    let site = ClusterSite::start();
+    site.up("web.toml", &httpd_cluster("web", 2, "conn_capacity = 16"));
+    let (mut held, refused) = site
+        .clients(1, |_| {
+            let held: Vec<KeepAlive> = (0..16)
+                .map(|i| {
+                    let mut k = KeepAlive::connect(vip(80), Duration::from_secs(3))
+                        .unwrap_or_else(|e| panic!("connection {i} of 16: {e}"));
+                    assert!(matches!(k.get(), Outcome::Status(200)));
+                    k
+                })
+                .collect();
+            // The 17th: the NAT answers its SYN with a reset.
+            let refused = get_once(vip(80), Duration::from_secs(3));
+            (held, refused)
+        })
+        .pop()
+        .expect("one thread");
+    assert!(
+        matches!(refused, Outcome::ConnectFailed(std::io::ErrorKind::ConnectionRefused)),
+        "a 17th connection to a full table should be refused at once, got {refused:?}"
+    );
+    for k in &mut held {
+        assert!(matches!(k.get(), Outcome::Status(200)), "an established flow stopped working");
+    }
+    let st = site.fresh_status("web");
+    let counters = &st["nat_counters"]["counters"];
+    assert!(counters["refused_table_full"].as_u64() >= Some(1), "{st}");
+    assert_eq!(st["nat_counters"]["flows"], 16, "{st}");
+
+    // Malformed frames and fragments to the VIP, from a service's pipe (the master drops
+    // such frames arriving from the NIC itself).
+    let dir = site.daemon.create_pipe("prober", "10.88.0.77/16", &[]);
+    let mut end = docknet::pipe::ServicePipeEnd::attach(&dir).expect("attach prober");
+    let (mac, src) = (end.info.mac, end.info.ipv4.octets());
+    let tcp_head = |flags: u8| {
+        let mut t = vec![0u8; 20];
+        t[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        t[2..4].copy_from_slice(&80u16.to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = flags;
+        t
+    };
+    let mut frames = Vec::new();
+    for _ in 0..5 {
+        // A first fragment (MF) and a later one (offset), both TCP to port 80.
+        frames.push(("fragment", raw_frame(mac, src, 6, 0x2000, &tcp_head(0x02), None)));
+        frames.push(("fragment", raw_frame(mac, src, 6, 0x0010, &[0u8; 24], None)));
+        // TCP with a 10-byte header (truncated), and with a data offset past the packet.
+        frames.push(("malformed", raw_frame(mac, src, 6, 0, &tcp_head(0x02)[..10], None)));
+        let mut bad_off = tcp_head(0x02);
+        bad_off[12] = 15 << 4;
+        frames.push(("malformed", raw_frame(mac, src, 6, 0, &bad_off, None)));
+    }
+    for (_, f) in &frames {
+        assert!(end.tx.send_copy(f), "prober ring full");
+    }
+    end.tx.flush();
+    let st = site.wait_until("web", "fragments and malformed frames counted", Duration::from_secs(5), |st| {
+        let c = &st["nat_counters"]["counters"];
+        c["fragments"].as_u64() >= Some(10) && c["malformed"].as_u64() >= Some(10)
+    });
+    eprintln!("[cluster] NAT counters: {}", st["nat_counters"]["counters"]);
+    for k in &mut held {
+        assert!(matches!(k.get(), Outcome::Status(200)), "the NAT stopped serving after bad frames");
+    }
+}
+
+#[test]
+fn udp_vip_balances_datagrams_by_flow() {
+    let _serial = nic::serial();
+    if !nic::need_root("udp_vip_balances_datagrams_by_flow") {
+        return;
+    }
+    let site = ClusterSite::start();
+    let file = format!(
+        r#"name = "dns"
+vip = "{VIP}:7/udp"
+replicas = 4
+policy = "maglev"
+binary = "{}"
+args = ["udp-echo", "--port", "7"]
+subnet = "10.88.1.0/24"
+health = {{ kind = "tcp", port = 7, interval_ms = 200 }}
+"#,
+        bin_path("dn-echo")
+    );
+    site.up("dns.toml", &file);
+    const FLOWS: usize = 40;
+    let answers: Vec<Vec<String>> = site.clients(1, |_| {
+        (0..FLOWS)
+            .map(|i| {
+                let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+                s.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+                (0..5)
+                    .map(|j| {
+                        let msg = format!("flow {i} datagram {j}");
+                        let mut buf = [0u8; 256];
+                        // A lost datagram is sent again (UDP; the first may race the NAT's
+                        // table); an answer tells which member echoed it.
+                        for _ in 0..3 {
+                            s.send_to(msg.as_bytes(), vip(7)).expect("send");
+                            if let Ok((n, from)) = s.recv_from(&mut buf) {
+                                assert_eq!(from, vip(7), "the answer should come from the VIP");
+                                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                                let (member, echoed) = text.split_once(' ').expect("IP prefix");
+                                assert_eq!(echoed, msg);
+                                return member.to_string();
+                            }
+                        }
+                        panic!("no answer to {msg:?}");
+                    })
+                    .collect()
+            })
+            .collect()
+    })
+    .pop()
+    .expect("one thread");
+    let mut by_member = std::collections::BTreeMap::new();
+    for (i, a) in answers.iter().enumerate() {
+        assert!(a.iter().all(|m| m == &a[0]), "flow {i} was answered by several members: {a:?}");
+        *by_member.entry(a[0].clone()).or_insert(0) += 1;
+    }
+    eprintln!("[cluster] UDP flows per member: {by_member:?}");
+    assert!(by_member.len() >= 3, "{FLOWS} flows reached only {by_member:?}");
+    let st = site.fresh_status("dns");
+    let total: u64 = connections(&st).iter().map(|(_, n)| n).sum();
+    assert_eq!(total, FLOWS as u64, "the NAT should count one flow per source port: {st}");
+}

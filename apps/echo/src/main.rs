@@ -129,7 +129,8 @@ enum Cmd {
         duration_s: u64,
     },
     /// Answer every UDP datagram with "IP " (this service's address) followed by the
-    /// datagram: behind a load balancer, the answer tells which member got it.
+    /// datagram: behind a load balancer, the answer tells which member got it. Also
+    /// accepts (and closes) TCP connections on the same port: a health-check target.
     UdpEcho {
         /// UDP port.
         #[arg(long, default_value_t = 7)]
@@ -318,6 +319,7 @@ fn udp_blast(
 
 fn udp_echo(engine: &mut Engine, port: u16) -> AppResult {
     let id = engine.udp_bind(port)?;
+    let health = engine.listen(port, 4)?;
     println!("listening on udp port {port}");
     let _ = std::io::stdout().flush();
     let prefix = format!("{} ", engine.local_ip());
@@ -325,6 +327,9 @@ fn udp_echo(engine: &mut Engine, port: u16) -> AppResult {
     let mut out = Vec::with_capacity(65536 + prefix.len());
     let mut err = None;
     engine.run(|e| {
+        while let Some(c) = e.accept(health) {
+            let _ = e.close(c);
+        }
         loop {
             match e.udp_recv_from(id, &mut buf) {
                 Ok(Some((n, from))) => {

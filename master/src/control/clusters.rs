@@ -381,9 +381,26 @@ impl Control {
                 gid: rec.owner.1,
                 log,
             }),
-            MemberRun::Image { .. } => Err(ControlError::Unavailable(
-                "image members: see cluster_image_launch".into(),
-            )),
+            MemberRun::Image { dir, tag, args } => {
+                let bundle = image_bundle(rec, m, (dir, tag, args), &pipe_dir)?;
+                let root = rec.dir.join("runc");
+                Ok(Launch {
+                    program: PathBuf::from("runc"),
+                    args: vec![
+                        "--root".into(),
+                        root.display().to_string(),
+                        "run".into(),
+                        "--bundle".into(),
+                        bundle.display().to_string(),
+                        container_id(m),
+                    ],
+                    // runc needs root; the member runs as the owner inside (--user).
+                    env: Vec::new(),
+                    uid: 0,
+                    gid: 0,
+                    log,
+                })
+            }
         }
     }
 
@@ -617,7 +634,7 @@ impl Control {
             // The NAT forgets them (and resets their flows) before they stop.
             self.write_nat_config(rec)?;
             for mut m in gone {
-                self.member_remove(&mut m);
+                self.member_remove(rec, &mut m);
             }
         }
         log::info!("cluster {}: scaled to {replicas} members", rec.spec.name);
@@ -625,12 +642,13 @@ impl Control {
     }
 
     /// Stop a member's process and remove its pipe (and its fast channel).
-    fn member_remove(&mut self, m: &mut MemberRec) {
+    fn member_remove(&mut self, rec: &ClusterRec, m: &mut MemberRec) {
         m.stopped = true;
         if let Some(p) = &mut m.proc {
             p.stop(STOP_GRACE);
         }
         m.proc = None;
+        runc_delete(rec, m);
         if self.pipes.contains_key(&m.name) {
             if let Err(e) = self.pipe_rm(&m.name) {
                 log::warn!("{}: {e}", m.name);
@@ -684,7 +702,7 @@ impl Control {
         rec.nat.proc = None;
         let mut members = std::mem::take(&mut rec.members);
         for m in &mut members {
-            self.member_remove(m);
+            self.member_remove(rec, m);
         }
         if self.pipes.contains_key(&rec.spec.name) {
             if let Err(e) = self.pipe_rm(&rec.spec.name) {
@@ -751,6 +769,77 @@ impl Control {
             .find(|c| c.spec.name == name || c.members.iter().any(|m| m.name == name))
             .map(|c| c.spec.name.as_str())
     }
+}
+
+/// The runc container id of an image member.
+fn container_id(m: &MemberRec) -> String {
+    format!("docknet-{}", m.name)
+}
+
+/// Make (again) the runc bundle of an image member: its pipe mounted at
+/// /run/docknet/pipe, running as the cluster's owner; a container of the same id left by
+/// an earlier run is deleted first.
+fn image_bundle(
+    rec: &ClusterRec,
+    m: &MemberRec,
+    (image, tag, args): (&PathBuf, &String, &Vec<String>),
+    pipe_dir: &Path,
+) -> Result<PathBuf, ControlError> {
+    let bundle = rec.dir.join("bundles").join(&m.name);
+    let _ = std::fs::remove_dir_all(&bundle);
+    if let Some(parent) = bundle.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| ControlError::file("cannot create", parent, e))?;
+    }
+    runc_delete(rec, m);
+    let tool = std::env::current_exe()
+        .map(|e| e.with_file_name("docknet-image"))
+        .map_err(|e| ControlError::Unavailable(format!("cannot find docknetd's own path: {e}")))?;
+    let mut cmd = std::process::Command::new(&tool);
+    cmd.arg("runc-bundle")
+        .arg("--image")
+        .arg(image)
+        .arg("--tag")
+        .arg(tag)
+        .arg("--pipe")
+        .arg(pipe_dir)
+        .arg("--out")
+        .arg(&bundle)
+        .arg("--user")
+        .arg(format!("{}:{}", rec.owner.0, rec.owner.1))
+        .arg("--hostname")
+        .arg(&m.name)
+        .arg("--quiet");
+    for (k, v) in &rec.spec.env {
+        cmd.arg("--env").arg(format!("{k}={v}"));
+    }
+    cmd.arg("--").args(args);
+    let out = cmd.output().map_err(|e| {
+        ControlError::Unavailable(format!("cannot run {} (it ships beside docknetd): {e}", tool.display()))
+    })?;
+    if !out.status.success() {
+        return Err(ControlError::Invalid(format!(
+            "docknet-image runc-bundle for {}: {}",
+            m.name,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(bundle)
+}
+
+/// Remove an image member's container (stopped or not); nothing if it has none.
+fn runc_delete(rec: &ClusterRec, m: &MemberRec) {
+    if !matches!(rec.spec.run, MemberRun::Image { .. }) {
+        return;
+    }
+    let _ = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(rec.dir.join("runc"))
+        .args(["delete", "-f", &container_id(m)])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
 }
 
 fn backoff(deaths: u32) -> Duration {
