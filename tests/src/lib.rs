@@ -22,6 +22,7 @@ use serde_json::Value;
 
 pub mod cluster;
 pub mod httpd;
+pub mod image;
 pub mod nic;
 
 /// Counters `docknetctl stats --json` reports per pipe.

@@ -396,3 +396,66 @@ health = {{ kind = "tcp", port = 7, interval_ms = 200 }}
     let total: u64 = connections(&st).iter().map(|(_, n)| n).sum();
     assert_eq!(total, FLOWS as u64, "the NAT should count one flow per source port: {st}");
 }
+
+#[test]
+fn image_members_run_as_runc_containers_and_spread() {
+    let _serial = nic::serial();
+    if !nic::need_root("image_members_run_as_runc_containers_and_spread") {
+        return;
+    }
+    let have_runc = std::process::Command::new("runc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_runc {
+        eprintln!("SKIPPED image_members_run_as_runc_containers_and_spread: runc missing (apt-get install runc)");
+        return;
+    }
+    let binary = docknet_tests::image::build_minimal_httpd();
+    let site = ClusterSite::start();
+    let layout = site.dir.path().join("oci");
+    docknet_tests::image::build_image(&binary, "web:1", &layout);
+    // The image is named relative to the cluster file.
+    let file = format!(
+        r#"name = "img"
+vip = "{VIP}:80"
+replicas = 4
+image = "oci"
+tag = "web:1"
+args = ["--port", "80", "--backlog", "256"]
+subnet = "10.88.1.0/24"
+health = {{ kind = "http", path = "/", interval_ms = 200 }}
+"#
+    );
+    site.up("img.toml", &file);
+    // Each member is a runc container: its pid (runc's) has a child in other namespaces.
+    for m in members(&site.status("img")) {
+        let pid = m["pid"].as_u64().expect("pid");
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+        assert!(exe.to_string_lossy().contains("runc"), "{} runs {}, not runc", m["name"], exe.display());
+    }
+    const REQUESTS: usize = 10_000;
+    let bad: Vec<_> = site
+        .clients(4, |i| {
+            (i..REQUESTS)
+                .step_by(4)
+                .filter_map(|_| match get_once(vip(80), Duration::from_secs(5)) {
+                    Outcome::Status(200) => None,
+                    o => Some(o),
+                })
+                .collect::<Vec<_>>()
+        })
+        .into_iter()
+        .flatten()
+        .collect();
+    assert!(bad.is_empty(), "failed requests: {:?}", &bad[..bad.len().min(20)]);
+    let c = connections(&site.fresh_status("img"));
+    eprintln!("[cluster] image members, spread: {c:?}");
+    let total: u64 = c.iter().map(|(_, n)| n).sum();
+    assert!(total >= REQUESTS as u64, "{c:?}");
+    for (name, n) in &c {
+        let even = total as f64 / 4.0;
+        assert!((*n as f64 - even).abs() <= 0.2 * even, "{name}: {n}, even {even:.0}: {c:?}");
+    }
+    site.daemon.ctl_ok(&["cluster", "down", "img"]);
+}

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use docknet_tests::httpd::{curl_i, gunzip, site_dir, site_file, site_files, HttpdSite};
 use docknet_tests::nic::{self, run_ok, PIPE};
+use docknet_tests::image::build_minimal_httpd;
 use docknet_tests::{bin, run_with_timeout, unique_tmp, TempDir};
 use serde_json::Value;
 
@@ -24,42 +25,6 @@ fn have(tool: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .expect("workspace root")
-}
-
-/// Build dn-httpd with `linker/build-minimal.sh` and return the binary's path (from
-/// cargo's JSON messages, so any target dir works).
-fn build_minimal_httpd() -> PathBuf {
-    let ws = workspace();
-    let start = Instant::now();
-    let mut cmd = Command::new("bash");
-    cmd.current_dir(&ws)
-        .arg(ws.join("linker/build-minimal.sh"))
-        .args(["-p", "dn-httpd", "--message-format=json-render-diagnostics"]);
-    let out = run_ok(&mut cmd, Duration::from_secs(30 * 60));
-    let exe = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "dn-httpd")
-        .find_map(|v| v["executable"].as_str().map(PathBuf::from))
-        .unwrap_or_else(|| {
-            panic!(
-                "build-minimal.sh -p dn-httpd printed no executable:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    eprintln!(
-        "[container] built {} in {:.1?}",
-        exe.display(),
-        start.elapsed()
-    );
-    exe
 }
 
 /// True if the ELF file has a PT_INTERP program header (dynamically linked).
