@@ -459,3 +459,165 @@ health = {{ kind = "http", path = "/", interval_ms = 200 }}
     }
     site.daemon.ctl_ok(&["cluster", "down", "img"]);
 }
+
+#[test]
+fn members_survive_a_docknetd_restart_and_are_readopted() {
+    let _serial = nic::serial();
+    if !nic::need_root("members_survive_a_docknetd_restart_and_are_readopted") {
+        return;
+    }
+    let mut site = ClusterSite::start();
+    site.up("web.toml", &httpd_cluster("web", 2, ""));
+    let before = site.status("web");
+    let pids: Vec<u64> = members(&before).iter().map(|m| m["pid"].as_u64().unwrap_or(0)).collect();
+    let nat_pid = before["nat"]["pid"].as_u64().unwrap_or(0);
+    let mut conn = site
+        .clients(1, |_| {
+            let mut k = KeepAlive::connect(vip(80), Duration::from_secs(3)).expect("connect");
+            assert!(matches!(k.get(), Outcome::Status(200)));
+            k
+        })
+        .pop()
+        .expect("one");
+    site.daemon.restart(&[]);
+    let after = site.status("web");
+    let pids_after: Vec<u64> = members(&after).iter().map(|m| m["pid"].as_u64().unwrap_or(0)).collect();
+    assert_eq!(pids, pids_after, "members should be re-adopted, not restarted: {after}");
+    assert_eq!(after["nat"]["pid"].as_u64().unwrap_or(0), nat_pid, "{after}");
+    assert!(matches!(conn.get(), Outcome::Status(200)), "a connection through the NAT broke across the restart");
+    // Still supervised: a member killed now is restarted by the new docknetd.
+    // SAFETY: kill(2) on a member pid read from cluster status.
+    unsafe { libc::kill(pids[0] as i32, libc::SIGKILL) };
+    site.wait_until("web", "web-1 restarted by the new docknetd", Duration::from_secs(15), |st| {
+        st["members"][0]["restarts"].as_u64() >= Some(1) && st["members"][0]["health"] == "healthy"
+    });
+}
+
+#[test]
+fn scale_adds_and_removes_members_without_touching_other_flows() {
+    let _serial = nic::serial();
+    if !nic::need_root("scale_adds_and_removes_members_without_touching_other_flows") {
+        return;
+    }
+    let site = ClusterSite::start();
+    site.up("web.toml", &httpd_cluster("web", 3, ""));
+    let mut conns = site
+        .clients(1, |_| {
+            (0..24)
+                .map(|_| {
+                    let mut k = KeepAlive::connect(vip(80), Duration::from_secs(3)).expect("connect");
+                    assert!(matches!(k.get(), Outcome::Status(200)));
+                    k
+                })
+                .collect::<Vec<_>>()
+        })
+        .pop()
+        .expect("one");
+    // Only the kept-alive flows are in the table yet: web-3's share of them.
+    let on_web3 = site.member("web", "web-3")["active"].as_u64().unwrap_or(0);
+    site.daemon.ctl_ok(&["cluster", "scale", "web", "4"]);
+    site.wait_until("web", "web-4 healthy", Duration::from_secs(15), |st| {
+        members(st).len() == 4 && members(st).iter().all(|m| m["health"] == "healthy")
+    });
+    for k in &mut conns {
+        assert!(matches!(k.get(), Outcome::Status(200)), "a flow broke when a member was added");
+    }
+    site.clients(1, |_| {
+        for _ in 0..200 {
+            assert!(matches!(get_once(vip(80), Duration::from_secs(5)), Outcome::Status(200)));
+        }
+    });
+    let web4 = site.member("web", "web-4")["connections"].as_u64().unwrap_or(0);
+    assert!(web4 >= 20, "the new member got {web4} of 200 new connections");
+
+    // Down to 2: web-3 and web-4 go; flows on web-1 and web-2 go on, theirs are reset
+    // (the kept-alive connections were made before web-4 existed).
+    let on_gone = on_web3;
+    site.daemon.ctl_ok(&["cluster", "scale", "web", "2"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (mut ok, mut reset) = (0, 0);
+    for k in &mut conns {
+        match k.get() {
+            Outcome::Status(200) => ok += 1,
+            Outcome::Reset => reset += 1,
+            o => panic!("a flow gave {o:?} after scaling down"),
+        }
+    }
+    eprintln!("[cluster] after scale 4 -> 2: {ok} flows went on, {reset} were reset (web-3 had {on_gone})");
+    assert!(ok > 0, "no kept-alive flow was on web-1 or web-2");
+    assert_eq!(reset as u64, on_gone, "only the removed member's flows should be reset");
+    let st = site.status("web");
+    assert_eq!(members(&st).len(), 2, "{st}");
+    let ls = site.daemon.ctl_ok(&["pipe", "ls"]);
+    assert!(!ls.contains("web-3") && !ls.contains("web-4"), "{ls}");
+}
+
+#[test]
+fn fullnat_members_reply_to_the_nat() {
+    let _serial = nic::serial();
+    if !nic::need_root("fullnat_members_reply_to_the_nat") {
+        return;
+    }
+    let site = ClusterSite::start();
+    let file = httpd_cluster("web", 2, "mode = \"fullnat\"").replace("\"maglev\"", "\"rr\"");
+    site.up("web.toml", &file);
+    let fcs = site.daemon.ctl_ok(&["fc", "ls", "--json"]);
+    assert!(!fcs.contains("\"forward\":true"), "full NAT needs no forwarding: {fcs}");
+    site.clients(2, |_| {
+        for _ in 0..500 {
+            let o = get_once(vip(80), Duration::from_secs(5));
+            assert!(matches!(o, Outcome::Status(200)), "{o:?}");
+        }
+    });
+    let c = connections(&site.fresh_status("web"));
+    // Round robin: an even split.
+    assert_eq!(c.iter().map(|(_, n)| n).sum::<u64>(), 1000, "{c:?}");
+    assert!(c.iter().all(|(_, n)| (490..=510).contains(n)), "{c:?}");
+}
+
+/// Binaries other users may run (the build tree may be private to root).
+fn public_copy(dir: &std::path::Path, names: &[&str]) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    for b in names {
+        let to = dir.join(b);
+        std::fs::copy(docknet_tests::bin(b), &to).expect("copy binary");
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+}
+
+#[test]
+fn members_run_as_the_owner() {
+    let _serial = nic::serial();
+    if !nic::need_root("members_run_as_the_owner") {
+        return;
+    }
+    let site = ClusterSite::start();
+    public_copy(site.dir.path(), &["dn-httpd", "dn-nat"]);
+    let file = format!(
+        r#"name = "web"
+vip = "{VIP}:80"
+replicas = 2
+binary = "dn-httpd"
+nat_binary = "dn-nat"
+subnet = "10.88.1.0/24"
+health = {{ kind = "http", path = "/", interval_ms = 200 }}
+"#
+    );
+    let path = site.dir.path().join("web.toml");
+    std::fs::write(&path, file).expect("write");
+    let p = path.display().to_string();
+    site.daemon.ctl_ok(&["cluster", "up", &p, "--owner", "65534:65534"]);
+    let st = site.status("web");
+    for m in members(&st).iter().chain(std::iter::once(&st["nat"])) {
+        let pid = m["pid"].as_u64().expect("pid");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or("");
+        assert!(uid.split_whitespace().skip(1).all(|u| u == "65534"), "{} runs as {uid}", m["name"]);
+    }
+    site.clients(1, |_| {
+        for _ in 0..50 {
+            assert!(matches!(get_once(vip(80), Duration::from_secs(5)), Outcome::Status(200)));
+        }
+    });
+}
