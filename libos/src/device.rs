@@ -44,7 +44,7 @@ pub const APP_BATCH: usize = 256;
 /// Decides, from the first [`FILTER_HEAD`] bytes of a received IPv4 frame (a private
 /// copy, fewer if the frame is shorter), whether the frame goes to the app's forwarding
 /// path (`true`) or to the TCP/IP stack.
-pub type PacketFilter = Box<dyn FnMut(&[u8]) -> bool>;
+pub type PacketFilter = Box<dyn FnMut(&[u8]) -> bool + Send>;
 
 /// True if `frame` (whose first bytes are `head`) holds an Ethernet header with EtherType
 /// IPv4 and at least one more byte (smoltcp checks the packet itself).

@@ -24,5 +24,5 @@ pub mod fault;
 pub mod packet;
 pub mod runtime;
 
-pub use packet::PacketIo;
 pub use engine::{Control, Engine, EngineConfig, ListenerId, NetError, SocketId, TcpId, UdpId};
+pub use packet::PacketIo;

@@ -91,8 +91,9 @@ impl Engine {
     /// Send the received frames `filter` claims to the app's forwarding path
     /// ([`Engine::packets`]) instead of the TCP/IP stack. `filter` sees a private copy of
     /// the frame's first bytes (Ethernet, IPv4 and the ports) and must be cheap: it runs
-    /// once per received frame.
-    pub fn set_packet_filter(&mut self, filter: impl FnMut(&[u8]) -> bool + 'static) {
+    /// once per received frame. Calling it again replaces the filter (e.g. when the
+    /// app's configuration changed).
+    pub fn set_packet_filter(&mut self, filter: impl FnMut(&[u8]) -> bool + Send + 'static) {
         self.device_mut().set_packet_filter(Box::new(filter));
     }
 

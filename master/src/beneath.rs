@@ -129,7 +129,12 @@ pub fn chown_mod(fd: BorrowedFd<'_>, (uid, gid): (u32, u32), mode: u32) -> io::R
     Ok(())
 }
 
-fn open_at(dir: BorrowedFd<'_>, name: &CString, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+fn open_at(
+    dir: BorrowedFd<'_>,
+    name: &CString,
+    flags: libc::c_int,
+    mode: u32,
+) -> io::Result<OwnedFd> {
     // SAFETY: `dir` is an open directory fd, `name` NUL-terminated; the result is checked.
     let fd = unsafe {
         libc::openat(
@@ -154,7 +159,10 @@ pub fn read_file(dir: BorrowedFd<'_>, name: &Path, max: u64) -> io::Result<Vec<u
     let f = std::fs::File::from(fd);
     let meta = f.metadata()?;
     if !meta.is_file() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
     }
     if meta.len() > max {
         return Err(io::Error::new(
@@ -192,7 +200,12 @@ pub fn replace_file(
     // makes a fresh file or fails.
     // SAFETY: `dir` is an open directory fd, `tmp` NUL-terminated.
     unsafe { libc::unlinkat(dir.as_raw_fd(), tmp.as_ptr(), 0) };
-    let fd = open_at(dir, &tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, mode)?;
+    let fd = open_at(
+        dir,
+        &tmp,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+        mode,
+    )?;
     chown_mod(fd.as_fd(), owner, mode)?;
     let mut f = std::fs::File::from(fd);
     f.write_all(data)?;

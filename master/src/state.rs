@@ -145,6 +145,7 @@ mod tests {
                 b: "b".into(),
                 forward: false,
             }],
+            clusters: Vec::new(),
         };
         save(&dir, &s).unwrap();
         assert_eq!(load(&dir).unwrap(), Some(s));

@@ -70,7 +70,11 @@ impl ClusterSite {
         let dir = self.daemon.run_dir.join("clusters");
         for c in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             for f in std::fs::read_dir(c.path()).into_iter().flatten().flatten() {
-                s += &format!("== {}\n{}\n", f.path().display(), crate::log_tail(&f.path()));
+                s += &format!(
+                    "== {}\n{}\n",
+                    f.path().display(),
+                    crate::log_tail(&f.path())
+                );
             }
         }
         s
@@ -111,7 +115,13 @@ impl ClusterSite {
     }
 
     /// Poll `cluster status` until `pred` holds (or panic after `timeout`).
-    pub fn wait_until(&self, name: &str, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_until(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let st = self.status(name);
@@ -131,11 +141,15 @@ impl ClusterSite {
     pub fn clients<T: Send>(&self, threads: usize, body: impl Fn(usize) -> T + Sync) -> Vec<T> {
         self.ns.run(|| {
             std::thread::scope(|s| {
-                let hs: Vec<_> = (0..threads).map(|i| {
-                    let body = &body;
-                    s.spawn(move || body(i))
-                }).collect();
-                hs.into_iter().map(|h| h.join().expect("client thread")).collect()
+                let hs: Vec<_> = (0..threads)
+                    .map(|i| {
+                        let body = &body;
+                        s.spawn(move || body(i))
+                    })
+                    .collect();
+                hs.into_iter()
+                    .map(|h| h.join().expect("client thread"))
+                    .collect()
             })
         })
     }
@@ -145,7 +159,9 @@ impl Drop for ClusterSite {
     fn drop(&mut self) {
         // A daemon that died would leave its clusters' processes (their own sessions).
         let pids = self.pids.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let _ = self.daemon.try_ctl(&["shutdown", "--remove-all"], Duration::from_secs(15));
+        let _ = self
+            .daemon
+            .try_ctl(&["shutdown", "--remove-all"], Duration::from_secs(15));
         for p in pids {
             // SAFETY: kill(2) with a pid we saw as a member; gone pids give ESRCH.
             unsafe { libc::kill(p as libc::pid_t, libc::SIGKILL) };
@@ -198,8 +214,7 @@ pub fn get_once(addr: SocketAddr, timeout: Duration) -> Outcome {
         Err(e) => return Outcome::ConnectFailed(e.kind()),
     };
     let _ = s.set_read_timeout(Some(timeout));
-    if s
-        .write_all(b"GET / HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n")
+    if s.write_all(b"GET / HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n")
         .is_err()
     {
         return Outcome::Reset;
@@ -220,14 +235,24 @@ fn read_status(s: &mut TcpStream, to_eof: bool) -> Outcome {
                     break;
                 }
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 return Outcome::Hung
             }
             Err(_) => return Outcome::Reset,
         }
     }
-    match std::str::from_utf8(buf.get(9..12).unwrap_or(b"")).ok().and_then(|c| c.parse().ok()) {
-        Some(code) if buf.starts_with(b"HTTP/1.") && response_complete(&buf) => Outcome::Status(code),
+    match std::str::from_utf8(buf.get(9..12).unwrap_or(b""))
+        .ok()
+        .and_then(|c| c.parse().ok())
+    {
+        Some(code) if buf.starts_with(b"HTTP/1.") && response_complete(&buf) => {
+            Outcome::Status(code)
+        }
         _ => Outcome::Reset,
     }
 }

@@ -11,8 +11,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use docknet_tests::httpd::{curl_i, gunzip, site_dir, site_file, site_files, HttpdSite};
-use docknet_tests::nic::{self, run_ok, PIPE};
 use docknet_tests::image::build_minimal_httpd;
+use docknet_tests::nic::{self, run_ok, PIPE};
 use docknet_tests::{bin, run_with_timeout, unique_tmp, TempDir};
 use serde_json::Value;
 

@@ -4,18 +4,19 @@
 //! - DNAT: the destination becomes the backend (same port); the backend sees the
 //!   client's address and replies through us (its default route is the fast channel to
 //!   the NAT); the reply's source becomes the VIP again.
-//! - Full NAT: the source also becomes the VIP with a port of ours, `FULLNAT_PORT_BASE`
-//!   + the flow's slot in the table, so the reply comes back to us by ordinary routing
-//!   and its destination port names its flow without a second table.
+//! - Full NAT: the source also becomes the VIP with a port of ours
+//!   ([`FULLNAT_PORT_BASE`] plus the flow's slot in the table), so the reply comes back
+//!   to us by ordinary routing and its destination port names its flow without a second
+//!   table.
 
 use std::net::Ipv4Addr;
 
-use docknet::PacketIo;
-use docknet_master::cluster::{NatMode, Proto, VipPort};
 use dn_nat::backends::BackendSet;
 use dn_nat::conntrack::{ConnTable, Flow, FlowKey, FlowState};
 use dn_nat::maglev::flow_hash;
 use dn_nat::packet::{self, tcp_flags, Malformed, Parsed};
+use docknet::PacketIo;
+use docknet_master::cluster::{NatMode, Proto, VipPort};
 
 /// First port of the ports the NAT uses as a source in full-NAT mode (below the libOS's
 /// ephemeral ports, which its health checks use).
@@ -171,11 +172,11 @@ impl Nat {
         };
         let vip = self.claim.vip;
         if p.dst == vip && self.served(p.proto, p.dport) {
-            self.from_client(io, &p, now_ms);
+            self.client_frame(io, &p, now_ms);
         } else if p.dst == vip {
             match self.claim.fullnat_ports {
                 Some((base, n)) if (base..base + n).contains(&u32::from(p.dport)) => {
-                    self.from_backend_fullnat(io, &p, u32::from(p.dport) - base, now_ms)
+                    self.fullnat_reply(io, &p, u32::from(p.dport) - base, now_ms)
                 }
                 _ => {
                     self.counters.not_ours += 1;
@@ -183,11 +184,11 @@ impl Nat {
                 }
             }
         } else {
-            self.from_backend_dnat(io, &p, now_ms);
+            self.dnat_reply(io, &p, now_ms);
         }
     }
 
-    fn from_client(&mut self, io: &mut PacketIo<'_>, p: &Parsed, now_ms: u64) {
+    fn client_frame(&mut self, io: &mut PacketIo<'_>, p: &Parsed, now_ms: u64) {
         let key = FlowKey {
             proto: p.proto,
             client_ip: p.src,
@@ -200,7 +201,12 @@ impl Nat {
         if let Some(s) = found {
             // A SYN on the ports of a flow that closed (the client reused its port
             // while we still remember the old flow): a new connection, chosen anew.
-            if syn && self.table.get(s).is_some_and(|f| f.state == FlowState::Closing) {
+            if syn
+                && self
+                    .table
+                    .get(s)
+                    .is_some_and(|f| f.state == FlowState::Closing)
+            {
                 self.forget(s);
                 found = None;
             }
@@ -287,7 +293,7 @@ impl Nat {
     }
 
     /// A DNAT backend's reply: (proto, dst, dport, sport) names the flow.
-    fn from_backend_dnat(&mut self, io: &mut PacketIo<'_>, p: &Parsed, now_ms: u64) {
+    fn dnat_reply(&mut self, io: &mut PacketIo<'_>, p: &Parsed, now_ms: u64) {
         let key = FlowKey {
             proto: p.proto,
             client_ip: p.dst,
@@ -298,11 +304,11 @@ impl Nat {
             self.counters.not_ours += 1;
             return io.drop_frame();
         };
-        self.to_client(io, p, slot, now_ms);
+        self.reply_to_client(io, p, slot, now_ms);
     }
 
     /// A full-NAT backend's reply: its destination port names the flow's slot.
-    fn from_backend_fullnat(&mut self, io: &mut PacketIo<'_>, p: &Parsed, slot: u32, now_ms: u64) {
+    fn fullnat_reply(&mut self, io: &mut PacketIo<'_>, p: &Parsed, slot: u32, now_ms: u64) {
         match self.table.get(slot) {
             Some(f) if f.key.proto == p.proto && f.key.vip_port == p.sport => {}
             _ => {
@@ -310,10 +316,10 @@ impl Nat {
                 return io.drop_frame();
             }
         }
-        self.to_client(io, p, slot, now_ms);
+        self.reply_to_client(io, p, slot, now_ms);
     }
 
-    fn to_client(&mut self, io: &mut PacketIo<'_>, p: &Parsed, slot: u32, now_ms: u64) {
+    fn reply_to_client(&mut self, io: &mut PacketIo<'_>, p: &Parsed, slot: u32, now_ms: u64) {
         let Some(flow) = self.table.get(slot) else {
             return io.drop_frame();
         };
@@ -331,7 +337,8 @@ impl Nat {
         }
         let tcp = p.proto == IPPROTO_TCP;
         if tcp {
-            self.table.observe_tcp(slot, p.tcp_flags, false, p.ack, now_ms);
+            self.table
+                .observe_tcp(slot, p.tcp_flags, false, p.ack, now_ms);
         } else {
             self.table.touch(slot, now_ms);
         }
@@ -392,7 +399,12 @@ impl Nat {
         self.table.drain_backend(idx, |f: &Flow| {
             n += 1;
             if f.key.proto == IPPROTO_TCP && f.state != FlowState::Closing {
-                out.push((f.key.client_ip, f.key.client_port, f.key.vip_port, f.last_client_ack));
+                out.push((
+                    f.key.client_ip,
+                    f.key.client_port,
+                    f.key.vip_port,
+                    f.last_client_ack,
+                ));
             }
         });
         self.counters.reset_backend_gone += n;

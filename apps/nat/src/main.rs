@@ -14,15 +14,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use dn_nat::backends::{BackendSet, Policy};
+use dn_nat::conntrack::{ConnTable, Timeouts};
+use dn_nat::maglev::DEFAULT_TABLE_SIZE;
 use docknet::runtime::AppResult;
 use docknet::{Control, Engine};
 use docknet_master::cluster::natfile::{
     NatConfig, NatStats, CONFIG_POLL_MS, NAT_CONFIG_FILE, NAT_STATS_FILE,
 };
 use docknet_master::cluster::{NatBackendStats, NatMode, Proto};
-use dn_nat::backends::{BackendSet, Policy};
-use dn_nat::conntrack::{ConnTable, Timeouts};
-use dn_nat::maglev::DEFAULT_TABLE_SIZE;
 
 use forward::{Claim, Counters, Nat, FULLNAT_MAX_FLOWS, FULLNAT_PORT_BASE, RST_FRAME_LEN};
 use health::HealthChecker;
@@ -76,7 +76,6 @@ fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
 struct Service {
     nat: Nat,
     health: HealthChecker,
-    claim: std::rc::Rc<std::cell::RefCell<Claim>>,
     config_path: PathBuf,
     stats_path: PathBuf,
     stamp: Option<(std::time::SystemTime, u64, u64)>,
@@ -93,6 +92,12 @@ impl Service {
     /// flows of the removed and the down are reset.
     fn apply(&mut self, e: &mut Engine, cfg: &NatConfig) {
         self.generation = cfg.generation;
+        if cfg.ports != self.nat.claim.ports {
+            log::info!("VIP ports now {:?}", cfg.ports);
+            self.nat.claim.ports = cfg.ports.clone();
+            let claim = self.nat.claim.clone();
+            e.set_packet_filter(move |h| claim.claims(h));
+        }
         let mut gone: Vec<u16> = Vec::new();
         let names: Vec<String> = self
             .nat
@@ -129,7 +134,10 @@ impl Service {
                 let was = self.nat.backends.get(idx).is_some_and(|x| x.healthy);
                 self.nat.backends.set_healthy(idx, false);
                 if was {
-                    log::warn!("backend {}: not running (supervisor): out of rotation", b.name);
+                    log::warn!(
+                        "backend {}: not running (supervisor): out of rotation",
+                        b.name
+                    );
                     self.reset_flows(e, idx);
                 }
                 self.health.forget(e, idx);
@@ -197,7 +205,9 @@ impl Service {
         out.uptime_ms = self.started.elapsed().as_millis() as u64;
         let tmp = self.stats_path.with_extension("json.tmp");
         let body = serde_json::to_vec(&out).unwrap_or_default();
-        if let Err(e) = std::fs::write(&tmp, body).and_then(|()| std::fs::rename(&tmp, &self.stats_path)) {
+        if let Err(e) =
+            std::fs::write(&tmp, body).and_then(|()| std::fs::rename(&tmp, &self.stats_path))
+        {
             log::warn!("cannot write {}: {e}", self.stats_path.display());
             return;
         }
@@ -230,7 +240,9 @@ fn new_nat(vip: std::net::Ipv4Addr, cfg: &NatConfig) -> Result<Nat, String> {
     let mut capacity = cfg.conn_capacity.max(16);
     let fullnat = cfg.mode == NatMode::Fullnat;
     if fullnat && capacity > FULLNAT_MAX_FLOWS {
-        log::warn!("full NAT: connection table capped at {FULLNAT_MAX_FLOWS} flows (one source port each)");
+        log::warn!(
+            "full NAT: connection table capped at {FULLNAT_MAX_FLOWS} flows (one source port each)"
+        );
         capacity = FULLNAT_MAX_FLOWS;
     }
     let seed = std::time::SystemTime::now()
@@ -261,15 +273,18 @@ fn app(engine: &mut Engine) -> AppResult {
     let health_port = cfg
         .health
         .port
-        .or_else(|| cfg.ports.iter().find(|p| p.proto == Proto::Tcp).map(|p| p.port))
+        .or_else(|| {
+            cfg.ports
+                .iter()
+                .find(|p| p.proto == Proto::Tcp)
+                .map(|p| p.port)
+        })
         .ok_or("health checks need a TCP port: set health.port")?;
-    let claim = std::rc::Rc::new(std::cell::RefCell::new(nat.claim.clone()));
-    let filter_claim = claim.clone();
-    engine.set_packet_filter(move |h| filter_claim.borrow().claims(h));
+    let claim = nat.claim.clone();
+    engine.set_packet_filter(move |h| claim.claims(h));
     let mut svc = Service {
         nat,
         health: HealthChecker::new(cfg.health.clone(), health_port),
-        claim,
         config_path: config_path.clone(),
         stats_path,
         stamp: file_stamp(&config_path),
@@ -323,7 +338,6 @@ fn app(engine: &mut Engine) -> AppResult {
         if now >= next_maint {
             svc.nat.expire(now_ms, EXPIRE_BUDGET);
             svc.poll_config(e);
-            svc.claim.replace(svc.nat.claim.clone());
             next_maint = now + Duration::from_millis(CONFIG_POLL_MS);
         }
         if now >= next_stats {

@@ -187,7 +187,11 @@ impl Control {
 
     /// Free member addresses of `subnet`, in order, skipping the gateway and every
     /// address a pipe has.
-    fn free_member_ips(&self, subnet: &str, taken_also: &[Ipv4Addr]) -> Result<Vec<Ipv4Addr>, ControlError> {
+    fn free_member_ips(
+        &self,
+        subnet: &str,
+        taken_also: &[Ipv4Addr],
+    ) -> Result<Vec<Ipv4Addr>, ControlError> {
         let (net, prefix) = crate::net::parse_cidr(subnet).map_err(ControlError::Invalid)?;
         let mask = u32::MAX << (32 - u32::from(prefix));
         let base = u32::from(net) & mask;
@@ -308,8 +312,15 @@ impl Control {
 
     /// A member's pipe and its fast channel from the NAT.
     fn member_pipe(&mut self, rec: &ClusterRec, m: &MemberRec) -> Result<(), ControlError> {
-        let (_, prefix) = crate::net::parse_cidr(&rec.spec.subnet).map_err(ControlError::Invalid)?;
-        self.pipe_create(&m.name, &format!("{}/{prefix}", m.ip), None, (None, false), rec.owner)?;
+        let (_, prefix) =
+            crate::net::parse_cidr(&rec.spec.subnet).map_err(ControlError::Invalid)?;
+        self.pipe_create(
+            &m.name,
+            &format!("{}/{prefix}", m.ip),
+            None,
+            (None, false),
+            rec.owner,
+        )?;
         self.fc_create(&rec.spec.name, &m.name, rec.spec.mode == NatMode::Dnat)?;
         Ok(())
     }
@@ -342,10 +353,20 @@ impl Control {
         let fd = crate::beneath::open_dir(&pipes, Path::new(&rec.spec.name))
             .map_err(|e| ControlError::file("cannot open", &pipes.join(&rec.spec.name), e))?;
         use std::os::fd::AsFd;
-        crate::beneath::replace_file(fd.as_fd(), Path::new(NAT_CONFIG_FILE), &body, rec.owner, 0o644)
-            .map_err(|e| {
-                ControlError::file("cannot write", &pipes.join(&rec.spec.name).join(NAT_CONFIG_FILE), e)
-            })
+        crate::beneath::replace_file(
+            fd.as_fd(),
+            Path::new(NAT_CONFIG_FILE),
+            &body,
+            rec.owner,
+            0o644,
+        )
+        .map_err(|e| {
+            ControlError::file(
+                "cannot write",
+                &pipes.join(&rec.spec.name).join(NAT_CONFIG_FILE),
+                e,
+            )
+        })
     }
 
     /// What the NAT last reported (`None` if it has not, or wrote something unreadable).
@@ -353,11 +374,17 @@ impl Control {
         use std::os::fd::AsFd;
         let fd = crate::beneath::open_dir(&self.pipes_dir(), Path::new(&rec.spec.name)).ok()?;
         let bytes =
-            crate::beneath::read_file(fd.as_fd(), Path::new(NAT_STATS_FILE), MAX_STATS_BYTES).ok()?;
+            crate::beneath::read_file(fd.as_fd(), Path::new(NAT_STATS_FILE), MAX_STATS_BYTES)
+                .ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
-    fn launch_for(&self, rec: &ClusterRec, m: &MemberRec, is_nat: bool) -> Result<Launch, ControlError> {
+    fn launch_for(
+        &self,
+        rec: &ClusterRec,
+        m: &MemberRec,
+        is_nat: bool,
+    ) -> Result<Launch, ControlError> {
         let pipe_dir = self.pipes_dir().join(&m.name);
         let mut env: Vec<(String, String)> = rec.spec.env.clone();
         env.push(("DOCKNET_PIPE".into(), pipe_dir.display().to_string()));
@@ -422,7 +449,11 @@ impl Control {
                     continue;
                 }
             };
-            let m = if is_nat { &mut rec.nat } else { &mut rec.members[i] };
+            let m = if is_nat {
+                &mut rec.nat
+            } else {
+                &mut rec.members[i]
+            };
             match Proc::spawn(&launch) {
                 Ok(p) => {
                     log::info!(
@@ -469,7 +500,11 @@ impl Control {
             let mut members_changed = false;
             let n = rec.members.len();
             for i in 0..=n {
-                let m = if i == n { &mut rec.nat } else { &mut rec.members[i] };
+                let m = if i == n {
+                    &mut rec.nat
+                } else {
+                    &mut rec.members[i]
+                };
                 let died = match &mut m.proc {
                     Some(p) => !p.alive(),
                     None => false,
@@ -585,7 +620,11 @@ impl Control {
     }
 
     /// `cluster scale`.
-    pub(super) fn cluster_scale(&mut self, name: &str, replicas: u32) -> Result<Value, ControlError> {
+    pub(super) fn cluster_scale(
+        &mut self,
+        name: &str,
+        replicas: u32,
+    ) -> Result<Value, ControlError> {
         if replicas == 0 {
             return Err(ControlError::Invalid(
                 "replicas must be at least 1 (cluster down removes a cluster)".into(),
@@ -599,7 +638,11 @@ impl Control {
         Ok(json!({ "name": name, "replicas": replicas }))
     }
 
-    fn cluster_scale_rec(&mut self, rec: &mut ClusterRec, replicas: u32) -> Result<(), ControlError> {
+    fn cluster_scale_rec(
+        &mut self,
+        rec: &mut ClusterRec,
+        replicas: u32,
+    ) -> Result<(), ControlError> {
         let have = rec.members.len() as u32;
         if replicas > have {
             let mut taken: Vec<Ipv4Addr> = vec![rec.spec.vip];
@@ -753,7 +796,11 @@ impl Control {
                 "cluster {}: re-adopted ({running} of {} members running, NAT {})",
                 s.spec.name,
                 rec.members.len(),
-                if rec.nat.proc.is_some() { "running" } else { "to restart" }
+                if rec.nat.proc.is_some() {
+                    "running"
+                } else {
+                    "to restart"
+                }
             );
             if let Err(e) = self.write_nat_config(&mut rec) {
                 log::warn!("cluster {}: {e}", s.spec.name);
@@ -815,7 +862,10 @@ fn image_bundle(
     }
     cmd.arg("--").args(args);
     let out = cmd.output().map_err(|e| {
-        ControlError::Unavailable(format!("cannot run {} (it ships beside docknetd): {e}", tool.display()))
+        ControlError::Unavailable(format!(
+            "cannot run {} (it ships beside docknetd): {e}",
+            tool.display()
+        ))
     })?;
     if !out.status.success() {
         return Err(ControlError::Invalid(format!(

@@ -94,7 +94,10 @@ impl fmt::Display for ControlError {
                 )
             }
             ControlError::NoPipe(n) => write!(f, "no pipe named {n:?}"),
-            ControlError::NoCluster(n) => write!(f, "no cluster named {n:?} (docknetctl cluster ls lists them)"),
+            ControlError::NoCluster(n) => write!(
+                f,
+                "no cluster named {n:?} (docknetctl cluster ls lists them)"
+            ),
             ControlError::NoChannel(a, b) => write!(f, "no fast channel between {a:?} and {b:?}"),
             ControlError::File { doing, path, why } if doing.is_empty() => {
                 write!(f, "{}: {why}", path.display())
