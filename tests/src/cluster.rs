@@ -155,6 +155,29 @@ impl ClusterSite {
     }
 }
 
+impl ClusterSite {
+    /// `n` keep-alive connections to `addr` from the namespace, each with one request
+    /// answered 200 (so every flow is established).
+    pub fn keepalives(&self, addr: SocketAddr, n: usize) -> Vec<KeepAlive> {
+        self.clients(1, |_| {
+            (0..n)
+                .map(|i| {
+                    let mut k = KeepAlive::connect(addr, Duration::from_secs(3))
+                        .unwrap_or_else(|e| panic!("keep-alive connection {i} of {n}: {e}"));
+                    let o = k.get();
+                    assert!(
+                        matches!(o, Outcome::Status(200)),
+                        "keep-alive connection {i}: {o:?}"
+                    );
+                    k
+                })
+                .collect::<Vec<_>>()
+        })
+        .pop()
+        .expect("one client thread")
+    }
+}
+
 impl Drop for ClusterSite {
     fn drop(&mut self) {
         // A daemon that died would leave its clusters' processes (their own sessions).

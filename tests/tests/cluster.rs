@@ -118,19 +118,7 @@ fn killed_member_is_reset_then_replaced() {
     let pid = victim["pid"].as_u64().expect("pid") as i32;
 
     // Keep-alive connections to every member, one request each so they are established.
-    let mut idle: Vec<KeepAlive> = site
-        .clients(1, |_| {
-            (0..24)
-                .map(|_| {
-                    let mut k =
-                        KeepAlive::connect(vip(80), Duration::from_secs(3)).expect("connect");
-                    assert!(matches!(k.get(), Outcome::Status(200)));
-                    k
-                })
-                .collect::<Vec<_>>()
-        })
-        .pop()
-        .expect("one thread");
+    let mut idle: Vec<KeepAlive> = site.keepalives(vip(80), 24);
     let on_victim = site.member("web", "web-2")["active"].as_u64().unwrap_or(0);
     assert!(on_victim > 0, "no keep-alive connection landed on web-2");
 
@@ -251,19 +239,7 @@ fn drained_member_finishes_keepalive_requests_and_gets_no_new_ones() {
     }
     let site = ClusterSite::start();
     site.up("web.toml", &httpd_cluster("web", 3, ""));
-    let mut conns = site
-        .clients(1, |_| {
-            (0..18)
-                .map(|_| {
-                    let mut k =
-                        KeepAlive::connect(vip(80), Duration::from_secs(3)).expect("connect");
-                    assert!(matches!(k.get(), Outcome::Status(200)));
-                    k
-                })
-                .collect::<Vec<_>>()
-        })
-        .pop()
-        .expect("one thread");
+    let mut conns = site.keepalives(vip(80), 18);
     assert!(site.member("web", "web-1")["active"].as_u64().unwrap_or(0) > 0);
     site.daemon.ctl_ok(&["cluster", "drain", "web", "web-1"]);
     site.wait_until("web", "web-1 weight 0", Duration::from_secs(5), |st| {
@@ -358,20 +334,10 @@ fn full_table_refuses_new_flows_and_bad_frames_are_counted() {
     }
     let site = ClusterSite::start();
     site.up("web.toml", &httpd_cluster("web", 2, "conn_capacity = 16"));
-    let (mut held, refused) = site
-        .clients(1, |_| {
-            let held: Vec<KeepAlive> = (0..16)
-                .map(|i| {
-                    let mut k = KeepAlive::connect(vip(80), Duration::from_secs(3))
-                        .unwrap_or_else(|e| panic!("connection {i} of 16: {e}"));
-                    assert!(matches!(k.get(), Outcome::Status(200)));
-                    k
-                })
-                .collect();
-            // The 17th: the NAT answers its SYN with a reset.
-            let refused = get_once(vip(80), Duration::from_secs(3));
-            (held, refused)
-        })
+    let mut held = site.keepalives(vip(80), 16);
+    // The 17th: the NAT answers its SYN with a reset.
+    let refused = site
+        .clients(1, |_| get_once(vip(80), Duration::from_secs(3)))
         .pop()
         .expect("one thread");
     assert!(
@@ -606,14 +572,7 @@ fn members_survive_a_docknetd_restart_and_are_readopted() {
         .map(|m| m["pid"].as_u64().unwrap_or(0))
         .collect();
     let nat_pid = before["nat"]["pid"].as_u64().unwrap_or(0);
-    let mut conn = site
-        .clients(1, |_| {
-            let mut k = KeepAlive::connect(vip(80), Duration::from_secs(3)).expect("connect");
-            assert!(matches!(k.get(), Outcome::Status(200)));
-            k
-        })
-        .pop()
-        .expect("one");
+    let mut conn = site.keepalives(vip(80), 1).pop().expect("one");
     site.daemon.restart(&[]);
     let after = site.status("web");
     let pids_after: Vec<u64> = members(&after)
@@ -655,19 +614,7 @@ fn scale_adds_and_removes_members_without_touching_other_flows() {
     }
     let site = ClusterSite::start();
     site.up("web.toml", &httpd_cluster("web", 3, ""));
-    let mut conns = site
-        .clients(1, |_| {
-            (0..24)
-                .map(|_| {
-                    let mut k =
-                        KeepAlive::connect(vip(80), Duration::from_secs(3)).expect("connect");
-                    assert!(matches!(k.get(), Outcome::Status(200)));
-                    k
-                })
-                .collect::<Vec<_>>()
-        })
-        .pop()
-        .expect("one");
+    let mut conns = site.keepalives(vip(80), 24);
     // Only the kept-alive flows are in the table yet: web-3's share of them.
     let on_web3 = site.member("web", "web-3")["active"].as_u64().unwrap_or(0);
     site.daemon.ctl_ok(&["cluster", "scale", "web", "4"]);
