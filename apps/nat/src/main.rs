@@ -29,7 +29,7 @@ use health::HealthChecker;
 
 /// L4 load balancer on the DockNet libOS: run it on a pipe whose address is the VIP.
 #[derive(Parser, Debug)]
-#[command(name = "dn-nat", version)]
+#[command(name = "dn-nat", version, after_help = CONFIG_EXAMPLE)]
 struct Args {
     /// The configuration (JSON: ports, policy, mode, health, backends; see
     /// docs/ARCHITECTURE.md). Default: nat.json in the pipe directory, where docknetd
@@ -41,6 +41,15 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     stats: Option<PathBuf>,
 }
+
+const CONFIG_EXAMPLE: &str = r#"A configuration (docknetd writes one per cluster; `generation` goes up on every change):
+  {"generation": 1, "ports": [{"port": 80, "proto": "tcp"}], "policy": "maglev",
+   "mode": "dnat", "conn_capacity": 65536,
+   "health": {"kind": "http", "path": "/", "port": null, "interval_ms": 200},
+   "backends": [{"name": "web-1", "ip": "10.88.1.2", "weight": 1, "up": true}]}
+policy: maglev | rr | least-conn; mode: dnat (backends reply through this NAT: give it
+a fast channel to each, `docknetctl fc create NAT BACKEND --forward`, and the NAT's pipe
+--forwarder) | fullnat (the source is rewritten too); weight 0 drains a backend."#;
 
 /// Longest configuration file read.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -58,11 +67,12 @@ fn read_config(path: &Path) -> Result<NatConfig, String> {
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let cfg: NatConfig =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    cfg.ports
-        .iter()
-        .any(|_| true)
-        .then_some(())
-        .ok_or_else(|| format!("{}: no ports", path.display()))?;
+    if cfg.ports.is_empty() {
+        return Err(format!(
+            "{}: no ports: the VIP serves nothing",
+            path.display()
+        ));
+    }
     Ok(cfg)
 }
 
@@ -98,7 +108,6 @@ impl Service {
             let claim = self.nat.claim.clone();
             e.set_packet_filter(move |h| claim.claims(h));
         }
-        let mut gone: Vec<u16> = Vec::new();
         let names: Vec<String> = self
             .nat
             .backends
@@ -111,7 +120,6 @@ impl Service {
                     self.reset_flows(e, idx);
                     self.health.forget(e, idx);
                     self.nat.backends.remove(&name);
-                    gone.push(idx);
                     log::info!("backend {name} removed");
                 }
             }
@@ -143,7 +151,6 @@ impl Service {
                 self.health.forget(e, idx);
             }
         }
-        let _ = gone;
     }
 
     /// Drop backend `idx`'s flows and reset their clients.
@@ -263,8 +270,7 @@ fn new_nat(vip: std::net::Ipv4Addr, cfg: &NatConfig) -> Result<Nat, String> {
     })
 }
 
-fn app(engine: &mut Engine) -> AppResult {
-    let args = Args::parse();
+fn app(engine: &mut Engine, args: Args) -> AppResult {
     let dir = engine.pipe_dir().to_path_buf();
     let config_path = args.config.unwrap_or_else(|| dir.join(NAT_CONFIG_FILE));
     let stats_path = args.stats.unwrap_or_else(|| dir.join(NAT_STATS_FILE));
@@ -351,4 +357,12 @@ fn app(engine: &mut Engine) -> AppResult {
     Ok(())
 }
 
-docknet::main!(app);
+fn main() {
+    // Arguments first: `--help` works without a pipe.
+    let args = Args::parse();
+    std::process::exit(docknet::runtime::start(
+        "dn-nat",
+        |_| {},
+        |engine| app(engine, args),
+    ));
+}

@@ -65,9 +65,8 @@ impl MemberRec {
     fn state(&self) -> &'static str {
         match (&self.proc, self.stopped) {
             (_, true) => "stopped",
-            (Some(_), _) if self.restarts == 0 && self.deaths == 0 => "running",
             (Some(_), _) => "running",
-            (None, _) if self.restarts == 0 && self.started.is_none() => "starting",
+            (None, _) if self.started.is_none() => "starting",
             (None, _) => "restarting",
         }
     }
@@ -233,7 +232,8 @@ impl Control {
             return Err(ControlError::Invalid("replicas must be at least 1".into()));
         }
         let owner = self.owner_for(owner)?;
-        let nat_bin = nat_binary(&spec)?;
+        // Fail now, not in the supervisor, if there is no dn-nat to run.
+        nat_binary(&spec)?;
         if let MemberRun::Binary { path, .. } = &spec.run {
             if !path.is_file() {
                 return Err(ControlError::Invalid(format!(
@@ -262,7 +262,7 @@ impl Control {
             owner,
             spec,
         };
-        let made = self.cluster_make(&mut rec, &ips, &nat_bin);
+        let made = self.cluster_make(&mut rec, &ips);
         if let Err(e) = made {
             // Undo what was made: processes, fast channels and pipes.
             self.cluster_teardown(&mut rec);
@@ -282,12 +282,7 @@ impl Control {
     }
 
     /// Pipes, fast channels, the NAT's configuration, then the processes.
-    fn cluster_make(
-        &mut self,
-        rec: &mut ClusterRec,
-        ips: &[Ipv4Addr],
-        _nat_bin: &Path,
-    ) -> Result<(), ControlError> {
+    fn cluster_make(&mut self, rec: &mut ClusterRec, ips: &[Ipv4Addr]) -> Result<(), ControlError> {
         let spec = rec.spec.clone();
         self.pipe_create(
             &spec.name,
