@@ -1,7 +1,7 @@
 //! Cleanup on every exit path.
 //!
-//! Resources (child processes, network namespaces, temp dirs) are owned by
-//! guards that release them on `Drop`. Each guard also registers its resource
+//! Resources (child processes, network namespaces, temp dirs, clusters run by a
+//! docknetd) are owned by guards that release them on `Drop`. Each guard also registers its resource
 //! here, so that a SIGINT/SIGTERM/SIGHUP — handled by a dedicated thread that
 //! `sigwait`s for them — can release everything still held before exiting.
 
@@ -16,6 +16,13 @@ pub enum Resource {
     Process(u32),
     Netns(String),
     Dir(PathBuf),
+    /// A cluster the docknetd of run dir `run` supervises: its processes are not our
+    /// children (docknetd starts them in sessions of their own, and they outlive it).
+    Cluster {
+        docknetctl: PathBuf,
+        run: PathBuf,
+        name: String,
+    },
 }
 
 static REGISTRY: Mutex<Vec<(u64, Resource)>> = Mutex::new(Vec::new());
@@ -70,9 +77,22 @@ fn terminate_pid(pid: u32, grace: Duration) {
     unsafe { libc::waitpid(pid, &mut status, 0) };
 }
 
-/// Releases everything still registered: processes first, then namespaces, then dirs.
+/// Releases everything still registered: clusters first (while their docknetd still
+/// runs), then processes, namespaces and dirs.
 pub fn release_all() {
     let items: Vec<Resource> = lock().drain(..).map(|(_, r)| r).collect();
+    for r in &items {
+        if let Resource::Cluster {
+            docknetctl,
+            run,
+            name,
+        } = r
+        {
+            if let Err(e) = stop_cluster(docknetctl, run, name) {
+                eprintln!("docknet-bench: {e}");
+            }
+        }
+    }
     for r in &items {
         if let Resource::Process(pid) = r {
             terminate_pid(*pid, Duration::from_millis(500));
@@ -91,6 +111,94 @@ pub fn release_all() {
             let _ = remove_tree(path);
         }
     }
+}
+
+/// `docknetctl --run-dir RUN cluster down NAME` (at most 30 s). If that fails (docknetd
+/// died, say), SIGKILL to every process still attached to a pipe of RUN: the members and
+/// the NAT left behind, found by their `DOCKNET_PIPE`, which names a pipe of this bench's
+/// private run directory, so only processes started for this run match.
+pub fn stop_cluster(
+    docknetctl: &std::path::Path,
+    run: &std::path::Path,
+    name: &str,
+) -> Result<(), String> {
+    let mut cmd = std::process::Command::new(docknetctl);
+    cmd.arg("--run-dir")
+        .arg(run)
+        .args(["cluster", "down", name])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    unblock_signals_in_child(&mut cmd);
+    let result = match cmd.spawn() {
+        Ok(mut child) => {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(s)) if s.success() => break Ok(()),
+                    Ok(Some(s)) => {
+                        let mut err = String::new();
+                        if let Some(mut e) = child.stderr.take() {
+                            use std::io::Read;
+                            let _ = e.read_to_string(&mut err);
+                        }
+                        break Err(format!("cluster down {name}: {s}: {}", err.trim()));
+                    }
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break Err(format!("cluster down {name}: no answer within 30 s"));
+                    }
+                }
+            }
+        }
+        Err(e) => Err(format!("cluster down {name}: {e}")),
+    };
+    if result.is_err() {
+        let n = kill_pipe_users(run);
+        if n > 0 {
+            log::warn!(
+                "cluster {name}: killed {n} process(es) still attached to pipes of {}",
+                run.display()
+            );
+        }
+    }
+    result
+}
+
+/// SIGKILLs every process whose environment has `DOCKNET_PIPE=RUN/pipes/...`; returns
+/// how many.
+fn kill_pipe_users(run: &std::path::Path) -> usize {
+    let mut want = b"DOCKNET_PIPE=".to_vec();
+    want.extend_from_slice(run.join("pipes").as_os_str().as_encoded_bytes());
+    want.push(b'/');
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        if env.split(|&b| b == 0).any(|v| v.starts_with(&want)) {
+            if let Ok(p) = libc::pid_t::try_from(pid) {
+                // SAFETY: kill(2) on a positive pid (never 0 or -1, so never a group).
+                unsafe { libc::kill(p, libc::SIGKILL) };
+                n += 1;
+            }
+        }
+    }
+    n
 }
 
 /// Remove a DockNet run directory tree. A docknetd stopped with pipes in place (SIGTERM

@@ -46,6 +46,22 @@ pub fn find_bins(dir: Option<&Path>) -> Result<Bins, String> {
     })
 }
 
+impl Bins {
+    /// Another binary of the workspace next to `docknetd` (`dn-nat`, `dn-loadgen`).
+    pub fn sibling(&self, name: &str) -> Result<PathBuf, String> {
+        let p = self.docknetd.with_file_name(name);
+        if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!(
+                "{name} not found in {} (build the workspace, or pass --bin-dir)",
+                p.parent()
+                    .map_or(String::new(), |d| d.display().to_string())
+            ))
+        }
+    }
+}
+
 /// The control socket of a `docknetd` whose run directory is `run_dir`.
 pub fn socket_path(run_dir: &Path) -> PathBuf {
     run_dir.join(SOCKET_NAME)
@@ -152,9 +168,14 @@ impl Daemon {
 
     /// Runs `docknetctl --run-dir RUN ARGS...`; returns its stdout.
     pub fn ctl(&self, args: &[&str]) -> Result<String, String> {
+        self.ctl_timeout(args, Duration::from_secs(10))
+    }
+
+    /// [`Daemon::ctl`] for a command that may take up to `timeout` (`cluster up`).
+    pub fn ctl_timeout(&self, args: &[&str], timeout: Duration) -> Result<String, String> {
         let mut cmd = Command::new(&self.bins.docknetctl);
         cmd.arg("--run-dir").arg(&self.run.path).args(args);
-        let out = run_with_timeout("docknetctl", cmd, Duration::from_secs(10))?;
+        let out = run_with_timeout("docknetctl", cmd, timeout)?;
         if out.success {
             Ok(out.stdout)
         } else {
@@ -185,6 +206,11 @@ impl Daemon {
     /// Daemon stderr so far (for error reports).
     pub fn stderr_tail(&self) -> String {
         self.proc.stderr_tail.digest()
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
     }
 
     /// `Some(status)` if the daemon died.

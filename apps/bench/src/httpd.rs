@@ -319,7 +319,7 @@ pub fn httpd_binary(httpd_bin: Option<&Path>, src: &Path) -> Result<(PathBuf, St
 }
 
 /// Runs one client; `parse` turns its stdout into a point.
-fn run_client(
+pub(crate) fn run_client(
     name: &str,
     cmd: Command,
     timeout: Duration,
@@ -404,7 +404,7 @@ pub struct PathCommands {
     pub client: String,
 }
 
-fn which(prog: &str) -> Option<PathBuf> {
+pub(crate) fn which(prog: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
         .split(':')
@@ -500,7 +500,7 @@ pub fn both_alive(server: &mut ChildGuard, d: &mut Daemon) -> Result<(), String>
 }
 
 /// Waits until `url` answers 200 to a 1-second wrk run from namespace `ns`.
-fn wait_http(ns: &str, url: &str, server: &mut ChildGuard) -> Result<(), String> {
+pub(crate) fn wait_http(ns: &str, url: &str, server: &mut ChildGuard) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Some(s) = server.exited() {

@@ -2,11 +2,14 @@
 //! side in one run. See `docknet-bench pingpong --help`.
 
 mod cleanup;
+mod cluster;
+mod cpu;
 mod docknet;
 mod fairness;
 mod httpd;
 mod interhost;
 mod kernel;
+mod nat;
 mod netns;
 mod pingpong;
 mod proc;
@@ -151,8 +154,115 @@ connections), OUT/httpd.md (with every command line), OUT/httpd.json. Everything
 (nginx, docknetd, dn-httpd, namespaces dnbPIDh*, temp dirs /tmp/dnbench-PID-*) is
 removed on exit, including on SIGINT/SIGTERM/SIGHUP.";
 
+const NAT_ABOUT: &str = "\
+What the L4 load balancer dn-nat adds, beside what the kernel's nftables DNAT adds, in one
+run (issue 9). Parts (--parts), in this order by default:
+
+  docknet-latency  1 KB TCP ping-pong, dn-echo client -> dn-echo server directly, then
+                   through dn-nat to a cluster member running dn-echo server, in rounds
+                   (direct, then NAT). Two rows: docknet-master (the client reaches the
+                   server, or the NAT, through docknetd; NAT <-> member is the cluster's
+                   fast channel) and docknet-fc (client <-> server and client <-> NAT over
+                   fast channels: `docknetctl fc create cf echo`). One docknetd --nic none;
+                   the NAT is the cluster `echo` (`docknetctl cluster up`, VIP
+                   10.88.0.100:7, one member); the direct server is pipe srv 10.88.0.20.
+  kernel-latency   the same ping-pong with the bench's kernel echo client and server
+                   (std::net): namespaces client 10.77.9.2 -veth- router (ip_forward=1;
+                   10.77.9.1 and the VIP 10.77.9.100) -veth- server 10.77.10.2 (and a
+                   second server 10.77.11.2). Direct = client -> server routed by the
+                   router, no ruleset; NAT = client -> VIP:5201 with the rule
+                   `ip daddr VIP tcp dport 5201 dnat to numgen inc mod 1 map { 0 : SERVER }`
+                   loaded on the router for that point only (needs root and nft:
+                   apt-get install nftables; skipped with the reason otherwise).
+  docknet-rps      requests/s: dn-loadgen -c C -> dn-nat (the cluster `web`, VIP
+                   10.88.0.200:80, Maglev) -> 2 members running dn-httpd; rows
+                   docknet-nat-fc (loadgen <-> NAT fast channel; the row the target uses)
+                   and docknet-nat-master (through docknetd).
+  kernel-rps       requests/s: wrk -t1 -cC in the client namespace -> VIP:80 on the router,
+                   `dnat to numgen inc mod 2 map { 0 : SERVER1, 1 : SERVER2 }` -> nginx in
+                   each server namespace, 1 worker each (the httpd bench's nginx.conf):
+                   like for like with two single-threaded dn-httpd members and one
+                   single-threaded load generator (needs nginx and wrk).
+
+Definitions:
+  one-way latency  RTT / 2 (p50, p99 over COUNT messages), as `pingpong`
+  added            via NAT - direct, of the same round; the table gives medians over the
+                   --rounds rounds
+  requests/s       responses in the measured window / its length (each run after a warm-up
+                   run of the same client); latency = request queued to response complete;
+                   each row is run --rounds times and the median run is reported
+  CPU              per process, CPU seconds per wall second (cores) in the measured window
+                   (/proc/PID/stat; the client's from getrusage; 'preempted' = involuntary
+                   context switches), and all CPUs' user/system/softirq/idle/steal
+                   (/proc/stat): the profile printed beside a missed target
+
+Targets: (a) dn-nat adds <= 1 us one-way p50 (the paper measured 1.05 us); (b) nftables'
+figure as measured; (c) docknet-nat-fc >= 3x kernel-nftables-nginx requests/s.
+
+Output: tables, targets and CPU on stdout; OUT/nat.svg (p50 direct vs via the NAT, and
+requests/s), OUT/nat.md (with every command line, the cluster files and the nft ruleset),
+OUT/nat.json. Progress on stderr. Needs docknetd, docknetctl, dn-echo, dn-nat and
+dn-loadgen next to this executable (or --bin-dir); dn-httpd with the 1 KB page is built as
+for `httpd` unless --httpd-bin. Everything started (docknetd and its clusters, servers,
+nginx, namespaces dnbPIDn{c,r,s1,s2}, temp dirs /tmp/dnbench-PID-*) is removed on exit,
+including on SIGINT/SIGTERM/SIGHUP.";
+
+const CLUSTER_ABOUT: &str = "\
+Requests/s of a web cluster behind dn-nat with 1, 2, 3, 4 members (the paper's scaling
+figure, issue 9): members run `dn-httpd --work-us W` (busy work per request) serving the
+1 KB page; dn-loadgen -c C (one thread) reaches the NAT over a fast channel.
+
+For each member count: `docknetctl cluster up` (cluster `web`, VIP 10.89.0.100:80, subnet
+10.89.1.0/24, health checks over HTTP; the NAT <-> member fast channels are the
+cluster's), `docknetctl fc create lg web`, a warm-up run, the measured run, `cluster down`;
+--rounds rounds over the counts (1,2,3,4, 1,2,3,4, ...), the median run of each count
+reported. One docknetd --nic none for all (run dir /tmp/dnbench-PID-cluster).
+
+--cores LIST pins with taskset: dn-loadgen on the first CPU of the list, dn-nat on the
+second, member i on the (2+i)-th, wrapping around the list; docknetd (and so what it
+starts, until pinned) on the whole list. So `--cores 0-5` on a 6-CPU machine gives every
+process of a 4-member cluster a CPU of its own; on 2 CPUs they share.
+
+Definitions: requests/s and latency as `httpd`; vs 1 member = requests/s / requests/s
+with 1 member, printed beside the paper's 1.92x / 2.61x / 3.46x for 2 / 3 / 4 members;
+per member = connections the NAT gave each member in the measured run / its share of the
+bytes; CPU as `nat --help` says.
+
+Output: the table and the CPU breakdown on stdout; OUT/cluster.svg (requests/s, and
+scaling beside the paper's), OUT/cluster.md (with the cluster file), OUT/cluster.json.
+Progress on stderr. Needs docknetd, docknetctl, dn-nat and dn-loadgen next to this
+executable (or --bin-dir); dn-httpd with the 1 KB page is built as for `httpd` unless
+--httpd-bin. Everything started (docknetd, the cluster, temp dirs) is removed on exit,
+including on SIGINT/SIGTERM/SIGHUP.";
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// What dn-nat adds (latency, requests/s) beside the kernel's nftables DNAT (issue 9).
+    #[command(
+        long_about = NAT_ABOUT,
+        mut_arg("bin_dir", |a| a.help(
+            "Directory holding docknetd, docknetctl, dn-echo, dn-nat and dn-loadgen (default: \
+             next to this executable)"
+        )),
+        mut_arg("keep_run_dir", |a| a.help(
+            "Keep the temp dirs (/tmp/dnbench-PID-*) for inspection"
+        )),
+    )]
+    Nat(NatCli),
+
+    /// Requests/s of a dn-httpd web cluster behind dn-nat with 1-4 members (issue 9).
+    #[command(
+        long_about = CLUSTER_ABOUT,
+        mut_arg("bin_dir", |a| a.help(
+            "Directory holding docknetd, docknetctl, dn-nat and dn-loadgen (default: next to \
+             this executable)"
+        )),
+        mut_arg("keep_run_dir", |a| a.help(
+            "Keep the run directory (/tmp/dnbench-PID-cluster) for inspection"
+        )),
+    )]
+    Cluster(ClusterCli),
+
     /// HTTP: dn-loadgen/wrk against dn-httpd and nginx, 1 KB page, several connection counts.
     #[command(
         long_about = HTTPD_ABOUT,
@@ -241,6 +351,102 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct NatCli {
+    /// Parts to run, comma-separated, in this order.
+    #[arg(
+        long,
+        default_value = "docknet-latency,kernel-latency,docknet-rps,kernel-rps"
+    )]
+    parts: nat::NatPartList,
+
+    /// Ping-pong message size (K = 1024).
+    #[arg(long, default_value = "1K", value_parser = parse_size_arg)]
+    size: usize,
+
+    /// Measured messages per latency point.
+    #[arg(long, default_value_t = 20000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    count: u64,
+
+    /// Warm-up messages per latency point, not measured.
+    #[arg(long, default_value_t = 1000)]
+    warmup: usize,
+
+    /// Rounds per latency row (direct, then via the NAT) and runs per requests/s row;
+    /// medians are reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=100))]
+    rounds: u64,
+
+    /// HTTP connections (dn-loadgen -c, wrk -c).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=10000))]
+    conns: u64,
+
+    /// Seconds per requests/s point (whole seconds, as wrk's -d).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    duration: u64,
+
+    /// Seconds of warm-up run before each requests/s point (0: none).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=600))]
+    warmup_s: u64,
+
+    /// Directory for nat.svg, nat.md and nat.json.
+    #[arg(long, default_value = "docs/bench")]
+    out: PathBuf,
+
+    #[command(flatten)]
+    run: RunCli,
+
+    #[command(flatten)]
+    httpd: HttpdSourceCli,
+}
+
+#[derive(clap::Args, Debug)]
+struct ClusterCli {
+    /// Member counts, comma-separated.
+    #[arg(long, default_value = "1,2,3,4", value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..=250))]
+    members: Vec<u64>,
+
+    /// dn-loadgen connections.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=10000))]
+    conns: u64,
+
+    /// Rounds over the member counts (1,2,3,4, 1,2,3,4, ...); the median run of each
+    /// count is reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=100))]
+    rounds: u64,
+
+    /// Seconds per run (the measured run; whole seconds).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    duration: u64,
+
+    /// Seconds of warm-up run before each point (0: none).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=600))]
+    warmup_s: u64,
+
+    /// The members' busy work per request (dn-httpd --work-us).
+    #[arg(long, default_value_t = 10)]
+    work_us: u64,
+
+    /// The NAT's policy: maglev, rr or least-conn.
+    #[arg(long, default_value = "maglev")]
+    policy: String,
+
+    /// Pin with taskset: dn-loadgen on the first CPU, dn-nat on the second, member i on
+    /// the (2+i)-th, wrapping around the list (e.g. 0,1 or 0-5). Default: not pinned.
+    #[arg(long, value_name = "LIST")]
+    cores: Option<cluster::CoreList>,
+
+    /// Directory for cluster.svg, cluster.md and cluster.json.
+    #[arg(long, default_value = "docs/bench")]
+    out: PathBuf,
+
+    #[command(flatten)]
+    run: RunCli,
+
+    #[command(flatten)]
+    httpd: HttpdSourceCli,
 }
 
 #[derive(clap::Args, Debug)]
@@ -557,7 +763,9 @@ fn main() {
         | Cmd::Httpd(_)
         | Cmd::Soak(_)
         | Cmd::Fairness(_)
-        | Cmd::Ratelimit(_) => "info",
+        | Cmd::Ratelimit(_)
+        | Cmd::Nat(_)
+        | Cmd::Cluster(_) => "info",
         _ => "warn",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
@@ -594,6 +802,44 @@ fn main() {
                 command_line,
             };
             bench(|| httpd::run(&ha))
+        }
+        Cmd::Nat(c) => {
+            let na = nat::NatArgs {
+                parts: c.parts.0,
+                size: c.size,
+                count: c.count as usize,
+                warmup: c.warmup,
+                rounds: c.rounds as usize,
+                conns: c.conns as usize,
+                seconds: c.duration,
+                warmup_s: c.warmup_s,
+                out: c.out,
+                bin_dir: c.run.bin_dir,
+                httpd_bin: c.httpd.httpd_bin,
+                src: c.httpd.src,
+                keep_run_dir: c.run.keep_run_dir,
+                command_line,
+            };
+            bench(|| nat::run(&na))
+        }
+        Cmd::Cluster(c) => {
+            let ca = cluster::ClusterArgs {
+                members: c.members.iter().map(|&n| n as usize).collect(),
+                rounds: c.rounds as usize,
+                conns: c.conns as usize,
+                seconds: c.duration,
+                warmup_s: c.warmup_s,
+                work_us: c.work_us,
+                policy: c.policy,
+                cores: c.cores,
+                out: c.out,
+                bin_dir: c.run.bin_dir,
+                httpd_bin: c.httpd.httpd_bin,
+                src: c.httpd.src,
+                keep_run_dir: c.run.keep_run_dir,
+                command_line,
+            };
+            bench(|| cluster::run(&ca))
         }
         Cmd::Soak(c) => {
             let sa = soak::SoakArgs {
@@ -733,6 +979,49 @@ mod tests {
         assert_eq!(p.common.sizes.0, vec![1024, 204800]);
         assert!(Cli::try_parse_from(["docknet-bench", "pingpong", "--paths", "bogus"]).is_err());
         assert!(Cli::try_parse_from(["docknet-bench", "pingpong", "--sizes", "1Q"]).is_err());
+    }
+
+    #[test]
+    fn nat_and_cluster_defaults_parse() {
+        let cli = Cli::try_parse_from(["docknet-bench", "nat"]).unwrap();
+        let Cmd::Nat(n) = cli.cmd else {
+            panic!("not nat")
+        };
+        assert_eq!(n.parts.0, nat::NatPart::ALL.to_vec());
+        assert_eq!((n.size, n.count, n.rounds, n.conns), (1024, 20000, 3, 64));
+        let cli =
+            Cli::try_parse_from(["docknet-bench", "nat", "--parts", "kernel-rps,docknet-rps"])
+                .unwrap();
+        let Cmd::Nat(n) = cli.cmd else {
+            panic!("not nat")
+        };
+        assert_eq!(
+            n.parts.0,
+            vec![nat::NatPart::KernelRps, nat::NatPart::DocknetRps]
+        );
+        assert!(Cli::try_parse_from(["docknet-bench", "nat", "--parts", "x"]).is_err());
+        let cli = Cli::try_parse_from(["docknet-bench", "cluster"]).unwrap();
+        let Cmd::Cluster(c) = cli.cmd else {
+            panic!("not cluster")
+        };
+        assert_eq!(c.members, vec![1, 2, 3, 4]);
+        assert_eq!((c.work_us, c.duration, c.rounds), (10, 3, 3));
+        assert!(c.cores.is_none());
+        let cli = Cli::try_parse_from([
+            "docknet-bench",
+            "cluster",
+            "--cores",
+            "0,1",
+            "--members",
+            "2,4",
+        ])
+        .unwrap();
+        let Cmd::Cluster(c) = cli.cmd else {
+            panic!("not cluster")
+        };
+        assert_eq!(c.cores.unwrap().0, vec![0, 1]);
+        assert_eq!(c.members, vec![2, 4]);
+        assert!(Cli::try_parse_from(["docknet-bench", "cluster", "--members", "0"]).is_err());
     }
 
     #[test]

@@ -438,6 +438,151 @@ pub fn render(series: &[Series], title: &str, subtitle: &str, labels: &Labels) -
     out
 }
 
+/// One group of bars (a path, a member count): one value per series of its panel (`None`:
+/// not measured).
+#[derive(Debug, Clone)]
+pub struct BarGroup {
+    pub label: String,
+    pub values: Vec<Option<f64>>,
+}
+
+/// One panel of a bar figure.
+#[derive(Debug, Clone)]
+pub struct BarPanel {
+    pub title: String,
+    pub y_label: String,
+    /// The series (legend entries), one bar each per group.
+    pub series: Vec<String>,
+    pub groups: Vec<BarGroup>,
+}
+
+/// A value written above its bar: three significant digits or so.
+fn bar_value(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// Panels of grouped bars side by side (the `nat` and `cluster` figures), each with its
+/// legend under it; values are written above the bars.
+pub fn bar_figure(title: &str, subtitle: &str, panels: &[BarPanel]) -> String {
+    let n = panels.len().max(1) as f64;
+    let (top, ph) = (PLOT_TOP, PLOT_H);
+    let slot_w = WIDTH / n;
+    let mut o = String::new();
+    o += r#"<?xml version="1.0" encoding="UTF-8"?>"#;
+    o.push('\n');
+    let _ = writeln!(
+        o,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif">"#
+    );
+    let _ = writeln!(o, r##"<rect width="100%" height="100%" fill="#fff"/>"##);
+    let _ = writeln!(
+        o,
+        r#"<text x="{:.1}" y="28" text-anchor="middle" font-size="18" font-weight="bold">{}</text>"#,
+        WIDTH / 2.0,
+        esc(title)
+    );
+    let _ = writeln!(
+        o,
+        r##"<text x="{:.1}" y="50" text-anchor="middle" font-size="12" fill="#555">{}</text>"##,
+        WIDTH / 2.0,
+        esc(subtitle)
+    );
+    for (pi, p) in panels.iter().enumerate() {
+        let left = pi as f64 * slot_w + 85.0;
+        let pw = slot_w - 85.0 - 50.0;
+        let max = p
+            .groups
+            .iter()
+            .flat_map(|g| g.values.iter().flatten())
+            .copied()
+            .filter(|v| v.is_finite())
+            .fold(0.0f64, f64::max);
+        let (step, ymax) = nice_axis(if max > 0.0 { max * 1.12 } else { 1.0 }, 5);
+        let y = |v: f64| top + ph - (v / ymax).clamp(0.0, 1.0) * ph;
+        let _ = writeln!(o, r#"<g class="panel" id="panel-{pi}">"#);
+        let _ = writeln!(
+            o,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="15" font-weight="bold">{}</text>"#,
+            left + pw / 2.0,
+            top - 12.0,
+            esc(&p.title)
+        );
+        y_grid(&mut o, left, pw, ymax, step, y, |v| fmt_tick(v, step));
+        let _ = writeln!(
+            o,
+            r##"<rect x="{left:.1}" y="{top:.1}" width="{pw:.1}" height="{ph}" fill="none" stroke="#000"/>"##
+        );
+        let (lx, ly) = (left - 55.0, top + ph / 2.0);
+        let _ = writeln!(
+            o,
+            r#"<text x="{lx:.1}" y="{ly:.1}" text-anchor="middle" font-size="13" transform="rotate(-90 {lx:.1} {ly:.1})">{}</text>"#,
+            esc(&p.y_label)
+        );
+        let gw = pw / p.groups.len().max(1) as f64;
+        let ns = p.series.len().max(1) as f64;
+        let bw = gw * 0.7 / ns;
+        for (gi, g) in p.groups.iter().enumerate() {
+            let gx = left + gi as f64 * gw;
+            for (si, v) in g.values.iter().enumerate() {
+                let bx = gx + gw * 0.15 + si as f64 * bw;
+                let color = COLORS[si % COLORS.len()];
+                match v.filter(|v| v.is_finite()) {
+                    Some(v) => {
+                        let _ = writeln!(
+                            o,
+                            r#"<rect x="{bx:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{color}"/><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="11">{}</text>"#,
+                            y(v),
+                            bw * 0.9,
+                            top + ph - y(v),
+                            bx + bw * 0.45,
+                            y(v) - 4.0,
+                            esc(&bar_value(v))
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(
+                            o,
+                            r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="11" fill="#888">n/a</text>"##,
+                            bx + bw * 0.45,
+                            top + ph - 4.0
+                        );
+                    }
+                }
+            }
+            let _ = writeln!(
+                o,
+                r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="12">{}</text>"#,
+                gx + gw / 2.0,
+                top + ph + 18.0,
+                esc(&g.label)
+            );
+        }
+        // Legend under the panel.
+        let mut x = left;
+        let ly = top + ph + 48.0;
+        for (si, name) in p.series.iter().enumerate() {
+            let color = COLORS[si % COLORS.len()];
+            let _ = writeln!(
+                o,
+                r#"<rect x="{x:.1}" y="{:.1}" width="12" height="12" fill="{color}"/><text x="{:.1}" y="{ly:.1}" font-size="12">{}</text>"#,
+                ly - 10.0,
+                x + 16.0,
+                esc(name)
+            );
+            x += 24.0 + name.chars().count() as f64 * 7.0;
+        }
+        o += "</g>\n";
+    }
+    o += "</svg>\n";
+    o
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -601,5 +746,38 @@ mod tests {
         assert_eq!(fmt_tick(0.4, 0.2), "0.4");
         assert_eq!(fmt_tick(0.25, 0.25), "0.25");
         assert_eq!(fmt_tick(200.0, 100.0), "200");
+    }
+
+    #[test]
+    fn bar_figure_is_well_formed() {
+        let panels = vec![
+            BarPanel {
+                title: "(a) latency".into(),
+                y_label: "µs".into(),
+                series: vec!["direct".into(), "via NAT <&>".into()],
+                groups: vec![
+                    BarGroup {
+                        label: "docknet-fc".into(),
+                        values: vec![Some(1.2), Some(4.1)],
+                    },
+                    BarGroup {
+                        label: "kernel".into(),
+                        values: vec![Some(24.0), None],
+                    },
+                ],
+            },
+            BarPanel {
+                title: "(b) requests/s".into(),
+                y_label: "thousand requests/s".into(),
+                series: vec!["measured".into()],
+                groups: vec![],
+            },
+        ];
+        let svg = bar_figure("t", "s & t", &panels);
+        check_well_formed(&svg).unwrap();
+        assert_eq!(svg.matches("<rect").count(), 1 + 2 + 3 + 3);
+        assert!(svg.contains(">4.10<") && svg.contains(">24.0<") && svg.contains(">n/a<"));
+        assert!(svg.contains("via NAT &lt;&amp;&gt;"));
+        check_well_formed(&bar_figure("t", "s", &[])).unwrap();
     }
 }
