@@ -32,6 +32,51 @@ pub const PIPE_ENV: &str = "DOCKNET_PIPE";
 /// Where the pipe is mounted inside a container.
 pub const DEFAULT_PIPE_DIR: &str = "/run/docknet/pipe";
 
+/// Environment variable: the minimum TCP retransmission timeout, in ms.
+pub const RTO_MIN_ENV: &str = "DOCKNET_TCP_RTO_MIN_MS";
+/// Environment variable: the initial TCP retransmission timeout (before any round trip
+/// was measured: a lost SYN), in ms.
+pub const RTO_INITIAL_ENV: &str = "DOCKNET_TCP_RTO_INITIAL_MS";
+/// Default minimum RTO. RFC 6298 recommends 1 s and allows less; DockNet's links take
+/// microseconds per round trip, so a lost segment costs about this much instead of a
+/// second (the RTO still adapts upwards with the measured RTT and its variance).
+pub const DEFAULT_RTO_MIN: Duration = Duration::from_millis(5);
+/// Default initial RTO.
+pub const DEFAULT_RTO_INITIAL: Duration = Duration::from_millis(100);
+
+/// A bad engine setting in the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// `DOCKNET_DROP_RX` / `DOCKNET_DROP_SEED`.
+    Drop(BadDropRate),
+    /// An RTO variable that is not a whole number of milliseconds in 1..=60000.
+    Rto { var: &'static str, value: String },
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::Drop(e) => e.fmt(f),
+            ConfigError::Rto { var, value } => write!(
+                f,
+                "{var}={value:?}: expected a whole number of milliseconds, 1 to 60000"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn rto_from_env(var: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+    match std::env::var(var) {
+        Err(_) => Ok(default),
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(ms @ 1..=60_000) => Ok(Duration::from_millis(ms)),
+            _ => Err(ConfigError::Rto { var, value: v }),
+        },
+    }
+}
+
 /// How an engine is set up.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -45,22 +90,40 @@ pub struct EngineConfig {
     pub idle: IdlePolicy,
     /// Loss injected on receive, for tests (`DOCKNET_DROP_RX`; off by default).
     pub rx_drop: RxDropper,
+    /// Minimum TCP retransmission timeout (`DOCKNET_TCP_RTO_MIN_MS`).
+    pub tcp_rto_min: Duration,
+    /// Initial TCP retransmission timeout, before a round trip was measured
+    /// (`DOCKNET_TCP_RTO_INITIAL_MS`; at least the minimum).
+    pub tcp_rto_initial: Duration,
 }
 
 impl EngineConfig {
-    /// Defaults, with the pipe directory from `DOCKNET_PIPE` (or [`DEFAULT_PIPE_DIR`])
-    /// and injected loss from `DOCKNET_DROP_RX`; a bad `DOCKNET_DROP_RX` is an error.
-    pub fn try_from_env() -> Result<Self, BadDropRate> {
-        Ok(Self::from_env_with(RxDropper::from_env()?))
+    /// Defaults, with the pipe directory from `DOCKNET_PIPE` (or [`DEFAULT_PIPE_DIR`]),
+    /// injected loss from `DOCKNET_DROP_RX` and the RTO bounds from
+    /// `DOCKNET_TCP_RTO_MIN_MS` / `DOCKNET_TCP_RTO_INITIAL_MS`; a bad value is an error.
+    pub fn try_from_env() -> Result<Self, ConfigError> {
+        let mut cfg = Self::from_env_with(RxDropper::from_env().map_err(ConfigError::Drop)?);
+        cfg.tcp_rto_min = rto_from_env(RTO_MIN_ENV, DEFAULT_RTO_MIN)?;
+        cfg.tcp_rto_initial = rto_from_env(RTO_INITIAL_ENV, DEFAULT_RTO_INITIAL)?;
+        Ok(cfg)
     }
 
-    /// As [`EngineConfig::try_from_env`], but a bad `DOCKNET_DROP_RX` is logged and no loss
-    /// is injected.
+    /// As [`EngineConfig::try_from_env`], but a bad value is logged and its default used.
     pub fn from_env() -> Self {
-        Self::from_env_with(RxDropper::from_env().unwrap_or_else(|e| {
+        let mut cfg = Self::from_env_with(RxDropper::from_env().unwrap_or_else(|e| {
             log::error!("{e}; injecting no loss");
             RxDropper::off()
-        }))
+        }));
+        cfg.tcp_rto_min = rto_from_env(RTO_MIN_ENV, DEFAULT_RTO_MIN).unwrap_or_else(|e| {
+            log::error!("{e}; using {DEFAULT_RTO_MIN:?}");
+            DEFAULT_RTO_MIN
+        });
+        cfg.tcp_rto_initial =
+            rto_from_env(RTO_INITIAL_ENV, DEFAULT_RTO_INITIAL).unwrap_or_else(|e| {
+                log::error!("{e}; using {DEFAULT_RTO_INITIAL:?}");
+                DEFAULT_RTO_INITIAL
+            });
+        cfg
     }
 
     fn from_env_with(rx_drop: RxDropper) -> Self {
@@ -72,6 +135,8 @@ impl EngineConfig {
             tcp_tx_buffer: 256 * 1024,
             idle: IdlePolicy::from_env(),
             rx_drop,
+            tcp_rto_min: DEFAULT_RTO_MIN,
+            tcp_rto_initial: DEFAULT_RTO_INITIAL,
         }
     }
 }
@@ -198,6 +263,15 @@ pub struct Engine {
     ip: Ipv4Addr,
     pipe_removed: bool,
     wake_at: Option<std::time::Instant>,
+    /// Retransmission counters of TCP sockets already freed.
+    retired: tcp::RetransmitStats,
+}
+
+/// Add `b`'s counters to `a`.
+fn add_stats(a: &mut tcp::RetransmitStats, b: tcp::RetransmitStats) {
+    a.timeouts += b.timeouts;
+    a.fast_retransmits += b.fast_retransmits;
+    a.partial_ack_retransmits += b.partial_ack_retransmits;
 }
 
 impl Engine {
@@ -237,6 +311,7 @@ impl Engine {
             ip: info.ipv4,
             pipe_removed: false,
             wake_at: None,
+            retired: tcp::RetransmitStats::default(),
         })
     }
 
@@ -281,6 +356,8 @@ impl Engine {
         // Latency first: no Nagle; smoltcp still ACKs every second full segment at once.
         s.set_nagle_enabled(false);
         s.set_ack_delay(Some(smoltcp::time::Duration::from_millis(1)));
+        let us = |d: Duration| smoltcp::time::Duration::from_micros(d.as_micros() as u64);
+        s.set_rto_bounds(us(self.cfg.tcp_rto_min), us(self.cfg.tcp_rto_initial));
         s
     }
 
@@ -363,6 +440,8 @@ impl Engine {
         if let Some(slot) = self.listeners.get_mut(l.0) {
             if let Some(lst) = slot.take() {
                 for h in lst.pool {
+                    let t = self.sockets.get::<tcp::Socket>(h).retransmit_stats();
+                    add_stats(&mut self.retired, t);
                     self.sockets.remove(h);
                 }
             }
@@ -620,16 +699,28 @@ impl Engine {
             return;
         }
         let sockets = &mut self.sockets;
+        let retired = &mut self.retired;
         self.closing.retain(|&h| {
-            let done = matches!(
-                sockets.get::<tcp::Socket>(h).state(),
-                tcp::State::Closed | tcp::State::TimeWait
-            );
+            let s = sockets.get::<tcp::Socket>(h);
+            let done = matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait);
             if done {
+                add_stats(retired, s.retransmit_stats());
                 sockets.remove(h);
             }
             !done
         });
+    }
+
+    /// How often this engine's TCP connections retransmitted, and why, since it started
+    /// (sockets freed already included).
+    pub fn tcp_retransmit_stats(&self) -> tcp::RetransmitStats {
+        let mut total = self.retired;
+        for (_, sock) in self.sockets.iter() {
+            if let smoltcp::socket::Socket::Tcp(t) = sock {
+                add_stats(&mut total, t.retransmit_stats());
+            }
+        }
+        total
     }
 
     /// Run the app until it returns [`Control::Exit`] or SIGTERM/SIGINT arrives (then

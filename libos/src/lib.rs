@@ -26,3 +26,5 @@ pub mod runtime;
 
 pub use engine::{Control, Engine, EngineConfig, ListenerId, NetError, SocketId, TcpId, UdpId};
 pub use packet::PacketIo;
+/// Retransmission counters of the engine's TCP connections ([`Engine::tcp_retransmit_stats`]).
+pub use smoltcp::socket::tcp::RetransmitStats as TcpRetransmits;

@@ -41,6 +41,13 @@ pub fn start(
             crate::fault::DROP_ENV
         );
     }
+    let r = engine.tcp_retransmit_stats();
+    if r.timeouts + r.fast_retransmits + r.partial_ack_retransmits > 0 {
+        eprintln!(
+            "{name}: tcp retransmissions: {} timeouts, {} fast retransmits, {} partial-ack resends",
+            r.timeouts, r.fast_retransmits, r.partial_ack_retransmits
+        );
+    }
     let spoofed = engine.device().stats.rx_fc_spoofed;
     if spoofed > 0 {
         eprintln!("{name}: dropped {spoofed} fast-channel frames whose source was not the peer");

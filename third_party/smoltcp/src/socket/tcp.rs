@@ -138,25 +138,58 @@ impl fmt::Display for State {
     }
 }
 
+// DockNet patch (PATCHES.md, "RTO in microseconds, bounds settable"): the estimator
+// works in microseconds, and the minimum and initial RTO are per socket
+// (`Socket::set_rto_bounds`), defaulting to the RFC 6298 values below.
+
 /// RFC 6298: (2.1) Until a round-trip time (RTT) measurement has been made for a
 /// segment sent between the sender and receiver, the sender SHOULD
 /// set RTO <- 1 second,
-const RTTE_INITIAL_RTO: u32 = 1000;
+const RTTE_INITIAL_RTO: u32 = 1_000_000;
 
 // Minimum "safety margin" for the RTO that kicks in when the
-// variance gets very low.
-const RTTE_MIN_MARGIN: u32 = 5;
+// variance gets very low (capped by the minimum RTO when that is lower).
+const RTTE_MIN_MARGIN: u32 = 5_000;
 
 /// K, according to RFC 6298
 const RTTE_K: u32 = 4;
 
 // RFC 6298 (2.4): Whenever RTO is computed, if it is less than 1 second, then the
 // RTO SHOULD be rounded up to 1 second.
-const RTTE_MIN_RTO: u32 = 1000;
+const RTTE_MIN_RTO: u32 = 1_000_000;
 
 // RFC 6298 (2.5) A maximum value MAY be placed on RTO provided it is at least 60
 // seconds
-const RTTE_MAX_RTO: u32 = 60_000;
+const RTTE_MAX_RTO: u32 = 60_000_000;
+
+/// The minimum and initial retransmission timeouts of a socket, in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+struct RtoBounds {
+    min: u32,
+    initial: u32,
+}
+
+impl Default for RtoBounds {
+    fn default() -> Self {
+        RtoBounds {
+            min: RTTE_MIN_RTO,
+            initial: RTTE_INITIAL_RTO,
+        }
+    }
+}
+
+/// How often a socket retransmitted, and why (DockNet patch).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct RetransmitStats {
+    /// Retransmission timeouts (each resends from the first unacknowledged byte).
+    pub timeouts: u64,
+    /// Fast retransmits after three duplicate ACKs (one segment each).
+    pub fast_retransmits: u64,
+    /// Segments resent during fast recovery on a partial ACK (NewReno, RFC 6582).
+    pub partial_ack_retransmits: u64,
+}
 
 #[derive(Debug, Clone, Copy)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -173,30 +206,49 @@ struct RttEstimator {
     timestamp: Option<(Instant, TcpSeqNumber)>,
     max_seq_sent: Option<TcpSeqNumber>,
     rto_count: u8,
+    bounds: RtoBounds,
 }
 
 impl Default for RttEstimator {
     fn default() -> Self {
-        Self {
-            have_measurement: false,
-            srtt: 0,   // ignored, will be overwritten on first measurement.
-            rttvar: 0, // ignored, will be overwritten on first measurement.
-            rto: RTTE_INITIAL_RTO,
-            timestamp: None,
-            max_seq_sent: None,
-            rto_count: 0,
-        }
+        Self::new(RtoBounds::default())
     }
 }
 
 impl RttEstimator {
-    fn retransmission_timeout(&self) -> Duration {
-        Duration::from_millis(self.rto as _)
+    fn new(bounds: RtoBounds) -> Self {
+        Self {
+            have_measurement: false,
+            srtt: 0,   // ignored, will be overwritten on first measurement.
+            rttvar: 0, // ignored, will be overwritten on first measurement.
+            rto: bounds.initial,
+            timestamp: None,
+            max_seq_sent: None,
+            rto_count: 0,
+            bounds,
+        }
     }
 
+    fn set_bounds(&mut self, bounds: RtoBounds) {
+        self.bounds = bounds;
+        if !self.have_measurement {
+            self.rto = bounds.initial;
+        }
+        self.rto = self.rto.clamp(bounds.min, RTTE_MAX_RTO);
+    }
+
+    fn retransmission_timeout(&self) -> Duration {
+        Duration::from_micros(self.rto as _)
+    }
+
+    /// Smoothed RTT in milliseconds (what the congestion controllers expect).
     #[cfg(feature = "socket-tcp-cubic")]
     fn smoothed_rtt(&self) -> u32 {
-        if self.have_measurement { self.srtt } else { 0 }
+        if self.have_measurement {
+            self.srtt / 1000
+        } else {
+            0
+        }
     }
 
     fn sample(&mut self, new_rtt: u32) {
@@ -213,8 +265,13 @@ impl RttEstimator {
         }
 
         // RFC 6298 (2.2), (2.3)
-        let margin = RTTE_MIN_MARGIN.max(self.rttvar * RTTE_K);
-        self.rto = (self.srtt + margin).clamp(RTTE_MIN_RTO, RTTE_MAX_RTO);
+        let margin = RTTE_MIN_MARGIN
+            .min(self.bounds.min)
+            .max(self.rttvar.saturating_mul(RTTE_K));
+        self.rto = self
+            .srtt
+            .saturating_add(margin)
+            .clamp(self.bounds.min, RTTE_MAX_RTO);
 
         self.rto_count = 0;
 
@@ -245,7 +302,8 @@ impl RttEstimator {
         if let Some((sent_timestamp, sent_seq)) = self.timestamp
             && seq >= sent_seq
         {
-            self.sample((timestamp - sent_timestamp).total_millis() as u32);
+            let rtt = (timestamp - sent_timestamp).total_micros();
+            self.sample(rtt.min(u64::from(RTTE_MAX_RTO)) as u32);
             self.timestamp = None;
         }
     }
@@ -254,7 +312,7 @@ impl RttEstimator {
         // RFC 6298 (5.5) The host MUST set RTO <- RTO * 2 ("back off the timer").  The
         // maximum value discussed in (2.5) above may be used to provide
         // an upper bound to this doubling operation.
-        self.rto = (self.rto * 2).min(RTTE_MAX_RTO);
+        self.rto = self.rto.saturating_mul(2).min(RTTE_MAX_RTO);
         tcp_trace!("rtte: doubling rto to {:?}", self.rto);
 
         // RFC 6298: a TCP implementation MAY clear SRTT and RTTVAR after
@@ -471,6 +529,13 @@ pub struct Socket<'a> {
     state: State,
     timer: Timer,
     rtte: RttEstimator,
+    /// Minimum and initial RTO (DockNet patch), kept across `reset`.
+    rto_bounds: RtoBounds,
+    /// Retransmission counters (DockNet patch), kept across `reset`.
+    retransmit_stats: RetransmitStats,
+    /// In fast recovery: the highest sequence number sent when it began (RFC 6582
+    /// "recover"); an ACK below it is partial and resends the next hole at once.
+    recovery_end: Option<TcpSeqNumber>,
     assembler: Assembler,
     rx_buffer: SocketBuffer<'a>,
     rx_fin_received: bool,
@@ -590,6 +655,9 @@ impl<'a> Socket<'a> {
             state: State::Closed,
             timer: Timer::new(),
             rtte: RttEstimator::default(),
+            rto_bounds: RtoBounds::default(),
+            retransmit_stats: RetransmitStats::default(),
+            recovery_end: None,
             assembler: Assembler::new(),
             tx_buffer,
             rx_buffer,
@@ -818,6 +886,34 @@ impl<'a> Socket<'a> {
     /// It ensures better network utilization by preventing sending many very small packets,
     /// at the cost of increased latency in some situations, particularly when the remote peer
     /// has ACK delay enabled.
+    /// Set the minimum and the initial retransmission timeout (DockNet patch). RFC 6298
+    /// recommends 1 s for both (the default) and allows less; on links whose round
+    /// trips take microseconds a few milliseconds make one lost segment cost about that
+    /// much instead of a second. Values are clamped to 1 µs ..= 60 s, and the initial
+    /// one to at least the minimum.
+    pub fn set_rto_bounds(&mut self, min: Duration, initial: Duration) {
+        let us = |d: Duration| d.total_micros().clamp(1, u64::from(RTTE_MAX_RTO)) as u32;
+        let min = us(min);
+        self.rto_bounds = RtoBounds {
+            min,
+            initial: us(initial).max(min),
+        };
+        self.rtte.set_bounds(self.rto_bounds);
+    }
+
+    /// The minimum and initial retransmission timeouts (DockNet patch).
+    pub fn rto_bounds(&self) -> (Duration, Duration) {
+        (
+            Duration::from_micros(self.rto_bounds.min.into()),
+            Duration::from_micros(self.rto_bounds.initial.into()),
+        )
+    }
+
+    /// How often this socket retransmitted, and why, since it was made (DockNet patch).
+    pub fn retransmit_stats(&self) -> RetransmitStats {
+        self.retransmit_stats
+    }
+
     pub fn set_nagle_enabled(&mut self, enabled: bool) {
         self.nagle = enabled
     }
@@ -907,7 +1003,8 @@ impl<'a> Socket<'a> {
 
         self.state = State::Closed;
         self.timer = Timer::new();
-        self.rtte = RttEstimator::default();
+        self.rtte = RttEstimator::new(self.rto_bounds);
+        self.recovery_end = None;
         self.assembler = Assembler::new();
         self.tx_buffer.clear();
         self.rx_buffer.clear();
@@ -2116,8 +2213,9 @@ impl<'a> Socket<'a> {
                         }
                     );
 
-                    if self.local_rx_dup_acks == 3 {
+                    if self.local_rx_dup_acks == 3 && self.recovery_end.is_none() {
                         self.timer.set_for_fast_retransmit();
+                        self.recovery_end = Some(self.remote_last_seq);
                         net_debug!("started fast retransmit");
                     }
 
@@ -2138,6 +2236,19 @@ impl<'a> Socket<'a> {
                         net_debug!("reset duplicate ACK count");
                     }
                     self.local_rx_last_ack = Some(ack_number);
+
+                    // DockNet patch (NewReno, RFC 6582): in fast recovery, an ACK that
+                    // does not cover everything sent before the loss was noticed shows
+                    // the next hole: resend it now rather than wait for three more
+                    // duplicate ACKs or the RTO.
+                    if let Some(end) = self.recovery_end {
+                        if ack_number >= end {
+                            self.recovery_end = None;
+                        } else if ack_len > 0 {
+                            self.pending_fast_retransmit = true;
+                            self.retransmit_stats.partial_ack_retransmits += 1;
+                        }
+                    }
 
                     // Notify of fresh ACK
                     self.rtte.on_ack(cx.now(), ack_number);
@@ -2489,6 +2600,8 @@ impl<'a> Socket<'a> {
 
                 // Inform RTTE, so that it can can handle RTO backoff
                 self.rtte.on_rto();
+                self.retransmit_stats.timeouts += 1;
+                self.recovery_end = None;
             } else {
                 // If a fast rentrasmit timer expired, we should resend only the earliest unAcked segment
                 net_debug!("retransmitting for fast-retransmit");
@@ -2500,6 +2613,7 @@ impl<'a> Socket<'a> {
                     .on_loss(cx.now(), in_flight);
 
                 self.pending_fast_retransmit = true;
+                self.retransmit_stats.fast_retransmits += 1;
             }
 
             // Clear the `should_retransmit` state. If we can't retransmit right
@@ -6584,6 +6698,89 @@ mod test {
         recv_nothing!(s, time 1550);
     }
 
+    // DockNet patch: a settable minimum/initial RTO.
+    #[test]
+    fn test_rto_bounds_retransmit_after_milliseconds() {
+        let mut s = socket_established();
+        s.set_rto_bounds(Duration::from_millis(5), Duration::from_millis(5));
+        s.send_slice(b"abcdef").unwrap();
+        recv!(s, time 0, Ok(TcpRepr {
+            control:    TcpControl::Psh,
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"abcdef"[..],
+            ..RECV_TEMPL
+        }), exact);
+        recv_nothing!(s, time 4);
+        recv!(s, time 5, Ok(TcpRepr {
+            control:    TcpControl::Psh,
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"abcdef"[..],
+            ..RECV_TEMPL
+        }), exact);
+        assert_eq!(s.retransmit_stats().timeouts, 1);
+        // Backed off: the next one after 10 ms more.
+        recv_nothing!(s, time 14);
+        recv!(s, time 15, Ok(TcpRepr {
+            control:    TcpControl::Psh,
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"abcdef"[..],
+            ..RECV_TEMPL
+        }), exact);
+        assert_eq!(s.rto_bounds().0, Duration::from_millis(5));
+    }
+
+    // DockNet patch: NewReno — a partial ACK in fast recovery resends the next hole
+    // at once.
+    #[test]
+    fn test_partial_ack_resends_the_next_hole() {
+        let mut s = socket_established();
+        s.remote_mss = 6;
+        // An ACK of what came before, so the next ones with this number are duplicates.
+        send!(s, time 0, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            ..SEND_TEMPL
+        });
+        s.send_slice(b"aaaaaabbbbbbccccccdddddd").unwrap();
+        for _ in 0..4 {
+            recv(&mut s, Instant::from_millis(0), |r| assert!(r.is_ok()));
+        }
+        // Segments a and c are lost: b and d give three duplicate ACKs for a.
+        for _ in 0..3 {
+            send!(s, time 1, TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                ..SEND_TEMPL
+            });
+        }
+        recv!(s, time 2, Ok(TcpRepr {
+            control:    TcpControl::None,
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaaaaa"[..],
+            ..RECV_TEMPL
+        }), exact);
+        assert_eq!(s.retransmit_stats().fast_retransmits, 1);
+        // The retransmitted a fills the first hole: the ACK stops at c.
+        send!(s, time 3, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 12),
+            ..SEND_TEMPL
+        });
+        recv!(s, time 3, Ok(TcpRepr {
+            control:    TcpControl::None,
+            seq_number: LOCAL_SEQ + 1 + 12,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"cccccc"[..],
+            ..RECV_TEMPL
+        }), exact);
+        assert_eq!(s.retransmit_stats().partial_ack_retransmits, 1);
+        assert_eq!(s.retransmit_stats().timeouts, 0);
+    }
+
     #[test]
     fn test_data_retransmit_bursts_half_ack() {
         let mut s = socket_established();
@@ -9578,9 +9775,12 @@ mod test {
             2076, 2060, 2048, 2036, 2028, 2024, 2020, 2016, 2012, 2012,
         ];
 
+        // DockNet patch: the estimator works in microseconds; the RFC 6298 sequence is
+        // the same up to rounding (within 1%).
         for &rto in rtos {
-            r.sample(2000);
-            assert_eq!(r.retransmission_timeout(), Duration::from_millis(rto));
+            r.sample(2_000_000);
+            let got = r.retransmission_timeout().total_micros() as i64;
+            assert!((got - rto * 1000).abs() <= rto * 10, "{got} µs vs {rto} ms (1%)");
         }
     }
 
