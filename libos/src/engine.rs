@@ -272,6 +272,8 @@ fn add_stats(a: &mut tcp::RetransmitStats, b: tcp::RetransmitStats) {
     a.timeouts += b.timeouts;
     a.fast_retransmits += b.fast_retransmits;
     a.partial_ack_retransmits += b.partial_ack_retransmits;
+    a.lost_retransmits += b.lost_retransmits;
+    a.tail_probes += b.tail_probes;
 }
 
 impl Engine {
@@ -358,6 +360,7 @@ impl Engine {
         s.set_ack_delay(Some(smoltcp::time::Duration::from_millis(1)));
         let us = |d: Duration| smoltcp::time::Duration::from_micros(d.as_micros() as u64);
         s.set_rto_bounds(us(self.cfg.tcp_rto_min), us(self.cfg.tcp_rto_initial));
+        s.set_tail_loss_probe(true);
         s
     }
 

@@ -42,10 +42,15 @@ pub fn start(
         );
     }
     let r = engine.tcp_retransmit_stats();
-    if r.timeouts + r.fast_retransmits + r.partial_ack_retransmits > 0 {
+    let all = r.timeouts
+        + r.fast_retransmits
+        + r.partial_ack_retransmits
+        + r.lost_retransmits
+        + r.tail_probes;
+    if all > 0 {
         eprintln!(
-            "{name}: tcp retransmissions: {} timeouts, {} fast retransmits, {} partial-ack resends",
-            r.timeouts, r.fast_retransmits, r.partial_ack_retransmits
+            "{name}: tcp retransmissions: {} timeouts, {} fast retransmits, {} partial-ack resends, {} lost resends resent, {} tail probes",
+            r.timeouts, r.fast_retransmits, r.partial_ack_retransmits, r.lost_retransmits, r.tail_probes
         );
     }
     let spoofed = engine.device().stats.rx_fc_spoofed;

@@ -162,6 +162,10 @@ const RTTE_MIN_RTO: u32 = 1_000_000;
 // seconds
 const RTTE_MAX_RTO: u32 = 60_000_000;
 
+/// What the tail-loss probe allows for the peer's delayed ACK (DockNet's engines delay
+/// ACKs by 1 ms).
+const PROBE_ACK_DELAY: Duration = Duration::from_millis(1);
+
 /// The minimum and initial retransmission timeouts of a socket, in microseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -189,6 +193,11 @@ pub struct RetransmitStats {
     pub fast_retransmits: u64,
     /// Segments resent during fast recovery on a partial ACK (NewReno, RFC 6582).
     pub partial_ack_retransmits: u64,
+    /// Resends found lost by the SACK block of a later duplicate ACK, and resent again.
+    pub lost_retransmits: u64,
+    /// Tail-loss probes: the first unacknowledged segment resent after 2 × SRTT + the
+    /// ACK delay without an ACK.
+    pub tail_probes: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -536,6 +545,18 @@ pub struct Socket<'a> {
     /// In fast recovery: the highest sequence number sent when it began (RFC 6582
     /// "recover"); an ACK below it is partial and resends the next hole at once.
     recovery_end: Option<TcpSeqNumber>,
+    /// In fast recovery: the highest sequence number sent when the hole was last
+    /// resent. A duplicate ACK whose SACK block reaches beyond it was caused by a
+    /// segment sent after that resend, which (on a link that keeps order) would have
+    /// arrived after it: the resend was lost too.
+    rexmit_mark: Option<TcpSeqNumber>,
+    /// When to send a probe (RFC 8985's tail-loss probe, simplified): with data
+    /// outstanding and no ACK for 2 × SRTT + the peer's ACK delay, resend the first
+    /// unacknowledged segment once, so a lost tail, or a lost resend in fast recovery, is
+    /// repaired (or shows up as a hole) in about a round trip instead of an RTO.
+    probe_at: Option<Instant>,
+    /// Whether tail-loss probes are sent (off by default, as upstream).
+    tail_loss_probe: bool,
     assembler: Assembler,
     rx_buffer: SocketBuffer<'a>,
     rx_fin_received: bool,
@@ -658,6 +679,9 @@ impl<'a> Socket<'a> {
             rto_bounds: RtoBounds::default(),
             retransmit_stats: RetransmitStats::default(),
             recovery_end: None,
+            rexmit_mark: None,
+            probe_at: None,
+            tail_loss_probe: false,
             assembler: Assembler::new(),
             tx_buffer,
             rx_buffer,
@@ -874,18 +898,49 @@ impl<'a> Socket<'a> {
         self.ack_delay = duration
     }
 
-    /// Enable or disable Nagle's Algorithm.
-    ///
-    /// Also known as "tinygram prevention". By default, it is enabled.
-    /// Disabling it is equivalent to Linux's TCP_NODELAY flag.
-    ///
-    /// When enabled, Nagle's Algorithm prevents sending segments smaller than MSS if
-    /// there is data in flight (sent but not acknowledged). In other words, it ensures
-    /// at most only one segment smaller than MSS is in flight at a time.
-    ///
-    /// It ensures better network utilization by preventing sending many very small packets,
-    /// at the cost of increased latency in some situations, particularly when the remote peer
-    /// has ACK delay enabled.
+    /// The SACK block to report with acknowledgement number `ack` (RFC 2018): the one
+    /// holding the segment that arrived last, else the lowest one.
+    fn first_sack_block(&self, ack: TcpSeqNumber) -> Option<(u32, u32)> {
+        if let Some(last_seg_seq) = self.local_rx_last_seq {
+            let found = self
+                .assembler
+                .iter_data()
+                .map(|(left, right)| (ack + left, ack + right))
+                .find(|&(left, right)| left <= last_seg_seq && right >= last_seg_seq)
+                .map(|(left, right)| (left.0 as u32, right.0 as u32));
+            if found.is_some() {
+                return found;
+            }
+        }
+        // The matching segment was removed from the assembler, meaning the acknowledgement
+        // number has advanced, or there was no previous sACK.
+        //
+        // While the RFC says we SHOULD keep a list of reported sACK ranges, and iterate
+        // through those, that is currently infeasible. Instead, we offer the range with
+        // the lowest sequence number (if one exists) to hint at what segments would
+        // most quickly advance the acknowledgement number.
+        self.assembler
+            .iter_data()
+            .map(|(left, right)| (ack + left, ack + right))
+            .next()
+            .map(|(left, right)| (left.0 as u32, right.0 as u32))
+    }
+
+    /// Arm the tail-loss probe (DockNet patch) for 2 × SRTT + the peer's ACK delay from
+    /// `now`, if that comes before the RTO and a round trip was measured.
+    fn arm_probe(&mut self, now: Instant) {
+        self.probe_at = None;
+        if !self.tail_loss_probe || !self.rtte.have_measurement {
+            return;
+        }
+        let pto = Duration::from_micros(
+            u64::from(self.rtte.srtt) * 2 + PROBE_ACK_DELAY.total_micros(),
+        );
+        if pto < self.rtte.retransmission_timeout() {
+            self.probe_at = Some(now + pto);
+        }
+    }
+
     /// Set the minimum and the initial retransmission timeout (DockNet patch). RFC 6298
     /// recommends 1 s for both (the default) and allows less; on links whose round
     /// trips take microseconds a few milliseconds make one lost segment cost about that
@@ -909,11 +964,33 @@ impl<'a> Socket<'a> {
         )
     }
 
+    /// Send tail-loss probes (DockNet patch; off by default): with data outstanding and
+    /// no ACK for 2 × SRTT + 1 ms, resend the first unacknowledged segment once, well
+    /// before the RTO.
+    pub fn set_tail_loss_probe(&mut self, enabled: bool) {
+        self.tail_loss_probe = enabled;
+        if !enabled {
+            self.probe_at = None;
+        }
+    }
+
     /// How often this socket retransmitted, and why, since it was made (DockNet patch).
     pub fn retransmit_stats(&self) -> RetransmitStats {
         self.retransmit_stats
     }
 
+    /// Enable or disable Nagle's Algorithm.
+    ///
+    /// Also known as "tinygram prevention". By default, it is enabled.
+    /// Disabling it is equivalent to Linux's TCP_NODELAY flag.
+    ///
+    /// When enabled, Nagle's Algorithm prevents sending segments smaller than MSS if
+    /// there is data in flight (sent but not acknowledged). In other words, it ensures
+    /// at most only one segment smaller than MSS is in flight at a time.
+    ///
+    /// It ensures better network utilization by preventing sending many very small packets,
+    /// at the cost of increased latency in some situations, particularly when the remote peer
+    /// has ACK delay enabled.
     pub fn set_nagle_enabled(&mut self, enabled: bool) {
         self.nagle = enabled
     }
@@ -1005,6 +1082,8 @@ impl<'a> Socket<'a> {
         self.timer = Timer::new();
         self.rtte = RttEstimator::new(self.rto_bounds);
         self.recovery_end = None;
+        self.rexmit_mark = None;
+        self.probe_at = None;
         self.assembler = Assembler::new();
         self.tx_buffer.clear();
         self.rx_buffer.clear();
@@ -1598,34 +1677,8 @@ impl<'a> Socket<'a> {
             // length fields in the option) MUST specify the contiguous block of data containing
             // the segment which triggered this ACK, unless that segment advanced the
             // Acknowledgment Number field in the header.
-            reply_repr.sack_ranges[0] = None;
-
             let ack = reply_repr.ack_number.unwrap_or(TcpSeqNumber(0));
-
-            if let Some(last_seg_seq) = self.local_rx_last_seq {
-                reply_repr.sack_ranges[0] = self
-                    .assembler
-                    .iter_data()
-                    .map(|(left, right)| (ack + left, ack + right))
-                    .find(|&(left, right)| left <= last_seg_seq && right >= last_seg_seq)
-                    .map(|(left, right)| (left.0 as u32, right.0 as u32));
-            }
-
-            if reply_repr.sack_ranges[0].is_none() {
-                // The matching segment was removed from the assembler, meaning the acknowledgement
-                // number has advanced, or there was no previous sACK.
-                //
-                // While the RFC says we SHOULD keep a list of reported sACK ranges, and iterate
-                // through those, that is currently infeasible. Instead, we offer the range with
-                // the lowest sequence number (if one exists) to hint at what segments would
-                // most quickly advance the acknowledgement number.
-                reply_repr.sack_ranges[0] = self
-                    .assembler
-                    .iter_data()
-                    .map(|(left, right)| (ack + left, ack + right))
-                    .next()
-                    .map(|(left, right)| (left.0 as u32, right.0 as u32));
-            }
+            reply_repr.sack_ranges[0] = self.first_sack_block(ack);
         }
 
         // Since the sACK option may have changed the length of the payload, update that.
@@ -2216,7 +2269,19 @@ impl<'a> Socket<'a> {
                     if self.local_rx_dup_acks == 3 && self.recovery_end.is_none() {
                         self.timer.set_for_fast_retransmit();
                         self.recovery_end = Some(self.remote_last_seq);
+                        self.rexmit_mark = Some(self.remote_last_seq);
                         net_debug!("started fast retransmit");
+                    } else if let (Some(mark), Some((_, right))) =
+                        (self.rexmit_mark, repr.sack_ranges[0])
+                    {
+                        // DockNet patch: the segment behind this duplicate ACK was sent
+                        // after the hole was resent, yet the hole is still there: that
+                        // resend was lost. Resend it now instead of waiting for the RTO.
+                        if TcpSeqNumber(right as i32) > mark && !self.pending_fast_retransmit {
+                            self.pending_fast_retransmit = true;
+                            self.rexmit_mark = Some(self.remote_last_seq);
+                            self.retransmit_stats.lost_retransmits += 1;
+                        }
                     }
 
                     // Notify of duplicate ACK
@@ -2227,6 +2292,13 @@ impl<'a> Socket<'a> {
                         in_flight,
                     );
                 }
+
+                // DockNet patch: a segment that carries data and repeats the last ACK
+                // is not a duplicate ACK (RFC 5681), but it says nothing new either: it
+                // keeps the count. Upstream resets it, so when both sides send (an echo)
+                // the peer's data between its duplicate ACKs keeps the count below three
+                // and every loss waits for the RTO.
+                Some(last_rx_ack) if !repr.payload.is_empty() && last_rx_ack == ack_number => {}
 
                 // No duplicate ACK means we reset the duplicate ACK count
                 // and notify the congestion controller of the fresh ACK
@@ -2244,8 +2316,10 @@ impl<'a> Socket<'a> {
                     if let Some(end) = self.recovery_end {
                         if ack_number >= end {
                             self.recovery_end = None;
+                            self.rexmit_mark = None;
                         } else if ack_len > 0 {
                             self.pending_fast_retransmit = true;
+                            self.rexmit_mark = Some(self.remote_last_seq);
                             self.retransmit_stats.partial_ack_retransmits += 1;
                         }
                     }
@@ -2291,6 +2365,7 @@ impl<'a> Socket<'a> {
                     // (5.3) ACK of new data in ESTABLISHED state restart the retransmit timer.
                     let rto = self.rtte.retransmission_timeout();
                     self.timer.set_for_retransmit(cx.now(), rto);
+                    self.arm_probe(cx.now());
                 }
             }
             Timer::Idle { .. } => {
@@ -2577,6 +2652,25 @@ impl<'a> Socket<'a> {
             .inner_mut()
             .pre_transmit(cx.now());
 
+        // DockNet patch: a tail-loss probe that is due resends the first unacknowledged
+        // segment (once; the RTO stays armed behind it).
+        if let Some(at) = self.probe_at {
+            if cx.now() >= at {
+                self.probe_at = None;
+                if self.timer.is_retransmit()
+                    && !self.pending_fast_retransmit
+                    && !self.tx_buffer.is_empty()
+                {
+                    // In fast recovery this resends the hole whose resend got no answer.
+                    self.pending_fast_retransmit = true;
+                    if self.recovery_end.is_some() {
+                        self.rexmit_mark = Some(self.remote_last_seq);
+                    }
+                    self.retransmit_stats.tail_probes += 1;
+                }
+            }
+        }
+
         // Check if any state needs to be changed because of a timer.
         if self.timed_out(cx.now()) {
             // If a timeout expires, we should abort the connection.
@@ -2602,6 +2696,8 @@ impl<'a> Socket<'a> {
                 self.rtte.on_rto();
                 self.retransmit_stats.timeouts += 1;
                 self.recovery_end = None;
+                self.rexmit_mark = None;
+                self.probe_at = None;
             } else {
                 // If a fast rentrasmit timer expired, we should resend only the earliest unAcked segment
                 net_debug!("retransmitting for fast-retransmit");
@@ -2955,6 +3051,7 @@ impl<'a> Socket<'a> {
             // so that it will expire after RTO seconds.
             let rto = self.rtte.retransmission_timeout();
             self.timer.set_for_retransmit(cx.now(), rto);
+            self.arm_probe(cx.now());
         }
 
         if self.state == State::Closed {
@@ -3006,11 +3103,22 @@ impl<'a> Socket<'a> {
                 (_, _) => PollAt::Ingress,
             };
 
+            // DockNet patch: the tail-loss probe.
+            let probe_poll_at = match self.probe_at {
+                Some(at) if self.timer.is_retransmit() => PollAt::Time(at),
+                _ => PollAt::Ingress,
+            };
+
             // We wait for the earliest of our timers to fire.
-            *[self.timer.poll_at(), timeout_poll_at, delayed_ack_poll_at]
-                .iter()
-                .min()
-                .unwrap_or(&PollAt::Ingress)
+            *[
+                self.timer.poll_at(),
+                timeout_poll_at,
+                delayed_ack_poll_at,
+                probe_poll_at,
+            ]
+            .iter()
+            .min()
+            .unwrap_or(&PollAt::Ingress)
         }
     }
 }
@@ -7262,8 +7370,8 @@ mod test {
 
         assert_eq!(s.local_rx_dup_acks, 2, "duplicate ACK counter is not set");
 
-        // This packet has content, hence should not be detected
-        // as a duplicate ACK and should reset the duplicate ACK count
+        // This packet has content, hence should not be detected as a duplicate ACK;
+        // DockNet patch: it keeps the duplicate ACK count (upstream resets it)
         send!(
             s,
             TcpRepr {
@@ -7285,8 +7393,8 @@ mod test {
         );
 
         assert_eq!(
-            s.local_rx_dup_acks, 0,
-            "duplicate ACK counter is not reset when receiving data"
+            s.local_rx_dup_acks, 2,
+            "duplicate ACK counter changed by data on an unchanged ACK"
         );
     }
 
