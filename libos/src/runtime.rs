@@ -49,7 +49,7 @@ pub fn start(
         + r.tail_probes;
     if all > 0 {
         eprintln!(
-            "{name}: tcp retransmissions: {} timeouts, {} fast retransmits, {} partial-ack resends, {} lost resends resent, {} tail probes",
+            "{name}: tcp retransmissions: {} timeouts, {} fast retransmits, {} partial-ack resends, {} resends of lost resends, {} tail probes",
             r.timeouts, r.fast_retransmits, r.partial_ack_retransmits, r.lost_retransmits, r.tail_probes
         );
     }

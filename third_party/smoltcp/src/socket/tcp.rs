@@ -2657,6 +2657,12 @@ impl<'a> Socket<'a> {
         if let Some(at) = self.probe_at {
             if cx.now() >= at {
                 self.probe_at = None;
+                net_debug!(
+                    "tail-loss probe due (timer retransmit: {}, pending: {}, tx: {})",
+                    self.timer.is_retransmit(),
+                    self.pending_fast_retransmit,
+                    self.tx_buffer.len()
+                );
                 if self.timer.is_retransmit()
                     && !self.pending_fast_retransmit
                     && !self.tx_buffer.is_empty()
@@ -2785,6 +2791,7 @@ impl<'a> Socket<'a> {
         };
 
         let mut is_zero_window_probe = false;
+        let mut resending = false;
 
         #[cfg_attr(
             not(feature = "segmentation-offload"),
@@ -2846,7 +2853,10 @@ impl<'a> Socket<'a> {
                     repr.seq_number = self.local_seq_no;
                     repr.payload = self.tx_buffer.get_allocated(0, size);
 
-                    self.pending_fast_retransmit = false;
+                    // DockNet patch: the flag is cleared once the segment is emitted
+                    // (below); upstream clears it here, so a resend the device had no room
+                    // for was forgotten and the loss waited for the RTO.
+                    resending = true;
 
                     0
                 } else {
@@ -2999,6 +3009,9 @@ impl<'a> Socket<'a> {
         // for sure will not be successfully transmitted.
         ip_repr.set_payload_len(repr.buffer_len());
         emit(cx, packet_meta, (ip_repr, repr))?;
+        if resending {
+            self.pending_fast_retransmit = false;
+        }
 
         // We've sent something, whether useful data or a keep-alive packet, so rewind
         // the keep-alive timer.
