@@ -473,7 +473,8 @@ impl Timer {
 
     fn rewind_zero_window_probe(&mut self, timestamp: Instant) {
         if let Timer::ZeroWindowProbe { mut delay, .. } = *self {
-            delay = (delay * 2).min(Duration::from_millis(RTTE_MAX_RTO as _));
+            // DockNet patch: RTTE_MAX_RTO is in microseconds.
+            delay = (delay * 2).min(Duration::from_micros(RTTE_MAX_RTO as _));
             *self = Timer::ZeroWindowProbe {
                 expires_at: timestamp + delay,
                 delay,
@@ -6900,6 +6901,424 @@ mod test {
         }), exact);
         assert_eq!(s.retransmit_stats().partial_ack_retransmits, 1);
         assert_eq!(s.retransmit_stats().timeouts, 0);
+    }
+
+    // DockNet patch: tail-loss probes. One round trip of 10 ms gives SRTT = 10 ms and
+    // RTO = 1 s (the default minimum); two segments are then sent at 20 ms and never
+    // acknowledged.
+    fn socket_with_srtt_10ms_and_tail_outstanding(probe: bool) -> TestSocket {
+        let mut s = socket_established();
+        s.remote_mss = 6;
+        s.set_tail_loss_probe(probe);
+        s.send_slice(b"xxxxxx").unwrap();
+        recv!(s, time 0, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"xxxxxx"[..],
+            ..RECV_TEMPL
+        }));
+        send!(s, time 10, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 6),
+            ..SEND_TEMPL
+        });
+        assert_eq!(s.rtte.srtt, 10_000);
+        assert_eq!(s.rtte.retransmission_timeout(), Duration::from_secs(1));
+
+        s.send_slice(b"aaaaaabbbbbb").unwrap();
+        recv!(s, time 20, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 6,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaaaaa"[..],
+            ..RECV_TEMPL
+        }));
+        recv!(s, time 20, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 12,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"bbbbbb"[..],
+            ..RECV_TEMPL
+        }));
+        s
+    }
+
+    // DockNet patch: the tail-loss probe fires 2 × SRTT + 1 ms after the tail was sent
+    // (not before), resends only the first unacknowledged segment, once, and the RTO
+    // still follows.
+    #[test]
+    fn test_tail_loss_probe_after_two_srtt() {
+        let mut s = socket_with_srtt_10ms_and_tail_outstanding(true);
+        assert_eq!(
+            s.socket.poll_at(&mut s.cx),
+            PollAt::Time(Instant::from_millis(41))
+        );
+        recv_nothing!(s, time 40);
+        assert_eq!(s.retransmit_stats().tail_probes, 0);
+        recv!(s, time 41, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 6,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaaaaa"[..],
+            ..RECV_TEMPL
+        }));
+        // Only the first segment, and only once.
+        recv_nothing!(s, time 41);
+        recv_nothing!(s, time 100);
+        assert_eq!(s.retransmit_stats().tail_probes, 1);
+        assert_eq!(s.retransmit_stats().timeouts, 0);
+
+        // The RTO armed when the tail was sent still fires, and resends everything.
+        assert_eq!(
+            s.socket.poll_at(&mut s.cx),
+            PollAt::Time(Instant::from_millis(1020))
+        );
+        recv_nothing!(s, time 1019);
+        recv!(s, time 1020, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 6,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaaaaa"[..],
+            ..RECV_TEMPL
+        }));
+        recv!(s, time 1020, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 12,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"bbbbbb"[..],
+            ..RECV_TEMPL
+        }));
+        assert_eq!(
+            s.retransmit_stats(),
+            RetransmitStats {
+                timeouts: 1,
+                tail_probes: 1,
+                ..RetransmitStats::default()
+            }
+        );
+    }
+
+    // DockNet patch: an ACK that advances but leaves data outstanding re-arms the probe
+    // from that ACK.
+    #[test]
+    fn test_tail_loss_probe_rearmed_by_partial_ack() {
+        let mut s = socket_with_srtt_10ms_and_tail_outstanding(true);
+        // "aaaaaa" is acknowledged at 30 ms (a 10 ms sample again: SRTT stays 10 ms).
+        send!(s, time 30, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 12),
+            ..SEND_TEMPL
+        });
+        assert_eq!(s.rtte.srtt, 10_000);
+        recv_nothing!(s, time 41);
+        recv_nothing!(s, time 50);
+        recv!(s, time 51, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 12,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"bbbbbb"[..],
+            ..RECV_TEMPL
+        }));
+        assert_eq!(s.retransmit_stats().tail_probes, 1);
+    }
+
+    // DockNet patch: tail-loss probes are off by default; then only the RTO resends.
+    #[test]
+    fn test_tail_loss_probe_off_by_default() {
+        let mut s = socket_with_srtt_10ms_and_tail_outstanding(false);
+        assert_eq!(
+            s.socket.poll_at(&mut s.cx),
+            PollAt::Time(Instant::from_millis(1020))
+        );
+        recv_nothing!(s, time 41);
+        recv_nothing!(s, time 1019);
+        recv!(s, time 1020, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 6,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaaaaa"[..],
+            ..RECV_TEMPL
+        }));
+        assert_eq!(s.retransmit_stats().tail_probes, 0);
+        assert_eq!(s.retransmit_stats().timeouts, 1);
+    }
+
+    // DockNet patch: no probe before a round trip was measured (SRTT unknown).
+    #[test]
+    fn test_tail_loss_probe_needs_rtt_measurement() {
+        let mut s = socket_established();
+        s.set_tail_loss_probe(true);
+        s.send_slice(b"abcdef").unwrap();
+        recv!(s, time 0, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"abcdef"[..],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 999);
+        recv!(s, time 1000, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"abcdef"[..],
+            ..RECV_TEMPL
+        }));
+        assert_eq!(s.retransmit_stats().tail_probes, 0);
+    }
+
+    // DockNet patch: segments that carry data and repeat the last ACK (the peer is
+    // sending too) between pure duplicate ACKs keep the count: the third pure
+    // duplicate ACK still triggers the fast retransmit.
+    #[test]
+    fn test_fast_retransmit_with_data_between_duplicate_acks() {
+        let mut s = socket_established();
+        s.remote_mss = 6;
+        send!(s, time 0, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            ..SEND_TEMPL
+        });
+        s.send_slice(b"aaaaaabbbbbbccccccdddddd").unwrap();
+        for _ in 0..4 {
+            recv(&mut s, Instant::from_millis(0), |r| assert!(r.is_ok()));
+        }
+
+        // Segment a is lost. First duplicate ACK.
+        send!(s, time 1, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            ..SEND_TEMPL
+        });
+        // The peer's data, with the same ACK.
+        send!(s, time 2, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            payload:    &b"xxxxxx"[..],
+            ..SEND_TEMPL
+        });
+        recv!(s, time 2, [TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 24,
+            ack_number: Some(REMOTE_SEQ + 1 + 6),
+            window_len: 58,
+            ..RECV_TEMPL
+        }]);
+        // Second duplicate ACK.
+        send!(s, time 3, TcpRepr {
+            seq_number: REMOTE_SEQ + 1 + 6,
+            ack_number: Some(LOCAL_SEQ + 1),
+            ..SEND_TEMPL
+        });
+        // More data, same ACK.
+        send!(s, time 4, TcpRepr {
+            seq_number: REMOTE_SEQ + 1 + 6,
+            ack_number: Some(LOCAL_SEQ + 1),
+            payload:    &b"yyyyyy"[..],
+            ..SEND_TEMPL
+        });
+        recv!(s, time 4, [TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 24,
+            ack_number: Some(REMOTE_SEQ + 1 + 12),
+            window_len: 52,
+            ..RECV_TEMPL
+        }]);
+        assert_eq!(s.local_rx_dup_acks, 2);
+        assert_eq!(s.retransmit_stats().fast_retransmits, 0);
+
+        // Third duplicate ACK: fast retransmit of a.
+        send!(s, time 5, TcpRepr {
+            seq_number: REMOTE_SEQ + 1 + 12,
+            ack_number: Some(LOCAL_SEQ + 1),
+            ..SEND_TEMPL
+        });
+        assert_eq!(s.local_rx_dup_acks, 3);
+        recv!(s, time 5, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1 + 12),
+            payload:    &b"aaaaaa"[..],
+            window_len: 52,
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 5);
+        assert_eq!(s.retransmit_stats().fast_retransmits, 1);
+        assert_eq!(s.retransmit_stats().timeouts, 0);
+    }
+
+    // DockNet patch: a duplicate ACK whose SACK block reaches beyond what had been sent
+    // when the hole was resent shows that resend was lost: it is resent once more. A
+    // SACK block that stops at or below that mark does not.
+    #[test]
+    fn test_lost_retransmit_detected_by_sack() {
+        let sack = |left: usize, right: usize| {
+            Some((
+                (LOCAL_SEQ + 1 + left).0 as u32,
+                (LOCAL_SEQ + 1 + right).0 as u32,
+            ))
+        };
+        let dup_ack = |block| TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            sack_ranges: [block, None, None],
+            ..SEND_TEMPL
+        };
+        let a = TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"aaaaaa"[..],
+            ..RECV_TEMPL
+        };
+
+        let mut s = socket_established();
+        s.remote_mss = 6;
+        send!(s, time 0, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            ..SEND_TEMPL
+        });
+        s.send_slice(b"aaaaaabbbbbbccccccdddddd").unwrap();
+        for _ in 0..4 {
+            recv(&mut s, Instant::from_millis(0), |r| assert!(r.is_ok()));
+        }
+
+        // a is lost; b, c and d arrive. The third duplicate ACK starts fast recovery:
+        // the mark is what was sent then, a..d (24 octets).
+        send!(s, time 1, dup_ack(sack(6, 12)));
+        send!(s, time 1, dup_ack(sack(6, 18)));
+        send!(s, time 1, dup_ack(sack(6, 24)));
+        recv!(s, time 2, [a]);
+        assert_eq!(s.retransmit_stats().fast_retransmits, 1);
+
+        // A late duplicate ACK for d: its block ends at the mark, so it was caused by a
+        // segment sent before the resend. Nothing is resent.
+        send!(s, time 3, dup_ack(sack(6, 24)));
+        recv_nothing!(s, time 3);
+        assert_eq!(s.retransmit_stats().lost_retransmits, 0);
+
+        // New data after the resend: e and f (mark 24 < their ends 30 and 36).
+        s.send_slice(b"eeeeeeffffff").unwrap();
+        recv!(s, time 4, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 24,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"eeeeee"[..],
+            ..RECV_TEMPL
+        }));
+        recv!(s, time 4, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 30,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"ffffff"[..],
+            ..RECV_TEMPL
+        }));
+
+        // e arrives but a still has not: the resend of a was lost. Resend it again, at
+        // once; the mark moves to what has been sent now (36 octets).
+        send!(s, time 5, dup_ack(sack(6, 30)));
+        recv!(s, time 5, [a]);
+        assert_eq!(s.retransmit_stats().lost_retransmits, 1);
+
+        // f was sent before that second resend: its duplicate ACK (block ending at the
+        // new mark) resends nothing.
+        send!(s, time 6, dup_ack(sack(6, 36)));
+        recv_nothing!(s, time 6);
+        assert_eq!(
+            s.retransmit_stats(),
+            RetransmitStats {
+                fast_retransmits: 1,
+                lost_retransmits: 1,
+                ..RetransmitStats::default()
+            }
+        );
+
+        // The second resend arrives: everything is acknowledged, recovery ends.
+        send!(s, time 7, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 36),
+            ..SEND_TEMPL
+        });
+        assert_eq!(s.recovery_end, None);
+        assert_eq!(s.rexmit_mark, None);
+    }
+
+    // DockNet patch: retransmit_stats counts fast retransmits and timeouts (each backed-off
+    // RTO separately), and is kept across a reset.
+    #[test]
+    fn test_retransmit_stats_count_timeouts_and_fast_retransmits() {
+        let mut s = socket_established();
+        s.remote_mss = 6;
+        assert_eq!(s.retransmit_stats(), RetransmitStats::default());
+        send!(s, time 0, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            ..SEND_TEMPL
+        });
+        s.send_slice(b"aaaaaabbbbbbccccccdddddd").unwrap();
+        for _ in 0..4 {
+            recv(&mut s, Instant::from_millis(0), |r| assert!(r.is_ok()));
+        }
+        for _ in 0..3 {
+            send!(s, time 10, TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                ..SEND_TEMPL
+            });
+        }
+        recv!(s, time 20, [TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaaaaa"[..],
+            ..RECV_TEMPL
+        }]);
+        assert_eq!(
+            s.retransmit_stats(),
+            RetransmitStats {
+                fast_retransmits: 1,
+                ..RetransmitStats::default()
+            }
+        );
+
+        // No more ACKs: the RTO (1 s, no RTT measured) fires 1 s after the resend, then
+        // 2 s after that.
+        for (expires, count) in [(1020, 1), (3020, 2)] {
+            recv_nothing!(s, time expires - 1);
+            for (i, payload) in [b"aaaaaa", b"bbbbbb", b"cccccc", b"dddddd"]
+                .iter()
+                .enumerate()
+            {
+                recv!(s, time expires, Ok(TcpRepr {
+                    seq_number: LOCAL_SEQ + 1 + 6 * i,
+                    ack_number: Some(REMOTE_SEQ + 1),
+                    payload:    &payload[..],
+                    ..RECV_TEMPL
+                }));
+            }
+            assert_eq!(s.retransmit_stats().timeouts, count);
+        }
+        let stats = RetransmitStats {
+            timeouts: 2,
+            fast_retransmits: 1,
+            ..RetransmitStats::default()
+        };
+        assert_eq!(s.retransmit_stats(), stats);
+
+        s.abort();
+        assert_eq!(s.retransmit_stats(), stats);
+    }
+
+    // The zero-window probe backs off up to the maximum RTO, 60 s (DockNet patch: the
+    // RTO constants are in microseconds, the probe's cap too).
+    #[test]
+    fn test_zero_window_probe_backoff_capped_at_60s() {
+        let mut s = socket_established();
+        s.send_slice(b"abcdef").unwrap();
+        send!(s, time 0, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            window_len: 0,
+            ..SEND_TEMPL
+        });
+        let probe = TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"a"[..],
+            ..RECV_TEMPL
+        };
+        // 1 s, then doubling: 2, 4, 8, 16, 32 s, then 60 s (not 64).
+        for at in [
+            1_000, 3_000, 7_000, 15_000, 31_000, 63_000, 123_000, 183_000,
+        ] {
+            recv_nothing!(s, time at - 1);
+            recv!(s, time at, [probe]);
+        }
     }
 
     #[test]
