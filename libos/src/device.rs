@@ -41,6 +41,21 @@ pub const FILTER_HEAD: usize = eth::ETH_HEADER_LEN + 60 + 4;
 /// Frames held for the app's forwarding path at most (per round).
 pub const APP_BATCH: usize = 256;
 
+/// Most connection requests held back for want of a listening socket; more are dropped
+/// (the client retransmits). Each holds a buffer of its sender's ring.
+pub const SYN_HOLD: usize = 256;
+
+/// True if `head` (a received IPv4 frame's first bytes) is a TCP connection request: SYN
+/// set, ACK clear. Too short a head is not one.
+fn is_tcp_syn(head: &[u8]) -> bool {
+    const IP: usize = eth::ETH_HEADER_LEN;
+    if head.len() < IP + 20 || head[IP + 9] != 6 {
+        return false;
+    }
+    let flags = IP + usize::from(head[IP] & 0x0f) * 4 + 13;
+    matches!(head.get(flags), Some(&f) if f & 0x12 == 0x02)
+}
+
 /// Decides, from the first [`FILTER_HEAD`] bytes of a received IPv4 frame (a private
 /// copy, fewer if the frame is shorter), whether the frame goes to the app's forwarding
 /// path (`true`) or to the TCP/IP stack.
@@ -77,6 +92,12 @@ pub struct DeviceStats {
     pub tx_app_frames: u64,
     /// Frames the app forwarded or sent that found no buffer or ring slot (dropped).
     pub tx_app_no_buffer: u64,
+    /// Connection requests (TCP SYNs) held back a round because no listening socket was
+    /// ready for them (they reach smoltcp once the engine has made one).
+    pub rx_syn_held: u64,
+    /// Connection requests dropped because the hold queue was full too (the client
+    /// retransmits its SYN, as when a kernel's SYN queue overflows).
+    pub rx_syn_dropped: u64,
     /// Received frames dropped on purpose by the fault injector (`DOCKNET_DROP_RX`).
     pub rx_injected_drops: u64,
     /// Received frames that were not IPv4 (or too short to be), handed straight back.
@@ -107,6 +128,15 @@ pub struct PipeDevice {
     /// app handles them in [`crate::engine::Engine::packets`] (capacity [`APP_BATCH`],
     /// allocated once).
     pub(crate) app_rx: std::collections::VecDeque<(Route, RxFrame)>,
+    /// How many more connection requests (TCP SYNs without ACK) smoltcp may see this
+    /// round: as many as the engine has sockets listening (`None`: no limit, nothing
+    /// listens). smoltcp answers a SYN no socket listens for with a reset; holding it
+    /// back until the engine has made another listening socket turns a burst of
+    /// connects into an accept queue instead of resets.
+    syn_budget: Option<usize>,
+    /// SYNs held back for a later round, still in their senders' buffers, oldest first
+    /// (capacity [`SYN_HOLD`], allocated once).
+    held_syns: std::collections::VecDeque<(Route, RxFrame)>,
     /// Our subnet (address & mask), for "is this destination on our link".
     net: (u32, u32),
     pub stats: DeviceStats,
@@ -141,6 +171,8 @@ impl PipeDevice {
             rx_drop: RxDropper::off(),
             filter: None,
             app_rx: std::collections::VecDeque::new(),
+            syn_budget: None,
+            held_syns: std::collections::VecDeque::with_capacity(SYN_HOLD),
             net,
             stats: DeviceStats::default(),
         };
@@ -312,6 +344,11 @@ impl PipeDevice {
         while let Some((route, frame)) = self.app_rx.pop_front() {
             self.receiver(route).give_back(frame.buf);
         }
+        // Held SYNs too (dropped: their clients retransmit).
+        while let Some((route, frame)) = self.held_syns.pop_front() {
+            self.stats.rx_syn_dropped += 1;
+            self.receiver(route).give_back(frame.buf);
+        }
     }
 
     /// Publish sent frames and returned buffers; wake peers that sleep.
@@ -325,8 +362,20 @@ impl PipeDevice {
         }
     }
 
+    /// Let smoltcp see at most `n` connection requests until the next call (`None`: any
+    /// number). Held-back requests go first.
+    pub(crate) fn set_syn_budget(&mut self, n: Option<usize>) {
+        self.syn_budget = n;
+    }
+
     /// The next frame from a fast channel or the pipe, after fault injection.
     fn next_frame(&mut self) -> Option<(Route, RxFrame)> {
+        if !self.held_syns.is_empty() && self.syn_budget != Some(0) {
+            if let Some(n) = self.syn_budget.as_mut() {
+                *n -= 1;
+            }
+            return self.held_syns.pop_front();
+        }
         loop {
             if self.filter.is_some() && self.app_rx.len() >= APP_BATCH {
                 // The app has a full batch to handle first; the rest waits in the rings.
@@ -350,7 +399,7 @@ impl PipeDevice {
             // The header bytes the checks below rest on, copied out once (with a filter,
             // as far as the ports).
             let mut head = [0u8; FILTER_HEAD];
-            let want = if self.filter.is_some() {
+            let want = if self.filter.is_some() || self.syn_budget.is_some() {
                 FILTER_HEAD
             } else {
                 FRAME_HEAD
@@ -377,6 +426,22 @@ impl PipeDevice {
                         self.stats.rx_app_frames += 1;
                         self.app_rx.push_back((route, frame));
                         continue;
+                    }
+                }
+                if self.syn_budget.is_some() && is_tcp_syn(head) {
+                    match self.syn_budget.as_mut() {
+                        Some(0) if self.held_syns.len() < SYN_HOLD => {
+                            self.stats.rx_syn_held += 1;
+                            self.held_syns.push_back((route, frame));
+                            continue;
+                        }
+                        Some(0) => {
+                            self.stats.rx_syn_dropped += 1;
+                            self.receiver(route).give_back(frame.buf);
+                            continue;
+                        }
+                        Some(n) => *n -= 1,
+                        None => {}
                     }
                 }
                 return Some((route, frame));

@@ -6,9 +6,10 @@
 //! its doorbells until a peer posts a frame or smoltcp's next timer is due.
 //!
 //! TCP connections are named by [`TcpId`], UDP sockets by [`UdpId`] (different types, so
-//! one cannot be passed for the other); a [`ListenerId`] is a port with a pool of
-//! listening sockets (smoltcp has no backlog: each pending connection needs its own
-//! socket). An id stays valid until the app closes it: using it afterwards (or an id
+//! one cannot be passed for the other); a [`ListenerId`] is a port with an accept queue
+//! (smoltcp has no backlog: each pending connection needs its own socket, so the engine
+//! keeps a few listening and makes more each round, up to the queue's depth, while the
+//! device holds back connection requests no socket is ready for). An id stays valid until the app closes it: using it afterwards (or an id
 //! whose socket was freed and its slot reused) gives `Err(NetError::BadSocket)`, never a
 //! panic or another connection's data.
 
@@ -239,10 +240,20 @@ pub enum Control {
     Exit,
 }
 
+/// Listening sockets kept ready per port: how many connection requests one round can
+/// take. More wait (in the device) for the next round, when this many are ready again.
+const LISTEN_READY: usize = 8;
+
+/// A listening port: smoltcp's listening socket takes one handshake, so the engine keeps
+/// [`LISTEN_READY`] of them ready and makes another each round one starts a handshake,
+/// until `depth` connections wait (handshaking or established, not yet accepted) — the
+/// accept queue.
 struct Listener {
     port: u16,
-    /// Sockets in Listen (or handshaking) state waiting for a connection.
+    /// Sockets listening, handshaking, or established and waiting for `accept`.
     pool: Vec<SocketHandle>,
+    /// Most connections waiting for `accept` (handshaking ones included).
+    depth: usize,
 }
 
 /// The engine: a pipe device, smoltcp, and the sockets of the app.
@@ -366,7 +377,9 @@ impl Engine {
 
     // ---- TCP ----------------------------------------------------------------------
 
-    /// Listen on `port` with `backlog` sockets ready for simultaneous handshakes.
+    /// Listen on `port`; at most `backlog` connections wait for [`Engine::accept`]
+    /// (handshaking ones included). Connection requests beyond that wait in the device
+    /// and then are dropped (their clients retry), never reset.
     pub fn listen(&mut self, port: u16, backlog: usize) -> Result<ListenerId, NetError> {
         if port == 0 {
             return Err(NetError::Invalid("port 0"));
@@ -374,12 +387,12 @@ impl Engine {
         if self.listeners.iter().flatten().any(|l| l.port == port) {
             return Err(NetError::PortInUse(port));
         }
-        let backlog = backlog.max(1);
-        let mut pool = Vec::with_capacity(backlog);
-        for _ in 0..backlog {
+        let depth = backlog.max(1);
+        let mut pool = Vec::with_capacity(depth.min(1024) + LISTEN_READY);
+        for _ in 0..LISTEN_READY.min(depth) {
             pool.push(self.listening_socket(port)?);
         }
-        self.listeners.push(Some(Listener { port, pool }));
+        self.listeners.push(Some(Listener { port, pool, depth }));
         Ok(ListenerId(self.listeners.len() - 1))
     }
 
@@ -389,17 +402,43 @@ impl Engine {
         Ok(self.sockets.add(s))
     }
 
-    /// A newly established connection on `l`, if any. The listener's pool is refilled so
-    /// it keeps `backlog` sockets listening.
+    /// Before a round: listen again on sockets whose handshake was reset, and keep
+    /// [`LISTEN_READY`] sockets listening on each port whose accept queue has room.
+    /// Returns how many listen (the connection requests this round may take), `None`
+    /// if nothing listens.
+    fn ready_listeners(&mut self) -> Option<usize> {
+        let mut ready_total = None;
+        let mut listeners = std::mem::take(&mut self.listeners);
+        for lst in listeners.iter_mut().flatten() {
+            let mut ready = 0;
+            for &h in &lst.pool {
+                let s = self.sockets.get_mut::<tcp::Socket>(h);
+                if s.state() == tcp::State::Closed {
+                    let _ = s.listen(lst.port);
+                }
+                if s.state() == tcp::State::Listen {
+                    ready += 1;
+                }
+            }
+            let waiting = lst.pool.len() - ready;
+            let room = lst.depth.saturating_sub(waiting);
+            while ready < LISTEN_READY.min(room) {
+                let mut s = self.new_tcp_socket();
+                if s.listen(lst.port).is_err() {
+                    break;
+                }
+                lst.pool.push(self.sockets.add(s));
+                ready += 1;
+            }
+            *ready_total.get_or_insert(0) += ready;
+        }
+        self.listeners = listeners;
+        ready_total
+    }
+
+    /// A newly established connection on `l`, if any (oldest first is not promised).
     pub fn accept(&mut self, l: ListenerId) -> Option<TcpId> {
         let lst = self.listeners.get_mut(l.0)?.as_mut()?;
-        // A handshake that was reset before accept leaves a Closed socket: listen again.
-        for &h in &lst.pool {
-            let s = self.sockets.get_mut::<tcp::Socket>(h);
-            if s.state() == tcp::State::Closed {
-                let _ = s.listen(lst.port);
-            }
-        }
         let pos = lst.pool.iter().position(|&h| {
             let s = self.sockets.get::<tcp::Socket>(h);
             !matches!(
@@ -408,12 +447,6 @@ impl Engine {
             )
         })?;
         let h = lst.pool.swap_remove(pos);
-        let port = lst.port;
-        if let Ok(fresh) = self.listening_socket(port) {
-            if let Some(Some(lst)) = self.listeners.get_mut(l.0) {
-                lst.pool.push(fresh);
-            }
-        }
         Some(TcpId {
             handle: h,
             generation: self.record(h),
@@ -686,6 +719,8 @@ impl Engine {
         self.dev.maintain();
         let before = self.dev.stats;
         let now = self.now();
+        let ready = self.ready_listeners();
+        self.dev.set_syn_budget(ready);
         let changed = self.iface.poll(now, &mut self.dev, &mut self.sockets);
         self.dev.flush();
         self.reap_closed();

@@ -30,8 +30,9 @@ enum Cmd {
         /// TCP port to listen on.
         #[arg(long, default_value_t = 7)]
         port: u16,
-        /// Connections that may be in handshake at once (smoltcp has no backlog).
-        #[arg(long, default_value_t = 16)]
+        /// Accept queue depth: connections that may wait (handshaking or established)
+        /// before the server takes them.
+        #[arg(long, default_value_t = 128)]
         backlog: usize,
         /// Socket buffer size per direction, bytes.
         #[arg(long, default_value_t = 1 << 20)]
@@ -43,8 +44,8 @@ enum Cmd {
         /// TCP port to listen on.
         #[arg(long, default_value_t = 80)]
         port: u16,
-        /// Connections that may be in handshake at once.
-        #[arg(long, default_value_t = 16)]
+        /// Accept queue depth: connections that may wait before the server takes them.
+        #[arg(long, default_value_t = 128)]
         backlog: usize,
         /// The page's text.
         #[arg(long, default_value = "hello from dn-echo on DockNet\n")]

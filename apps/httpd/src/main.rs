@@ -29,8 +29,10 @@ struct Cli {
     /// TCP port.
     #[arg(long, default_value_t = 80)]
     port: u16,
-    /// Connections that may be in handshake at once (listening sockets).
-    #[arg(long, default_value_t = 64)]
+    /// Accept queue depth: connections that may wait (in handshake or established) before
+    /// the server takes them; connection requests beyond it wait and are then dropped
+    /// (clients retry), never reset.
+    #[arg(long, default_value_t = 1024)]
     backlog: usize,
     /// Most open connections; more are answered 503 and closed.
     #[arg(long, default_value_t = 4096)]
