@@ -1,7 +1,10 @@
 //! dn-httpd (issue 4) over the TAP backend: the host kernel, in the namespace holding
 //! docknetd's TAP, fetches the compiled-in sample site with curl: every file byte-equal
 //! to its source, gzip negotiation, ETag → 304, HEAD, ranges (206/416), and the site's
-//! 404 page. Needs root (network namespaces, TAP); prints why and passes otherwise.
+//! 404 page; and methods it does not serve (POST, PUT, DELETE) are answered 405 with
+//! `Allow`, their bodies (Content-Length or chunked, up to 100,000 bytes) skipped so a
+//! pipelined GET after them is served on the same connection.
+//! Needs root (network namespaces, TAP); prints why and passes otherwise.
 
 use docknet_tests::httpd::{curl_i, curl_raw, gunzip, site_file, site_files, HttpdSite};
 use docknet_tests::nic;
@@ -225,6 +228,133 @@ fn httpd_serves_the_sample_site_over_tap() {
     let r = curl_i(ns, &[&s.url("/docs")]);
     assert_eq!(r.status, 301, "{}", r.head_text());
     assert_eq!(r.header("location"), Some("/docs/"));
+
+    assert!(s.httpd_alive(), "dn-httpd exited:\n{}", s.logs());
+}
+
+/// A request for `method` with a body of `size` bytes (Content-Length, or chunked in
+/// pieces of at most 4000 bytes with an extension and a trailer), then a pipelined GET.
+fn refused_then_get(method: &str, size: usize, chunked: bool) -> Vec<u8> {
+    let body: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut req = Vec::new();
+    if chunked {
+        req.extend_from_slice(
+            format!("{method} /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .as_bytes(),
+        );
+        for piece in body.chunks(4000) {
+            req.extend_from_slice(format!("{:x};n=1\r\n", piece.len()).as_bytes());
+            req.extend_from_slice(piece);
+            req.extend_from_slice(b"\r\n");
+        }
+        req.extend_from_slice(b"0\r\nX-Trailer: t\r\n\r\n");
+    } else {
+        req.extend_from_slice(
+            format!("{method} /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {size}\r\n\r\n")
+                .as_bytes(),
+        );
+        req.extend_from_slice(&body);
+    }
+    req.extend_from_slice(b"GET /data.json HTTP/1.1\r\nHost: t\r\n\r\n");
+    req
+}
+
+#[test]
+fn httpd_answers_other_methods_405_and_stays_in_step() {
+    use docknet_tests::httpd::{connect_in, lossy, read_reply, Reply};
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+
+    let _serial = nic::serial();
+    if !nic::need_root("httpd_answers_other_methods_405_and_stays_in_step") {
+        return;
+    }
+    // A receive buffer smaller than the largest body: it must be skipped as it streams.
+    let mut s = HttpdSite::start(&["--rx-buffer", "16384"]);
+    let ns = s.ns();
+    let data = site_file("data.json");
+    let check = |what: &str, r: &Reply, pairs: usize| {
+        let want: Vec<u16> = [405, 200].repeat(pairs);
+        assert_eq!(
+            r.statuses(),
+            want,
+            "{what}: received {}\n{}",
+            lossy(&r.bytes),
+            s.logs()
+        );
+        for pair in r.responses.chunks(2) {
+            let (refused, got) = (&pair[0], &pair[1]);
+            assert_eq!(
+                refused.status_line, "HTTP/1.1 405 Method Not Allowed",
+                "{what}"
+            );
+            assert_eq!(refused.header("allow"), Some("GET, HEAD"), "{what}");
+            assert_eq!(
+                refused.header("connection"),
+                None,
+                "{what}: the 405 should keep the connection"
+            );
+            assert!(got.body == data, "{what}: the GET's body differs");
+        }
+        assert!(!r.closed, "{what}: the server closed the connection");
+    };
+
+    // Each refused request and its GET in one write, on a new connection.
+    let mut everything = Vec::new();
+    let mut pairs = 0;
+    for chunked in [false, true] {
+        for method in ["POST", "PUT", "DELETE"] {
+            for size in [0, 3, 100_000] {
+                let what = format!(
+                    "{method} with {size} bytes ({})",
+                    if chunked { "chunked" } else { "Content-Length" }
+                );
+                let req = refused_then_get(method, size, chunked);
+                everything.extend_from_slice(&req);
+                pairs += 1;
+                let start = Instant::now();
+                let mut c = connect_in(ns, s.addr(), Duration::from_secs(5)).expect("connect");
+                let _ = c.set_nodelay(true);
+                c.write_all(&req)
+                    .unwrap_or_else(|e| panic!("{what}: write: {e}\n{}", s.logs()));
+                let r = read_reply(&mut c, 2, false, false, Duration::from_secs(10));
+                check(&what, &r, 1);
+                eprintln!("[httpd] {what} + GET: 405, 200 in {:.0?}", start.elapsed());
+            }
+        }
+    }
+    // All eighteen back to back on one connection, in one write.
+    let mut c = connect_in(ns, s.addr(), Duration::from_secs(5)).expect("connect");
+    c.write_all(&everything).expect("write");
+    let r = read_reply(&mut c, 2 * pairs, false, false, Duration::from_secs(20));
+    check("all on one connection", &r, pairs);
+    eprintln!(
+        "[httpd] {pairs} refused requests ({} bytes) and their GETs on one connection: ok",
+        everything.len()
+    );
+
+    // Connection: close on the refused request: 405, its body read, then closed.
+    let mut c = connect_in(ns, s.addr(), Duration::from_secs(5)).expect("connect");
+    let mut req =
+        b"POST / HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 100000\r\n\r\n"
+            .to_vec();
+    req.resize(req.len() + 100_000, b'z');
+    c.write_all(&req).expect("write");
+    let r = read_reply(&mut c, 1, true, false, Duration::from_secs(10));
+    assert_eq!(r.statuses(), [405], "{}", lossy(&r.bytes));
+    assert_eq!(r.responses[0].header("connection"), Some("close"));
+    assert!(r.closed, "Connection: close should close after the 405");
+    // Broken chunked framing after the 405: the connection is closed, the bytes after
+    // it are not taken for a request.
+    let mut c = connect_in(ns, s.addr(), Duration::from_secs(5)).expect("connect");
+    c.write_all(
+        b"PUT / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcdef\r\n0\r\n\r\nGET /data.json HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .expect("write");
+    let r = read_reply(&mut c, 1, true, false, Duration::from_secs(10));
+    assert_eq!(r.statuses(), [405], "{}", lossy(&r.bytes));
+    assert!(r.closed, "broken chunked framing should close");
+    eprintln!("[httpd] Connection: close and broken chunked framing: 405, closed");
 
     assert!(s.httpd_alive(), "dn-httpd exited:\n{}", s.logs());
 }

@@ -2,8 +2,18 @@
 //!
 //! Keep-alive and pipelining (requests answered in order, one response at a time per
 //! connection), GET and HEAD, Accept-Encoding (br, gzip), If-None-Match → 304, single
-//! byte ranges → 206/416, and 400/404/405/413/414/431/505 for bad requests; limits on
-//! head size, idle and slow connections, and the number of connections.
+//! byte ranges → 206/416, and 400/404/413/414/431/505 for bad requests (then the
+//! connection is closed); limits on head size, idle and slow connections, and the number
+//! of connections.
+//!
+//! Any other method (POST, PUT, DELETE, …) gets `405 Method Not Allowed` with
+//! `Allow: GET, HEAD`, whatever its body's size, and the connection stays open: the body
+//! (Content-Length, or chunked) is read and thrown away as it arrives, without buffering
+//! it, and the request after it is served. Exceptions: faulty framing (Transfer-Encoding
+//! that does not end in chunked, with Content-Length, or on HTTP/1.0; two different
+//! Content-Lengths) is 400 and close; a body announced with `Expect: 100-continue` is
+//! answered 405 with `Connection: close` (the client has not sent it and need not); a
+//! chunked body found broken while it is skipped closes the connection.
 
 mod http;
 
@@ -12,7 +22,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use docknet::runtime::AppResult;
 use docknet::{Control, Engine, SocketId};
-use http::{Limits, Method, Parse, Request};
+use http::{BodySkip, Limits, Method, Parse, Request};
 
 #[allow(dead_code, clippy::all)]
 mod site {
@@ -64,8 +74,10 @@ struct Conn {
     head_sent: usize,
     body: &'static [u8],
     body_sent: usize,
-    /// Close after the current response.
+    /// Close after the current response (and after `skip`, if set).
     close_after: bool,
+    /// The body of a refused (405) request, still being read and thrown away.
+    skip: Option<BodySkip>,
     last_active: Instant,
     /// When the first byte of an unfinished request head arrived.
     head_started: Option<Instant>,
@@ -122,6 +134,7 @@ fn serve(engine: &mut Engine, cli: &Cli) -> AppResult {
                 body: &[],
                 body_sent: 0,
                 close_after: false,
+                skip: None,
                 last_active: now,
                 head_started: None,
             });
@@ -195,12 +208,51 @@ fn step(e: &mut Engine, c: &mut Conn, limits: &Limits, work: Duration, now: Inst
                 return true; // send buffer full: continue next round
             }
             c.last_active = now;
-            if c.close_after {
+            if c.close_after && c.skip.is_none() {
                 let _ = e.close(c.id);
                 return false;
             }
         }
-        // 2. Parse a buffered request (pipelining) before reading more.
+        // 2. Throw away the body of a refused request, so the next request is found:
+        // first what is buffered, then straight out of the socket's receive buffer.
+        if let Some(skip) = &mut c.skip {
+            let skipped = if c.inbuf.is_empty() {
+                match e.recv_with(c.id, |data| match skip.skip(data) {
+                    Ok(n) => (n, Ok(n)),
+                    Err(bad) => (0, Err(bad)),
+                }) {
+                    Ok(r) => r,
+                    Err(_) => {
+                        // The peer closed mid-body.
+                        let _ = e.close(c.id);
+                        return false;
+                    }
+                }
+            } else {
+                skip.skip(&c.inbuf).inspect(|&n| {
+                    c.inbuf.drain(..n);
+                })
+            };
+            let Ok(n) = skipped else {
+                // Broken chunked framing: where the next request starts is unknown.
+                let _ = e.close(c.id);
+                return false;
+            };
+            if n > 0 {
+                c.last_active = now;
+            }
+            if skip.done() {
+                c.skip = None;
+                if c.close_after {
+                    let _ = e.close(c.id);
+                    return false;
+                }
+            } else if n == 0 {
+                return true; // wait for more of the body
+            }
+            continue;
+        }
+        // 3. Parse a buffered request (pipelining) before reading more.
         let inbuf = std::mem::take(&mut c.inbuf);
         let parsed = http::parse(&inbuf, limits);
         let used = match parsed {
@@ -212,6 +264,21 @@ fn step(e: &mut Engine, c: &mut Conn, limits: &Limits, work: Duration, now: Inst
                     }
                 }
                 respond(c, &req);
+                Some(len)
+            }
+            Parse::NotAllowed {
+                len,
+                body,
+                keep_alive,
+                http11,
+                expect_continue,
+            } => {
+                // A client that sent `Expect: 100-continue` may be holding the body back
+                // until it hears from us: we cannot know whether it will follow, so close.
+                let held_back = expect_continue && body != http::Body::None;
+                c.close_after = !keep_alive || held_back;
+                c.skip = if held_back { None } else { BodySkip::new(body) };
+                not_allowed(c, !http11);
                 Some(len)
             }
             Parse::Error(status) => {
@@ -235,7 +302,7 @@ fn step(e: &mut Engine, c: &mut Conn, limits: &Limits, work: Duration, now: Inst
         if !c.inbuf.is_empty() && c.head_started.is_none() {
             c.head_started = Some(now);
         }
-        // 3. Read more.
+        // 4. Read more.
         let mut buf = [0u8; 4096];
         match e.read(c.id, &mut buf) {
             Ok(0) => return true,
@@ -262,9 +329,6 @@ fn error_response(status: u16, close: bool) -> Vec<u8> {
         http::reason(status),
         body.len()
     );
-    if status == 405 {
-        h.push_str("Allow: GET, HEAD\r\n");
-    }
     h.push_str(if close {
         "Connection: close\r\n\r\n"
     } else {
@@ -272,6 +336,32 @@ fn error_response(status: u16, close: bool) -> Vec<u8> {
     });
     h.push_str(&body);
     h.into_bytes()
+}
+
+/// The body of a 405.
+const NOT_ALLOWED_BODY: &[u8] = b"405 Method Not Allowed\n";
+
+/// Queue the 405 for a method we do not serve, honouring `c.close_after`.
+fn not_allowed(c: &mut Conn, http10: bool) {
+    not_allowed_head(&mut c.head, c.close_after, http10);
+    c.head_sent = 0;
+    c.body = NOT_ALLOWED_BODY;
+    c.body_sent = 0;
+}
+
+/// The head of a 405 into `h` (cleared first), from constant pieces: no allocation once
+/// `h` has grown to fit. HTTP/1.0 clients that stay need the keep-alive line.
+fn not_allowed_head(h: &mut Vec<u8>, close: bool, http10: bool) {
+    h.clear();
+    h.extend_from_slice(b"HTTP/1.1 405 Method Not Allowed\r\nAllow: ");
+    h.extend_from_slice(http::ALLOW.as_bytes());
+    h.extend_from_slice(b"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 23\r\n");
+    if close {
+        h.extend_from_slice(b"Connection: close\r\n");
+    } else if http10 {
+        h.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    h.extend_from_slice(b"\r\n");
 }
 
 fn connection_line(h: &mut Vec<u8>, req: &Request, close: bool) {
@@ -387,5 +477,48 @@ fn respond(c: &mut Conn, req: &Request) {
     c.head.extend_from_slice(b"\r\n");
     if !head_only {
         c.body = v.body;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_405_is_well_formed() {
+        for (close, http10, conn) in [
+            (false, false, None),
+            (true, false, Some("close")),
+            (true, true, Some("close")),
+            (false, true, Some("keep-alive")),
+        ] {
+            let mut h = Vec::new();
+            not_allowed_head(&mut h, close, http10);
+            let text = std::str::from_utf8(&h).expect("ASCII");
+            assert!(
+                text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+                "{text}"
+            );
+            assert!(text.ends_with("\r\n\r\n"), "{text}");
+            let header = |name: &str| {
+                text.split("\r\n")
+                    .skip(1)
+                    .filter_map(|l| l.split_once(": "))
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v)
+            };
+            assert_eq!(header("allow"), Some("GET, HEAD"));
+            assert_eq!(
+                header("content-length"),
+                Some(NOT_ALLOWED_BODY.len().to_string().as_str())
+            );
+            assert_eq!(
+                header("connection"),
+                conn,
+                "close {close}, HTTP/1.0 {http10}"
+            );
+        }
+        assert_eq!(http::reason(405), "Method Not Allowed");
+        assert!(NOT_ALLOWED_BODY.starts_with(b"405 Method Not Allowed"));
     }
 }
