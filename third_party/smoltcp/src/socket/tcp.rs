@@ -2850,7 +2850,16 @@ impl<'a> Socket<'a> {
                 let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
 
                 let offset = if self.pending_fast_retransmit {
-                    let size = effective_mss.min(self.tx_buffer.len());
+                    // DockNet patch: resend only what was sent. Upstream took a whole MSS
+                    // from the buffer; with less than that in flight (a tail-loss probe)
+                    // the resend carried new data, possibly past the peer's window, which
+                    // then left no window to send in and no retransmission timer: a stall.
+                    let sent = if self.remote_last_seq > self.local_seq_no {
+                        self.remote_last_seq - self.local_seq_no
+                    } else {
+                        0
+                    };
+                    let size = effective_mss.min(self.tx_buffer.len()).min(sent);
                     repr.seq_number = self.local_seq_no;
                     repr.payload = self.tx_buffer.get_allocated(0, size);
 
