@@ -9,6 +9,7 @@ mod fairness;
 mod httpd;
 mod interhost;
 mod kernel;
+mod loss;
 mod nat;
 mod netns;
 mod pingpong;
@@ -235,8 +236,51 @@ executable (or --bin-dir); dn-httpd with the 1 KB page is built as for `httpd` u
 --httpd-bin. Everything started (docknetd, the cluster, temp dirs) is removed on exit,
 including on SIGINT/SIGTERM/SIGHUP.";
 
+const LOSS_ABOUT: &str = "\
+How fast TCP recovers from random loss (issue 10): COUNT sequential echoes of SIZE bytes on
+one connection (write SIZE, read SIZE back, repeat; default 16 x 1 MiB) at each loss rate
+each way, DockNet beside the kernel, in one run.
+
+Paths:
+  kernel-veth-bridge  the bench's kernel echo client and server (std::net, TCP_NODELAY) in
+                      namespaces a (10.78.0.2) and b (10.78.0.3) joined by veths to a Linux
+                      bridge in a third; every link at --mtu, TSO, GSO and GRO off on every
+                      veth end (so one drop is one MTU-sized packet, as on the pipes). There
+                      is no sch_netem here: loss is an nftables table in a and b with
+                      `numgen random mod 1000 < N counter drop` on input (N = 1, 10, 30 for
+                      0.1%, 1%, 3%), reloaded before each run. Needs root, nft and ethtool.
+  docknet-fc          dn-echo server --port 7 on pipe c (10.88.0.4/16), dn-echo client on
+                      pipe d (10.88.0.5/16), `docknetctl fc create c d`
+  docknet-master      the same on pipes a (10.88.0.2/16) and b (10.88.0.3/16), through docknetd
+DockNet loss: DOCKNET_DROP_RX=RATE on both services (omitted at 0), a fresh
+DOCKNET_DROP_SEED per process (from --seed on); a fresh dn-echo server per run, so its
+retransmission report (printed at exit) covers that run. One docknetd --nic none, run dir
+/tmp/dnbench-PID-loss, pipes at --mtu.
+
+Each cell (rate, path) runs --runs times, in rounds (every rate on every path, then again).
+time = the client's own measure: connection established to the last byte of the last echo
+back. The table: median, min-max, kernel / DockNet (kernel median over DockNet median: > 1
+means DockNet is faster), retransmission timeouts / all retransmissions and dropped /
+received frames summed over the runs, each run's time. A run that fails or stalls (killed
+after --timeout seconds) is reported in the table, and the run goes on.
+
+Output: the table and the target (DockNet at least as fast as the kernel at every rate) on
+stdout; OUT/loss.svg (median time and kernel / DockNet per rate), OUT/loss.md (with the
+kernel network's commands and ruleset), OUT/loss.json (every run). Progress on stderr.
+Everything started (docknetd, services, namespaces dnbPIDl{a,b,br}, temp dirs) is removed on
+exit, including on SIGINT/SIGTERM/SIGHUP.";
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Sequential 1 MiB echoes at random loss (0-3%), DockNet beside the kernel (issue 10).
+    #[command(
+        long_about = LOSS_ABOUT,
+        mut_arg("keep_run_dir", |a| a.help(
+            "Keep the temp dirs (/tmp/dnbench-PID-loss*) for inspection"
+        )),
+    )]
+    Loss(LossCli),
+
     /// What dn-nat adds (latency, requests/s) beside the kernel's nftables DNAT (issue 9).
     #[command(
         long_about = NAT_ABOUT,
@@ -351,6 +395,53 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct LossCli {
+    /// Loss rates each way, comma-separated: percentages (1%) or fractions (0.01).
+    #[arg(long, default_value = "0,0.1%,1%,3%")]
+    rates: loss::RateList,
+
+    /// Paths to run, comma-separated, in this order.
+    #[arg(long, default_value = "kernel-veth-bridge,docknet-fc,docknet-master")]
+    paths: loss::LossPathList,
+
+    /// Runs per (rate, path); median and min-max reported.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    runs: u64,
+
+    /// Message size (K = 1024, M = 1024²).
+    #[arg(long, default_value = "1M", value_parser = parse_size_arg)]
+    size: usize,
+
+    /// Sequential echoes per run, on one connection.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    count: u64,
+
+    /// Unmeasured echoes first, on the same connection (default: none; the first echo of
+    /// a fresh connection is measured).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    warmup: u64,
+
+    /// IP MTU of the pipes and of every kernel link.
+    #[arg(long, default_value_t = 9000, value_parser = clap::value_parser!(u32).range(576..=65000))]
+    mtu: u32,
+
+    /// First DOCKNET_DROP_SEED; every DockNet process gets the next one.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+
+    /// Seconds one run may take before it is stopped and reported as failed.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    timeout: u64,
+
+    /// Directory for loss.svg, loss.md and loss.json.
+    #[arg(long, default_value = "docs/bench")]
+    out: PathBuf,
+
+    #[command(flatten)]
+    run: RunCli,
 }
 
 #[derive(clap::Args, Debug)]
@@ -765,7 +856,8 @@ fn main() {
         | Cmd::Fairness(_)
         | Cmd::Ratelimit(_)
         | Cmd::Nat(_)
-        | Cmd::Cluster(_) => "info",
+        | Cmd::Cluster(_)
+        | Cmd::Loss(_) => "info",
         _ => "warn",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
@@ -821,6 +913,24 @@ fn main() {
                 command_line,
             };
             bench(|| nat::run(&na))
+        }
+        Cmd::Loss(c) => {
+            let la = loss::LossArgs {
+                rates: c.rates.0,
+                paths: c.paths.0,
+                runs: c.runs as usize,
+                size: c.size,
+                count: c.count as usize,
+                warmup: c.warmup as usize,
+                mtu: c.mtu,
+                seed: c.seed,
+                timeout: Duration::from_secs(c.timeout),
+                out: c.out,
+                bin_dir: c.run.bin_dir,
+                keep_run_dir: c.run.keep_run_dir,
+                command_line,
+            };
+            bench(|| loss::run(&la))
         }
         Cmd::Cluster(c) => {
             let ca = cluster::ClusterArgs {
@@ -1022,6 +1132,61 @@ mod tests {
         assert_eq!(c.cores.unwrap().0, vec![0, 1]);
         assert_eq!(c.members, vec![2, 4]);
         assert!(Cli::try_parse_from(["docknet-bench", "cluster", "--members", "0"]).is_err());
+    }
+
+    #[test]
+    fn loss_defaults_parse() {
+        use crate::loss::{LossPath, LossRate};
+        let cli = Cli::try_parse_from(["docknet-bench", "loss"]).unwrap();
+        let Cmd::Loss(l) = cli.cmd else {
+            panic!("not loss")
+        };
+        assert_eq!(
+            l.rates.0,
+            vec![
+                LossRate(0),
+                LossRate(1000),
+                LossRate(10_000),
+                LossRate(30_000)
+            ]
+        );
+        assert_eq!(l.paths.0, LossPath::ALL.to_vec());
+        assert_eq!((l.runs, l.size, l.count, l.mtu), (5, 1 << 20, 16, 9000));
+        assert_eq!((l.timeout, l.warmup), (120, 0));
+        assert_eq!(l.out, PathBuf::from("docs/bench"));
+        let cli = Cli::try_parse_from([
+            "docknet-bench",
+            "loss",
+            "--rates",
+            "2%,0.005",
+            "--paths",
+            "docknet-fc,kernel-veth-bridge",
+            "--runs",
+            "1",
+            "--size",
+            "64K",
+            "--bin-dir",
+            "/x",
+        ])
+        .unwrap();
+        let Cmd::Loss(l) = cli.cmd else {
+            panic!("not loss")
+        };
+        assert_eq!(l.rates.0, vec![LossRate(20_000), LossRate(5000)]);
+        assert_eq!(l.paths.0, vec![LossPath::DocknetFc, LossPath::Kernel]);
+        assert_eq!((l.runs, l.size), (1, 65536));
+        assert_eq!(l.run.bin_dir, Some(PathBuf::from("/x")));
+        for bad in [
+            &["--rates", "lots"][..],
+            &["--rates", "75%"],
+            &["--paths", "kernel-lo"],
+            &["--runs", "0"],
+            &["--mtu", "100"],
+        ] {
+            let mut argv = vec!["docknet-bench", "loss"];
+            argv.extend_from_slice(bad);
+            assert!(Cli::try_parse_from(&argv).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

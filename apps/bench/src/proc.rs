@@ -38,6 +38,12 @@ impl Tail {
         t.lines.push_back(line);
     }
 
+    /// The last lines (at most 20), oldest first.
+    pub fn lines(&self) -> Vec<String> {
+        let t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        t.lines.iter().cloned().collect()
+    }
+
     /// A one-line digest for error reports: a Rust panic's location and
     /// message if there is one, else the last few non-empty lines, joined
     /// with " | " and cut to a few hundred characters.
@@ -107,6 +113,8 @@ pub struct ChildGuard {
     stdout_lines: mpsc::Receiver<String>,
     pub stderr_tail: Tail,
     pub stdout_tail: Tail,
+    /// The thread reading stderr (joined by [`ChildGuard::stop`]).
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ChildGuard {
@@ -119,9 +127,10 @@ impl ChildGuard {
         if let Some(out) = child.stdout.take() {
             pump(out, format!("{name} out"), stdout_tail.clone(), Some(tx));
         }
-        if let Some(err) = child.stderr.take() {
-            pump(err, format!("{name} err"), stderr_tail.clone(), None);
-        }
+        let stderr_reader = child
+            .stderr
+            .take()
+            .map(|err| pump(err, format!("{name} err"), stderr_tail.clone(), None));
         log::debug!("{name}: started pid {}", child.id());
         Ok(ChildGuard {
             name: name.to_string(),
@@ -130,6 +139,7 @@ impl ChildGuard {
             stdout_lines: rx,
             stderr_tail,
             stdout_tail,
+            stderr_reader,
         })
     }
 
@@ -186,26 +196,49 @@ impl ChildGuard {
     }
 }
 
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-                // SAFETY: kill(2) on our own not-yet-reaped child (positive pid).
-                unsafe { libc::kill(pid, libc::SIGTERM) };
+impl ChildGuard {
+    /// SIGTERM, up to `grace` to exit, then SIGKILL; its exit status.
+    fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        if let Some(s) = self.child.try_wait().ok().flatten() {
+            return Some(s);
+        }
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill(2) on our own not-yet-reaped child (positive pid).
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().ok().flatten() {
+                return Some(s);
             }
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while Instant::now() < deadline {
-                if self.child.try_wait().ok().flatten().is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        log::warn!("{}: did not exit on SIGTERM, killing", self.name);
+        let _ = self.child.kill();
+        self.child.wait().ok()
+    }
+
+    /// Stops the child as drop does (SIGTERM, then SIGKILL after `grace`) and waits (at
+    /// most a second) until its stderr is read to the end, so that [`Self::stderr_tail`]
+    /// holds what it printed on the way out. Its exit status.
+    pub fn stop(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let status = self.terminate(grace);
+        if let Some(h) = self.stderr_reader.take() {
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while !h.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
             }
-            if self.child.try_wait().ok().flatten().is_none() {
-                log::warn!("{}: did not exit on SIGTERM, killing", self.name);
-                let _ = self.child.kill();
-                let _ = self.child.wait();
+            if h.is_finished() {
+                let _ = h.join();
             }
         }
+        status
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.terminate(Duration::from_secs(2));
         cleanup::unregister(self.id);
         log::debug!("{}: stopped", self.name);
     }
@@ -217,6 +250,8 @@ pub struct Output {
     pub status: String,
     pub stdout: String,
     pub stderr_tail: String,
+    /// Its last stderr lines (at most 20), oldest first.
+    pub stderr_lines: Vec<String>,
 }
 
 /// Spawns `cmd` (stdin null, stdout/stderr piped, signals unblocked) and registers it for
@@ -281,6 +316,7 @@ pub fn run_with_timeout(name: &str, cmd: Command, timeout: Duration) -> Result<O
         status,
         stdout,
         stderr_tail: err_tail.digest(),
+        stderr_lines: err_tail.lines(),
     })
 }
 
