@@ -787,21 +787,6 @@ impl DocknetSide {
     }
 }
 
-/// The median of a non-empty slice (the mean of the middle two for an even count).
-pub fn median(v: &[f64]) -> Option<f64> {
-    let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
-    if s.is_empty() {
-        return None;
-    }
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    Some(if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    })
-}
-
 /// One (path, rate) cell over all its runs.
 #[derive(Debug, Clone, Serialize)]
 pub struct Cell {
@@ -839,7 +824,7 @@ pub fn cells(results: &[RunResult], rates: &[LossRate], paths: &[LossPath]) -> V
                 continue;
             }
             let each_s: Vec<f64> = runs.iter().filter_map(|r| r.elapsed_s).collect();
-            let med = median(&each_s);
+            let med = crate::stats::median(&each_s);
             if path == LossPath::Kernel {
                 kernel_med = med;
             }
@@ -1461,9 +1446,6 @@ mod tests {
 
     #[test]
     fn cells_table_and_verdict() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
-        assert_eq!(median(&[]), None);
         let rates = [LossRate(0), LossRate(10_000)];
         let paths = [
             LossPath::Kernel,

@@ -122,20 +122,6 @@ pub struct LatSummary {
     pub added_p50_each: Vec<f64>,
 }
 
-pub fn median(v: &[f64]) -> Option<f64> {
-    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
-}
-
 impl LatRow {
     pub fn summary(&self) -> Option<LatSummary> {
         let ok: Vec<(&PointResult, &PointResult)> = self
@@ -147,7 +133,7 @@ impl LatRow {
             return None;
         }
         let m = |f: &dyn Fn(&(&PointResult, &PointResult)) -> f64| {
-            median(&ok.iter().map(f).collect::<Vec<_>>()).unwrap_or(f64::NAN)
+            crate::stats::median(&ok.iter().map(f).collect::<Vec<_>>()).unwrap_or(f64::NAN)
         };
         let added_p50_each: Vec<f64> = ok
             .iter()
@@ -1641,9 +1627,6 @@ mod tests {
 
     #[test]
     fn medians_and_added() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
-        assert_eq!(median(&[]), None);
         let r = row("docknet-fc", &[(1.0, 1.5), (2.0, 4.0), (1.2, 2.0)]);
         let s = r.summary().unwrap();
         assert_eq!(s.rounds, 3);

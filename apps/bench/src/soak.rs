@@ -49,21 +49,6 @@ pub struct Window {
     pub arp_answered: u64,
 }
 
-/// The median of `v` (mean of the middle two for an even count); `None` if empty.
-pub fn median(v: &[f64]) -> Option<f64> {
-    let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
-    if s.is_empty() {
-        return None;
-    }
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    Some(if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    })
-}
-
 /// What the run shows: median, worst window, and the windows under 75% of the median.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -82,7 +67,7 @@ pub fn summarize(w: &[Window]) -> Summary {
         .iter()
         .map(|w| w.point.as_ref().map_or(0.0, |p| p.rps))
         .collect();
-    let med = median(&rps).unwrap_or(0.0);
+    let med = crate::stats::median(&rps).unwrap_or(0.0);
     let min = rps.iter().copied().fold(f64::INFINITY, f64::min);
     let min = if min.is_finite() { min } else { 0.0 };
     Summary {
@@ -449,13 +434,6 @@ mod tests {
             arp_requests: 1,
             arp_answered: 0,
         }
-    }
-
-    #[test]
-    fn median_odd_even_empty() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
-        assert_eq!(median(&[]), None);
     }
 
     #[test]

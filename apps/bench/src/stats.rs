@@ -16,6 +16,22 @@ pub struct PointResult {
     pub elapsed_s: f64,
 }
 
+/// The median of `v`'s finite values (the mean of the middle two for an even count);
+/// `None` if there are none.
+pub fn median(v: &[f64]) -> Option<f64> {
+    let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if s.is_empty() {
+        return None;
+    }
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    Some(if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    })
+}
+
 /// Nearest-rank percentile of an ascending-sorted slice: the smallest value
 /// such that at least `p` percent of the samples are <= it.
 /// `p` is clamped to [0, 100]; an empty slice gives `None`.
@@ -61,6 +77,14 @@ pub fn goodput_gbps(size: usize, count: usize, elapsed_s: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn median_odd_even_empty() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[f64::NAN, 1.0]), Some(1.0));
+    }
 
     #[test]
     fn percentile_nearest_rank() {

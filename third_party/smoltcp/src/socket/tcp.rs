@@ -899,34 +899,6 @@ impl<'a> Socket<'a> {
         self.ack_delay = duration
     }
 
-    /// The SACK block to report with acknowledgement number `ack` (RFC 2018): the one
-    /// holding the segment that arrived last, else the lowest one.
-    fn first_sack_block(&self, ack: TcpSeqNumber) -> Option<(u32, u32)> {
-        if let Some(last_seg_seq) = self.local_rx_last_seq {
-            let found = self
-                .assembler
-                .iter_data()
-                .map(|(left, right)| (ack + left, ack + right))
-                .find(|&(left, right)| left <= last_seg_seq && right >= last_seg_seq)
-                .map(|(left, right)| (left.0 as u32, right.0 as u32));
-            if found.is_some() {
-                return found;
-            }
-        }
-        // The matching segment was removed from the assembler, meaning the acknowledgement
-        // number has advanced, or there was no previous sACK.
-        //
-        // While the RFC says we SHOULD keep a list of reported sACK ranges, and iterate
-        // through those, that is currently infeasible. Instead, we offer the range with
-        // the lowest sequence number (if one exists) to hint at what segments would
-        // most quickly advance the acknowledgement number.
-        self.assembler
-            .iter_data()
-            .map(|(left, right)| (ack + left, ack + right))
-            .next()
-            .map(|(left, right)| (left.0 as u32, right.0 as u32))
-    }
-
     /// Arm the tail-loss probe (DockNet patch) for 2 × SRTT + the peer's ACK delay from
     /// `now`, if that comes before the RTO and a round trip was measured.
     fn arm_probe(&mut self, now: Instant) {
@@ -1678,8 +1650,34 @@ impl<'a> Socket<'a> {
             // length fields in the option) MUST specify the contiguous block of data containing
             // the segment which triggered this ACK, unless that segment advanced the
             // Acknowledgment Number field in the header.
+            reply_repr.sack_ranges[0] = None;
+
             let ack = reply_repr.ack_number.unwrap_or(TcpSeqNumber(0));
-            reply_repr.sack_ranges[0] = self.first_sack_block(ack);
+
+            if let Some(last_seg_seq) = self.local_rx_last_seq {
+                reply_repr.sack_ranges[0] = self
+                    .assembler
+                    .iter_data()
+                    .map(|(left, right)| (ack + left, ack + right))
+                    .find(|&(left, right)| left <= last_seg_seq && right >= last_seg_seq)
+                    .map(|(left, right)| (left.0 as u32, right.0 as u32));
+            }
+
+            if reply_repr.sack_ranges[0].is_none() {
+                // The matching segment was removed from the assembler, meaning the acknowledgement
+                // number has advanced, or there was no previous sACK.
+                //
+                // While the RFC says we SHOULD keep a list of reported sACK ranges, and iterate
+                // through those, that is currently infeasible. Instead, we offer the range with
+                // the lowest sequence number (if one exists) to hint at what segments would
+                // most quickly advance the acknowledgement number.
+                reply_repr.sack_ranges[0] = self
+                    .assembler
+                    .iter_data()
+                    .map(|(left, right)| (ack + left, ack + right))
+                    .next()
+                    .map(|(left, right)| (left.0 as u32, right.0 as u32));
+            }
         }
 
         // Since the sACK option may have changed the length of the payload, update that.
