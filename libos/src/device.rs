@@ -41,6 +41,9 @@ pub const FILTER_HEAD: usize = eth::ETH_HEADER_LEN + 60 + 4;
 /// Frames held for the app's forwarding path at most (per round).
 pub const APP_BATCH: usize = 256;
 
+/// Frames smoltcp may take from the rings per engine round (see [`PipeDevice::rx_burst`]).
+pub const RX_BURST: usize = 32;
+
 /// Most connection requests held back for want of a listening socket; more are dropped
 /// (the client retransmits). Each holds a buffer of its sender's ring.
 pub const SYN_HOLD: usize = 256;
@@ -137,6 +140,12 @@ pub struct PipeDevice {
     /// SYNs held back for a later round, still in their senders' buffers, oldest first
     /// (capacity [`SYN_HOLD`], allocated once).
     held_syns: std::collections::VecDeque<(Route, RxFrame)>,
+    /// Frames smoltcp may still take this round. smoltcp's `poll` reads frames until the
+    /// device has none before it sends anything: against a peer that keeps the ring
+    /// full that means no ACK and no reply (and no app round) until the peer runs out of
+    /// window, which stalled the first megabyte of a bulk echo for milliseconds. A
+    /// budget per round (as DPDK's bursts) interleaves receiving with sending.
+    rx_burst: usize,
     /// Our subnet (address & mask), for "is this destination on our link".
     net: (u32, u32),
     pub stats: DeviceStats,
@@ -173,6 +182,7 @@ impl PipeDevice {
             app_rx: std::collections::VecDeque::new(),
             syn_budget: None,
             held_syns: std::collections::VecDeque::with_capacity(SYN_HOLD),
+            rx_burst: RX_BURST,
             net,
             stats: DeviceStats::default(),
         };
@@ -368,8 +378,24 @@ impl PipeDevice {
         self.syn_budget = n;
     }
 
+    /// Start a round: smoltcp may take up to [`RX_BURST`] more frames.
+    pub(crate) fn new_rx_burst(&mut self) {
+        self.rx_burst = RX_BURST;
+    }
+
     /// The next frame from a fast channel or the pipe, after fault injection.
     fn next_frame(&mut self) -> Option<(Route, RxFrame)> {
+        if self.rx_burst == 0 {
+            return None;
+        }
+        let next = self.next_frame_unbudgeted();
+        if next.is_some() {
+            self.rx_burst -= 1;
+        }
+        next
+    }
+
+    fn next_frame_unbudgeted(&mut self) -> Option<(Route, RxFrame)> {
         if !self.held_syns.is_empty() && self.syn_budget != Some(0) {
             if let Some(n) = self.syn_budget.as_mut() {
                 *n -= 1;

@@ -721,6 +721,7 @@ impl Engine {
         let now = self.now();
         let ready = self.ready_listeners();
         self.dev.set_syn_budget(ready);
+        self.dev.new_rx_burst();
         let changed = self.iface.poll(now, &mut self.dev, &mut self.sockets);
         self.dev.flush();
         self.reap_closed();
