@@ -27,6 +27,7 @@ use crate::device::PipeDevice;
 use crate::doorbell::{IdlePolicy, Sleeper};
 use crate::fault::{BadDropRate, RxDropper};
 use crate::pipe::AttachError;
+use crate::socket_buffers::SocketBufferPool;
 
 /// Environment variable naming the pipe directory.
 pub const PIPE_ENV: &str = "DOCKNET_PIPE";
@@ -44,6 +45,9 @@ pub const RTO_INITIAL_ENV: &str = "DOCKNET_TCP_RTO_INITIAL_MS";
 pub const DEFAULT_RTO_MIN: Duration = Duration::from_millis(5);
 /// Default initial RTO.
 pub const DEFAULT_RTO_INITIAL: Duration = Duration::from_millis(100);
+/// Default number of spare TCP socket buffer pairs: as many as a listener keeps
+/// listening, so the first connections of a server or a client start warm.
+pub const DEFAULT_SPARE_BUFFERS: usize = LISTEN_READY;
 
 /// A bad engine setting in the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +100,9 @@ pub struct EngineConfig {
     /// Initial TCP retransmission timeout, before a round trip was measured
     /// (`DOCKNET_TCP_RTO_INITIAL_MS`; at least the minimum).
     pub tcp_rto_initial: Duration,
+    /// Spare TCP socket buffer pairs kept ready, their memory mapped (see
+    /// [`crate::socket_buffers`]): made at attach, refilled by closed sockets.
+    pub tcp_spare_buffers: usize,
 }
 
 impl EngineConfig {
@@ -138,6 +145,7 @@ impl EngineConfig {
             rx_drop,
             tcp_rto_min: DEFAULT_RTO_MIN,
             tcp_rto_initial: DEFAULT_RTO_INITIAL,
+            tcp_spare_buffers: DEFAULT_SPARE_BUFFERS,
         }
     }
 }
@@ -276,6 +284,8 @@ pub struct Engine {
     wake_at: Option<std::time::Instant>,
     /// Retransmission counters of TCP sockets already freed.
     retired: tcp::RetransmitStats,
+    /// Buffers for new TCP sockets; freed sockets give theirs back.
+    buffers: SocketBufferPool,
 }
 
 /// Add `b`'s counters to `a`.
@@ -309,6 +319,8 @@ impl Engine {
         });
         let _ = iface.routes_mut().add_default_ipv4_route(info.gateway);
         let next_port = 49152 + (random_seed() % 8192) as u16;
+        let buffers =
+            SocketBufferPool::new(cfg.tcp_rx_buffer, cfg.tcp_tx_buffer, cfg.tcp_spare_buffers);
         Ok(Engine {
             dev,
             iface,
@@ -325,6 +337,7 @@ impl Engine {
             pipe_removed: false,
             wake_at: None,
             retired: tcp::RetransmitStats::default(),
+            buffers,
         })
     }
 
@@ -361,11 +374,9 @@ impl Engine {
         SmolInstant::from_micros(self.epoch.elapsed().as_micros() as i64)
     }
 
-    fn new_tcp_socket(&self) -> tcp::Socket<'static> {
-        let mut s = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; self.cfg.tcp_rx_buffer]),
-            tcp::SocketBuffer::new(vec![0; self.cfg.tcp_tx_buffer]),
-        );
+    fn new_tcp_socket(&mut self) -> tcp::Socket<'static> {
+        let (rx, tx) = self.buffers.take();
+        let mut s = tcp::Socket::new(rx, tx);
         // Latency first: no Nagle; smoltcp still ACKs every second full segment at once.
         s.set_nagle_enabled(false);
         s.set_ack_delay(Some(smoltcp::time::Duration::from_millis(1)));
@@ -476,9 +487,7 @@ impl Engine {
         if let Some(slot) = self.listeners.get_mut(l.0) {
             if let Some(lst) = slot.take() {
                 for h in lst.pool {
-                    let t = self.sockets.get::<tcp::Socket>(h).retransmit_stats();
-                    add_stats(&mut self.retired, t);
-                    self.sockets.remove(h);
+                    self.free_tcp_socket(h);
                 }
             }
         }
@@ -737,17 +746,25 @@ impl Engine {
         if self.closing.is_empty() {
             return;
         }
-        let sockets = &mut self.sockets;
-        let retired = &mut self.retired;
-        self.closing.retain(|&h| {
-            let s = sockets.get::<tcp::Socket>(h);
+        let mut closing = std::mem::take(&mut self.closing);
+        closing.retain(|&h| {
+            let s = self.sockets.get::<tcp::Socket>(h);
             let done = matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait);
             if done {
-                add_stats(retired, s.retransmit_stats());
-                sockets.remove(h);
+                self.free_tcp_socket(h);
             }
             !done
         });
+        self.closing = closing;
+    }
+
+    /// Remove TCP socket `h`: its counters go to the retired total, its buffers back to
+    /// the pool.
+    fn free_tcp_socket(&mut self, h: SocketHandle) {
+        if let smoltcp::socket::Socket::Tcp(s) = self.sockets.remove(h) {
+            add_stats(&mut self.retired, s.retransmit_stats());
+            self.buffers.recycle(s);
+        }
     }
 
     /// How often this engine's TCP connections retransmitted, and why, since it started

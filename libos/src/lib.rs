@@ -23,6 +23,7 @@ pub mod engine;
 pub mod fault;
 pub mod packet;
 pub mod runtime;
+pub mod socket_buffers;
 
 pub use engine::{Control, Engine, EngineConfig, ListenerId, NetError, SocketId, TcpId, UdpId};
 pub use packet::PacketIo;

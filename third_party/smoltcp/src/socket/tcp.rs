@@ -952,6 +952,13 @@ impl<'a> Socket<'a> {
         self.retransmit_stats
     }
 
+    /// Take the socket apart and give back its receive and send buffers, so that their
+    /// memory can serve another socket (DockNet patch). Their contents are whatever the
+    /// connection left there; a new socket only ever reads what was enqueued into it.
+    pub fn into_buffers(self) -> (SocketBuffer<'a>, SocketBuffer<'a>) {
+        (self.rx_buffer, self.tx_buffer)
+    }
+
     /// Enable or disable Nagle's Algorithm.
     ///
     /// Also known as "tinygram prevention". By default, it is enabled.
@@ -7238,6 +7245,20 @@ mod test {
 
     // DockNet patch: retransmit_stats counts fast retransmits and timeouts (each backed-off
     // RTO separately), and is kept across a reset.
+    #[test]
+    fn test_into_buffers_gives_back_storage() {
+        let mut s = socket_established();
+        s.send_slice(b"abc").unwrap();
+        let (rx, tx) = s.socket.into_buffers();
+        assert_eq!(rx.capacity(), 64);
+        assert_eq!(tx.capacity(), 64);
+        assert_eq!(tx.len(), 3);
+        match tx.into_storage() {
+            managed::ManagedSlice::Owned(v) => assert_eq!(v.len(), 64),
+            managed::ManagedSlice::Borrowed(_) => panic!("owned storage expected"),
+        }
+    }
+
     #[test]
     fn test_retransmit_stats_count_timeouts_and_fast_retransmits() {
         let mut s = socket_established();

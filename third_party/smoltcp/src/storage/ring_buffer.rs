@@ -45,6 +45,11 @@ impl<'a, T: 'a> RingBuffer<'a, T> {
         }
     }
 
+    /// Give back the storage (DockNet patch), e.g. to make another ring buffer of it.
+    pub fn into_storage(self) -> ManagedSlice<'a, T> {
+        self.storage
+    }
+
     /// Clear the ring buffer.
     pub fn clear(&mut self) {
         self.read_at = 0;
