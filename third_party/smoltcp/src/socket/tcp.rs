@@ -2661,7 +2661,11 @@ impl<'a> Socket<'a> {
         // DockNet patch: a tail-loss probe that is due resends the first unacknowledged
         // segment (once; the RTO stays armed behind it).
         if let Some(at) = self.probe_at {
-            if cx.now() >= at {
+            if self.timer.should_retransmit(cx.now()) {
+                // The RTO (or a fast retransmit) is due in this same poll and resends
+                // the segment anyway: no probe, and it is counted once, below.
+                self.probe_at = None;
+            } else if cx.now() >= at {
                 self.probe_at = None;
                 net_debug!(
                     "tail-loss probe due (timer retransmit: {}, pending: {}, tx: {})",
@@ -3026,6 +3030,9 @@ impl<'a> Socket<'a> {
         emit(cx, packet_meta, (ip_repr, repr))?;
         if resending {
             self.pending_fast_retransmit = false;
+            // DockNet patch: Karn's rule for our resends too. An ACK covering the
+            // segment timed may now answer either copy; drop the sample.
+            self.rtte.on_retransmit();
         }
 
         // We've sent something, whether useful data or a keep-alive packet, so rewind
@@ -7005,6 +7012,54 @@ mod test {
                 ..RetransmitStats::default()
             }
         );
+    }
+
+    // DockNet patch: a poll so late that the probe and the RTO are both due sends the
+    // RTO's resend only, counted once, as a timeout.
+    #[test]
+    fn test_tail_loss_probe_and_rto_due_together_count_once() {
+        let mut s = socket_with_srtt_10ms_and_tail_outstanding(true);
+        recv!(s, time 1020, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 6,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaaaaa"[..],
+            ..RECV_TEMPL
+        }));
+        recv!(s, time 1020, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 12,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"bbbbbb"[..],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 1020);
+        assert_eq!(
+            s.retransmit_stats(),
+            RetransmitStats {
+                timeouts: 1,
+                ..RetransmitStats::default()
+            }
+        );
+    }
+
+    // DockNet patch: Karn's rule covers the probe's resend: the ACK after it gives no
+    // RTT sample (it may answer the first copy or the resend).
+    #[test]
+    fn test_resend_discards_rtt_sample() {
+        let mut s = socket_with_srtt_10ms_and_tail_outstanding(true);
+        recv!(s, time 41, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 6,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaaaaa"[..],
+            ..RECV_TEMPL
+        }));
+        assert_eq!(s.retransmit_stats().tail_probes, 1);
+        send!(s, time 45, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 18),
+            ..SEND_TEMPL
+        });
+        // A 25 ms sample (sent at 20, acknowledged at 45) would have moved SRTT.
+        assert_eq!(s.rtte.srtt, 10_000);
     }
 
     // DockNet patch: an ACK that advances but leaves data outstanding re-arms the probe
