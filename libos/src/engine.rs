@@ -286,6 +286,8 @@ pub struct Engine {
     retired: tcp::RetransmitStats,
     /// Buffers for new TCP sockets; freed sockets give theirs back.
     buffers: SocketBufferPool,
+    /// Reused by [`Engine::take_ready`] for smoltcp's TCP events.
+    tcp_events: Vec<SocketHandle>,
 }
 
 /// Add `b`'s counters to `a`.
@@ -338,6 +340,7 @@ impl Engine {
             wake_at: None,
             retired: tcp::RetransmitStats::default(),
             buffers,
+            tcp_events: Vec::new(),
         })
     }
 
@@ -423,11 +426,15 @@ impl Engine {
         for lst in listeners.iter_mut().flatten() {
             let mut ready = 0;
             for &h in &lst.pool {
-                let s = self.sockets.get_mut::<tcp::Socket>(h);
-                if s.state() == tcp::State::Closed {
+                // Read-only unless it must listen again: reaching a socket mutably makes
+                // smoltcp look at it in the next egress.
+                let mut state = self.sockets.get::<tcp::Socket>(h).state();
+                if state == tcp::State::Closed {
+                    let s = self.sockets.get_mut::<tcp::Socket>(h);
                     let _ = s.listen(lst.port);
+                    state = s.state();
                 }
-                if s.state() == tcp::State::Listen {
+                if state == tcp::State::Listen {
                     ready += 1;
                 }
             }
@@ -514,6 +521,23 @@ impl Engine {
         })
     }
 
+    /// Connections that may have become readable, writable or closed since the last
+    /// call (data or an acknowledgement arrived, the peer closed or reset, a timer ended
+    /// the connection), each once, appended to `out` — like epoll: an app visits these
+    /// instead of every connection each round. Not listed: what the app did itself (a
+    /// write that filled the send buffer is listed again once the peer acknowledges), and
+    /// connections not yet accepted (an app handles a connection when it accepts it). A
+    /// listed connection may have nothing to do.
+    pub fn take_ready(&mut self, out: &mut Vec<TcpId>) {
+        let mut events = std::mem::take(&mut self.tcp_events);
+        self.sockets.take_tcp_events(&mut events);
+        out.extend(events.drain(..).filter_map(|handle| {
+            let &generation = self.records.get(&handle)?;
+            Some(TcpId { handle, generation })
+        }));
+        self.tcp_events = events;
+    }
+
     fn ephemeral_port(&mut self) -> u16 {
         let p = self.next_port;
         self.next_port = if p == 65535 { 49152 } else { p + 1 };
@@ -525,38 +549,45 @@ impl Engine {
         Ok(self.sockets.get_mut::<tcp::Socket>(id.handle))
     }
 
+    /// For queries: unlike [`Engine::tcp`], this does not make smoltcp look at the socket
+    /// in the next egress.
+    fn tcp_ref(&self, id: TcpId) -> Result<&tcp::Socket<'static>, NetError> {
+        self.check(id.handle, id.generation)?;
+        Ok(self.sockets.get::<tcp::Socket>(id.handle))
+    }
+
     /// The TCP state of a connection.
     pub fn tcp_state(&mut self, id: TcpId) -> Result<tcp::State, NetError> {
-        Ok(self.tcp(id)?.state())
+        Ok(self.tcp_ref(id)?.state())
     }
 
     /// True once the connection is established (data can flow both ways); false also
     /// for an id that names no open connection.
     pub fn is_established(&mut self, id: TcpId) -> bool {
-        self.tcp(id)
+        self.tcp_ref(id)
             .is_ok_and(|s| s.state() == tcp::State::Established)
     }
 
     /// True if the connection can still carry data from us (not closed or reset); false
     /// also for an id that names no open connection.
     pub fn may_send(&mut self, id: TcpId) -> bool {
-        self.tcp(id).is_ok_and(|s| s.may_send())
+        self.tcp_ref(id).is_ok_and(|s| s.may_send())
     }
 
     /// True if the connection is open (not Closed/TimeWait): a failed connect ends here.
     /// False also for an id that names no open connection.
     pub fn is_open(&mut self, id: TcpId) -> bool {
-        self.tcp(id).is_ok_and(|s| s.is_open())
+        self.tcp_ref(id).is_ok_and(|s| s.is_open())
     }
 
     /// Bytes waiting to be read.
     pub fn recv_queue(&mut self, id: TcpId) -> Result<usize, NetError> {
-        Ok(self.tcp(id)?.recv_queue())
+        Ok(self.tcp_ref(id)?.recv_queue())
     }
 
     /// Free space in the send buffer.
     pub fn send_capacity_left(&mut self, id: TcpId) -> Result<usize, NetError> {
-        let s = self.tcp(id)?;
+        let s = self.tcp_ref(id)?;
         Ok(s.send_capacity() - s.send_queue())
     }
 

@@ -540,10 +540,13 @@ pub(crate) fn wait_http(ns: &str, url: &str, server: &mut ChildGuard) -> Result<
     }
 }
 
+/// dn-httpd's options here: room for the largest `--conns` (10,000; its default
+/// `--max-conns` of 4096 would answer the rest 503 and close them).
+const HTTPD_ARGS: [&str; 6] = ["--port", "80", "--backlog", "512", "--max-conns", "16384"];
+
 fn httpd_server_cmd(httpd: &Path, pipe: &Path) -> Command {
     let mut c = Command::new(httpd);
-    c.env("DOCKNET_PIPE", pipe)
-        .args(["--port", "80", "--backlog", "512"]);
+    c.env("DOCKNET_PIPE", pipe).args(HTTPD_ARGS);
     c
 }
 
@@ -583,9 +586,10 @@ fn run_docknet(
         cmds.setup.push(format!("docknetctl fc create {srv} {cli}"));
     }
     cmds.server = format!(
-        "DOCKNET_PIPE={} {} --port 80 --backlog 512",
+        "DOCKNET_PIPE={} {} {}",
         d.pipe_dir(srv).display(),
-        httpd.display()
+        httpd.display(),
+        HTTPD_ARGS.join(" ")
     );
     let url = format!("http://{srv_ip}:80/");
     cmds.client = format!(
@@ -670,9 +674,10 @@ impl TapHttpd {
                 .into(),
         ];
         let server_cmd = format!(
-            "DOCKNET_PIPE={} {} --port 80 --backlog 512",
+            "DOCKNET_PIPE={} {} {}",
             d.pipe_dir("htap").display(),
-            httpd.display()
+            httpd.display(),
+            HTTPD_ARGS.join(" ")
         );
         let url = "http://10.92.0.2:80/".to_string();
         let mut server = start_httpd(httpd, &d, "htap", "tap dn-httpd")?;

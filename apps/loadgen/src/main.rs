@@ -15,7 +15,7 @@ mod hist;
 mod http;
 mod report;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use clap::Parser as _;
@@ -103,6 +103,8 @@ enum State {
 
 /// One connection slot; its buffers live as long as the run, across reconnects.
 struct Conn {
+    /// Its place in the slot table.
+    slot: usize,
     id: Option<SocketId>,
     state: State,
     parser: Parser,
@@ -134,6 +136,12 @@ struct Load<'a> {
     counts: Counts,
     /// The measured window; `None` until the first connection is up.
     window: Option<(Instant, Instant)>,
+    /// A connection has been established (the window may start).
+    any_established: bool,
+    /// Slots of connections by id: the engine names the connections that are ready.
+    by_id: HashMap<SocketId, usize>,
+    /// Slots waiting (`State::Idle`) to connect.
+    idle: Vec<usize>,
 }
 
 impl Load<'_> {
@@ -150,12 +158,14 @@ impl Load<'_> {
             Ok(id) => {
                 c.id = Some(id);
                 c.state = State::Connecting;
+                self.by_id.insert(id, c.slot);
             }
             Err(err) => {
                 log::warn!("connect: {err}");
                 self.counts.connect_errors += 1;
                 c.id = None;
                 c.state = State::Idle(Instant::now() + Duration::from_millis(10));
+                self.idle.push(c.slot);
             }
         }
     }
@@ -164,8 +174,10 @@ impl Load<'_> {
     fn replace(&mut self, e: &mut Engine, c: &mut Conn, delay: Duration) {
         if let Some(id) = c.id.take() {
             let _ = e.close(id);
+            self.by_id.remove(&id);
         }
         c.state = State::Idle(Instant::now() + delay);
+        self.idle.push(c.slot);
     }
 
     fn step(&mut self, e: &mut Engine, c: &mut Conn, stopping: bool) {
@@ -179,6 +191,7 @@ impl Load<'_> {
                 let id = c.id.expect("connecting socket");
                 if e.is_established(id) {
                     c.state = State::Running;
+                    self.any_established = true;
                     if self.window.is_none() {
                         return; // run() starts the window and steps again
                     }
@@ -292,9 +305,13 @@ fn run(engine: &mut Engine, cli: &Cli) -> AppResult {
         hist: Histogram::new(),
         counts: Counts::default(),
         window: None,
+        any_established: false,
+        by_id: HashMap::with_capacity(n),
+        idle: (0..n).collect(),
     };
     let mut conns: Vec<Conn> = (0..n)
-        .map(|_| Conn {
+        .map(|slot| Conn {
+            slot,
             id: None,
             state: State::Idle(Instant::now()),
             parser: Parser::new(),
@@ -307,6 +324,7 @@ fn run(engine: &mut Engine, cli: &Cli) -> AppResult {
     let connect_timeout = Duration::from_secs(cli.connect_timeout_s);
     let mut failure: Option<String> = None;
     let mut closing_since: Option<Instant> = None;
+    let mut ready: Vec<SocketId> = Vec::new();
     engine.run(|e| {
         let now = Instant::now();
         if let Some(since) = closing_since {
@@ -328,14 +346,31 @@ fn run(engine: &mut Engine, cli: &Cli) -> AppResult {
             closing_since = Some(now);
             return Control::Continue;
         }
-        for c in &mut conns {
-            load.step(e, c, false);
+        // Each round visits the slots due to connect and the connections the engine lists
+        // as ready, not every connection.
+        let mut i = 0;
+        while i < load.idle.len() {
+            let slot = load.idle[i];
+            match conns[slot].state {
+                State::Idle(at) if now < at => i += 1,
+                _ => {
+                    load.idle.swap_remove(i);
+                    load.step(e, &mut conns[slot], false);
+                }
+            }
+        }
+        e.take_ready(&mut ready);
+        for id in ready.drain(..) {
+            if let Some(&slot) = load.by_id.get(&id) {
+                load.step(e, &mut conns[slot], false);
+            }
         }
         if load.window.is_none() {
-            if conns.iter().any(|c| c.state == State::Running) {
+            if load.any_established {
                 let t0 = Instant::now();
                 load.window = Some((t0, t0 + cli.duration));
-                for c in &mut conns {
+                // Once: the established connections send their first requests.
+                for c in conns.iter_mut().filter(|c| c.state == State::Running) {
                     load.step(e, c, false);
                 }
             } else if now.duration_since(started) > connect_timeout {
@@ -347,9 +382,10 @@ fn run(engine: &mut Engine, cli: &Cli) -> AppResult {
             }
         }
         // Idle conns waiting out a back-off need a timer.
-        if let Some(at) = conns
+        if let Some(at) = load
+            .idle
             .iter()
-            .filter_map(|c| match c.state {
+            .filter_map(|&slot| match conns[slot].state {
                 State::Idle(at) => Some(at),
                 _ => None,
             })

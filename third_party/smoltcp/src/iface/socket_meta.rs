@@ -36,6 +36,10 @@ pub(crate) struct Meta {
     pub(crate) handle: SocketHandle,
     /// See [NeighborState](struct.NeighborState.html).
     neighbor_state: NeighborState,
+    /// DockNet patch: where the socket set's TCP index and egress schedule hold this
+    /// socket (see `SocketSet`).
+    #[cfg(feature = "socket-index")]
+    pub(crate) sched: super::socket_set::Sched,
 }
 
 impl Meta {
@@ -96,6 +100,14 @@ impl Meta {
         }
     }
 
+    /// DockNet patch: true while egress waits for a neighbor (the egress schedule then
+    /// re-checks the socket every egress, as upstream does, since the neighbor may
+    /// appear without the socket changing).
+    #[cfg(feature = "socket-index")]
+    pub(crate) fn waiting_for_neighbor(&self) -> bool {
+        matches!(self.neighbor_state, NeighborState::Waiting { .. })
+    }
+
     pub(crate) fn neighbor_missing(&mut self, timestamp: Instant, neighbor: IpAddress) {
         net_trace!(
             "{}: neighbor {} missing, silencing until t+{}",
@@ -123,6 +135,8 @@ mod tests {
         Meta {
             handle: SocketHandle::default(),
             neighbor_state: NeighborState::Active,
+            #[cfg(feature = "socket-index")]
+            sched: Default::default(),
         }
     }
 

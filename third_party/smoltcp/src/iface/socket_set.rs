@@ -4,6 +4,9 @@ use managed::ManagedSlice;
 use super::socket_meta::Meta;
 use crate::socket::{AnySocket, Socket};
 
+#[cfg(feature = "socket-index")]
+pub(crate) use self::sched::{Sched, SchedSet};
+
 /// Opaque struct with space for storing one socket.
 ///
 /// This is public so you can use it to allocate space for storing
@@ -43,6 +46,9 @@ impl fmt::Display for SocketHandle {
 #[derive(Debug)]
 pub struct SocketSet<'a> {
     sockets: ManagedSlice<'a, SocketStorage<'a>>,
+    /// DockNet patch: the TCP index, the egress schedule and the TCP events.
+    #[cfg(feature = "socket-index")]
+    pub(crate) sched: SchedSet,
 }
 
 impl<'a> SocketSet<'a> {
@@ -52,7 +58,11 @@ impl<'a> SocketSet<'a> {
         SocketsT: Into<ManagedSlice<'a, SocketStorage<'a>>>,
     {
         let sockets = sockets.into();
-        SocketSet { sockets }
+        SocketSet {
+            sockets,
+            #[cfg(feature = "socket-index")]
+            sched: SchedSet::default(),
+        }
     }
 
     /// Add a socket to the set, and return its handle.
@@ -72,7 +82,19 @@ impl<'a> SocketSet<'a> {
         }
 
         let socket = socket.upcast();
+        let handle = self.add_socket(socket, put);
+        // DockNet patch: a new socket is dispatched at the next egress and indexed
+        // before the next TCP lookup.
+        #[cfg(feature = "socket-index")]
+        self.sched.added(&mut self.sockets[handle.0]);
+        handle
+    }
 
+    fn add_socket(
+        &mut self,
+        socket: Socket<'a>,
+        put: impl FnOnce(usize, &mut SocketStorage<'a>, Socket<'a>) -> SocketHandle,
+    ) -> SocketHandle {
         for (index, slot) in self.sockets.iter_mut().enumerate() {
             if slot.inner.is_none() {
                 return put(index, slot, socket);
@@ -111,8 +133,12 @@ impl<'a> SocketSet<'a> {
     /// or the socket has the wrong type.
     pub fn get_mut<T: AnySocket<'a>>(&mut self, handle: SocketHandle) -> &mut T {
         match self.sockets[handle.0].inner.as_mut() {
-            Some(item) => T::downcast_mut(&mut item.socket)
-                .expect("handle refers to a socket of a wrong type"),
+            Some(item) => {
+                // DockNet patch: the caller may change the socket.
+                #[cfg(feature = "socket-index")]
+                self.sched.touched(item);
+                T::downcast_mut(&mut item.socket).expect("handle refers to a socket of a wrong type")
+            }
             None => panic!("handle does not refer to a valid socket"),
         }
     }
@@ -124,7 +150,13 @@ impl<'a> SocketSet<'a> {
     pub fn remove(&mut self, handle: SocketHandle) -> Socket<'a> {
         net_trace!("[{}]: removing", handle.0);
         match self.sockets[handle.0].inner.take() {
-            Some(item) => item.socket,
+            Some(item) => {
+                // DockNet patch: out of the index at once; the schedule's lists drop
+                // it lazily.
+                #[cfg(feature = "socket-index")]
+                self.sched.removed(&item);
+                item.socket
+            }
             None => panic!("handle does not refer to a valid socket"),
         }
     }
@@ -136,7 +168,17 @@ impl<'a> SocketSet<'a> {
 
     /// Get a mutable iterator to the inner sockets.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (SocketHandle, &mut Socket<'a>)> {
-        self.items_mut().map(|i| (i.meta.handle, &mut i.socket))
+        #[cfg(feature = "socket-index")]
+        let sched = &mut self.sched;
+        self.sockets
+            .iter_mut()
+            .filter_map(|x| x.inner.as_mut())
+            .map(move |i| {
+                // DockNet patch: the caller may change any socket it sees.
+                #[cfg(feature = "socket-index")]
+                sched.touched(i);
+                (i.meta.handle, &mut i.socket)
+            })
     }
 
     /// Iterate every socket in this set.
@@ -145,7 +187,14 @@ impl<'a> SocketSet<'a> {
     }
 
     /// Iterate every socket in this set.
+    ///
+    /// DockNet patch: this does not mark TCP sockets as touched; whoever changes a TCP
+    /// socket through it must tell the schedule (`SchedSet::touched`).
     pub(crate) fn items_mut(&mut self) -> impl Iterator<Item = &mut Item<'a>> + '_ {
         self.sockets.iter_mut().filter_map(|x| x.inner.as_mut())
     }
 }
+
+#[cfg(feature = "socket-index")]
+mod sched;
+

@@ -37,7 +37,7 @@ use super::fragmentation::{Fragmenter, FragmentsBuffer};
 
 #[cfg(any(feature = "medium-ethernet", feature = "medium-ieee802154"))]
 use super::neighbor::{Answer as NeighborAnswer, Cache as NeighborCache};
-use super::socket_set::SocketSet;
+use super::socket_set::{Item, SocketSet};
 use crate::config::{
     IFACE_MAX_ADDR_COUNT, IFACE_MAX_PREFIX_COUNT, IFACE_MAX_SIXLOWPAN_ADDRESS_CONTEXT_COUNT,
 };
@@ -599,6 +599,19 @@ impl Interface {
             return Some(Instant::from_millis(0));
         }
 
+        // DockNet patch: computed for the sockets that may have changed, the rest from
+        // the timer heap (socket_set/sched.rs).
+        #[cfg(feature = "socket-index")]
+        #[allow(unused_mut)]
+        let mut res = sockets.earliest_poll_at(|item| {
+            let socket_poll_at = item.socket.poll_at(&mut self.inner);
+            item.meta.poll_at(
+                socket_poll_at,
+                |ip_addr| self.inner.has_neighbor(&ip_addr),
+                timestamp,
+            )
+        });
+        #[cfg(not(feature = "socket-index"))]
         #[allow(unused_mut)]
         let mut res = sockets
             .items()
@@ -716,114 +729,169 @@ impl Interface {
     ) -> PollResult {
         let _caps = device.capabilities();
 
-        enum EgressError {
-            Exhausted,
-            Dispatch,
-        }
-
         let mut result = PollResult::None;
+        #[cfg(not(feature = "socket-index"))]
         for item in sockets.items_mut() {
-            if !item
-                .meta
-                .egress_permitted(self.inner.now, |ip_addr| self.inner.has_neighbor(&ip_addr))
+            if Self::egress_item(&mut self.inner, &mut self.fragmenter, device, item, &mut result)
+                .is_err()
             {
-                continue;
+                break; // Device buffer full.
             }
-
-            let mut neighbor_addr = None;
-            let mut respond = |inner: &mut InterfaceInner, meta: PacketMeta, response: Packet| {
-                neighbor_addr = Some(response.ip_repr().dst_addr());
-                let t = device.transmit(inner.now).ok_or_else(|| {
-                    net_debug!("failed to transmit IP: device exhausted");
-                    EgressError::Exhausted
-                })?;
-
-                inner
-                    .dispatch_ip(t, meta, response, &mut self.fragmenter)
-                    .map_err(|_| EgressError::Dispatch)?;
-
-                result = PollResult::SocketStateChanged;
-
-                Ok(())
-            };
-
-            let result = match &mut item.socket {
-                #[cfg(feature = "socket-raw")]
-                Socket::Raw(socket) => socket.dispatch(&mut self.inner, |inner, (ip, raw)| {
-                    respond(
-                        inner,
-                        PacketMeta::default(),
-                        Packet::new(ip, IpPayload::Raw(raw)),
-                    )
-                }),
-                #[cfg(feature = "socket-icmp")]
-                Socket::Icmp(socket) => {
-                    socket.dispatch(&mut self.inner, |inner, response| match response {
-                        #[cfg(feature = "proto-ipv4")]
-                        (IpRepr::Ipv4(ipv4_repr), IcmpRepr::Ipv4(icmpv4_repr)) => respond(
-                            inner,
-                            PacketMeta::default(),
-                            Packet::new_ipv4(ipv4_repr, IpPayload::Icmpv4(icmpv4_repr)),
-                        ),
-                        #[cfg(feature = "proto-ipv6")]
-                        (IpRepr::Ipv6(ipv6_repr), IcmpRepr::Ipv6(icmpv6_repr)) => respond(
-                            inner,
-                            PacketMeta::default(),
-                            Packet::new_ipv6(ipv6_repr, IpPayload::Icmpv6(icmpv6_repr)),
-                        ),
-                        #[allow(unreachable_patterns)]
-                        _ => unreachable!(),
-                    })
+        }
+        // DockNet patch: other sockets every egress (as upstream), then only the TCP
+        // sockets that are ready or whose timer is due (socket_set/sched.rs).
+        #[cfg(feature = "socket-index")]
+        {
+            for i in 0..sockets.others_len() {
+                let Some(item) = sockets.other_mut(i) else {
+                    continue;
+                };
+                if Self::egress_item(&mut self.inner, &mut self.fragmenter, device, item, &mut result)
+                    .is_err()
+                {
+                    return result; // Device buffer full; TCP sockets stay as they are.
                 }
-                #[cfg(feature = "socket-udp")]
-                Socket::Udp(socket) => {
-                    socket.dispatch(&mut self.inner, |inner, meta, (ip, udp, payload)| {
-                        respond(inner, meta, Packet::new(ip, IpPayload::Udp(udp, payload)))
-                    })
-                }
-                #[cfg(feature = "socket-tcp")]
-                Socket::Tcp(socket) => {
-                    socket.dispatch(&mut self.inner, |inner, meta, (ip, tcp)| {
-                        respond(inner, meta, Packet::new(ip, IpPayload::Tcp(tcp)))
-                    })
-                }
-                #[cfg(feature = "socket-dhcpv4")]
-                Socket::Dhcpv4(socket) => {
-                    socket.dispatch(&mut self.inner, |inner, (ip, udp, dhcp)| {
-                        respond(
-                            inner,
-                            PacketMeta::default(),
-                            Packet::new_ipv4(ip, IpPayload::Dhcpv4(udp, dhcp)),
-                        )
-                    })
-                }
-                #[cfg(feature = "socket-dns")]
-                Socket::Dns(socket) => socket.dispatch(&mut self.inner, |inner, (ip, udp, dns)| {
-                    respond(
-                        inner,
-                        PacketMeta::default(),
-                        Packet::new(ip, IpPayload::Udp(udp, dns)),
-                    )
-                }),
-            };
-
-            match result {
-                Err(EgressError::Exhausted) => break, // Device buffer full.
-                Err(EgressError::Dispatch) => {
-                    // `NeighborCache` already takes care of rate limiting the neighbor discovery
-                    // requests from the socket. However, without an additional rate limiting
-                    // mechanism, we would spin on every socket that has yet to discover its
-                    // neighbor.
-                    item.meta.neighbor_missing(
-                        self.inner.now,
-                        neighbor_addr.expect("non-IP response packet"),
-                    );
-                }
-                Ok(()) => {}
             }
+            sockets.egress_begin(self.inner.now);
+            while let Some((h, item)) = sockets.egress_next() {
+                let state_before = match &item.socket {
+                    Socket::Tcp(s) => s.state(),
+                    #[allow(unreachable_patterns)]
+                    _ => unreachable!("only TCP sockets are scheduled"),
+                };
+                if Self::egress_item(&mut self.inner, &mut self.fragmenter, device, item, &mut result)
+                    .is_err()
+                {
+                    sockets.egress_exhausted(h);
+                    break;
+                }
+                let inner = &mut self.inner;
+                sockets.egress_done(h, state_before, |item| {
+                    let socket_poll_at = item.socket.poll_at(inner);
+                    let now = inner.now;
+                    item.meta
+                        .poll_at(socket_poll_at, |ip_addr| inner.has_neighbor(&ip_addr), now)
+                });
+            }
+            sockets.egress_end();
         }
         result
     }
+
+    /// Let one socket send what it has. `Err` when the device has no buffer.
+    fn egress_item(
+        inner: &mut InterfaceInner,
+        fragmenter: &mut Fragmenter,
+        device: &mut (impl Device + ?Sized),
+        item: &mut Item<'_>,
+        result: &mut PollResult,
+    ) -> Result<(), EgressError> {
+        if !item
+            .meta
+            .egress_permitted(inner.now, |ip_addr| inner.has_neighbor(&ip_addr))
+        {
+            return Ok(());
+        }
+
+        let mut neighbor_addr = None;
+        let mut respond = |inner: &mut InterfaceInner, meta: PacketMeta, response: Packet| {
+            neighbor_addr = Some(response.ip_repr().dst_addr());
+            let t = device.transmit(inner.now).ok_or_else(|| {
+                net_debug!("failed to transmit IP: device exhausted");
+                EgressError::Exhausted
+            })?;
+
+            inner
+                .dispatch_ip(t, meta, response, &mut *fragmenter)
+                .map_err(|_| EgressError::Dispatch)?;
+
+            *result = PollResult::SocketStateChanged;
+
+            Ok(())
+        };
+
+        let dispatched = match &mut item.socket {
+            #[cfg(feature = "socket-raw")]
+            Socket::Raw(socket) => socket.dispatch(&mut *inner, |inner, (ip, raw)| {
+                respond(
+                    inner,
+                    PacketMeta::default(),
+                    Packet::new(ip, IpPayload::Raw(raw)),
+                )
+            }),
+            #[cfg(feature = "socket-icmp")]
+            Socket::Icmp(socket) => {
+                socket.dispatch(&mut *inner, |inner, response| match response {
+                    #[cfg(feature = "proto-ipv4")]
+                    (IpRepr::Ipv4(ipv4_repr), IcmpRepr::Ipv4(icmpv4_repr)) => respond(
+                        inner,
+                        PacketMeta::default(),
+                        Packet::new_ipv4(ipv4_repr, IpPayload::Icmpv4(icmpv4_repr)),
+                    ),
+                    #[cfg(feature = "proto-ipv6")]
+                    (IpRepr::Ipv6(ipv6_repr), IcmpRepr::Ipv6(icmpv6_repr)) => respond(
+                        inner,
+                        PacketMeta::default(),
+                        Packet::new_ipv6(ipv6_repr, IpPayload::Icmpv6(icmpv6_repr)),
+                    ),
+                    #[allow(unreachable_patterns)]
+                    _ => unreachable!(),
+                })
+            }
+            #[cfg(feature = "socket-udp")]
+            Socket::Udp(socket) => {
+                socket.dispatch(&mut *inner, |inner, meta, (ip, udp, payload)| {
+                    respond(inner, meta, Packet::new(ip, IpPayload::Udp(udp, payload)))
+                })
+            }
+            #[cfg(feature = "socket-tcp")]
+            Socket::Tcp(socket) => {
+                socket.dispatch(&mut *inner, |inner, meta, (ip, tcp)| {
+                    respond(inner, meta, Packet::new(ip, IpPayload::Tcp(tcp)))
+                })
+            }
+            #[cfg(feature = "socket-dhcpv4")]
+            Socket::Dhcpv4(socket) => {
+                socket.dispatch(&mut *inner, |inner, (ip, udp, dhcp)| {
+                    respond(
+                        inner,
+                        PacketMeta::default(),
+                        Packet::new_ipv4(ip, IpPayload::Dhcpv4(udp, dhcp)),
+                    )
+                })
+            }
+            #[cfg(feature = "socket-dns")]
+            Socket::Dns(socket) => socket.dispatch(&mut *inner, |inner, (ip, udp, dns)| {
+                respond(
+                    inner,
+                    PacketMeta::default(),
+                    Packet::new(ip, IpPayload::Udp(udp, dns)),
+                )
+            }),
+        };
+
+        match dispatched {
+            Err(EgressError::Exhausted) => Err(EgressError::Exhausted), // Device buffer full.
+            Err(EgressError::Dispatch) => {
+                // `NeighborCache` already takes care of rate limiting the neighbor discovery
+                // requests from the socket. However, without an additional rate limiting
+                // mechanism, we would spin on every socket that has yet to discover its
+                // neighbor.
+                item.meta.neighbor_missing(
+                    inner.now,
+                    neighbor_addr.expect("non-IP response packet"),
+                );
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+}
+
+/// Why a socket's egress stopped.
+enum EgressError {
+    Exhausted,
+    Dispatch,
 }
 
 impl InterfaceInner {
@@ -1044,7 +1112,7 @@ impl InterfaceInner {
         self.routes.lookup(addr, timestamp)
     }
 
-    fn has_neighbor(&self, addr: &IpAddress) -> bool {
+    pub(crate) fn has_neighbor(&self, addr: &IpAddress) -> bool {
         match self.route(addr, self.now) {
             Some(_routed_addr) => match self.caps.medium {
                 #[cfg(feature = "medium-ethernet")]

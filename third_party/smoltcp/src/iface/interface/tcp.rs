@@ -29,6 +29,15 @@ impl InterfaceInner {
             &self.caps.checksum
         ));
 
+        // DockNet patch: the socket from the index (socket_set/sched.rs), not a walk over
+        // every socket.
+        #[cfg(feature = "socket-index")]
+        if let Some(handle) = sockets.tcp_lookup(self, &ip_repr, &tcp_repr) {
+            return sockets
+                .tcp_process(handle, self, &ip_repr, &tcp_repr)
+                .map(|(ip, tcp)| Packet::new(ip, IpPayload::Tcp(tcp)));
+        }
+        #[cfg(not(feature = "socket-index"))]
         for tcp_socket in sockets
             .items_mut()
             .filter_map(|i| Socket::downcast_mut(&mut i.socket))

@@ -1,0 +1,801 @@
+//! DockNet patch (PATCHES.md (12)): per-segment TCP lookup in O(1) and egress work
+//! proportional to the sockets that have something to do.
+//!
+//! - **The TCP index.** Exact 4-tuple (local, remote) → the socket holding it, and local
+//!   port → the sockets listening on it. A segment goes to the socket holding its
+//!   4-tuple if that socket accepts it, else to the listening socket of lowest handle that
+//!   accepts it, else the old walk over every socket decides (and what it finds is
+//!   indexed). Every lookup is verified with `accepts`, so a stale entry costs a walk,
+//!   never a wrong delivery. The index follows every change of a socket's state: sockets
+//!   the caller reached mutably (`add`, `get_mut`, `iter_mut`) are re-indexed before the
+//!   next lookup, and a socket is re-indexed right after it processed a segment or was
+//!   dispatched. So the walk only runs for segments no socket accepts (answered with a
+//!   reset), or for a second socket holding a 4-tuple another socket holds.
+//! - **The egress schedule.** A TCP socket is dispatched only if it is *ready* (reached
+//!   mutably by the caller, added, processed a segment, still had something to send, or
+//!   waits for a neighbor) or its timer (`poll_at`) is due; timers sit in a min-heap with
+//!   lazy deletion (an entry counts only while it matches the socket's `Sched::timer_at`).
+//!   Other sockets (UDP, ICMP, ...) are dispatched every egress, as upstream.
+//! - **TCP events.** Sockets that processed a segment, or whose state changed while they
+//!   were dispatched, are listed once until `SocketSet::take_tcp_events`: what a
+//!   run-to-completion application needs to visit instead of every connection.
+
+use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::vec::Vec;
+
+use super::{Item, SocketHandle, SocketSet, SocketStorage};
+use crate::iface::Context;
+use crate::socket::{PollAt, Socket, tcp};
+use crate::time::Instant;
+use crate::wire::{IpEndpoint, IpRepr, TcpRepr};
+
+/// (local, remote).
+type TupleKey = (IpEndpoint, IpEndpoint);
+
+/// Where the index and the schedule hold one socket (kept in its `Meta`).
+#[derive(Debug, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub(crate) struct Sched {
+    /// The 4-tuple this socket claims: held in `SchedSet::tcp_by_tuple`, or listed in
+    /// `SchedSet::shadowed` if another socket holds it.
+    tuple_key: Option<TupleKey>,
+    /// Listed in `SchedSet::shadowed`.
+    shadowed: bool,
+    /// The port under which `SchedSet::tcp_listening` holds this socket.
+    listen_port: Option<u16>,
+    /// Listed in `SchedSet::ready`.
+    ready: bool,
+    /// Listed in `SchedSet::unindexed`.
+    unindexed: bool,
+    /// The deadline of this socket's valid entry in `SchedSet::timers`.
+    timer_at: Option<Instant>,
+    /// Listed in `SchedSet::events`.
+    event: bool,
+}
+
+/// The index and the schedule of a socket set.
+#[derive(Debug, Default)]
+pub(crate) struct SchedSet {
+    tcp_by_tuple: HashMap<TupleKey, SocketHandle>,
+    /// Sockets claiming a 4-tuple another socket holds (a connect that reuses one; empty
+    /// but for that): every lookup checks them too.
+    shadowed: Vec<SocketHandle>,
+    /// Unordered; a port has a handful (a listener with a backlog keeps several).
+    tcp_listening: HashMap<u16, Vec<SocketHandle>>,
+    /// TCP sockets the caller may have changed since the index last looked at them.
+    unindexed: Vec<SocketHandle>,
+    /// TCP sockets to dispatch, in order: an egress takes them from the front and puts
+    /// those still ready at the back; when the device is full the rest simply wait.
+    ready: VecDeque<SocketHandle>,
+    /// How many more of `ready` the current egress may take (each socket at most once
+    /// per egress, as upstream).
+    egress_left: usize,
+    /// TCP sockets' next `poll_at` times.
+    timers: BinaryHeap<Reverse<(Instant, SocketHandle)>>,
+    /// Sockets other than TCP, in the order they were added.
+    others: Vec<SocketHandle>,
+    /// TCP sockets to report in `take_tcp_events`.
+    events: Vec<SocketHandle>,
+    /// Lookups that walked every socket (for tests).
+    walks: u64,
+}
+
+fn as_tcp<'b, 'a>(socket: &'b Socket<'a>) -> Option<&'b tcp::Socket<'a>> {
+    match socket {
+        Socket::Tcp(s) => Some(s),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+fn slot<'b, 'a>(
+    sockets: &'b mut [SocketStorage<'a>],
+    handle: SocketHandle,
+) -> Option<&'b mut Item<'a>> {
+    sockets.get_mut(handle.0)?.inner.as_mut()
+}
+
+impl SchedSet {
+    /// `item` was just added.
+    pub(crate) fn added(&mut self, storage: &mut SocketStorage) {
+        let item = storage.inner.as_mut().expect("just added");
+        if as_tcp(&item.socket).is_some() {
+            self.touched(item);
+        } else {
+            self.others.push(item.meta.handle);
+        }
+    }
+
+    /// The caller reached `item` mutably: it may have changed (data queued or read,
+    /// listen, connect, close, abort, ...).
+    pub(crate) fn touched(&mut self, item: &mut Item) {
+        if as_tcp(&item.socket).is_none() {
+            return;
+        }
+        let (h, s) = (item.meta.handle, &mut item.meta.sched);
+        if !s.ready {
+            s.ready = true;
+            self.ready.push_back(h);
+        }
+        if !s.unindexed {
+            s.unindexed = true;
+            self.unindexed.push(h);
+        }
+    }
+
+    /// `item` left the set.
+    pub(crate) fn removed(&mut self, item: &Item) {
+        let h = item.meta.handle;
+        if as_tcp(&item.socket).is_none() {
+            self.others.retain(|&o| o != h);
+            return;
+        }
+        let s = &item.meta.sched;
+        if let Some(key) = s.tuple_key {
+            self.drop_claim(key, s.shadowed, h);
+        }
+        if let Some(port) = s.listen_port {
+            self.unhold_listen(port, h);
+        }
+    }
+
+    fn drop_claim(&mut self, key: TupleKey, shadowed: bool, h: SocketHandle) {
+        if shadowed {
+            self.shadowed.retain(|&s| s != h);
+        } else if self.tcp_by_tuple.get(&key) == Some(&h) {
+            self.tcp_by_tuple.remove(&key);
+        }
+    }
+
+    fn unhold_listen(&mut self, port: u16, h: SocketHandle) {
+        if let Some(list) = self.tcp_listening.get_mut(&port) {
+            if let Some(i) = list.iter().position(|&l| l == h) {
+                list.swap_remove(i);
+            }
+        }
+    }
+
+    fn mark_ready(&mut self, item: &mut Item) {
+        if !item.meta.sched.ready {
+            item.meta.sched.ready = true;
+            self.ready.push_back(item.meta.handle);
+        }
+    }
+
+    fn push_event(&mut self, item: &mut Item) {
+        if !item.meta.sched.event {
+            item.meta.sched.event = true;
+            self.events.push(item.meta.handle);
+        }
+    }
+}
+
+impl<'a> SocketSet<'a> {
+    /// Bring the index in line with `h`'s state.
+    fn reindex(&mut self, h: SocketHandle) {
+        let Some(item) = slot(&mut self.sockets, h) else {
+            return;
+        };
+        let Some(socket) = as_tcp(&item.socket) else {
+            return;
+        };
+        let state = socket.state();
+        let tuple = match (socket.local_endpoint(), socket.remote_endpoint()) {
+            (Some(local), Some(remote)) if state != tcp::State::Closed => Some((local, remote)),
+            _ => None,
+        };
+        let listen_port = (state == tcp::State::Listen).then(|| socket.listen_endpoint().port);
+        let m = &mut item.meta.sched;
+        let sched = &mut self.sched;
+
+        if m.listen_port != listen_port {
+            if let Some(port) = m.listen_port {
+                sched.unhold_listen(port, h);
+            }
+            if let Some(port) = listen_port {
+                sched.tcp_listening.entry(port).or_default().push(h);
+            }
+            m.listen_port = listen_port;
+        }
+
+        if m.tuple_key == tuple {
+            return;
+        }
+        if let Some(key) = m.tuple_key {
+            sched.drop_claim(key, m.shadowed, h);
+        }
+        m.tuple_key = tuple;
+        m.shadowed = false;
+        if let Some(key) = tuple {
+            match sched.tcp_by_tuple.entry(key) {
+                Entry::Vacant(v) => {
+                    v.insert(h);
+                }
+                Entry::Occupied(_) => {
+                    m.shadowed = true;
+                    sched.shadowed.push(h);
+                }
+            }
+        }
+    }
+
+    /// Re-index the sockets the caller reached mutably since the last lookup.
+    fn sync_index(&mut self) {
+        while let Some(h) = self.sched.unindexed.pop() {
+            let Some(item) = slot(&mut self.sockets, h) else {
+                continue;
+            };
+            if !item.meta.sched.unindexed {
+                continue; // listed twice: its slot was freed and reused
+            }
+            item.meta.sched.unindexed = false;
+            self.reindex(h);
+        }
+    }
+
+    /// The TCP socket a segment is for: the one old smoltcp's walk would find, except that
+    /// a socket holding the segment's 4-tuple comes before listening sockets (as Linux
+    /// looks up established connections before listeners; the walk took whichever had the
+    /// lower handle, so a repeated SYN could start a second handshake on a listener).
+    pub(crate) fn tcp_lookup(
+        &mut self,
+        cx: &mut Context,
+        ip_repr: &IpRepr,
+        repr: &TcpRepr,
+    ) -> Option<SocketHandle> {
+        self.sync_index();
+        let accepts = |sockets: &mut [SocketStorage<'a>], cx: &mut Context, h: SocketHandle| {
+            slot(sockets, h)
+                .and_then(|i| as_tcp(&i.socket))
+                .is_some_and(|s| s.accepts(cx, ip_repr, repr))
+        };
+        let key = (
+            IpEndpoint::new(ip_repr.dst_addr(), repr.dst_port),
+            IpEndpoint::new(ip_repr.src_addr(), repr.src_port),
+        );
+        let holder = self.sched.tcp_by_tuple.get(&key).copied();
+        let mut best = holder.filter(|&h| accepts(&mut self.sockets, cx, h));
+        // Of several sockets on one 4-tuple, the walk found the one of lowest handle.
+        for &h in &self.sched.shadowed {
+            if best.is_none_or(|b| h < b) && accepts(&mut self.sockets, cx, h) {
+                best = Some(h);
+            }
+        }
+        if let Some(h) = best {
+            if holder.is_none() {
+                self.promote(h, key);
+            }
+            return Some(h);
+        }
+        if let Some(listening) = self.sched.tcp_listening.get(&repr.dst_port) {
+            let mut best: Option<SocketHandle> = None;
+            for &h in listening {
+                if best.is_none_or(|b| h < b) && accepts(&mut self.sockets, cx, h) {
+                    best = Some(h);
+                }
+            }
+            if best.is_some() {
+                return best;
+            }
+        }
+        self.sched.walks += 1;
+        let found = self.sockets.iter().filter_map(|s| s.inner.as_ref()).find_map(|i| {
+            as_tcp(&i.socket)
+                .is_some_and(|s| s.accepts(cx, ip_repr, repr))
+                .then_some(i.meta.handle)
+        });
+        if let Some(h) = found {
+            self.reindex(h);
+        }
+        found
+    }
+
+    /// Shadowed socket `h` holds `key`, which no socket holds any more.
+    fn promote(&mut self, h: SocketHandle, key: TupleKey) {
+        let Some(item) = slot(&mut self.sockets, h) else {
+            return;
+        };
+        if item.meta.sched.shadowed && item.meta.sched.tuple_key == Some(key) {
+            item.meta.sched.shadowed = false;
+            self.sched.shadowed.retain(|&s| s != h);
+            self.sched.tcp_by_tuple.insert(key, h);
+        }
+    }
+
+    /// Let TCP socket `h` (from `tcp_lookup`) process a segment.
+    pub(crate) fn tcp_process(
+        &mut self,
+        h: SocketHandle,
+        cx: &mut Context,
+        ip_repr: &IpRepr,
+        repr: &TcpRepr,
+    ) -> Option<(IpRepr, TcpRepr<'static>)> {
+        let item = slot(&mut self.sockets, h).expect("found by tcp_lookup");
+        let Socket::Tcp(socket) = &mut item.socket else {
+            unreachable!("tcp_lookup finds TCP sockets")
+        };
+        let reply = socket.process(cx, ip_repr, repr);
+        self.sched.mark_ready(item);
+        self.sched.push_event(item);
+        self.reindex(h);
+        reply
+    }
+
+    /// Number of lookups that walked every socket.
+    #[cfg(test)]
+    pub(crate) fn tcp_lookup_walks(&self) -> u64 {
+        self.sched.walks
+    }
+
+    /// Sockets other than TCP (dispatched every egress): how many.
+    pub(crate) fn others_len(&self) -> usize {
+        self.sched.others.len()
+    }
+
+    /// The `i`th socket other than TCP.
+    pub(crate) fn other_mut(&mut self, i: usize) -> Option<&mut Item<'a>> {
+        let h = *self.sched.others.get(i)?;
+        slot(&mut self.sockets, h)
+    }
+
+    /// Start a TCP egress: move the sockets whose timer is due to the ready list; the
+    /// egress takes the sockets ready now with `egress_next`.
+    pub(crate) fn egress_begin(&mut self, now: Instant) {
+        while let Some(&Reverse((at, h))) = self.sched.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.sched.timers.pop();
+            if let Some(item) = slot(&mut self.sockets, h) {
+                if item.meta.sched.timer_at == Some(at) {
+                    item.meta.sched.timer_at = None;
+                    self.sched.mark_ready(item);
+                }
+            }
+        }
+        self.sched.egress_left = self.sched.ready.len();
+    }
+
+    /// The next ready TCP socket of this egress; it stops being ready.
+    pub(crate) fn egress_next(&mut self) -> Option<(SocketHandle, &mut Item<'a>)> {
+        while self.sched.egress_left > 0 {
+            self.sched.egress_left -= 1;
+            let h = self.sched.ready.pop_front()?;
+            // Skip a handle listed twice (its slot was freed and reused) or removed.
+            let Some(item) = slot(&mut self.sockets, h) else {
+                continue;
+            };
+            if item.meta.sched.ready {
+                item.meta.sched.ready = false;
+                // Looked up again: the loop cannot return its own borrow.
+                return Some((h, slot(&mut self.sockets, h).expect("just found")));
+            }
+        }
+        None
+    }
+
+    /// The device had no room while `h` was dispatched: it goes back to the front; the
+    /// sockets after it were not taken and stay ready.
+    pub(crate) fn egress_exhausted(&mut self, h: SocketHandle) {
+        if let Some(item) = slot(&mut self.sockets, h) {
+            if !item.meta.sched.ready {
+                item.meta.sched.ready = true;
+                self.sched.ready.push_front(h);
+            }
+        }
+        self.sched.egress_left = 0;
+    }
+
+    /// After TCP socket `h` was dispatched (or skipped, waiting for a neighbor): re-index
+    /// it, report a state change, and schedule it by its next `poll_at`.
+    pub(crate) fn egress_done(
+        &mut self,
+        h: SocketHandle,
+        state_before: tcp::State,
+        poll_at: impl FnOnce(&Item<'a>) -> PollAt,
+    ) {
+        self.reindex(h);
+        let Some(item) = slot(&mut self.sockets, h) else {
+            return;
+        };
+        if as_tcp(&item.socket).is_some_and(|s| s.state() != state_before) {
+            self.sched.push_event(item);
+        }
+        match poll_at(item) {
+            // A socket waiting for a neighbor is checked every egress: the neighbor may
+            // appear without the socket changing.
+            _ if item.meta.waiting_for_neighbor() => self.sched.mark_ready(item),
+            PollAt::Now => self.sched.mark_ready(item),
+            PollAt::Time(at) => {
+                if item.meta.sched.timer_at != Some(at) {
+                    item.meta.sched.timer_at = Some(at);
+                    self.sched.timers.push(Reverse((at, h)));
+                }
+            }
+            PollAt::Ingress => item.meta.sched.timer_at = None,
+        }
+    }
+
+    /// End a TCP egress: drop stale timers from the top of the heap so `poll_at` sees a
+    /// live one.
+    pub(crate) fn egress_end(&mut self) {
+        self.sched.egress_left = 0;
+        while let Some(&Reverse((at, h))) = self.sched.timers.peek() {
+            let live = slot(&mut self.sockets, h).is_some_and(|i| i.meta.sched.timer_at == Some(at));
+            if live {
+                break;
+            }
+            self.sched.timers.pop();
+        }
+    }
+
+    /// The earliest `poll_at` over the sockets: computed for other sockets and ready TCP
+    /// sockets (which may have changed), read from the heap for the rest.
+    pub(crate) fn earliest_poll_at(
+        &self,
+        mut poll_at: impl FnMut(&Item<'a>) -> PollAt,
+    ) -> Option<Instant> {
+        let mut earliest = self.sched.timers.peek().map(|&Reverse((at, _))| at);
+        let listed = self.sched.others.iter().chain(self.sched.ready.iter());
+        for &h in listed {
+            let Some(item) = self.sockets.get(h.0).and_then(|s| s.inner.as_ref()) else {
+                continue;
+            };
+            let at = match poll_at(item) {
+                PollAt::Now => Instant::from_millis(0),
+                PollAt::Time(at) => at,
+                PollAt::Ingress => continue,
+            };
+            earliest = Some(earliest.map_or(at, |e| e.min(at)));
+        }
+        earliest
+    }
+
+    /// DockNet patch: TCP sockets that processed a segment, or whose state changed while
+    /// they were sending (a retransmission timeout, TIME-WAIT ending), since the last call,
+    /// each once, appended to `out`. What may have become readable, writable or closed;
+    /// a socket the caller changed itself is not listed for that.
+    pub fn take_tcp_events(&mut self, out: &mut Vec<SocketHandle>) {
+        for h in self.sched.events.drain(..) {
+            let Some(item) = slot(&mut self.sockets, h) else {
+                continue;
+            };
+            if item.meta.sched.event {
+                item.meta.sched.event = false;
+                out.push(h);
+            }
+        }
+    }
+}
+
+#[cfg(all(test, feature = "proto-ipv4", feature = "medium-ip"))]
+mod tests {
+    use std::vec;
+
+    use super::*;
+    use crate::iface::{Config, Interface, SocketSet};
+    use crate::phy::{Loopback, Medium};
+    use crate::wire::{HardwareAddress, IpAddress, IpCidr, IpProtocol, Ipv4Address, Ipv4Repr, TcpControl, TcpSeqNumber};
+
+    const LOCAL: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
+
+    fn iface() -> (Interface, Loopback) {
+        let mut device = Loopback::new(Medium::Ip);
+        let mut iface = Interface::new(Config::new(HardwareAddress::Ip), &mut device, Instant::ZERO);
+        iface.update_ip_addrs(|a| {
+            a.push(IpCidr::new(IpAddress::Ipv4(LOCAL), 8)).unwrap();
+        });
+        (iface, device)
+    }
+
+    fn socket() -> tcp::Socket<'static> {
+        tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 64]),
+            tcp::SocketBuffer::new(vec![0; 64]),
+        )
+    }
+
+    fn remote(i: u8, port: u16) -> IpEndpoint {
+        IpEndpoint::new(IpAddress::v4(10, 0, 1, i), port)
+    }
+
+    /// A segment from `from` to local port `port`; `syn`: a SYN without ACK, else an ACK.
+    fn segment(from: IpEndpoint, port: u16, syn: bool) -> (IpRepr, TcpRepr<'static>) {
+        let IpAddress::Ipv4(src_addr) = from.addr else {
+            unreachable!("IPv4 peers only")
+        };
+        let ip = IpRepr::Ipv4(Ipv4Repr {
+            src_addr,
+            dst_addr: LOCAL,
+            next_header: IpProtocol::Tcp,
+            payload_len: 20,
+            hop_limit: 64,
+        });
+        let tcp = TcpRepr {
+            src_port: from.port,
+            dst_port: port,
+            control: if syn { TcpControl::Syn } else { TcpControl::None },
+            seq_number: TcpSeqNumber(1),
+            ack_number: (!syn).then_some(TcpSeqNumber(1)),
+            window_len: 64,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None, None, None],
+            timestamp: None,
+            payload: &[],
+        };
+        (ip, tcp)
+    }
+
+    /// What smoltcp's walk finds, except that a socket holding the 4-tuple comes first.
+    fn reference(
+        sockets: &SocketSet,
+        cx: &mut Context,
+        ip: &IpRepr,
+        tcp: &TcpRepr,
+    ) -> Option<SocketHandle> {
+        let key = (
+            IpEndpoint::new(ip.dst_addr(), tcp.dst_port),
+            IpEndpoint::new(ip.src_addr(), tcp.src_port),
+        );
+        let accepting: Vec<(SocketHandle, Option<TupleKey>)> = sockets
+            .iter()
+            .filter_map(|(h, s)| match s {
+                Socket::Tcp(t) if t.accepts(cx, ip, tcp) => {
+                    Some((h, t.local_endpoint().zip(t.remote_endpoint())))
+                }
+                _ => None,
+            })
+            .collect();
+        let exact = accepting.iter().find(|(_, k)| *k == Some(key));
+        exact.or(accepting.first()).map(|&(h, _)| h)
+    }
+
+    fn connect(sockets: &mut SocketSet, cx: &mut Context, h: SocketHandle, to: IpEndpoint, port: u16) {
+        let s = sockets.get_mut::<tcp::Socket>(h);
+        s.abort();
+        s.connect(cx, to, port).unwrap();
+    }
+
+    #[test]
+    fn exact_match_needs_no_walk() {
+        let (mut iface, _dev) = iface();
+        let cx = iface.context();
+        let mut sockets = SocketSet::new(vec![]);
+        let handles: Vec<_> = (0..100u16)
+            .map(|i| {
+                let h = sockets.add(socket());
+                connect(&mut sockets, cx, h, remote(1, 1000 + i), 80);
+                h
+            })
+            .collect();
+        for (i, &h) in handles.iter().enumerate().rev() {
+            let (ip, tcp) = segment(remote(1, 1000 + i as u16), 80, false);
+            assert_eq!(sockets.tcp_lookup(cx, &ip, &tcp), Some(h));
+        }
+        assert_eq!(sockets.tcp_lookup_walks(), 0);
+        // No socket: the walk finds none, and a reset is the answer.
+        let (ip, tcp) = segment(remote(2, 1000), 80, false);
+        assert_eq!(sockets.tcp_lookup(cx, &ip, &tcp), None);
+        assert_eq!(sockets.tcp_lookup_walks(), 1);
+    }
+
+    #[test]
+    fn connection_before_listener_on_one_port() {
+        let (mut iface, _dev) = iface();
+        let cx = iface.context();
+        let mut sockets = SocketSet::new(vec![]);
+        let mut listener = socket();
+        listener.listen(80).unwrap();
+        let l = sockets.add(listener);
+        let c = sockets.add(socket());
+        connect(&mut sockets, cx, c, remote(1, 1000), 80);
+        // A repeated SYN of the connection goes to it, not to the listener (lower handle).
+        let (ip, tcp) = segment(remote(1, 1000), 80, true);
+        assert_eq!(sockets.tcp_lookup(cx, &ip, &tcp), Some(c));
+        // Another peer's SYN goes to the listener; an ACK from it to nobody.
+        let (ip, tcp) = segment(remote(1, 1001), 80, true);
+        assert_eq!(sockets.tcp_lookup(cx, &ip, &tcp), Some(l));
+        let (ip, tcp) = segment(remote(1, 1001), 80, false);
+        assert_eq!(sockets.tcp_lookup(cx, &ip, &tcp), None);
+        assert_eq!(sockets.tcp_lookup_walks(), 1);
+    }
+
+    #[test]
+    fn lowest_listener_first_and_relisten() {
+        let (mut iface, _dev) = iface();
+        let cx = iface.context();
+        let mut sockets = SocketSet::new(vec![]);
+        let ls: Vec<_> = (0..3)
+            .map(|_| {
+                let mut s = socket();
+                s.listen(80).unwrap();
+                sockets.add(s)
+            })
+            .collect();
+        let (ip, tcp) = segment(remote(1, 1000), 80, true);
+        assert_eq!(sockets.tcp_lookup(cx, &ip, &tcp), Some(ls[0]));
+        sockets.get_mut::<tcp::Socket>(ls[0]).abort();
+        assert_eq!(sockets.tcp_lookup(cx, &ip, &tcp), Some(ls[1]));
+        sockets.get_mut::<tcp::Socket>(ls[0]).listen(80).unwrap();
+        assert_eq!(sockets.tcp_lookup(cx, &ip, &tcp), Some(ls[0]));
+        // A listener that took a SYN holds the 4-tuple from then on.
+        let (reply, _) = (sockets.tcp_process(ls[0], cx, &ip, &tcp), ());
+        assert!(reply.is_none()); // the SYN-ACK goes out at egress
+        assert_eq!(sockets.get::<tcp::Socket>(ls[0]).state(), tcp::State::SynReceived);
+        let (ip2, tcp2) = segment(remote(1, 1001), 80, true);
+        assert_eq!(sockets.tcp_lookup(cx, &ip2, &tcp2), Some(ls[1]));
+        assert_eq!(sockets.tcp_lookup(cx, &ip, &tcp), Some(ls[0]));
+        assert_eq!(sockets.tcp_lookup_walks(), 0);
+    }
+
+    #[test]
+    fn closed_removed_and_reused_sockets() {
+        let (mut iface, _dev) = iface();
+        let cx = iface.context();
+        let mut sockets = SocketSet::new(vec![]);
+        let a = sockets.add(socket());
+        connect(&mut sockets, cx, a, remote(1, 1000), 80);
+        let (ip, tcp) = segment(remote(1, 1000), 80, false);
+        assert_eq!(sockets.tcp_lookup(cx, &ip, &tcp), Some(a));
+        // Closed: found by nobody.
+        sockets.get_mut::<tcp::Socket>(a).abort();
+        assert_eq!(sockets.tcp_lookup(cx, &ip, &tcp), None);
+        // Reused for another peer.
+        connect(&mut sockets, cx, a, remote(1, 1001), 80);
+        let (ip2, tcp2) = segment(remote(1, 1001), 80, false);
+        assert_eq!(sockets.tcp_lookup(cx, &ip2, &tcp2), Some(a));
+        assert_eq!(sockets.tcp_lookup(cx, &ip, &tcp), None);
+        // Removed; its slot reused by a socket with the old 4-tuple.
+        sockets.remove(a);
+        assert_eq!(sockets.tcp_lookup(cx, &ip2, &tcp2), None);
+        let b = sockets.add(socket());
+        assert_eq!(a, b);
+        connect(&mut sockets, cx, b, remote(1, 1000), 80);
+        assert_eq!(sockets.tcp_lookup(cx, &ip, &tcp), Some(b));
+        assert_eq!(sockets.tcp_lookup(cx, &ip2, &tcp2), None);
+    }
+
+    #[test]
+    fn two_sockets_on_one_tuple() {
+        let (mut iface, _dev) = iface();
+        let cx = iface.context();
+        let mut sockets = SocketSet::new(vec![]);
+        let a = sockets.add(socket());
+        let b = sockets.add(socket());
+        // b first, then a: a is found, as the walk would find it first.
+        connect(&mut sockets, cx, b, remote(1, 1000), 80);
+        connect(&mut sockets, cx, a, remote(1, 1000), 80);
+        let (ip, tcp) = segment(remote(1, 1000), 80, false);
+        assert_eq!(sockets.tcp_lookup(cx, &ip, &tcp), Some(a));
+        sockets.remove(a);
+        assert_eq!(sockets.tcp_lookup(cx, &ip, &tcp), Some(b));
+        assert_eq!(sockets.tcp_lookup(cx, &ip, &tcp), Some(b));
+        assert_eq!(sockets.tcp_lookup_walks(), 0);
+    }
+
+    /// Random listens, connects, aborts, removes and adds; every lookup must agree with
+    /// the walk (connection before listener).
+    #[test]
+    fn agrees_with_the_walk() {
+        let (mut iface, _dev) = iface();
+        let cx = iface.context();
+        let mut sockets = SocketSet::new(vec![]);
+        let mut live: Vec<SocketHandle> = Vec::new();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for _ in 0..20_000 {
+            match next(10) {
+                0 | 1 if live.len() < 40 => live.push(sockets.add(socket())),
+                2 if !live.is_empty() => {
+                    let h = live.swap_remove(next(live.len() as u64) as usize);
+                    sockets.remove(h);
+                }
+                3 | 4 if !live.is_empty() => {
+                    let h = live[next(live.len() as u64) as usize];
+                    let port = 80 + next(2) as u16;
+                    let to = remote(1 + next(2) as u8, 1000 + next(4) as u16);
+                    connect(&mut sockets, cx, h, to, port);
+                }
+                5 if !live.is_empty() => {
+                    let h = live[next(live.len() as u64) as usize];
+                    let s = sockets.get_mut::<tcp::Socket>(h);
+                    s.abort();
+                    s.listen(80 + next(2) as u16).unwrap();
+                }
+                6 if !live.is_empty() => {
+                    let h = live[next(live.len() as u64) as usize];
+                    sockets.get_mut::<tcp::Socket>(h).abort();
+                }
+                _ => {
+                    let from = remote(1 + next(2) as u8, 1000 + next(4) as u16);
+                    let (ip, tcp) = segment(from, 80 + next(2) as u16, next(2) == 0);
+                    let want = reference(&sockets, cx, &ip, &tcp);
+                    assert_eq!(sockets.tcp_lookup(cx, &ip, &tcp), want, "{from} {tcp}");
+                }
+            }
+        }
+    }
+
+    /// Egress over a loopback: a listener and many clients exchange data; at every step
+    /// `poll_at` is never later than upstream's walk over every socket, and everything
+    /// arrives.
+    #[test]
+    fn egress_schedule_delivers_and_keeps_timers() {
+        let (mut iface, mut dev) = iface();
+        let mut sockets = SocketSet::new(vec![]);
+        let mut servers = Vec::new();
+        for _ in 0..20 {
+            let mut s = tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; 4096]),
+                tcp::SocketBuffer::new(vec![0; 4096]),
+            );
+            s.listen(80).unwrap();
+            servers.push(sockets.add(s));
+        }
+        let mut clients = Vec::new();
+        for i in 0..20u16 {
+            let h = sockets.add(tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; 4096]),
+                tcp::SocketBuffer::new(vec![0; 4096]),
+            ));
+            let cx = iface.context();
+            sockets
+                .get_mut::<tcp::Socket>(h)
+                .connect(cx, IpEndpoint::new(IpAddress::Ipv4(LOCAL), 80), 40000 + i)
+                .unwrap();
+            clients.push(h);
+        }
+        let upstream_poll_at = |iface: &mut Interface, sockets: &SocketSet, now: Instant| {
+            sockets
+                .iter()
+                .filter_map(|(_, s)| match s.poll_at(iface.context()) {
+                    PollAt::Now => Some(Instant::ZERO),
+                    PollAt::Time(t) => Some(t),
+                    PollAt::Ingress => None,
+                })
+                .min()
+                .map(|t| t.max(now))
+        };
+        let mut now = Instant::ZERO;
+        let mut received = vec![0usize; servers.len()];
+        let mut sent = 0;
+        for round in 0..2000 {
+            iface.poll(now, &mut dev, &mut sockets);
+            for (i, &h) in servers.iter().enumerate() {
+                if sockets.get::<tcp::Socket>(h).can_recv() {
+                    let s = sockets.get_mut::<tcp::Socket>(h);
+                    received[i] += s.recv(|d| (d.len(), d.len())).unwrap();
+                }
+            }
+            if round < 100 {
+                for &h in &clients {
+                    let s = sockets.get_mut::<tcp::Socket>(h);
+                    if s.can_send() {
+                        sent += s.send_slice(&[7; 100]).unwrap();
+                    }
+                }
+            }
+            let ours = iface.poll_at(now, &sockets).map(|t| t.max(now));
+            let upstream = upstream_poll_at(&mut iface, &sockets, now);
+            assert!(
+                ours.is_some() == upstream.is_some() && ours <= upstream,
+                "round {round}: poll_at {ours:?}, upstream {upstream:?}"
+            );
+            now = match ours {
+                Some(t) if t > now => t,
+                _ => now + crate::time::Duration::from_micros(100),
+            };
+        }
+        assert!(sent > 20 * 50 * 100, "sent {sent}");
+        assert_eq!(received.iter().sum::<usize>(), sent);
+    }
+}
