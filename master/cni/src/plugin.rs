@@ -294,22 +294,16 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
     let ipam_type = conf.ipam_type()?;
     let owner = owner(env, conf)?;
     let uid = pod_uid(env)?;
+    // A chain gives every plugin the same CNI_IFNAME: `prevResult` may well have a kernel
+    // interface of that name (the `bridge` plugin's eth0). A pipe is no kernel interface,
+    // so nothing clashes; our entry is told apart by its MAC and socket path.
     let prev = conf.prev_result()?;
-    if let Some(p) = &prev {
-        if p.interfaces
-            .iter()
-            .any(|i| i.name == ifname && i.sandbox.as_deref() == Some(netns))
-        {
-            return Err(CniError::new(
-                code::ATTACHMENT_EXISTS,
-                format!("prevResult already has an interface {ifname:?} in {netns}"),
-            ));
-        }
-    }
     let plugin = delegate::find(ipam_type, &env.path)?;
     let pipe = pipe_name(container_id, ifname);
     let sd = StateDir::new(&conf.state_dir, &conf.network);
     let daemon = Docknetd::new(&conf.run_dir);
+    // docknetd must answer before anything is taken (else: code 11, try again later).
+    daemon.ping()?;
 
     if let Some(old) = sd.load(&pipe)? {
         if Docknetd::new(&old.run_dir).pipe(&pipe)?.is_some() {
@@ -470,30 +464,23 @@ fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
             st.address.as_deref().unwrap_or("none")
         )));
     }
-    // prevResult: our interface (by name and sandbox, and socket path where the version
-    // has it) with the pipe's address on it.
+    // prevResult: our interface, by name, sandbox and the pipe's MAC (a chain may have
+    // a kernel interface of the same name), and socket path where the version has it.
     let idx = prev
         .interfaces
         .iter()
-        .position(|i| {
+        .rposition(|i| {
             i.name == ifname
                 && i.sandbox.as_deref() == Some(netns)
+                && i.mac.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(&entry.mac))
                 && i.socket_path.as_deref().is_none_or(|s| s == entry.dir)
         })
         .ok_or_else(|| {
             fail(format!(
-                "prevResult has no interface {ifname:?} in {netns} for pipe {}",
-                entry.dir
+                "prevResult has no interface {ifname:?} in {netns} with pipe {pipe}'s MAC {} (and socket path {})",
+                entry.mac, entry.dir
             ))
         })?;
-    if let Some(mac) = &prev.interfaces[idx].mac {
-        if !mac.eq_ignore_ascii_case(&entry.mac) {
-            return Err(fail(format!(
-                "prevResult says interface {ifname} has MAC {mac}, pipe {pipe} has {}",
-                entry.mac
-            )));
-        }
-    }
     let ours: Vec<&IpConfig> = prev
         .ips
         .iter()
