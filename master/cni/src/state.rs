@@ -60,6 +60,9 @@ pub struct AttachmentState {
     pub pod_link: Option<PathBuf>,
 }
 
+/// A record as read: the record, or why it cannot be read.
+pub type RecordRead = Result<AttachmentState, CniError>;
+
 /// The records of one network.
 pub struct StateDir {
     dir: PathBuf,
@@ -135,7 +138,7 @@ impl StateDir {
     }
 
     /// Every record of the network: `(pipe, record or why it cannot be read)`.
-    pub fn all(&self) -> Result<Vec<(String, Result<AttachmentState, CniError>)>, CniError> {
+    pub fn all(&self) -> Result<Vec<(String, RecordRead)>, CniError> {
         let rd = match fs::read_dir(&self.dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
