@@ -2977,6 +2977,32 @@ impl<'a> Socket<'a> {
             State::FinWait2 | State::TimeWait => {}
         }
 
+        // DockNet patch: a segment that occupies no sequence space (an ACK, a window
+        // update) carries a sequence number inside the peer's window, as Linux does
+        // (`tcp_acceptable_seq`). After sending data the peer then refused (its window
+        // closed under it), `remote_last_seq` lies beyond the window; a peer with a zero
+        // window accepts an empty segment only at exactly its RCV.NXT (RFC 9293 §3.10.7.4),
+        // so our window updates were dropped and, with both windows closed, the connection
+        // deadlocked.
+        if repr.payload.is_empty()
+            && repr.control == TcpControl::None
+            && matches!(
+                self.state,
+                State::Established
+                    | State::FinWait1
+                    | State::FinWait2
+                    | State::Closing
+                    | State::CloseWait
+                    | State::LastAck
+                    | State::TimeWait
+            )
+        {
+            let win_right_edge = self.local_seq_no + self.remote_win_len;
+            if repr.seq_number > win_right_edge {
+                repr.seq_number = win_right_edge;
+            }
+        }
+
         // There might be more than one reason to send a packet. E.g. the keep-alive timer
         // has expired, and we also have data in transmit buffer. Since any packet that occupies
         // sequence space will elicit an ACK, we only need to send an explicit packet if we
@@ -5147,11 +5173,13 @@ mod test {
         );
 
         // More data should not get sent since it doesn't fit in the window
+        // (DockNet patch: the ACK's sequence number is the window's right edge, not
+        // past it: change (13)).
         s.send_slice(b"foobar").unwrap();
         recv!(
             s,
             [TcpRepr {
-                seq_number: LOCAL_SEQ + 1 + 6,
+                seq_number: LOCAL_SEQ + 1 + 3,
                 ack_number: Some(REMOTE_SEQ + 1 + 6),
                 window_len: 64 - 6,
                 ..RECV_TEMPL
@@ -7300,6 +7328,35 @@ mod test {
 
     // DockNet patch: retransmit_stats counts fast retransmits and timeouts (each backed-off
     // RTO separately), and is kept across a reset.
+    // DockNet patch: an ACK sent after the peer closed its window under data we sent
+    // carries the window's right edge as its sequence number, which the peer accepts.
+    #[test]
+    fn test_ack_beyond_closed_window_uses_right_edge() {
+        let mut s = socket_established();
+        s.set_ack_delay(None);
+        s.send_slice(b"abcdef").unwrap();
+        recv!(s, [TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"abcdef"[..],
+            ..RECV_TEMPL
+        }]);
+        // The peer took none of it and closed its window, but sends data.
+        send!(s, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            window_len: 0,
+            payload:    &b"xyz"[..],
+            ..SEND_TEMPL
+        });
+        recv!(s, [TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1 + 3),
+            window_len: 61,
+            ..RECV_TEMPL
+        }]);
+    }
+
     #[test]
     fn test_into_buffers_gives_back_storage() {
         let mut s = socket_established();
