@@ -1114,19 +1114,26 @@ mod tests {
             assert!(t.elapsed() < Duration::from_secs(1), "no tokens after 1 s");
             first = r.sw.round();
         }
+        let debt_from = Instant::now();
         assert_eq!(first, 1);
         assert_eq!(r.sw.round(), 0);
         assert_eq!(recv_all(&mut b).len(), 1);
         let s = r.stats[0].load();
-        assert_eq!((s.tx_frames, s.throttled), (1, 1), "one throttle episode");
+        // At least one throttle episode (more if this thread was descheduled between
+        // rounds on a loaded machine: each round without tokens after one with them
+        // starts another).
+        assert_eq!(s.tx_frames, 1);
+        assert!(s.throttled >= 1, "never throttled: {s:?}");
         // The sleep neither spins (returns at once because frames wait) nor oversleeps to
-        // the idle limit: it lasts until the tick that pays the debt back.
+        // the idle limit (1 s): it lasts until the tick that pays the debt back, 8 ms
+        // after the first frame went (measured from there: this thread may have been
+        // off its CPU for part of it before the sleep began).
         let t = Instant::now();
         assert!(r.sw.sleep(Duration::from_secs(1)));
-        let slept = t.elapsed();
+        let (slept, since_debt) = (t.elapsed(), debt_from.elapsed());
         assert!(
-            slept >= Duration::from_millis(4) && slept < Duration::from_millis(80),
-            "slept {slept:?}"
+            since_debt >= Duration::from_millis(4) && slept < Duration::from_millis(500),
+            "slept {slept:?}, {since_debt:?} after the debt began"
         );
         while r.sw.round() == 0 {
             assert!(t.elapsed() < Duration::from_secs(2), "tokens never came");
