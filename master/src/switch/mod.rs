@@ -1250,6 +1250,158 @@ mod tests {
         assert!(!r.sw.poll_control());
     }
 
+    /// A NIC in memory: frames queued in `rx` are received, sent frames land in `sent`.
+    struct FakeNic {
+        rx: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+        sent: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    }
+
+    const NIC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+    const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+
+    impl Nic for FakeNic {
+        fn name(&self) -> &str {
+            "fake"
+        }
+        fn mac(&self) -> [u8; 6] {
+            NIC_MAC
+        }
+        fn max_frame(&self) -> usize {
+            1514
+        }
+        fn rx_burst(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize {
+            let frames: Vec<Vec<u8>> = {
+                let mut q = self.rx.lock().unwrap();
+                let n = q.len().min(max);
+                q.drain(..n).collect()
+            };
+            for fr in &frames {
+                f(fr);
+            }
+            frames.len()
+        }
+        fn tx(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> bool {
+            let mut b = vec![0u8; len];
+            fill(&mut b);
+            self.sent.lock().unwrap().push(b);
+            true
+        }
+        fn flush_tx(&mut self) {}
+        fn rx_fd(&self) -> Option<std::os::fd::RawFd> {
+            None
+        }
+        fn stats(&self) -> crate::nic::NicStats {
+            crate::nic::NicStats::default()
+        }
+    }
+
+    #[test]
+    fn routes_send_to_the_next_hop_and_unrouted_destinations_are_dropped() {
+        use crate::route::{RouteEntry, RouteStats};
+        let mut r = rig("route", &[("10.90.1.2", 1500)]);
+        let (rxq, sent) = (Arc::default(), Arc::default());
+        let nic = FakeNic {
+            rx: Arc::clone(&rxq),
+            sent: Arc::clone(&sent),
+        };
+        let link_stats = Arc::new(LinkStats::default());
+        let (_unused_tx, unused_rx) = mpsc::channel();
+        let sw = std::mem::replace(&mut r.sw, Switch::new(unused_rx, Arc::new(Doorbell::new())));
+        r.sw = sw
+            .with_nic(Box::new(nic), link_stats.clone(), NeighborTimers::default())
+            .with_link_addr(ip("192.168.50.1"), 24);
+        let route_stats = Arc::new(RouteStats::default());
+        let dest = crate::route::parse_prefix("10.91.2.0/24").unwrap();
+        r.tx.send(DpMsg::SetRoutes {
+            table: Box::new(RouteTable::new(vec![RouteEntry::new(
+                dest,
+                ip("192.168.50.2"),
+                route_stats.clone(),
+            )])),
+        })
+        .unwrap();
+        assert!(r.sw.poll_control());
+        let mut a = ServicePipeEnd::attach(&r.dirs[0]).unwrap();
+        let me = ip("10.90.1.2");
+        let take =
+            |sent: &Arc<std::sync::Mutex<Vec<Vec<u8>>>>| std::mem::take(&mut *sent.lock().unwrap());
+
+        // A routed frame: parked, and the next hop is asked for from our link address.
+        send(&mut a, &ipv4_frame(me, ip("10.91.2.5"), 100));
+        r.sw.round();
+        r.sw.round();
+        let out = take(&sent);
+        let arp: Vec<_> = out.iter().filter(|f| f[12..14] == [0x08, 0x06]).collect();
+        assert_eq!(arp.len(), 1, "one ARP request: {out:?}");
+        assert_eq!(
+            &arp[0][28..32],
+            &[192, 168, 50, 1],
+            "asked as the link address"
+        );
+        assert_eq!(&arp[0][38..42], &[192, 168, 50, 2], "for the next hop");
+        // The next hop answers: the parked frame leaves for its MAC.
+        let mut reply = [0u8; ARP_FRAME_LEN];
+        net::build_arp_reply(
+            &mut reply,
+            NIC_MAC,
+            PEER_MAC,
+            u32::from(ip("192.168.50.2")),
+            NIC_MAC,
+            [192, 168, 50, 1],
+        );
+        rxq.lock().unwrap().push(reply.to_vec());
+        r.sw.round();
+        r.sw.round();
+        let out = take(&sent);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(&out[0][0..6], &PEER_MAC);
+        assert_eq!(&out[0][30..34], &[10, 91, 2, 5], "destination unchanged");
+        // Resolved now: straight out.
+        send(&mut a, &ipv4_frame(me, ip("10.91.2.6"), 100));
+        r.sw.round();
+        let out = take(&sent);
+        assert_eq!(out.len(), 1);
+        assert_eq!(&out[0][0..6], &PEER_MAC);
+        let rs = route_stats.load();
+        assert_eq!((rs.frames, rs.unresolved), (2, 1), "{rs:?}");
+
+        // Outside every local subnet, the link and every route: dropped, counted.
+        send(&mut a, &ipv4_frame(me, ip("10.99.0.1"), 10));
+        r.sw.round();
+        assert!(take(&sent).is_empty());
+        assert_eq!(r.stats[0].load().no_route, 1);
+        let l = link_stats.snapshot();
+        assert_eq!((l.routed, l.no_route), (2, 1), "{l:?}");
+
+        // The link's subnet is on the link: the destination itself is asked for.
+        send(&mut a, &ipv4_frame(me, ip("192.168.50.7"), 10));
+        r.sw.round();
+        r.sw.round();
+        let out = take(&sent);
+        assert!(
+            out.iter()
+                .any(|f| f[12..14] == [0x08, 0x06] && f[38..42] == [192, 168, 50, 7]),
+            "{out:?}"
+        );
+
+        // An ARP request for our link address is answered with the NIC's MAC.
+        rxq.lock().unwrap().push(crate::net::tests::arp_request(
+            PEER_MAC,
+            ip("192.168.50.2"),
+            ip("192.168.50.1"),
+        ));
+        r.sw.round();
+        let out = take(&sent);
+        let answer = out
+            .iter()
+            .find(|f| f[12..14] == [0x08, 0x06] && f[21] == 2)
+            .unwrap_or_else(|| panic!("no ARP answer: {out:?}"));
+        assert_eq!(&answer[22..28], &NIC_MAC);
+        assert_eq!(&answer[28..32], &[192, 168, 50, 1]);
+        r.tx.send(DpMsg::Shutdown { keep_nic: false }).unwrap();
+        assert!(!r.sw.poll_control());
+    }
+
     #[test]
     fn garbage_rings_are_counted_not_fatal() {
         let mut r = rig("garbage", &[("10.88.0.2", 1500)]);
