@@ -33,6 +33,9 @@ pub struct Options {
     pub group: Option<String>,
     /// The rate limits' fine timer (µs) and coarse timer (ms), checked by [`run`].
     pub rate_timers: (u64, u64),
+    /// docknetd's own address on the NIC's link, `A.B.C.D/N` (`--link-ip`): answered in
+    /// ARP, the next hop other nodes' routes name. Checked by [`run`].
+    pub link_ip: Option<String>,
 }
 
 /// Why the daemon could not run; [`DaemonError::code`] is the exit status.
@@ -239,6 +242,17 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
     let (fine_us, coarse_ms) = opts.rate_timers;
     let rate_periods =
         crate::rate::RatePeriods::new(fine_us, coarse_ms).map_err(DaemonError::Usage)?;
+    let link_ip = opts
+        .link_ip
+        .as_deref()
+        .map(crate::route::parse_link_addr)
+        .transpose()
+        .map_err(|e| DaemonError::Usage(format!("--link-ip: {e}")))?;
+    if link_ip.is_some() && matches!(spec, NicSpec::None) {
+        return Err(DaemonError::Usage(
+            "--link-ip needs a NIC (--nic af-packet:IFACE, tap:NAME or dpdk:...): with --nic none there is no link".into(),
+        ));
+    }
     let run_dir = &opts.run_dir;
     let pipes_dir = run_dir.join(PIPES_DIR);
     let sock = run_dir.join(SOCKET_NAME);
@@ -299,7 +313,16 @@ pub fn run(opts: Options) -> Result<(), DaemonError> {
 
     let result = crate::nic::open(&spec, control::DEFAULT_MTU)
         .map_err(DaemonError::Nic)
-        .and_then(|nic| serve(&opts, &sock, nic, &spec, saved, (group, rate_periods)));
+        .and_then(|nic| {
+            serve(
+                &opts,
+                &sock,
+                nic,
+                &spec,
+                saved,
+                (group, rate_periods, link_ip),
+            )
+        });
 
     if let Ok(true) = result {
         log::info!(
@@ -323,7 +346,11 @@ fn serve(
     nic: Option<Box<dyn Nic>>,
     spec: &NicSpec,
     saved: Option<crate::state::SavedState>,
-    (group, rate_periods): (Option<u32>, crate::rate::RatePeriods),
+    (group, rate_periods, link_ip): (
+        Option<u32>,
+        crate::rate::RatePeriods,
+        Option<(std::net::Ipv4Addr, u8)>,
+    ),
 ) -> Result<bool, DaemonError> {
     let sigs = block_signals();
     let listener =
@@ -360,14 +387,18 @@ fn serve(
         mtu: (n.max_frame() - net::ETH_LEN) as u32,
         pipe_mtu: control::pipe_mtu_for((n.max_frame() - net::ETH_LEN) as u32, n.gso_max_frame()),
         arp_reachable: opts.neighbor_timers.reachable,
+        ip: link_ip,
         stats: Arc::new(LinkStats::default()),
     });
     if let Some(l) = &link {
         log::info!(
-            "NIC {} up, IP MTU {}, default pipe MTU {}",
+            "NIC {} up, IP MTU {}, default pipe MTU {}{}",
             l.name,
             l.mtu,
-            l.pipe_mtu
+            l.pipe_mtu,
+            l.ip.map_or(String::new(), |(a, p)| format!(
+                ", link address {a}/{p} (routes possible)"
+            ))
         );
     }
     let link_stats = link.as_ref().map(|l| l.stats.clone());
@@ -379,7 +410,13 @@ fn serve(
             }
             let sw = Switch::new(dp_rx, dp_bell).with_rate_periods(rate_periods);
             let mut sw = match (nic, link_stats) {
-                (Some(nic), Some(stats)) => sw.with_nic(nic, stats, timers),
+                (Some(nic), Some(stats)) => {
+                    let sw = sw.with_nic(nic, stats, timers);
+                    match link_ip {
+                        Some((a, p)) => sw.with_link_addr(a, p),
+                        None => sw,
+                    }
+                }
                 _ => sw,
             };
             sw.run();
@@ -442,7 +479,8 @@ fn serve(
     let keep = {
         let mut c = control::lock(&ctl);
         let remove_all = c.exit_request().unwrap_or(false);
-        let keep = !remove_all && c.pipe_count() > 0;
+        // Routes alone are worth keeping too: a node whose pods come later keeps them.
+        let keep = !remove_all && (c.pipe_count() > 0 || c.route_count() > 0);
         if keep {
             c.detach();
         } else {

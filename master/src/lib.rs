@@ -10,6 +10,8 @@
 //!   and client.
 //! - [`daemon`]: run directory, tmpfs, stale state, threads and signals.
 //! - [`link`]: the NIC's counters and the neighbour (ARP) table; [`nic`]: the backends.
+//! - [`route`]: routes to other nodes' subnets (`docknetctl route`), looked up by the
+//!   switch.
 //! - [`state`]: what a restarted daemon re-adopts (the state file).
 //! - [`beneath`]: touching files in pipe directories without following what a tenant
 //!   planted there.
@@ -28,6 +30,8 @@ pub mod net;
 pub mod nic;
 #[forbid(unsafe_code)]
 pub mod rate;
+#[forbid(unsafe_code)]
+pub mod route;
 pub mod state;
 pub mod stats;
 #[forbid(unsafe_code)]

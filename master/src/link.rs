@@ -82,6 +82,13 @@ link_counters! {
     tx_dropped,
     /// Frames the link lost before the master saw them (backend ring overruns).
     rx_dropped,
+    /// Frames from pipes sent (or parked for ARP) toward a route's next hop
+    /// (`docknetctl route`; per route in `route ls`).
+    routed,
+    /// Frames from pipes dropped: their destination is outside every local pipe subnet,
+    /// the link's subnet (`--link-ip`) and every route. Only with `--link-ip`: without it
+    /// every such destination is taken to be on the link.
+    no_route,
 }
 
 /// Most neighbours remembered (and most addresses being asked for): the table is bounded

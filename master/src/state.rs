@@ -39,6 +39,14 @@ pub struct SavedFc {
     pub forward: bool,
 }
 
+/// One route, as `route add` made it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedRoute {
+    /// `A.B.C.D/N`.
+    pub cidr: String,
+    pub via: String,
+}
+
 /// Everything in the state file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedState {
@@ -48,6 +56,9 @@ pub struct SavedState {
     /// Clusters and their processes (none in files of older daemons).
     #[serde(default)]
     pub clusters: Vec<crate::control::clusters::SavedCluster>,
+    /// Routes to other nodes' subnets (none in files of older daemons).
+    #[serde(default)]
+    pub routes: Vec<SavedRoute>,
 }
 
 /// Why the state file could not be read.
@@ -146,6 +157,10 @@ mod tests {
                 forward: false,
             }],
             clusters: Vec::new(),
+            routes: vec![SavedRoute {
+                cidr: "10.90.2.0/24".into(),
+                via: "192.168.50.2".into(),
+            }],
         };
         save(&dir, &s).unwrap();
         assert_eq!(load(&dir).unwrap(), Some(s));

@@ -51,6 +51,8 @@ pub const NIC_COUNTERS: &[&str] = &[
     "no_neighbor",
     "tx_dropped",
     "rx_dropped",
+    "routed",
+    "no_route",
 ];
 
 /// Serializes the tests of one test binary: each starts its own namespaces and daemons,

@@ -10,6 +10,7 @@ use docknet_master::cluster::spec::MAX_REPLICAS;
 use docknet_master::cluster::{ClusterSpec, ClusterStatus, MemberStatus, NatMode, SpecError};
 use docknet_master::control::{self, ClientError, FcEntry, PipeEntry, Request, SOCKET_NAME};
 use docknet_master::link::{LinkSnapshot, LINK_COLUMNS};
+use docknet_master::route::RouteInfo;
 use docknet_master::stats::{StatsSnapshot, COLUMNS};
 use serde_json::Value;
 
@@ -88,6 +89,60 @@ enum Cmd {
     /// started and supervised by docknetd.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Routes to other nodes' pod subnets, over the NIC's link.
+    #[command(subcommand, long_about = ROUTE_ABOUT)]
+    Route(RouteCmd),
+}
+
+/// `docknetctl route --help`.
+const ROUTE_ABOUT: &str = "Routes to other nodes' pod subnets, over the NIC's link.
+
+Each node runs docknetd on its NIC with an address of its own on the wire
+(docknetd --nic af-packet:IFACE --link-ip 192.168.50.1/24) and gives its pods
+addresses from its own subnet of one cluster range (node 1 10.90.1.0/24, node 2
+10.90.2.0/24 of 10.90.0.0/16). On node 1, `route add 10.90.2.0/24 via 192.168.50.2`
+sends what its pods address to node 2's pods to node 2's docknetd (the MAC that
+answers ARP for 192.168.50.2), which delivers it to the pod's pipe; node 2 needs the
+route back (`route add 10.90.1.0/24 via 192.168.50.1`).
+
+The longest matching prefix wins; local pipe subnets and the link's subnet are more
+specific than any route containing them, and a route may not lie inside one. With
+--link-ip, a destination outside the local subnets, the link's subnet and every route
+is dropped (no_route in `docknetctl nic` and in the sender's stats). Routes are kept
+in the state file: a restarted docknetd has them again.";
+
+#[derive(Subcommand, Debug)]
+enum RouteCmd {
+    /// Route CIDR through next hop IP: `route add 10.90.2.0/24 via 192.168.50.2`.
+    ///
+    /// IP is the other node's docknetd address on the link (its --link-ip), inside this
+    /// docknetd's link subnet. Refused: a malformed CIDR or one with host bits set, a next
+    /// hop off the link or our own, a destination that is (inside) a local pipe subnet or
+    /// the link's subnet, a duplicate (remove the old route first).
+    Add {
+        /// Destination, A.B.C.D/N (network address; 0.0.0.0/0 for a default route).
+        #[arg(value_name = "CIDR")]
+        cidr: String,
+        /// The word `via`.
+        #[arg(value_name = "via", value_parser = clap::builder::PossibleValuesParser::new(["via"]), hide_possible_values = true)]
+        via_word: String,
+        /// The next hop: the other node's docknetd address on the link (its --link-ip).
+        #[arg(value_name = "IP")]
+        via: String,
+    },
+    /// Remove the route to CIDR.
+    Rm {
+        /// Destination, as `route ls` shows it.
+        #[arg(value_name = "CIDR")]
+        cidr: String,
+    },
+    /// List routes: destination, next hop, and the frames sent through each (`unresolved`:
+    /// frames that found the next hop's MAC unknown and waited for ARP).
+    Ls {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The cluster file, for `cluster up --help`.
@@ -543,12 +598,53 @@ fn run(args: Args) -> Result<(), Failure> {
                     ),
                     None => println!("{name} (IP MTU {mtu})"),
                 }
+                if let Some(ip) = v["link_ip"].as_str() {
+                    println!("docknetd's address on the link: {ip} (docknetctl route ls)");
+                }
                 let rows: Vec<Vec<String>> = LINK_COLUMNS
                     .iter()
                     .zip(c.values())
                     .map(|(k, v)| vec![k.to_string(), v.to_string()])
                     .collect();
                 table(&["COUNTER", "VALUE"], &rows);
+            }
+        }
+        Cmd::Route(RouteCmd::Add {
+            cidr,
+            via_word: _,
+            via,
+        }) => {
+            call(Request::RouteAdd { cidr, via })?;
+        }
+        Cmd::Route(RouteCmd::Rm { cidr }) => {
+            call(Request::RouteRm { cidr })?;
+        }
+        Cmd::Route(RouteCmd::Ls { json }) => {
+            let v = call(Request::RouteLs)?;
+            if json {
+                json_out(&v);
+            } else {
+                match (v["nic"].as_str(), v["link_ip"].as_str()) {
+                    (Some(nic), Some(ip)) => println!("link {nic}, docknetd's address {ip}"),
+                    (Some(nic), None) => {
+                        println!("link {nic}, no address (docknetd --link-ip): no routes possible")
+                    }
+                    _ => println!("no NIC (docknetd --nic none): no routes possible"),
+                }
+                let routes: Vec<RouteInfo> = decode(v["routes"].clone())?;
+                let rows: Vec<Vec<String>> = routes
+                    .into_iter()
+                    .map(|r| {
+                        vec![
+                            r.cidr,
+                            r.via,
+                            r.counters.frames.to_string(),
+                            r.counters.bytes.to_string(),
+                            r.counters.unresolved.to_string(),
+                        ]
+                    })
+                    .collect();
+                table(&["DEST", "VIA", "FRAMES", "BYTES", "UNRESOLVED"], &rows);
             }
         }
         Cmd::Rate(RateCmd::Set { name, mbps }) => {

@@ -41,6 +41,15 @@ struct Args {
     /// dropped, so a pipe that was silent cannot send more than M ms' worth at once.
     #[arg(long, value_name = "M", default_value_t = 4)]
     rate_coarse_ms: u64,
+    /// docknetd's own address on the NIC's link, with the link's prefix, e.g.
+    /// 192.168.50.1/24. docknetd answers ARP for it with the NIC's MAC and asks from it
+    /// when resolving a next hop, so other nodes name it in `docknetctl route add CIDR via
+    /// IP`; with it, a destination outside the local pipe subnets, this subnet and every
+    /// route is dropped (counted as no_route) instead of being asked for on the link.
+    /// Give each node its own, and not an address the kernel holds on that interface
+    /// (docknetd has no IP stack: it only answers ARP for it and routes through it).
+    #[arg(long, value_name = "A.B.C.D/N")]
+    link_ip: Option<String>,
 }
 
 /// `30s`, `500ms`, `2m` or plain seconds; between 100 ms and one hour.
@@ -75,6 +84,7 @@ fn main() {
         neighbor_timers: docknet_master::link::NeighborTimers::with_reachable(args.arp_reachable),
         group: args.group,
         rate_timers: (args.rate_fine_us, args.rate_coarse_ms),
+        link_ip: args.link_ip,
     };
     if let Err(e) = docknet_master::daemon::run(opts) {
         eprintln!("docknetd: {e}");

@@ -50,8 +50,16 @@ pub enum ControlError {
     Link(String),
     /// `attach` could not mount the pipe into the process's mount namespace.
     Attach { name: String, pid: u32, why: String },
+    /// A route was refused (`docknetctl route`): which one and why.
+    Route(crate::route::RouteError),
     /// The data-path thread is gone.
     DataPathGone,
+}
+
+impl From<crate::route::RouteError> for ControlError {
+    fn from(e: crate::route::RouteError) -> Self {
+        ControlError::Route(e)
+    }
 }
 
 impl ControlError {
@@ -108,6 +116,7 @@ impl fmt::Display for ControlError {
             ControlError::Attach { name, pid, why } => {
                 write!(f, "attach {name} to pid {pid}: {why}")
             }
+            ControlError::Route(e) => e.fmt(f),
             ControlError::DataPathGone => {
                 f.write_str("internal error: the data path thread is gone")
             }

@@ -7,6 +7,7 @@ pub mod client;
 pub mod clusters;
 mod error;
 pub mod protocol;
+mod routes;
 pub mod server;
 
 pub use client::{connect_error, request, ClientError};
@@ -151,6 +152,8 @@ pub struct Control {
     tap_addrs: std::collections::BTreeSet<(Ipv4Addr, u8)>,
     /// Clusters this daemon supervises (`docknetctl cluster`).
     clusters: BTreeMap<String, clusters::ClusterRec>,
+    /// Routes to other nodes' subnets (`docknetctl route`).
+    routes: BTreeMap<crate::route::Prefix, routes::RouteRec>,
 }
 
 /// What the control plane knows of the NIC.
@@ -165,6 +168,9 @@ pub struct LinkInfo {
     pub pipe_mtu: u32,
     /// How long a neighbour's ARP answer is trusted (`docknetd --arp-reachable`).
     pub arp_reachable: std::time::Duration,
+    /// docknetd's own address on the link and its prefix (`docknetd --link-ip`): the
+    /// next hop other nodes route to. Routes need it.
+    pub ip: Option<(Ipv4Addr, u8)>,
     pub stats: Arc<crate::link::LinkStats>,
 }
 
@@ -209,6 +215,7 @@ impl Control {
             link: None,
             tap_addrs: Default::default(),
             clusters: BTreeMap::new(),
+            routes: BTreeMap::new(),
         }
     }
 
@@ -319,6 +326,8 @@ impl Control {
                 | Request::ClusterDrain { .. }
                 | Request::ClusterWeight { .. }
                 | Request::ClusterDown { .. }
+                | Request::RouteAdd { .. }
+                | Request::RouteRm { .. }
         );
         let r = self.handle_one(req);
         if changes {
@@ -381,6 +390,7 @@ impl Control {
                     "name": l.name,
                     "mtu": l.mtu,
                     "arp_reachable_ms": l.arp_reachable.as_millis() as u64,
+                    "link_ip": l.ip.map(|(a, p)| format!("{a}/{p}")),
                     "counters": l.stats.snapshot()
                 })),
                 None => Err(ControlError::Unavailable(
@@ -411,6 +421,9 @@ impl Control {
                 weight,
             } => self.cluster_weight(&name, &member, weight),
             Request::ClusterDown { name } => self.cluster_down(&name),
+            Request::RouteAdd { cidr, via } => self.route_add(&cidr, &via),
+            Request::RouteRm { cidr } => self.route_rm(&cidr),
+            Request::RouteLs => Ok(self.route_ls()),
         }
     }
 
@@ -518,6 +531,7 @@ impl Control {
         }
         let (ip, prefix_len) = net::parse_cidr(cidr).map_err(ControlError::Invalid)?;
         let gateway = self.check_new_addr(ip, prefix_len)?;
+        self.check_pipe_against_routes(ip, prefix_len)?;
         if let Some(tap) = self.link.as_ref().and_then(|l| l.tap.clone()) {
             if !self.tap_addrs.contains(&(gateway, prefix_len)) {
                 crate::nic::tap::add_address(&tap, &format!("{gateway}/{prefix_len}"))
@@ -793,6 +807,7 @@ impl Control {
             }
         }
         self.clusters_readopt(&saved.clusters);
+        self.routes_readopt(&saved.routes);
         self.save_state();
     }
 
@@ -822,6 +837,7 @@ impl Control {
                 })
                 .collect(),
             clusters: self.saved_clusters(),
+            routes: self.saved_routes(),
         }
     }
 

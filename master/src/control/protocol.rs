@@ -114,6 +114,13 @@ pub enum Request {
     },
     /// Stop the NAT and the members, remove their pipes.
     ClusterDown { name: String },
+    /// Route `cidr` (`A.B.C.D/N`, another node's pod subnet) through `via`: that node's
+    /// docknetd on the wire (its `--link-ip` address).
+    RouteAdd { cidr: String, via: String },
+    /// Remove the route to `cidr`.
+    RouteRm { cidr: String },
+    /// The routes, this docknetd's link address and their counters.
+    RouteLs,
 }
 
 /// The answer to a request.

@@ -37,6 +37,10 @@ pub(super) const PROTO_UDP: u8 = 17;
 /// `hdr`, checksums filled (pipes carry none). An unresolved destination parks the frame
 /// and asks ARP.
 ///
+/// `next_hop` is the address whose MAC the frame goes to: its destination when that is
+/// on the link, else the next hop of the route it matched; `asker` is the address the
+/// master names as sender when it has to ask for it (see [`link_source_ip`]).
+///
 /// With a NIC that offloads: a TCP frame longer than the link's MTU goes out as one GSO
 /// frame (the kernel or the device cuts it into MTU-sized segments: `gso_size` = MTU − IP
 /// header − TCP header), and TCP/UDP checksums are left for the link to fill (the field
@@ -47,8 +51,8 @@ pub(super) fn egress(
     src: FrameSource<'_>,
     hdr: &[u8; HDR_COPY],
     frame_len: usize,
-    src_ip: u32,
-    dst: u32,
+    next_hop: u32,
+    asker: u32,
 ) -> Egress {
     let gso = frame_len > port.max_frame;
     let proto = hdr[ETH_LEN + 9];
@@ -98,7 +102,7 @@ pub(super) fn egress(
         }
     };
     let now = port.now;
-    match port.neighbors.resolve(dst, src_ip, now) {
+    match port.neighbors.resolve(next_hop, asker, now) {
         Some(dst_mac) => {
             if port
                 .nic
@@ -114,9 +118,9 @@ pub(super) fn egress(
             // only MTU-sized frames park (the first frames of a flow are small).
             let plain = TxMeta::default();
             if gso
-                || !port
-                    .neighbors
-                    .park(dst, src_ip, frame_len, now, |buf| fill(buf, [0; 6], &plain))
+                || !port.neighbors.park(next_hop, asker, frame_len, now, |buf| {
+                    fill(buf, [0; 6], &plain)
+                })
             {
                 port.local.no_neighbor += 1;
                 return Egress::Parked;

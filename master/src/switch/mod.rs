@@ -31,6 +31,7 @@ use crate::link::{LinkCounters, LinkStats, NeighborTimers, Neighbors};
 use crate::net::{self, Verdict, ARP_FRAME_LEN, ETH_LEN, HDR_COPY, MASTER_MAC};
 use crate::nic::{CsumState, Nic, NicWaker, RxMeta, TxMeta};
 use crate::rate::{RatePeriods, TokenBucket};
+use crate::route::{Prefix, RouteTable};
 use crate::stats::{Counters, PipeStats};
 
 mod deliver;
@@ -71,6 +72,8 @@ pub enum DpMsg {
         slot: usize,
         bytes_per_sec: Option<NonZeroU64>,
     },
+    /// Replace the routes to other nodes' subnets (`docknetctl route`).
+    SetRoutes { table: Box<RouteTable> },
     /// Leave the loop. `keep_nic`: leave the link for the next docknetd (pipes stay).
     Shutdown { keep_nic: bool },
 }
@@ -108,6 +111,9 @@ pub struct Switch {
     by_ip: HashMap<u32, usize>,
     /// Gateway address → number of pipes using it.
     gateways: HashMap<u32, u32>,
+    /// The pipe subnets of this host and how many pipes are in each: destinations in
+    /// them are on the link (never routed).
+    local_nets: Vec<(Prefix, u32)>,
     msgs: Receiver<DpMsg>,
     bell: Arc<Doorbell>,
     sleeper: Sleeper,
@@ -135,6 +141,8 @@ struct LinkRx<'a> {
     neighbors: &'a mut Neighbors,
     mac: [u8; 6],
     now: Instant,
+    /// docknetd's own link address (`--link-ip`), 0 if none.
+    link_ip: u32,
 }
 
 /// The NIC and what the switch keeps about its link.
@@ -155,6 +163,49 @@ struct NicPort {
     arp_out: Vec<[u8; ARP_FRAME_LEN]>,
     /// Wakes the sleeping data path when the NIC's fd turns readable.
     waker: Option<NicWaker>,
+    /// docknetd's own address on the link and the link's subnet (`--link-ip`): answered
+    /// in ARP, asked from when resolving a next hop. Without it there are no routes and
+    /// every destination that is no pipe of this host is taken to be on the link.
+    link_addr: Option<(u32, Prefix)>,
+    /// Routes to other nodes' subnets, longest prefix first.
+    routes: RouteTable,
+}
+
+/// Where a frame from a pipe to an address that is no pipe of this host goes.
+enum NextHop {
+    /// On the link: resolve the destination itself, asking as `asker`.
+    OnLink { asker: u32 },
+    /// Through route `index`: resolve its next hop `via`, asking as `asker` (our link
+    /// address).
+    Route { index: usize, via: u32, asker: u32 },
+    /// Outside every local subnet, the link's subnet and every route.
+    NoRoute,
+}
+
+impl NicPort {
+    /// The way to `dst` (no pipe of this host) for a frame from `src_ip`: a local pipe
+    /// subnet or the link's subnet is on the link (more specific than any route that
+    /// contains it: routes never lie inside one), else the longest matching route.
+    #[inline]
+    fn next_hop(&self, local_nets: &[(Prefix, u32)], dst: u32, src_ip: u32) -> NextHop {
+        let Some((link_ip, link_net)) = self.link_addr else {
+            return NextHop::OnLink { asker: src_ip };
+        };
+        if link_net.contains(dst) {
+            return NextHop::OnLink { asker: link_ip };
+        }
+        if local_nets.iter().any(|(p, _)| p.contains(dst)) {
+            return NextHop::OnLink { asker: src_ip };
+        }
+        match self.routes.lookup(dst) {
+            Some((index, via)) => NextHop::Route {
+                index,
+                via,
+                asker: link_ip,
+            },
+            None => NextHop::NoRoute,
+        }
+    }
 }
 
 /// Quarantine pipe `s` (slot `i`) if a tenant shrank its file under us (the SIGBUS guard
@@ -208,6 +259,7 @@ impl Switch {
             slots: Vec::new(),
             by_ip: HashMap::new(),
             gateways: HashMap::new(),
+            local_nets: Vec::new(),
             msgs,
             bell,
             sleeper: Sleeper::default(),
@@ -252,7 +304,20 @@ impl Switch {
             stats,
             arp_out: Vec::with_capacity(BATCH),
             waker,
+            link_addr: None,
+            routes: RouteTable::default(),
         });
+        self
+    }
+
+    /// docknetd's own address on the NIC's link, `addr/prefix_len` (`--link-ip`): what
+    /// other nodes name as the next hop of their routes to this node's subnets. Only with
+    /// a NIC (call after [`Switch::with_nic`]).
+    pub fn with_link_addr(mut self, addr: std::net::Ipv4Addr, prefix_len: u8) -> Self {
+        if let Some(port) = self.nic.as_mut() {
+            let a = u32::from(addr);
+            port.link_addr = Some((a, Prefix::of(a, prefix_len)));
+        }
         self
     }
 
@@ -300,6 +365,11 @@ impl Switch {
                 });
                 self.by_ip.insert(ip, slot);
                 *self.gateways.entry(gateway).or_insert(0) += 1;
+                let net = Prefix::of(ip, prefix_len);
+                match self.local_nets.iter_mut().find(|(p, _)| *p == net) {
+                    Some((_, n)) => *n += 1,
+                    None => self.local_nets.push((net, 1)),
+                }
                 if let Some(port) = self.nic.as_mut() {
                     let hw = port.nic.steer(std::net::Ipv4Addr::from(ip));
                     if let Some(Some(s)) = self.slots.get_mut(slot) {
@@ -354,6 +424,15 @@ impl Switch {
                 }
                 self.count_limited();
             }
+            DpMsg::SetRoutes { table } => {
+                if let Some(port) = self.nic.as_mut() {
+                    // The old table's counters are published before it goes (the control
+                    // plane hands the same stats to the new one).
+                    port.routes.publish();
+                    port.routes = *table;
+                    log::debug!("data path: routes replaced");
+                }
+            }
             DpMsg::Shutdown { keep_nic } => {
                 if let Some(port) = self.nic.as_mut() {
                     port.nic.set_persistent(keep_nic);
@@ -387,6 +466,13 @@ impl Switch {
             *n -= 1;
             if *n == 0 {
                 self.gateways.remove(&s.gateway);
+            }
+        }
+        let net = Prefix::of(s.ip, s.prefix_len);
+        if let Some(i) = self.local_nets.iter().position(|(p, _)| *p == net) {
+            self.local_nets[i].1 -= 1;
+            if self.local_nets[i].1 == 0 {
+                self.local_nets.swap_remove(i);
             }
         }
         s.stats.publish(&s.local);
@@ -472,6 +558,7 @@ impl Switch {
                     (n.rx_frames, n.rx_bytes, n.tx_frames, n.tx_bytes);
                 (l.tx_dropped, l.rx_dropped) = (n.tx_dropped, n.rx_dropped);
                 port.stats.publish(&port.local);
+                port.routes.publish();
             }
         }
         total
@@ -484,6 +571,7 @@ impl Switch {
             return 0;
         };
         port.now = now;
+        let link_ip = port.link_addr.map_or(0, |(a, _)| a);
         let n = port.nic.rx_burst_meta(BATCH, &mut |frame, meta| {
             let mut link = LinkRx {
                 local: &mut port.local,
@@ -491,6 +579,7 @@ impl Switch {
                 neighbors: &mut port.neighbors,
                 mac: port.mac,
                 now,
+                link_ip,
             };
             self.ingress(&mut link, frame, meta)
         });
@@ -537,8 +626,9 @@ impl Switch {
             neighbors,
             mac: my_mac,
             now,
+            link_ip,
         } = link;
-        let (my_mac, now) = (*my_mac, *now);
+        let (my_mac, now, link_ip) = (*my_mac, *now, *link_ip);
         if frame.len() < ETH_LEN {
             local.bad_frame += 1;
             return;
@@ -558,15 +648,13 @@ impl Switch {
                     local.bad_frame += 1;
                     return;
                 };
-                let for_us = self.by_ip.contains_key(&arp.target_ip)
-                    || self.gateways.contains_key(&arp.target_ip);
+                let ours = self.by_ip.contains_key(&arp.target_ip)
+                    || (link_ip != 0 && arp.target_ip == link_ip);
+                let for_us = ours || self.gateways.contains_key(&arp.target_ip);
                 // Only an answer sent to our MAC proves the neighbour hears us.
                 let confirms = arp.op == 2 && dst_mac == my_mac && for_us;
                 neighbors.learn(arp.sender_ip, arp.sender_mac, for_us, confirms, now);
-                if arp.op == 1
-                    && self.by_ip.contains_key(&arp.target_ip)
-                    && arp_out.len() < arp_out.capacity()
-                {
+                if arp.op == 1 && ours && arp_out.len() < arp_out.capacity() {
                     let mut reply = [0u8; ARP_FRAME_LEN];
                     net::build_arp_reply(
                         &mut reply,
@@ -702,19 +790,30 @@ impl Switch {
             }
             Verdict::Ipv4 { dst, frame_len } => {
                 let Some(&d) = self.by_ip.get(&dst) else {
-                    match self.nic.as_mut() {
-                        Some(port) => {
-                            let from = FrameSource::Shared(&src.end.tx, frame);
-                            let r = egress(port, from, &hdr, frame_len, src_ip, dst);
-                            if let Some(src) = slots[i].as_mut() {
-                                match r {
-                                    Egress::Sent | Egress::Parked => {}
-                                    Egress::TooBig => src.local.too_big += 1,
-                                    Egress::Dropped => src.local.no_route += 1,
-                                }
-                            }
+                    let Some(port) = self.nic.as_mut() else {
+                        src.local.no_route += 1;
+                        return;
+                    };
+                    let (hop, asker, route) = match port.next_hop(&self.local_nets, dst, src_ip) {
+                        NextHop::OnLink { asker } => (dst, asker, None),
+                        NextHop::Route { index, via, asker } => (via, asker, Some(index)),
+                        NextHop::NoRoute => {
+                            src.local.no_route += 1;
+                            port.local.no_route += 1;
+                            return;
                         }
-                        None => src.local.no_route += 1,
+                    };
+                    let from = FrameSource::Shared(&src.end.tx, frame);
+                    let r = egress(port, from, &hdr, frame_len, hop, asker);
+                    if let (Some(index), Egress::Sent | Egress::Parked) = (route, &r) {
+                        port.routes
+                            .count(index, frame_len, matches!(r, Egress::Sent));
+                        port.local.routed += 1;
+                    }
+                    match r {
+                        Egress::Sent | Egress::Parked => {}
+                        Egress::TooBig => src.local.too_big += 1,
+                        Egress::Dropped => src.local.no_route += 1,
                     }
                     return;
                 };
@@ -1154,6 +1253,158 @@ mod tests {
         send(&mut b, &ipv4_frame(ib, ia, 100));
         assert_eq!(r.sw.round(), 1);
         assert_eq!(r.stats[1].load().throttled, 0);
+        r.tx.send(DpMsg::Shutdown { keep_nic: false }).unwrap();
+        assert!(!r.sw.poll_control());
+    }
+
+    /// A NIC in memory: frames queued in `rx` are received, sent frames land in `sent`.
+    struct FakeNic {
+        rx: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+        sent: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    }
+
+    const NIC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+    const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+
+    impl Nic for FakeNic {
+        fn name(&self) -> &str {
+            "fake"
+        }
+        fn mac(&self) -> [u8; 6] {
+            NIC_MAC
+        }
+        fn max_frame(&self) -> usize {
+            1514
+        }
+        fn rx_burst(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize {
+            let frames: Vec<Vec<u8>> = {
+                let mut q = self.rx.lock().unwrap();
+                let n = q.len().min(max);
+                q.drain(..n).collect()
+            };
+            for fr in &frames {
+                f(fr);
+            }
+            frames.len()
+        }
+        fn tx(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> bool {
+            let mut b = vec![0u8; len];
+            fill(&mut b);
+            self.sent.lock().unwrap().push(b);
+            true
+        }
+        fn flush_tx(&mut self) {}
+        fn rx_fd(&self) -> Option<std::os::fd::RawFd> {
+            None
+        }
+        fn stats(&self) -> crate::nic::NicStats {
+            crate::nic::NicStats::default()
+        }
+    }
+
+    #[test]
+    fn routes_send_to_the_next_hop_and_unrouted_destinations_are_dropped() {
+        use crate::route::{RouteEntry, RouteStats};
+        let mut r = rig("route", &[("10.90.1.2", 1500)]);
+        let (rxq, sent) = (Arc::default(), Arc::default());
+        let nic = FakeNic {
+            rx: Arc::clone(&rxq),
+            sent: Arc::clone(&sent),
+        };
+        let link_stats = Arc::new(LinkStats::default());
+        let (_unused_tx, unused_rx) = mpsc::channel();
+        let sw = std::mem::replace(&mut r.sw, Switch::new(unused_rx, Arc::new(Doorbell::new())));
+        r.sw = sw
+            .with_nic(Box::new(nic), link_stats.clone(), NeighborTimers::default())
+            .with_link_addr(ip("192.168.50.1"), 24);
+        let route_stats = Arc::new(RouteStats::default());
+        let dest = crate::route::parse_prefix("10.91.2.0/24").unwrap();
+        r.tx.send(DpMsg::SetRoutes {
+            table: Box::new(RouteTable::new(vec![RouteEntry::new(
+                dest,
+                ip("192.168.50.2"),
+                route_stats.clone(),
+            )])),
+        })
+        .unwrap();
+        assert!(r.sw.poll_control());
+        let mut a = ServicePipeEnd::attach(&r.dirs[0]).unwrap();
+        let me = ip("10.90.1.2");
+        let take =
+            |sent: &Arc<std::sync::Mutex<Vec<Vec<u8>>>>| std::mem::take(&mut *sent.lock().unwrap());
+
+        // A routed frame: parked, and the next hop is asked for from our link address.
+        send(&mut a, &ipv4_frame(me, ip("10.91.2.5"), 100));
+        r.sw.round();
+        r.sw.round();
+        let out = take(&sent);
+        let arp: Vec<_> = out.iter().filter(|f| f[12..14] == [0x08, 0x06]).collect();
+        assert_eq!(arp.len(), 1, "one ARP request: {out:?}");
+        assert_eq!(
+            &arp[0][28..32],
+            &[192, 168, 50, 1],
+            "asked as the link address"
+        );
+        assert_eq!(&arp[0][38..42], &[192, 168, 50, 2], "for the next hop");
+        // The next hop answers: the parked frame leaves for its MAC.
+        let mut reply = [0u8; ARP_FRAME_LEN];
+        net::build_arp_reply(
+            &mut reply,
+            NIC_MAC,
+            PEER_MAC,
+            u32::from(ip("192.168.50.2")),
+            NIC_MAC,
+            [192, 168, 50, 1],
+        );
+        rxq.lock().unwrap().push(reply.to_vec());
+        r.sw.round();
+        r.sw.round();
+        let out = take(&sent);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(&out[0][0..6], &PEER_MAC);
+        assert_eq!(&out[0][30..34], &[10, 91, 2, 5], "destination unchanged");
+        // Resolved now: straight out.
+        send(&mut a, &ipv4_frame(me, ip("10.91.2.6"), 100));
+        r.sw.round();
+        let out = take(&sent);
+        assert_eq!(out.len(), 1);
+        assert_eq!(&out[0][0..6], &PEER_MAC);
+        let rs = route_stats.load();
+        assert_eq!((rs.frames, rs.unresolved), (2, 1), "{rs:?}");
+
+        // Outside every local subnet, the link and every route: dropped, counted.
+        send(&mut a, &ipv4_frame(me, ip("10.99.0.1"), 10));
+        r.sw.round();
+        assert!(take(&sent).is_empty());
+        assert_eq!(r.stats[0].load().no_route, 1);
+        let l = link_stats.snapshot();
+        assert_eq!((l.routed, l.no_route), (2, 1), "{l:?}");
+
+        // The link's subnet is on the link: the destination itself is asked for.
+        send(&mut a, &ipv4_frame(me, ip("192.168.50.7"), 10));
+        r.sw.round();
+        r.sw.round();
+        let out = take(&sent);
+        assert!(
+            out.iter()
+                .any(|f| f[12..14] == [0x08, 0x06] && f[38..42] == [192, 168, 50, 7]),
+            "{out:?}"
+        );
+
+        // An ARP request for our link address is answered with the NIC's MAC.
+        rxq.lock().unwrap().push(crate::net::tests::arp_request(
+            PEER_MAC,
+            ip("192.168.50.2"),
+            ip("192.168.50.1"),
+        ));
+        r.sw.round();
+        let out = take(&sent);
+        let answer = out
+            .iter()
+            .find(|f| f[12..14] == [0x08, 0x06] && f[21] == 2)
+            .unwrap_or_else(|| panic!("no ARP answer: {out:?}"));
+        assert_eq!(&answer[22..28], &NIC_MAC);
+        assert_eq!(&answer[28..32], &[192, 168, 50, 1]);
         r.tx.send(DpMsg::Shutdown { keep_nic: false }).unwrap();
         assert!(!r.sw.poll_control());
     }
