@@ -3,6 +3,7 @@
 
 mod cleanup;
 mod cluster;
+mod cni;
 mod cpu;
 mod docknet;
 mod fairness;
@@ -270,8 +271,53 @@ kernel network's commands and ruleset), OUT/loss.json (every run). Progress on s
 Everything started (docknetd, services, namespaces dnbPIDl{a,b,br}, temp dirs) is removed on
 exit, including on SIGINT/SIGTERM/SIGHUP.";
 
+const CNI_ABOUT: &str = "\
+Pod-to-pod TCP ping-pong through docknet-cni pipes vs the standard `bridge` CNI plugin,
+between the same two pods' network namespaces, in one run (issue 11).
+
+The node: network namespaces dnbPIDcpa and dnbPIDcpb (the pods) and dnbPIDcnode (the
+node's, where the bridge plugin makes its bridge, so the host's namespace is not touched);
+one docknetd --nic none (run dir /tmp/dnbench-PID-cni). Each pod gets two networks, as
+Multus gives them, by running the plugins as a container runtime does (CNI_* environment,
+configuration on stdin, CNI_PATH = this executable's directory and --cni-plugins):
+  eth0  bridge + host-local 10.77.30.0/24 (isGateway, no masquerade, MTU the plugin's default)
+  net1  docknet-cni + host-local 10.88.7.0/24 (a pipe, CNI 1.1.0 socketPath)
+and both are deleted (DEL) at the end.
+
+Paths:
+  kernel-cni-bridge   the bench's kernel echo server on pod A's eth0 address, the kernel
+                      echo client in pod B (as pingpong's kernel paths)
+  docknet-cni-master  dn-echo server on pod A's pipe, dn-echo client on pod B's pipe,
+                      frames switched by docknetd
+  docknet-cni-fc      the same over a fast channel between the two pipes
+                      (docknetctl fc create)
+Every process runs in its pod's network namespace (nsenter --net).
+
+Definitions (round trip, one-way latency, goodput, count and warm-up choice, failure
+handling): as `pingpong` (see its --help).
+
+Output: the table and a ratios section (relative to kernel-cni-bridge) on stdout;
+OUT/cni.svg, OUT/cni.md (with the pods' addresses and MTUs), OUT/cni.json. Progress on
+stderr. Needs root, docknetd, docknetctl, docknet-cni and dn-echo next to this executable
+(or --bin-dir), and host-local and bridge (apt-get install containernetworking-plugins).
+Everything started (processes, namespaces, the bridge inside the node namespace, run and
+state dirs /tmp/dnbench-PID-cni*) is removed on exit, including on SIGINT/SIGTERM/SIGHUP.";
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Pod to pod through docknet-cni pipes vs the bridge CNI plugin (issue 11).
+    #[command(
+        long_about = CNI_ABOUT,
+        mut_arg("bin_dir", |a| a.help(
+            "Directory holding docknetd, docknetctl, docknet-cni and dn-echo (default: next \
+             to this executable)"
+        )),
+        mut_arg("keep_run_dir", |a| a.help(
+            "Keep the temp dirs (/tmp/dnbench-PID-cni*) for inspection"
+        )),
+    )]
+    Cni(CniCli),
+
     /// Sequential 1 MiB echoes at random loss (0-3%), DockNet beside the kernel (issue 10).
     #[command(
         long_about = LOSS_ABOUT,
@@ -395,6 +441,49 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct CniCli {
+    /// Paths to run, comma-separated, in this order.
+    #[arg(
+        long,
+        default_value = "kernel-cni-bridge,docknet-cni-master,docknet-cni-fc"
+    )]
+    paths: cni::CniPathList,
+
+    /// Message sizes in bytes, comma-separated; K = 1024, M = 1024².
+    #[arg(long, default_value = "1K,200K")]
+    sizes: SizeList,
+
+    /// Measured messages per size. Default: sized so each point takes about
+    /// --seconds, from a short pilot run (50 messages) of the same client;
+    /// at least 100, at most 1000000.
+    #[arg(long)]
+    count: Option<usize>,
+
+    /// Target duration of one point when --count is not given.
+    #[arg(long, default_value_t = 1.0)]
+    seconds: f64,
+
+    /// Warm-up messages per size, not measured. Default: count / 20, within 10..=1000.
+    #[arg(long)]
+    warmup: Option<usize>,
+
+    /// Directory holding the host-local and bridge CNI plugins.
+    #[arg(long, default_value = "/usr/lib/cni")]
+    cni_plugins: PathBuf,
+
+    /// Directory for cni.svg, cni.md and cni.json.
+    #[arg(long, default_value = "docs/bench")]
+    out: PathBuf,
+
+    /// Seconds one point (one client run) may take before it is killed and marked FAILED.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+
+    #[command(flatten)]
+    run: RunCli,
 }
 
 #[derive(clap::Args, Debug)]
@@ -857,7 +946,8 @@ fn main() {
         | Cmd::Ratelimit(_)
         | Cmd::Nat(_)
         | Cmd::Cluster(_)
-        | Cmd::Loss(_) => "info",
+        | Cmd::Loss(_)
+        | Cmd::Cni(_) => "info",
         _ => "warn",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
@@ -866,6 +956,24 @@ fn main() {
     // What the reports record as the command.
     let command_line = report::shell_join(&std::env::args().collect::<Vec<_>>());
     let code = match cli.cmd {
+        Cmd::Cni(c) => {
+            let ca = cni::CniArgs {
+                bench: BenchArgs {
+                    sizes: c.sizes.0,
+                    count: c.count,
+                    seconds: c.seconds,
+                    warmup: c.warmup,
+                    out: c.out,
+                    bin_dir: c.run.bin_dir,
+                    timeout: Duration::from_secs(c.timeout),
+                    keep_run_dir: c.run.keep_run_dir,
+                    command_line,
+                },
+                paths: c.paths.0,
+                plugins: c.cni_plugins,
+            };
+            bench(|| cni::run(&ca))
+        }
         Cmd::Pingpong(p) => {
             let paths = p.paths.0;
             let args = p.common.into_args(command_line);
@@ -1132,6 +1240,18 @@ mod tests {
         assert_eq!(c.cores.unwrap().0, vec![0, 1]);
         assert_eq!(c.members, vec![2, 4]);
         assert!(Cli::try_parse_from(["docknet-bench", "cluster", "--members", "0"]).is_err());
+    }
+
+    #[test]
+    fn cni_defaults_parse() {
+        let cli = Cli::try_parse_from(["docknet-bench", "cni"]).unwrap();
+        let Cmd::Cni(c) = cli.cmd else {
+            panic!("not cni")
+        };
+        assert_eq!(c.paths.0, cni::CniPath::ALL.to_vec());
+        assert_eq!(c.sizes.0, vec![1024, 200 * 1024]);
+        assert_eq!(c.cni_plugins, PathBuf::from("/usr/lib/cni"));
+        assert!(Cli::try_parse_from(["docknet-bench", "cni", "--paths", "kernel-lo"]).is_err());
     }
 
     #[test]
