@@ -1,9 +1,10 @@
 //! Harness for DockNet-rs system tests: builds the workspace's binaries once per test
 //! process, starts `docknetd` in a private run directory, runs `docknetctl` and services
 //! with timeouts, and cleans everything up on every exit path (guards with `Drop`).
-//! [`nic`] adds network namespaces, veth links, raw sockets and hand-built frames. The
-//! test kit of the workspace: `docknet-master`'s integration tests use it too (a
-//! dev-dependency; this crate must never depend on `docknet-master`).
+//! [`nic`] adds network namespaces, veth links, raw sockets and hand-built frames;
+//! [`pods`] runc "pods" with pipes from `docknet-cni`. The test kit of the workspace:
+//! `docknet-master`'s integration tests use it too (a dev-dependency; this crate must
+//! never depend on `docknet-master`).
 //!
 //! Set `DOCKNET_BIN_DIR` to a directory holding already-built `docknetd`, `docknetctl` and
 //! `dn-echo` to skip the build step ([`set_bin_dir`] does so from code).
@@ -24,6 +25,7 @@ pub mod cluster;
 pub mod httpd;
 pub mod image;
 pub mod nic;
+pub mod pods;
 
 /// Counters `docknetctl stats --json` reports per pipe.
 pub const COUNTERS: &[&str] = &[

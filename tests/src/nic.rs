@@ -546,6 +546,23 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("nic --json is not JSON ({e}): {out}"))
     }
 
+    /// `docknetctl route ls --json`, parsed.
+    pub fn routes_json(&self) -> Value {
+        let out = self.ctl_ok(&["route", "ls", "--json"]);
+        serde_json::from_str(out.trim())
+            .unwrap_or_else(|e| panic!("route ls --json is not JSON ({e}): {out}"))
+    }
+
+    /// The counters of the route to `cidr` in `route ls --json` (panics if there is none).
+    pub fn route_counters(&self, cidr: &str) -> Value {
+        let all = self.routes_json();
+        all["routes"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["cidr"] == cidr))
+            .map(|r| r["counters"].clone())
+            .unwrap_or_else(|| panic!("no route {cidr} in {all}"))
+    }
+
     /// Start a service on `pipe` and wait for its "listening" line.
     pub fn service_listening(&self, pipe: &str, args: &[&str]) -> ChildGuard {
         let (mut g, stdout) = self.spawn_service(pipe, "dn-echo", args);
@@ -558,6 +575,129 @@ impl Daemon {
             );
         }
         g
+    }
+}
+
+/// Node `node`'s docknetd `d` (link address `link_ip`) routed at least `min_bytes` to
+/// `cidr` over its NIC: the route's `bytes`, the NIC's `routed` at least the route's
+/// frames, nothing dropped for want of a route or for a bad checksum, and it answered
+/// ARP for its link address. Returns the route's counters.
+pub fn assert_route_carried(
+    d: &Daemon,
+    node: &str,
+    link_ip: &str,
+    cidr: &str,
+    min_bytes: u64,
+) -> Value {
+    let r = d.route_counters(cidr);
+    let bytes = r["bytes"].as_u64().unwrap_or(0);
+    assert!(
+        bytes >= min_bytes,
+        "node {node}: its route to {cidr} carried {bytes} bytes, expected >= {min_bytes}: {r}"
+    );
+    let nic = d.nic_json();
+    assert!(
+        nic_counter(&nic, "routed") >= r["frames"].as_u64().unwrap_or(0),
+        "node {node}: NIC counter routed below the route's frames: {nic}"
+    );
+    assert_eq!(
+        nic_counter(&nic, "no_route"),
+        0,
+        "node {node}: frames dropped for no route: {nic}"
+    );
+    assert_eq!(nic_counter(&nic, "bad_csum"), 0, "node {node}: {nic}");
+    // The peer asked for our link address: we answered.
+    assert!(
+        nic_counter(&nic, "arp_answered") >= 1,
+        "node {node}: never answered ARP for its link address: {nic}"
+    );
+    assert_eq!(nic["link_ip"], link_ip, "node {node}: {nic}");
+    r
+}
+
+/// Two "nodes" (issue 11, part 2): network namespaces joined by a veth (`e0` on each
+/// side), each with its own docknetd on its end (AF_PACKET) and its own address on the
+/// wire ([`TwoNodes::LINK_IPS`]); pods of node N get addresses from
+/// [`TwoNodes::POD_SUBNETS`]`[N-1]`, one /24 each of [`TwoNodes::CLUSTER_RANGE`].
+/// Dropping it stops the daemons, then deletes the namespaces.
+pub struct TwoNodes {
+    // Fields drop in this order: the daemons before their namespaces.
+    pub d1: Daemon,
+    pub d2: Daemon,
+    pub n1: Netns,
+    pub n2: Netns,
+}
+
+impl TwoNodes {
+    /// `--link-ip` of node 1 and node 2.
+    pub const LINK_IPS: [&'static str; 2] = ["192.168.50.1/24", "192.168.50.2/24"];
+    /// The pods' subnets of node 1 and node 2.
+    pub const POD_SUBNETS: [&'static str; 2] = ["10.90.1.0/24", "10.90.2.0/24"];
+    /// The cluster range both subnets are in.
+    pub const CLUSTER_RANGE: &'static str = "10.90.0.0/16";
+
+    /// The namespaces, the veth and both daemons (no routes yet).
+    pub fn start() -> TwoNodes {
+        let n1 = Netns::new("n1");
+        let n2 = Netns::new("n2");
+        veth(&n1, "e0", &n2, "e0");
+        let d1 = Daemon::start_in(n1.path(), "af-packet:e0", &["--link-ip", Self::LINK_IPS[0]]);
+        let d2 = Daemon::start_in(n2.path(), "af-packet:e0", &["--link-ip", Self::LINK_IPS[1]]);
+        TwoNodes { d1, d2, n1, n2 }
+    }
+
+    /// `route add` on both: each node's pod subnet via the other's link address.
+    pub fn add_routes(&self) {
+        let hop = |i: usize| Self::LINK_IPS[i].split('/').next().unwrap();
+        self.d1
+            .ctl_ok(&["route", "add", Self::POD_SUBNETS[1], "via", hop(1)]);
+        self.d2
+            .ctl_ok(&["route", "add", Self::POD_SUBNETS[0], "via", hop(0)]);
+    }
+
+    /// Both routes carried at least `min_bytes` ([`assert_route_carried`] on each node);
+    /// returns their counters (node 1's, node 2's).
+    pub fn assert_routed(&self, min_bytes: u64) -> (Value, Value) {
+        (
+            assert_route_carried(
+                &self.d1,
+                "1",
+                Self::LINK_IPS[0],
+                Self::POD_SUBNETS[1],
+                min_bytes,
+            ),
+            assert_route_carried(
+                &self.d2,
+                "2",
+                Self::LINK_IPS[1],
+                Self::POD_SUBNETS[0],
+                min_bytes,
+            ),
+        )
+    }
+
+    /// Both nodes' NIC, routes and pipe counters and the tails of their logs, for
+    /// failure messages (what cannot be had says why instead of panicking).
+    pub fn diagnostics(&self) -> String {
+        let show = |d: &Daemon, args: &[&str]| match d.try_ctl(args, crate::CTL_TIMEOUT) {
+            Ok(out) => format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout).trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            Err(e) => e,
+        };
+        let mut s = String::new();
+        for (n, d) in [(1, &self.d1), (2, &self.d2)] {
+            s.push_str(&format!(
+                "node {n} NIC: {}\nnode {n} routes: {}\nnode {n} stats: {}\nnode {n} docknetd log:\n{}\n",
+                show(d, &["nic", "--json"]),
+                show(d, &["route", "ls", "--json"]),
+                show(d, &["stats", "--json"]),
+                d.log_tail()
+            ));
+        }
+        s
     }
 }
 

@@ -8,34 +8,15 @@
 //! the frames were routed. The CLI test covers `route add/rm/ls`, bad input and a restart.
 //! Needs root (namespaces, docknetd's tmpfs); without it each test prints why and passes.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use docknet_tests::nic::{self, nic_counter, veth, Netns, ECHO_PORT};
-use docknet_tests::{bin, Daemon, TempDir};
-use serde_json::{json, Value};
+use docknet_tests::nic::{self, veth, Netns, TwoNodes, ECHO_PORT};
+use docknet_tests::pods::{cni_path, run_cni, CNI_PLUGINS};
+use docknet_tests::{Daemon, TempDir};
+use serde_json::json;
 
 const MIB16: usize = 16 * 1024 * 1024;
-/// Debian's containernetworking-plugins.
-const HOST_LOCAL: &str = "/usr/lib/cni/host-local";
-
-/// `route ls --json`, parsed.
-fn routes(d: &Daemon) -> Value {
-    let out = d.ctl_ok(&["route", "ls", "--json"]);
-    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("route ls --json ({e}): {out}"))
-}
-
-/// The counters of the route to `cidr` in `route ls --json`.
-fn route_counters(d: &Daemon, cidr: &str) -> Value {
-    let all = routes(d);
-    all["routes"]
-        .as_array()
-        .and_then(|rs| rs.iter().find(|r| r["cidr"] == cidr))
-        .map(|r| r["counters"].clone())
-        .unwrap_or_else(|| panic!("no route {cidr} in {all}"))
-}
 
 /// A pod of node `d`: its pipe's name and address.
 struct Pod {
@@ -60,38 +41,21 @@ fn cni_add(d: &Daemon, tmp: &Path, node: &str, subnet: &str, pod_netns: &Netns) 
             "routes": [{"dst": "10.90.0.0/16"}]
         }
     });
-    let cni_path = format!(
-        "{}:/usr/lib/cni",
-        bin("docknet-cni").parent().unwrap().display()
-    );
-    let mut child = Command::new(bin("docknet-cni"))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("CNI_COMMAND", "ADD")
-        .env("CNI_CONTAINERID", format!("pod-{node}"))
-        .env("CNI_NETNS", pod_netns.path())
-        .env("CNI_IFNAME", "dn0")
-        .env("CNI_PATH", cni_path)
-        .env("CNI_ARGS", "")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run docknet-cni");
-    let _ = child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(conf.to_string().as_bytes());
-    let out = child.wait_with_output().expect("docknet-cni");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "docknet-cni ADD on {node} failed: {text}\nstderr: {}\ndocknetd log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
+    let vars = [
+        ("CNI_COMMAND", "ADD".to_string()),
+        ("CNI_CONTAINERID", format!("pod-{node}")),
+        ("CNI_NETNS", pod_netns.path().display().to_string()),
+        ("CNI_IFNAME", "dn0".into()),
+        ("CNI_PATH", cni_path()),
+        ("CNI_ARGS", String::new()),
+    ];
+    let (status, result, stderr) = run_cni(&vars, &conf);
+    assert_eq!(
+        status,
+        0,
+        "docknet-cni ADD on {node} failed: {result}\nstderr: {stderr}\ndocknetd log:\n{}",
         d.log_tail()
     );
-    let result: Value = serde_json::from_str(text.trim()).expect("ADD result is JSON");
     let dir = result["interfaces"][0]["socketPath"]
         .as_str()
         .unwrap_or_else(|| panic!("no socketPath in {result}"));
@@ -117,23 +81,22 @@ fn two_nodes_echo_16mib_through_routes() {
         return;
     }
     let tmp = TempDir::new();
-    let n1 = Netns::new("n1");
-    let n2 = Netns::new("n2");
-    veth(&n1, "e0", &n2, "e0");
-    let d1 = Daemon::start_in(n1.path(), "af-packet:e0", &["--link-ip", "192.168.50.1/24"]);
-    let d2 = Daemon::start_in(n2.path(), "af-packet:e0", &["--link-ip", "192.168.50.2/24"]);
+    let nodes = TwoNodes::start();
+    let (d1, d2) = (&nodes.d1, &nodes.d2);
     // The pods' own namespaces (given to the plugin as CNI_NETNS; the pipe is what they
     // use, their kernel network is left alone).
     let (p1ns, p2ns) = (Netns::new("pod1"), Netns::new("pod2"));
-    let (pod1, pod2) = if Path::new(HOST_LOCAL).exists() {
+    let host_local = Path::new(CNI_PLUGINS).join("host-local");
+    let (pod1, pod2) = if host_local.exists() {
         eprintln!("[routes] pods get their pipes through docknet-cni ADD (host-local)");
         (
-            cni_add(&d1, tmp.path(), "node1", "10.90.1.0/24", &p1ns),
-            cni_add(&d2, tmp.path(), "node2", "10.90.2.0/24", &p2ns),
+            cni_add(d1, tmp.path(), "node1", TwoNodes::POD_SUBNETS[0], &p1ns),
+            cni_add(d2, tmp.path(), "node2", TwoNodes::POD_SUBNETS[1], &p2ns),
         )
     } else {
         eprintln!(
-            "[routes] {HOST_LOCAL} missing (apt-get install containernetworking-plugins): pods get their pipes through docknetctl pipe create instead"
+            "[routes] {} missing (apt-get install containernetworking-plugins): pods get their pipes through docknetctl pipe create instead",
+            host_local.display()
         );
         d1.create_pipe("pod1", "10.90.1.2/24", &[]);
         d2.create_pipe("pod2", "10.90.2.2/24", &[]);
@@ -152,8 +115,7 @@ fn two_nodes_echo_16mib_through_routes() {
         "[routes] node 1 pod {} at {}, node 2 pod {} at {}",
         pod1.pipe, pod1.ip, pod2.pipe, pod2.ip
     );
-    d1.ctl_ok(&["route", "add", "10.90.2.0/24", "via", "192.168.50.2"]);
-    d2.ctl_ok(&["route", "add", "10.90.1.0/24", "via", "192.168.50.1"]);
+    nodes.add_routes();
     let _server = d2.echo_server(&pod2.pipe, ECHO_PORT);
     let to = format!("{}:{ECHO_PORT}", pod2.ip);
     for (size, count) in [(1, 10), (65536, 10), (MIB16, 1)] {
@@ -163,52 +125,19 @@ fn two_nodes_echo_16mib_through_routes() {
         let out = d1.echo_client(&pod1.pipe, &args, Duration::from_secs(180));
         assert!(
             out.status.success(),
-            "dn-echo client {args:?} on node 1 failed ({}) after {:.1?}:\nstdout: {}\nstderr: {}\nnode 1 NIC: {}\nnode 2 NIC: {}\nnode 1 routes: {}\nnode 2 routes: {}\nnode 1 stats: {}\nnode 2 stats: {}",
+            "dn-echo client {args:?} on node 1 failed ({}) after {:.1?}:\nstdout: {}\nstderr: {}\n{}",
             out.status,
             start.elapsed(),
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
-            d1.nic_json(),
-            d2.nic_json(),
-            routes(&d1),
-            routes(&d2),
-            d1.stats(None),
-            d2.stats(None),
+            nodes.diagnostics()
         );
         eprintln!("[routes] {size} B x {count}: ok in {:.2?}", start.elapsed());
     }
-    let (r1, r2) = (
-        route_counters(&d1, "10.90.2.0/24"),
-        route_counters(&d2, "10.90.1.0/24"),
-    );
+    // The 16 MiB went node 1 -> node 2 and back: each route carried it once.
+    let (r1, r2) = nodes.assert_routed(MIB16 as u64);
     eprintln!("[routes] node 1 route: {r1}, node 2 route: {r2}");
-    for (node, r, d) in [("1", &r1, &d1), ("2", &r2, &d2)] {
-        let bytes = r["bytes"].as_u64().unwrap_or(0);
-        // The 16 MiB went node 1 -> node 2 and back: each route carried it once.
-        assert!(
-            bytes >= MIB16 as u64,
-            "node {node}: its route carried {bytes} bytes, expected >= 16 MiB: {r}"
-        );
-        let nic = d.nic_json();
-        assert!(
-            nic_counter(&nic, "routed") >= r["frames"].as_u64().unwrap_or(0),
-            "node {node}: NIC counter routed below the route's frames: {nic}"
-        );
-        assert_eq!(
-            nic_counter(&nic, "no_route"),
-            0,
-            "node {node}: frames dropped for no route: {nic}"
-        );
-        assert_eq!(nic_counter(&nic, "bad_csum"), 0, "node {node}: {nic}");
-        // The peer asked for our link address: we answered.
-        assert!(
-            nic_counter(&nic, "arp_answered") >= 1,
-            "node {node}: never answered ARP for its link address: {nic}"
-        );
-        assert_eq!(nic["link_ip"], format!("192.168.50.{node}/24"), "{nic}");
-    }
     drop(_server);
-    drop((d1, d2));
 }
 
 #[test]
@@ -223,7 +152,7 @@ fn route_cli_add_rm_ls_bad_input_and_restart() {
     let link_ip = ["--link-ip", "192.168.50.1/24"];
     let mut d = Daemon::start_in(n1.path(), "af-packet:e0", &link_ip);
     d.create_pipe("pod", "10.90.1.2/24", &[]);
-    let ls = routes(&d);
+    let ls = d.routes_json();
     assert_eq!(ls["routes"], json!([]), "{ls}");
     assert_eq!(ls["link_ip"], "192.168.50.1/24", "{ls}");
     assert_eq!(ls["nic"], "af-packet:e0", "{ls}");
@@ -238,7 +167,7 @@ fn route_cli_add_rm_ls_bad_input_and_restart() {
             && table.contains("DEST"),
         "route ls: {table}"
     );
-    assert_eq!(routes(&d)["routes"].as_array().map(Vec::len), Some(3));
+    assert_eq!(d.routes_json()["routes"].as_array().map(Vec::len), Some(3));
 
     for (args, want) in [
         (
@@ -301,11 +230,11 @@ fn route_cli_add_rm_ls_bad_input_and_restart() {
     // `via` is a keyword.
     let out = d.ctl(&["route", "add", "10.90.3.0/24", "through", "192.168.50.2"]);
     assert!(!out.status.success(), "route add … through … succeeded");
-    assert_eq!(routes(&d)["routes"].as_array().map(Vec::len), Some(3));
+    assert_eq!(d.routes_json()["routes"].as_array().map(Vec::len), Some(3));
 
     // Routes survive a restart (the state file), counters start over.
     d.restart(&link_ip);
-    let after = routes(&d);
+    let after = d.routes_json();
     let cidrs: Vec<&str> = after["routes"]
         .as_array()
         .map(|rs| rs.iter().filter_map(|r| r["cidr"].as_str()).collect())
@@ -319,14 +248,14 @@ fn route_cli_add_rm_ls_bad_input_and_restart() {
     d.ctl_ok(&["route", "rm", "0.0.0.0/0"]);
     let e = d.ctl_err(&["route", "rm", "10.90.2.0/24"]);
     assert!(e.contains("no route to 10.90.2.0/24"), "{e}");
-    assert_eq!(routes(&d)["routes"].as_array().map(Vec::len), Some(1));
+    assert_eq!(d.routes_json()["routes"].as_array().map(Vec::len), Some(1));
     // Now the /24 inside the summary is a pipe subnet again.
     d.create_pipe("late", "10.90.2.7/24", &[]);
 
     // Restarted without --link-ip: the routes cannot be restored (logged), and new ones
     // are refused with the reason.
     d.restart(&[]);
-    assert_eq!(routes(&d)["routes"], json!([]));
+    assert_eq!(d.routes_json()["routes"], json!([]));
     let e = d.ctl_err(&["route", "add", "10.90.3.0/24", "via", "192.168.50.2"]);
     assert!(
         e.contains("no address on its link af-packet:e0") && e.contains("--link-ip"),
