@@ -456,19 +456,8 @@ struct CniCli {
     #[arg(long, default_value = "1K,200K")]
     sizes: SizeList,
 
-    /// Measured messages per size. Default: sized so each point takes about
-    /// --seconds, from a short pilot run (50 messages) of the same client;
-    /// at least 100, at most 1000000.
-    #[arg(long)]
-    count: Option<usize>,
-
-    /// Target duration of one point when --count is not given.
-    #[arg(long, default_value_t = 1.0)]
-    seconds: f64,
-
-    /// Warm-up messages per size, not measured. Default: count / 20, within 10..=1000.
-    #[arg(long)]
-    warmup: Option<usize>,
+    #[command(flatten)]
+    messages: MessagesCli,
 
     /// Directory holding the host-local and bridge CNI plugins.
     #[arg(long, default_value = "/usr/lib/cni")]
@@ -477,10 +466,6 @@ struct CniCli {
     /// Directory for cni.svg, cni.md and cni.json.
     #[arg(long, default_value = "docs/bench")]
     out: PathBuf,
-
-    /// Seconds one point (one client run) may take before it is killed and marked FAILED.
-    #[arg(long, default_value_t = 120)]
-    timeout: u64,
 
     #[command(flatten)]
     run: RunCli,
@@ -868,13 +853,10 @@ struct HttpdSourceCli {
     src: PathBuf,
 }
 
-/// Options shared by `pingpong` and `interhost`.
+/// How many messages a ping-pong point sends, and how long it may take (`pingpong`,
+/// `interhost`, `cni`).
 #[derive(clap::Args, Debug)]
-struct CommonCli {
-    /// Message sizes in bytes, comma-separated; K = 1024, M = 1024².
-    #[arg(long, default_value = "64,256,1K,4K,16K,64K,200K,400K")]
-    sizes: SizeList,
-
+struct MessagesCli {
     /// Measured messages per size. Default: sized so each point takes about
     /// --seconds, from a short pilot run (50 messages) of the same client;
     /// at least 100, at most 1000000.
@@ -889,13 +871,46 @@ struct CommonCli {
     #[arg(long)]
     warmup: Option<usize>,
 
-    /// Directory for the .svg, .md and .json outputs.
-    #[arg(long, default_value = "docs/bench")]
-    out: PathBuf,
-
     /// Seconds one point (one client run) may take before it is killed and marked FAILED.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+}
+
+impl MessagesCli {
+    fn bench_args(
+        self,
+        sizes: SizeList,
+        out: PathBuf,
+        run: RunCli,
+        command_line: String,
+    ) -> BenchArgs {
+        BenchArgs {
+            sizes: sizes.0,
+            count: self.count,
+            seconds: self.seconds,
+            warmup: self.warmup,
+            out,
+            bin_dir: run.bin_dir,
+            timeout: Duration::from_secs(self.timeout),
+            keep_run_dir: run.keep_run_dir,
+            command_line,
+        }
+    }
+}
+
+/// Options shared by `pingpong` and `interhost`.
+#[derive(clap::Args, Debug)]
+struct CommonCli {
+    /// Message sizes in bytes, comma-separated; K = 1024, M = 1024².
+    #[arg(long, default_value = "64,256,1K,4K,16K,64K,200K,400K")]
+    sizes: SizeList,
+
+    #[command(flatten)]
+    messages: MessagesCli,
+
+    /// Directory for the .svg, .md and .json outputs.
+    #[arg(long, default_value = "docs/bench")]
+    out: PathBuf,
 
     #[command(flatten)]
     run: RunCli,
@@ -903,17 +918,8 @@ struct CommonCli {
 
 impl CommonCli {
     fn into_args(self, command_line: String) -> BenchArgs {
-        BenchArgs {
-            sizes: self.sizes.0,
-            count: self.count,
-            seconds: self.seconds,
-            warmup: self.warmup,
-            out: self.out,
-            bin_dir: self.run.bin_dir,
-            timeout: Duration::from_secs(self.timeout),
-            keep_run_dir: self.run.keep_run_dir,
-            command_line,
-        }
+        self.messages
+            .bench_args(self.sizes, self.out, self.run, command_line)
     }
 }
 
@@ -958,17 +964,7 @@ fn main() {
     let code = match cli.cmd {
         Cmd::Cni(c) => {
             let ca = cni::CniArgs {
-                bench: BenchArgs {
-                    sizes: c.sizes.0,
-                    count: c.count,
-                    seconds: c.seconds,
-                    warmup: c.warmup,
-                    out: c.out,
-                    bin_dir: c.run.bin_dir,
-                    timeout: Duration::from_secs(c.timeout),
-                    keep_run_dir: c.run.keep_run_dir,
-                    command_line,
-                },
+                bench: c.messages.bench_args(c.sizes, c.out, c.run, command_line),
                 paths: c.paths.0,
                 plugins: c.cni_plugins,
             };
