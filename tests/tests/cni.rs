@@ -677,6 +677,106 @@ fn failures_give_back_what_they_took() {
     cni(&env("DEL", ""), &conf).err("DEL without docknetd", 11, "1.1.0", "docknetd");
 }
 
+/// A pod asks for a fixed address (CNI_ARGS `IP=`, or the `ips` capability as
+/// `runtimeConfig` when the configuration declares it, as Multus passes a network
+/// selection's `ips`) and the delegated `host-local` honours it; a taken fixed address is
+/// refused and nothing is kept; `forwarder` (configuration key, `args.cni.forwarder` as
+/// Multus passes `cni-args`, CNI_ARGS `DOCKNET_FORWARDER`) makes the pipe a forwarder.
+#[test]
+fn fixed_addresses_and_forwarder_pipes() {
+    if !can_run("fixed_addresses_and_forwarder_pipes") {
+        return;
+    }
+    let tmp = TempDir::new();
+    let ns = Netns::new("cnifix");
+    let d = Daemon::start();
+    let conf = network("1.1.0", &d, tmp.path(), "10.88.62.0/24");
+    let env = |cmd: &str, ctr: &str, args: &str| vars(cmd, ctr, "net1", ns.path(), args);
+    let address = |r: &Value| r["ips"][0]["address"].as_str().unwrap_or("").to_string();
+    let pipe_of = |r: &Value| {
+        socket_path(r, "net1")
+            .file_name()
+            .expect("pipe dir name")
+            .to_string_lossy()
+            .into_owned()
+    };
+
+    // CNI_ARGS IP= (host-local's own key; IgnoreUnknown lets the runtime's keys by).
+    let a = cni(&env("ADD", "a", "K8S_POD_NAME=web-1;IP=10.88.62.10"), &conf).ok("ADD IP=");
+    assert_eq!(address(&a), "10.88.62.10/24", "{a}");
+    let pa = pipe_of(&a);
+    assert_eq!(d.pipe_entry(&pa)["ip"], "10.88.62.10/24");
+    assert_eq!(d.pipe_entry(&pa)["forwarder"], false);
+
+    // runtimeConfig ips with the capability declared (what libcni sends for Multus's ips).
+    let mut caps = conf.clone();
+    caps["capabilities"] = json!({"ips": true});
+    caps["runtimeConfig"] = json!({"ips": ["10.88.62.100/24"]});
+    caps["forwarder"] = json!(true);
+    let b = cni(&env("ADD", "b", ""), &caps).ok("ADD runtimeConfig ips");
+    assert_eq!(address(&b), "10.88.62.100/24", "{b}");
+    let pb = pipe_of(&b);
+    let entry = d.pipe_entry(&pb);
+    assert_eq!(entry["ip"], "10.88.62.100/24", "{entry}");
+    assert_eq!(entry["forwarder"], true, "{entry}");
+    // CHECK passes for a fixed address too.
+    let mut chk = caps.clone();
+    chk["prevResult"] = b.clone();
+    assert_eq!(cni(&env("CHECK", "b", ""), &chk).ok("CHECK b"), Value::Null);
+
+    // A fixed address someone holds: host-local refuses, nothing is left behind.
+    let before = reserved(tmp.path());
+    let e = cni(&env("ADD", "c", "IP=10.88.62.10"), &conf);
+    let err = e.out.clone();
+    assert_ne!(e.status, 0, "a second ADD of 10.88.62.10 succeeded: {err}");
+    assert!(
+        err["msg"].as_str().unwrap_or("").contains("10.88.62.10"),
+        "{err}"
+    );
+    assert_eq!(reserved(tmp.path()), before);
+    assert_eq!(pipe_names(&d).len(), 2);
+
+    // args.cni.forwarder (Multus cni-args) and the CNI_ARGS key, which wins.
+    let mut margs = conf.clone();
+    margs["args"] = json!({"cni": {"forwarder": true, "ips": ["10.88.62.20/24"]}});
+    let c = cni(&env("ADD", "c", ""), &margs).ok("ADD args.cni");
+    assert_eq!(
+        address(&c),
+        "10.88.62.20/24",
+        "args.cni.ips is host-local's: {c}"
+    );
+    assert_eq!(d.pipe_entry(&pipe_of(&c))["forwarder"], true);
+    let f = cni(&env("ADD", "f", "DOCKNET_FORWARDER=1"), &conf).ok("ADD DOCKNET_FORWARDER=1");
+    assert_eq!(d.pipe_entry(&pipe_of(&f))["forwarder"], true);
+    let mut caps2 = caps.clone();
+    caps2["runtimeConfig"] = json!({"ips": ["10.88.62.101/24"]});
+    let g =
+        cni(&env("ADD", "g", "DOCKNET_FORWARDER=false"), &caps2).ok("ADD DOCKNET_FORWARDER=false");
+    assert_eq!(d.pipe_entry(&pipe_of(&g))["forwarder"], false);
+    cni(&env("ADD", "h", "DOCKNET_FORWARDER=maybe"), &conf).err(
+        "ADD DOCKNET_FORWARDER=maybe",
+        4,
+        "1.1.0",
+        "DOCKNET_FORWARDER",
+    );
+
+    for ctr in ["a", "b", "c", "f", "g", "h"] {
+        let c = match ctr {
+            "b" => &caps,
+            "c" => &margs,
+            "g" => &caps2,
+            _ => &conf,
+        };
+        assert_eq!(cni(&env("DEL", ctr, ""), c).ok("DEL"), Value::Null);
+    }
+    assert!(pipe_names(&d).is_empty(), "{:?}", pipe_names(&d));
+    assert!(
+        reserved(tmp.path()).is_empty(),
+        "{:?}",
+        reserved(tmp.path())
+    );
+}
+
 /// Chained after Debian's `bridge` plugin (a kernel interface in the pod) in one chain,
 /// so with the same `CNI_IFNAME`, for every version: the bridge's interfaces, addresses
 /// and routes pass through, the pipe is added; CHECK and DEL get the chain's final

@@ -1,5 +1,5 @@
 //! The network configuration a runtime gives `docknet-cni` on stdin: CNI's fields plus
-//! ours (`runDir`, `stateDir`, `owner`, `mtu`), read from the raw JSON so that the
+//! ours (`runDir`, `stateDir`, `owner`, `mtu`, `forwarder`), read from the raw JSON so that the
 //! IPAM plugin gets the whole configuration, as delegation requires.
 
 use std::path::PathBuf;
@@ -15,6 +15,9 @@ pub const DEFAULT_RUN_DIR: &str = "/run/docknet";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/cni/docknet";
 /// The `CNI_ARGS` key that names the pipe's owner (over the configuration's `"owner"`).
 pub const OWNER_ARG: &str = "DOCKNET_OWNER";
+/// The `CNI_ARGS` key that makes the pipe a forwarder (over the configuration's
+/// `"forwarder"` and `args.cni.forwarder`): `true`/`1` or `false`/`0`.
+pub const FORWARDER_ARG: &str = "DOCKNET_FORWARDER";
 
 /// The typed part of the configuration.
 #[derive(Debug, Deserialize)]
@@ -33,6 +36,25 @@ struct Fields {
     owner: Option<String>,
     #[serde(default)]
     mtu: Option<u32>,
+    #[serde(default)]
+    forwarder: Option<bool>,
+    #[serde(default)]
+    args: Option<ConfArgs>,
+}
+
+/// `args` (CNI's CONVENTIONS.md "args in network config"; Multus writes a network
+/// selection's `cni-args` to `args.cni`): only `forwarder` is ours, the rest (host-local's
+/// `ips`) is left to the IPAM plugin.
+#[derive(Debug, Deserialize)]
+struct ConfArgs {
+    #[serde(default)]
+    cni: Option<CniConfArgs>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CniConfArgs {
+    #[serde(default)]
+    forwarder: Option<bool>,
 }
 
 /// The `ipam` section: only its `type` is ours to read; the rest is the IPAM plugin's.
@@ -68,6 +90,10 @@ pub struct NetConf {
     pub owner: Option<String>,
     /// IP MTU of the pipes (docknetd's default when absent).
     pub mtu: Option<u32>,
+    /// Make the pipes forwarders (may send with foreign source addresses, as a dn-nat in
+    /// DNAT mode must): `args.cni.forwarder`, else `forwarder`, else false (CNI_ARGS
+    /// `DOCKNET_FORWARDER` wins over both).
+    pub forwarder: bool,
 }
 
 /// The `cniVersion` of a configuration, if it has a string one.
@@ -179,6 +205,12 @@ impl NetConf {
             state_dir: f.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
             owner: f.owner,
             mtu: f.mtu,
+            forwarder: f
+                .args
+                .and_then(|a| a.cni)
+                .and_then(|c| c.forwarder)
+                .or(f.forwarder)
+                .unwrap_or(false),
             raw,
         })
     }
@@ -287,6 +319,26 @@ mod tests {
         let ipam = c.for_ipam().unwrap();
         assert_eq!(ipam["cniVersion"], "1.0.0");
         assert_eq!(ipam["ipam"]["subnet"], "10.88.5.0/24");
+    }
+
+    #[test]
+    fn forwarder_from_the_key_or_args_cni() {
+        let base = json!({"cniVersion": "1.1.0", "name": "dn", "type": "x"});
+        assert!(!conf(base.clone()).unwrap().forwarder);
+        let mut c = base.clone();
+        c["forwarder"] = true.into();
+        assert!(conf(c.clone()).unwrap().forwarder);
+        // Multus's cni-args land in args.cni and win over the key.
+        c["args"] = json!({"cni": {"forwarder": false, "ips": ["10.88.5.9/24"]}});
+        assert!(!conf(c.clone()).unwrap().forwarder);
+        let mut c = base.clone();
+        c["args"] = json!({"cni": {"forwarder": true}});
+        assert!(conf(c).unwrap().forwarder);
+        let mut c = base;
+        c["forwarder"] = "yes".into();
+        let e = conf(c).unwrap_err();
+        assert_eq!(e.code, code::INVALID_CONFIG);
+        assert!(e.msg.contains("invalid"), "{e}");
     }
 
     #[test]

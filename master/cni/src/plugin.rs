@@ -18,7 +18,7 @@ use std::time::Duration;
 use docknet_master::control::{self, ClientError, PipeEntry, Request, SOCKET_NAME};
 use serde_json::Value;
 
-use crate::config::{check_owner, NetConf, OWNER_ARG};
+use crate::config::{check_owner, NetConf, FORWARDER_ARG, OWNER_ARG};
 use crate::delegate::{self, AttachmentEnv};
 use crate::protocol::{
     code, CniEnv, CniError, Command, Interface, IpConfig, SuccessResult, Version,
@@ -76,14 +76,14 @@ impl Docknetd {
         name: &str,
         ip: &str,
         mtu: Option<u32>,
-        owner: Option<String>,
+        (owner, forwarder): (Option<String>, bool),
     ) -> Result<PipeEntry, CniError> {
         let v = self.call(&Request::PipeCreate {
             name: name.into(),
             ip: ip.into(),
             mtu,
             rate_mbps: None,
-            forwarder: false,
+            forwarder,
             owner,
         })?;
         serde_json::from_value(v).map_err(|e| {
@@ -196,6 +196,20 @@ fn owner(env: &CniEnv, conf: &NetConf) -> Result<Option<String>, CniError> {
     Ok(conf.owner.clone())
 }
 
+/// Whether the attachment's pipe is a forwarder: CNI_ARGS `DOCKNET_FORWARDER`, else the
+/// configuration (`args.cni.forwarder`, `forwarder`).
+fn forwarder(env: &CniEnv, conf: &NetConf) -> Result<bool, CniError> {
+    match env.args()?.get(FORWARDER_ARG).map(String::as_str) {
+        None => Ok(conf.forwarder),
+        Some("true" | "1") => Ok(true),
+        Some("false" | "0") => Ok(false),
+        Some(v) => Err(CniError::new(
+            code::INVALID_ENV,
+            format!("CNI_ARGS {FORWARDER_ARG}={v:?} is not true, false, 1 or 0"),
+        )),
+    }
+}
+
 /// The pod's UID from CNI_ARGS, if it is one we can name a directory after.
 fn pod_uid(env: &CniEnv) -> Result<Option<String>, CniError> {
     let Some(uid) = env.args()?.get(POD_UID_ARG).cloned() else {
@@ -293,6 +307,7 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
     let netns = env.netns()?;
     let ipam_type = conf.ipam_type()?;
     let owner = owner(env, conf)?;
+    let forwarder = forwarder(env, conf)?;
     let uid = pod_uid(env)?;
     // A chain gives every plugin the same CNI_IFNAME: `prevResult` may well have a kernel
     // interface of that name (the `bridge` plugin's eth0). A pipe is no kernel interface,
@@ -353,13 +368,14 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
     if let Err(e) = sd.store(&st) {
         return Err(undo(&st, e));
     }
-    let entry = match daemon.create(&pipe, &cidr, conf.mtu, owner) {
+    let entry = match daemon.create(&pipe, &cidr, conf.mtu, (owner, forwarder)) {
         Ok(p) => p,
         Err(e) => return Err(undo(&st, e)),
     };
     log::info!(
-        "ADD {container_id}/{ifname}: pipe {pipe} {cidr} at {}",
-        entry.dir
+        "ADD {container_id}/{ifname}: pipe {pipe} {cidr} at {}{}",
+        entry.dir,
+        if forwarder { " (forwarder)" } else { "" }
     );
     if let Some(uid) = uid {
         let link = match make_pod_link(&conf.run_dir, &uid, ifname, &pipe) {
