@@ -170,14 +170,20 @@ fn k8s_manifests_parse_and_agree() {
             .collect::<Vec<_>>(),
         [
             "dn-httpd-deployment.yaml",
+            "dn-httpd-nat.yaml",
             "docknet-node.yaml",
             "network-attachment.yaml"
         ]
     );
+    let mut nat_docs = Vec::new();
     for f in &files {
         let Some(docs) = load_yaml(test, f) else {
             return;
         };
+        if f.ends_with("dn-httpd-nat.yaml") {
+            nat_docs = docs;
+            continue;
+        }
         assert!(!docs.is_empty(), "{}: no documents", f.display());
         for d in docs {
             s(&d["apiVersion"], "apiVersion");
@@ -357,5 +363,96 @@ fn k8s_manifests_parse_and_agree() {
     assert!(
         user["runAsUser"].as_u64().is_some_and(|u| u != 0),
         "the pods run as a non-root user"
+    );
+
+    check_nat_example(&nat_docs, &conf, subnet);
+}
+
+/// `dn-httpd-nat.yaml`: one Deployment per member and the NAT's, each asking Multus for
+/// a fixed address in the node's subnet; the NAT's a forwarder with the VIP; the
+/// ConfigMap's nat.json names exactly the members' addresses; the NAT reads it where the
+/// ConfigMap is mounted.
+fn check_nat_example(docs: &[Value], conf: &Value, subnet: &str) {
+    assert_eq!(
+        conf["capabilities"]["ips"], true,
+        "Multus's ips need the capability"
+    );
+    let (net, prefix) = subnet.split_once('/').expect("a CIDR");
+    let net: u32 = net.parse::<std::net::Ipv4Addr>().expect("subnet").into();
+    let prefix: u32 = prefix.parse().expect("prefix");
+    let mask = u32::MAX << (32 - prefix);
+    let selection = |d: &Value| -> Value {
+        let a = s(
+            &d["spec"]["template"]["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"],
+            "networks annotation",
+        );
+        let v: Value = serde_json::from_str(a).expect("a JSON network selection");
+        let v = arr(&v, "network selection");
+        assert_eq!(v.len(), 1, "{a}");
+        assert_eq!(v[0]["name"], conf["name"]);
+        assert_eq!(v[0]["interface"], "net1");
+        v[0].clone()
+    };
+    let fixed = |sel: &Value| -> String {
+        let ip = s(&arr(&sel["ips"], "ips")[0], "ips[0]");
+        let (a, p) = ip.split_once('/').expect("ips as CIDR");
+        assert_eq!(p.parse::<u32>().expect("prefix"), prefix, "{ip}");
+        let a32: u32 = a.parse::<std::net::Ipv4Addr>().expect("address").into();
+        assert_eq!(a32 & mask, net, "{ip} is not in {subnet}");
+        assert_ne!(a32, net + 1, "{ip} is the master's");
+        a.to_string()
+    };
+    let cm = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap")
+        .expect("ConfigMap");
+    let nat: Value =
+        serde_json::from_str(s(&cm["data"]["nat.json"], "nat.json")).expect("nat.json");
+    assert_eq!(
+        nat["mode"], "fullnat",
+        "DNAT needs fast channels docknet-cni cannot make"
+    );
+    let deployments: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Deployment").collect();
+    assert_eq!(docs.len(), deployments.len() + 1, "unexpected documents");
+    let mut members = Vec::new();
+    let mut vip = None;
+    for d in &deployments {
+        check_workload(d);
+        assert_eq!(d["spec"]["replicas"], 1, "one pod per fixed address");
+        assert_eq!(d["spec"]["strategy"]["type"], "Recreate");
+        let sel = selection(d);
+        let ip = fixed(&sel);
+        let pod = &d["spec"]["template"]["spec"];
+        let c = &arr(&pod["containers"], "containers")[0];
+        assert_eq!(mount(c, "docknet")["subPathExpr"], "pods/$(POD_UID)/net1");
+        if c["image"] == "dn-nat:latest" {
+            assert_eq!(sel["cni-args"]["forwarder"], true);
+            let args = arr(&c["args"], "args");
+            let cfg = flag_value(args, "--config");
+            let m = s(&mount(c, "config")["mountPath"], "config mount");
+            assert_eq!(cfg, format!("{m}/nat.json"));
+            assert_eq!(
+                volume(pod, "config")["configMap"]["name"],
+                cm["metadata"]["name"]
+            );
+            assert!(vip.replace(ip).is_none(), "one NAT");
+        } else {
+            assert_eq!(c["image"], "dn-httpd:latest");
+            members.push((s(&d["metadata"]["name"], "name").to_string(), ip));
+        }
+    }
+    assert!(vip.is_some(), "no dn-nat Deployment");
+    let backends: Vec<(String, String)> = arr(&nat["backends"], "backends")
+        .iter()
+        .map(|b| {
+            (
+                s(&b["name"], "name").to_string(),
+                s(&b["ip"], "ip").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        backends, members,
+        "nat.json's backends are the member Deployments"
     );
 }
