@@ -154,7 +154,8 @@ fn httpd_pods_behind_a_nat_pod_at_fixed_addresses() {
     let (nat_pipe, addr) = pipe_and_address(&r);
     assert_eq!(addr, format!("{VIP}/24"));
     assert_eq!(d.pipe_entry(&nat_pipe)["forwarder"], true);
-    // The ConfigMap's nat.json (images/k8s/dn-httpd-nat.yaml says the same).
+    // The ConfigMap's nat.json as in images/k8s/dn-httpd-nat.yaml, but round robin (the
+    // file says maglev) so the split over 16 connections is exactly 8 and 8.
     let nat_json = json!({
         "generation": 1,
         "ports": [{"port": 80, "proto": "tcp"}],
