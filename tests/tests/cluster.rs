@@ -433,9 +433,16 @@ health = {{ kind = "tcp", port = 7, interval_ms = 200 }}
     const FLOWS: usize = 40;
     let answers: Vec<Vec<String>> = site
         .clients(1, |_| {
-            (0..FLOWS)
-                .map(|i| {
-                    let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+            // All sockets bound before the first is used and kept to the end: a socket
+            // closed early could hand its port to a later one, making two "flows" one
+            // (CI saw 39 NAT flows for 40 sockets that way).
+            let sockets: Vec<std::net::UdpSocket> = (0..FLOWS)
+                .map(|_| std::net::UdpSocket::bind("0.0.0.0:0").expect("bind"))
+                .collect();
+            sockets
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
                     s.set_read_timeout(Some(Duration::from_secs(2)))
                         .expect("timeout");
                     (0..5)
