@@ -201,13 +201,35 @@ impl Drop for TempDir {
 /// Run a command to completion with a timeout; on timeout the child is killed and the
 /// output so far is returned with an `Err`.
 pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output, (String, Output)> {
+    run_with_input(cmd, None, timeout)
+}
+
+/// [`run_with_timeout`] with `input` written to the child's standard input (then closed);
+/// `None` gives it a null one.
+pub fn run_with_input(
+    cmd: &mut Command,
+    input: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Output, (String, Output)> {
     let desc = format!("{cmd:?}");
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot spawn {desc}: {e}"));
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        // Written from a thread: a child that does not read its stdin cannot block us.
+        let input = input.to_vec();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(&input);
+        });
+    }
     let out_reader = drain(child.stdout.take().expect("piped stdout"));
     let err_reader = drain(child.stderr.take().expect("piped stderr"));
     let start = Instant::now();

@@ -11,7 +11,6 @@
 //! [`Container`] is force-deleted. Used by `tests/tests/cni_pods.rs` (one node),
 //! `tests/tests/cni_pods_two_nodes.rs` and `tests/tests/nic_routes.rs`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,7 +19,7 @@ use serde_json::{json, Value};
 
 use crate::image::{build_image, build_minimal};
 use crate::nic::{run_ok, Netns};
-use crate::{bin, run_with_timeout, unique_tmp};
+use crate::{bin, run_with_input, run_with_timeout, unique_tmp};
 
 /// Where Debian's containernetworking-plugins puts the plugins.
 pub const CNI_PLUGINS: &str = "/usr/lib/cni";
@@ -81,37 +80,38 @@ pub fn cni_path() -> String {
     )
 }
 
-/// One `docknet-cni` run as a runtime runs it: only the `CNI_*` variables (and `PATH`),
-/// the configuration on stdin; (exit status, stdout parsed or `Null`, stderr).
-pub fn run_cni(vars: &[(&str, String)], conf: &Value) -> (i32, Value, String) {
-    let plugin = bin("docknet-cni");
-    let mut child = Command::new(&plugin)
-        .env_clear()
+/// Run the CNI plugin `plugin` as a runtime runs it: only the given `CNI_*` variables (and
+/// `PATH`), `stdin` on its standard input; a plugin that hangs is killed after 30 s and
+/// fails the test. (exit status, stdout parsed or `Null` when empty, stderr).
+pub fn run_plugin(plugin: &Path, vars: &[(&str, String)], stdin: &str) -> (i32, Value, String) {
+    let mut cmd = Command::new(plugin);
+    cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", plugin.display()));
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    stdin
-        .write_all(conf.to_string().as_bytes())
-        .expect("write the configuration to docknet-cni");
-    drop(stdin);
-    let out = child.wait_with_output().expect("wait for docknet-cni");
+        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())));
+    let out = run_with_input(&mut cmd, Some(stdin.as_bytes()), Duration::from_secs(30))
+        .unwrap_or_else(|(e, out)| panic!("{e}; stderr: {}", String::from_utf8_lossy(&out.stderr)));
     let text = String::from_utf8_lossy(&out.stdout);
     let parsed = if text.trim().is_empty() {
         Value::Null
     } else {
-        serde_json::from_str(text.trim())
-            .unwrap_or_else(|e| panic!("docknet-cni wrote non-JSON ({e}): {text}"))
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+            panic!(
+                "{} wrote non-JSON on stdout ({e}): {text}\nstderr: {}",
+                plugin.display(),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
     };
     (
         out.status.code().unwrap_or(-1),
         parsed,
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// One `docknet-cni` run as a runtime runs it ([`run_plugin`]).
+pub fn run_cni(vars: &[(&str, String)], conf: &Value) -> (i32, Value, String) {
+    run_plugin(&bin("docknet-cni"), vars, &conf.to_string())
 }
 
 /// A pod sandbox: its network namespace (deleted on drop), UID and sandbox id.

@@ -10,17 +10,14 @@
 //! /usr/lib/cni/host-local; without them each test prints why and passes. The bad-input
 //! test needs neither.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use docknet_tests::nic::Netns;
+use docknet_tests::pods::{self, cni_path, CNI_PLUGINS};
 use docknet_tests::{bin, is_root, Daemon, TempDir};
 use serde_json::{json, Value};
 
-/// Where Debian's containernetworking-plugins puts the plugins.
-const CNI_PLUGINS: &str = "/usr/lib/cni";
 /// What VERSION must claim, exactly.
 const VERSIONS: [&str; 3] = ["0.4.0", "1.0.0", "1.1.0"];
 
@@ -85,68 +82,14 @@ impl Answer {
     }
 }
 
-/// Run `plugin` as a runtime does: only the given `CNI_*` variables (plus `PATH`), `stdin`
-/// on its standard input.
+/// Run `plugin` as a runtime does ([`pods::run_plugin`]).
 fn run_plugin(plugin: &Path, vars: &[(&str, String)], stdin: &str) -> Answer {
-    let mut cmd = Command::new(plugin);
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", plugin.display()));
-    let mut input = child.stdin.take().expect("piped stdin");
-    let _ = input.write_all(stdin.as_bytes());
-    drop(input);
-    // A watchdog: a plugin that hangs fails the test instead of stalling it.
-    let pid = child.id();
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watch = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let start = Instant::now();
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                if start.elapsed() > Duration::from_secs(30) {
-                    // SAFETY: kill(2) on the pid of our own child, which has not been
-                    // waited for yet (the main thread is blocked in wait_with_output).
-                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
-    let out = child.wait_with_output().expect("wait for plugin");
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = watch.join();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let parsed = if text.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(text.trim()).unwrap_or_else(|e| {
-            panic!(
-                "{} wrote non-JSON on stdout ({e}): {text}\nstderr: {}",
-                plugin.display(),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
-    };
+    let (status, out, stderr) = pods::run_plugin(plugin, vars, stdin);
     Answer {
-        status: out.status.code().unwrap_or(-1),
-        out: parsed,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        status,
+        out,
+        stderr,
     }
-}
-
-/// `CNI_PATH`: our binaries first, then Debian's plugins.
-fn cni_path() -> String {
-    format!(
-        "{}:{CNI_PLUGINS}",
-        bin("docknet-cni").parent().unwrap().display()
-    )
 }
 
 /// One attachment's environment.

@@ -11,12 +11,11 @@
 //! name they ask Multus for. Needs python3 with yaml; prints why and passes otherwise.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use docknet_tests::image::workspace;
-use docknet_tests::{bin, TempDir};
+use docknet_tests::TempDir;
 use serde_json::Value;
 
 fn k8s_dir() -> PathBuf {
@@ -311,26 +310,14 @@ fn k8s_manifests_parse_and_agree() {
     let mut local = conf.clone();
     local["runDir"] = tmp.path().join("run").display().to_string().into();
     local["stateDir"] = tmp.path().join("state").display().to_string().into();
-    let mut child = Command::new(bin("docknet-cni"))
-        .env_clear()
-        .env("CNI_COMMAND", "ADD")
-        .env("CNI_CONTAINERID", "manifest-check")
-        .env("CNI_NETNS", "/proc/self/ns/net")
-        .env("CNI_IFNAME", "net1")
-        .env("CNI_PATH", "/usr/lib/cni")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run docknet-cni");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(local.to_string().as_bytes())
-        .expect("write the configuration");
-    let out = child.wait_with_output().expect("docknet-cni");
-    let answer: Value = serde_json::from_slice(&out.stdout).expect("a CNI error object");
+    let vars = [
+        ("CNI_COMMAND", "ADD".to_string()),
+        ("CNI_CONTAINERID", "manifest-check".to_string()),
+        ("CNI_NETNS", "/proc/self/ns/net".to_string()),
+        ("CNI_IFNAME", "net1".to_string()),
+        ("CNI_PATH", "/usr/lib/cni".to_string()),
+    ];
+    let (_, answer, _) = docknet_tests::pods::run_cni(&vars, &local);
     assert_eq!(
         answer["code"], 11,
         "docknet-cni on the installed configuration: {answer}"

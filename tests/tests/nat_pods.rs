@@ -10,13 +10,12 @@
 //! otherwise. Everything is released by guards (processes killed, docknetd stopped,
 //! temporary directories removed) on every path; the pods are DELeted on success.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use docknet_tests::nic::Netns;
-use docknet_tests::{bin, counter, is_root, run_with_timeout, wait_for_line, Daemon, TempDir};
+use docknet_tests::pods;
+use docknet_tests::{counter, is_root, wait_for_line, Daemon, TempDir};
 use serde_json::{json, Value};
 
 const HOST_LOCAL: &str = "/usr/lib/cni/host-local";
@@ -36,54 +35,23 @@ fn network(d: &Daemon, tmp: &Path) -> Value {
     })
 }
 
-/// Run docknet-cni as a runtime does; its parsed stdout, or a panic with the error.
+/// Run docknet-cni as a runtime does ([`pods::run_cni`]); its parsed stdout, or a panic
+/// with the error.
 fn cni(command: &str, container: &str, netns: &Path, args: &str, conf: &Value) -> Value {
-    let path = format!(
-        "{}:/usr/lib/cni",
-        bin("docknet-cni").parent().unwrap().display()
+    let vars = [
+        ("CNI_COMMAND", command.to_string()),
+        ("CNI_CONTAINERID", container.to_string()),
+        ("CNI_NETNS", netns.display().to_string()),
+        ("CNI_IFNAME", "net1".to_string()),
+        ("CNI_PATH", pods::cni_path()),
+        ("CNI_ARGS", args.to_string()),
+    ];
+    let (status, out, stderr) = pods::run_cni(&vars, conf);
+    assert_eq!(
+        status, 0,
+        "docknet-cni {command} {container} failed: {out}\n{stderr}"
     );
-    // The configuration on stdin: run_with_timeout gives its child a null stdin, so a
-    // shell redirects a file instead.
-    let file = tempfile_with(conf.to_string().as_bytes());
-    let mut cmd = Command::new("/bin/sh");
-    cmd.args(["-c", "exec \"$0\" < \"$1\""])
-        .arg(bin("docknet-cni"))
-        .arg(&file.0)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", container)
-        .env("CNI_NETNS", netns)
-        .env("CNI_IFNAME", "net1")
-        .env("CNI_PATH", path)
-        .env("CNI_ARGS", args);
-    let out = run_with_timeout(&mut cmd, Duration::from_secs(30))
-        .unwrap_or_else(|(e, _)| panic!("docknet-cni {command} {container}: {e}"));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "docknet-cni {command} {container} failed: {text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if text.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-    }
-}
-
-/// A file holding `data`, removed on drop.
-struct TmpFile(std::path::PathBuf);
-impl Drop for TmpFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-fn tempfile_with(data: &[u8]) -> TmpFile {
-    let p = docknet_tests::unique_tmp();
-    let mut f = std::fs::File::create(&p).expect("create temp file");
-    f.write_all(data).expect("write temp file");
-    TmpFile(p)
+    out
 }
 
 /// Frames through pipe `p`, both ways (`docknetctl stats P --json`).
