@@ -378,6 +378,11 @@ impl PipeDevice {
         self.syn_budget = n;
     }
 
+    /// Connection requests held back for want of a listening socket.
+    pub(crate) fn held_syns(&self) -> usize {
+        self.held_syns.len()
+    }
+
     /// Start a round: smoltcp may take up to [`RX_BURST`] more frames.
     pub(crate) fn new_rx_burst(&mut self) {
         self.rx_burst = RX_BURST;
@@ -632,6 +637,10 @@ impl PipeDevice {
     }
 }
 
+/// One buffer in this many of a channel is kept for the replies smoltcp sends while it
+/// receives (see [`PipeDevice`]'s `transmit`).
+const REPLY_RESERVE_DIV: usize = 16;
+
 /// A frame to receive, in place in a shared buffer.
 pub struct PipeRxToken<'a> {
     ptr: *const u8,
@@ -667,9 +676,14 @@ impl phy::Device for PipeDevice {
 
     fn transmit(&mut self, _now: Instant) -> Option<PipeTxToken<'_>> {
         // No free buffer on the likely route: tell smoltcp to hold the segment (it retries
-        // next round) rather than drop it and wait for a retransmission timeout.
+        // next round) rather than drop it and wait for a retransmission timeout. A few
+        // buffers stay for the replies smoltcp makes while receiving (the ACKs that answer
+        // a duplicate or out-of-order segment): it cannot hold those back, and each one
+        // lost costs the peer a retransmission timeout.
         let hint = self.route_hint;
-        if !self.sender(hint).can_alloc() {
+        let sender = self.sender(hint);
+        let reserve = sender.nbufs() / REPLY_RESERVE_DIV;
+        if !sender.has_free(reserve + 1) {
             return None;
         }
         Some(PipeTxToken { dev: self })

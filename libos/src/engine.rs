@@ -56,6 +56,8 @@ pub enum ConfigError {
     Drop(BadDropRate),
     /// An RTO variable that is not a whole number of milliseconds in 1..=60000.
     Rto { var: &'static str, value: String },
+    /// `DOCKNET_TCP_SYN_BACKLOG` that is not a whole number in 1..=65536.
+    SynBacklog(String),
 }
 
 impl std::fmt::Display for ConfigError {
@@ -66,11 +68,25 @@ impl std::fmt::Display for ConfigError {
                 f,
                 "{var}={value:?}: expected a whole number of milliseconds, 1 to 60000"
             ),
+            ConfigError::SynBacklog(value) => write!(
+                f,
+                "{SYN_BACKLOG_ENV}={value:?}: expected a whole number of handshakes, 1 to 65536"
+            ),
         }
     }
 }
 
 impl std::error::Error for ConfigError {}
+
+fn syn_backlog_from_env() -> Result<usize, ConfigError> {
+    match std::env::var(SYN_BACKLOG_ENV) {
+        Err(_) => Ok(DEFAULT_SYN_BACKLOG),
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n @ 1..=65536) => Ok(n),
+            _ => Err(ConfigError::SynBacklog(v)),
+        },
+    }
+}
 
 fn rto_from_env(var: &'static str, default: Duration) -> Result<Duration, ConfigError> {
     match std::env::var(var) {
@@ -103,6 +119,9 @@ pub struct EngineConfig {
     /// Spare TCP socket buffer pairs kept ready, their memory mapped (see
     /// [`crate::socket_buffers`]): made at attach, refilled by closed sockets.
     pub tcp_spare_buffers: usize,
+    /// Most handshakes in progress per listening port (`DOCKNET_TCP_SYN_BACKLOG`); more
+    /// connection requests wait in the device, then are dropped (their clients retry).
+    pub tcp_syn_backlog: usize,
 }
 
 impl EngineConfig {
@@ -113,6 +132,7 @@ impl EngineConfig {
         let mut cfg = Self::from_env_with(RxDropper::from_env().map_err(ConfigError::Drop)?);
         cfg.tcp_rto_min = rto_from_env(RTO_MIN_ENV, DEFAULT_RTO_MIN)?;
         cfg.tcp_rto_initial = rto_from_env(RTO_INITIAL_ENV, DEFAULT_RTO_INITIAL)?;
+        cfg.tcp_syn_backlog = syn_backlog_from_env()?;
         Ok(cfg)
     }
 
@@ -131,6 +151,10 @@ impl EngineConfig {
                 log::error!("{e}; using {DEFAULT_RTO_INITIAL:?}");
                 DEFAULT_RTO_INITIAL
             });
+        cfg.tcp_syn_backlog = syn_backlog_from_env().unwrap_or_else(|e| {
+            log::error!("{e}; using {DEFAULT_SYN_BACKLOG}");
+            DEFAULT_SYN_BACKLOG
+        });
         cfg
     }
 
@@ -146,6 +170,7 @@ impl EngineConfig {
             tcp_rto_min: DEFAULT_RTO_MIN,
             tcp_rto_initial: DEFAULT_RTO_INITIAL,
             tcp_spare_buffers: DEFAULT_SPARE_BUFFERS,
+            tcp_syn_backlog: DEFAULT_SYN_BACKLOG,
         }
     }
 }
@@ -248,20 +273,31 @@ pub enum Control {
     Exit,
 }
 
-/// Listening sockets kept ready per port: how many connection requests one round can
-/// take. More wait (in the device) for the next round, when this many are ready again.
+/// Listening sockets kept ready per port when no connection request waits: how many one
+/// round can take. Requests beyond that wait (in the device) for the next round, which
+/// makes a listening socket for each of them (within the queues' depths).
 const LISTEN_READY: usize = 8;
 
-/// A listening port: smoltcp's listening socket takes one handshake, so the engine keeps
-/// [`LISTEN_READY`] of them ready and makes another each round one starts a handshake,
-/// until `depth` connections wait (handshaking or established, not yet accepted) — the
-/// accept queue.
+/// Default most handshakes in progress per listening port, the SYN queue (Linux's
+/// `tcp_max_syn_backlog` on a small machine); `DOCKNET_TCP_SYN_BACKLOG` sets another.
+pub const DEFAULT_SYN_BACKLOG: usize = 1024;
+/// Environment variable: the SYN queue's depth per listening port.
+pub const SYN_BACKLOG_ENV: &str = "DOCKNET_TCP_SYN_BACKLOG";
+
+/// A listening port with a SYN queue and an accept queue, as a kernel's. smoltcp's
+/// listening socket takes one handshake, so the engine keeps listening sockets ready (one
+/// per connection request waiting in the device, at least [`LISTEN_READY`]) while both
+/// queues have room.
 struct Listener {
     port: u16,
-    /// Sockets listening, handshaking, or established and waiting for `accept`.
+    /// The SYN queue: sockets listening or handshaking.
     pool: Vec<SocketHandle>,
-    /// Most connections waiting for `accept` (handshaking ones included).
+    /// The accept queue: established connections waiting for `accept`, oldest first.
+    established: std::collections::VecDeque<SocketHandle>,
+    /// Most connections waiting for `accept` (the app's backlog).
     depth: usize,
+    /// Most handshakes in progress.
+    syn_depth: usize,
 }
 
 /// The engine: a pipe device, smoltcp, and the sockets of the app.
@@ -402,11 +438,18 @@ impl Engine {
             return Err(NetError::PortInUse(port));
         }
         let depth = backlog.max(1);
-        let mut pool = Vec::with_capacity(depth.min(1024) + LISTEN_READY);
+        let syn_depth = self.cfg.tcp_syn_backlog.max(1);
+        let mut pool = Vec::with_capacity(syn_depth.min(1024) + LISTEN_READY);
         for _ in 0..LISTEN_READY.min(depth) {
             pool.push(self.listening_socket(port)?);
         }
-        self.listeners.push(Some(Listener { port, pool, depth }));
+        self.listeners.push(Some(Listener {
+            port,
+            pool,
+            established: std::collections::VecDeque::with_capacity(depth.min(1024)),
+            depth,
+            syn_depth,
+        }));
         Ok(ListenerId(self.listeners.len() - 1))
     }
 
@@ -416,31 +459,23 @@ impl Engine {
         Ok(self.sockets.add(s))
     }
 
-    /// Before a round: listen again on sockets whose handshake was reset, and keep
-    /// [`LISTEN_READY`] sockets listening on each port whose accept queue has room.
-    /// Returns how many listen (the connection requests this round may take), `None`
-    /// if nothing listens.
+    /// Before a round: move finished handshakes to the accept queue, listen again on
+    /// sockets whose handshake was reset, and keep a listening socket ready for each
+    /// connection request the device holds (at least [`LISTEN_READY`]) on each port whose
+    /// queues have room. Returns how many listen (the connection requests this round may
+    /// take), `None` if nothing listens.
     fn ready_listeners(&mut self) -> Option<usize> {
         let mut ready_total = None;
+        let held = self.dev.held_syns();
         let mut listeners = std::mem::take(&mut self.listeners);
         for lst in listeners.iter_mut().flatten() {
-            let mut ready = 0;
-            for &h in &lst.pool {
-                // Read-only unless it must listen again: reaching a socket mutably makes
-                // smoltcp look at it in the next egress.
-                let mut state = self.sockets.get::<tcp::Socket>(h).state();
-                if state == tcp::State::Closed {
-                    let s = self.sockets.get_mut::<tcp::Socket>(h);
-                    let _ = s.listen(lst.port);
-                    state = s.state();
-                }
-                if state == tcp::State::Listen {
-                    ready += 1;
-                }
-            }
-            let waiting = lst.pool.len() - ready;
-            let room = lst.depth.saturating_sub(waiting);
-            while ready < LISTEN_READY.min(room) {
+            let (ready, handshaking) = self.sort_syn_queue(lst);
+            let mut ready = ready;
+            let room = lst
+                .depth
+                .saturating_sub(lst.established.len())
+                .min(lst.syn_depth.saturating_sub(handshaking));
+            while ready < LISTEN_READY.max(held).min(room) {
                 let mut s = self.new_tcp_socket();
                 if s.listen(lst.port).is_err() {
                     break;
@@ -454,17 +489,54 @@ impl Engine {
         ready_total
     }
 
-    /// A newly established connection on `l`, if any (oldest first is not promised).
+    /// Walk `lst`'s SYN queue: established connections move to the accept queue,
+    /// sockets whose handshake was reset listen again. Returns how many sockets listen and
+    /// how many are handshaking.
+    fn sort_syn_queue(&mut self, lst: &mut Listener) -> (usize, usize) {
+        let (mut ready, mut handshaking) = (0, 0);
+        let mut i = 0;
+        while i < lst.pool.len() {
+            let h = lst.pool[i];
+            // Read-only unless it must listen again: reaching a socket mutably makes
+            // smoltcp look at it in the next egress.
+            match self.sockets.get::<tcp::Socket>(h).state() {
+                tcp::State::Listen => ready += 1,
+                tcp::State::SynReceived => handshaking += 1,
+                tcp::State::Closed => {
+                    let s = self.sockets.get_mut::<tcp::Socket>(h);
+                    if s.listen(lst.port).is_ok() {
+                        ready += 1;
+                    }
+                }
+                _ => {
+                    lst.established.push_back(lst.pool.swap_remove(i));
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        (ready, handshaking)
+    }
+
+    /// The oldest established connection on `l` not yet accepted, if any.
     pub fn accept(&mut self, l: ListenerId) -> Option<TcpId> {
-        let lst = self.listeners.get_mut(l.0)?.as_mut()?;
-        let pos = lst.pool.iter().position(|&h| {
-            let s = self.sockets.get::<tcp::Socket>(h);
-            !matches!(
-                s.state(),
-                tcp::State::Listen | tcp::State::SynReceived | tcp::State::Closed
-            )
-        })?;
-        let h = lst.pool.swap_remove(pos);
+        let mut lst = self.listeners.get_mut(l.0)?.take()?;
+        if lst.established.is_empty() {
+            // Handshakes finished since the round began.
+            self.sort_syn_queue(&mut lst);
+        }
+        let mut got = None;
+        while let Some(h) = lst.established.pop_front() {
+            if self.sockets.get::<tcp::Socket>(h).state() == tcp::State::Closed {
+                // Reset while it waited: nothing left to accept.
+                self.free_tcp_socket(h);
+                continue;
+            }
+            got = Some(h);
+            break;
+        }
+        self.listeners[l.0] = Some(lst);
+        let h = got?;
         Some(TcpId {
             handle: h,
             generation: self.record(h),
@@ -493,7 +565,7 @@ impl Engine {
     pub fn unlisten(&mut self, l: ListenerId) {
         if let Some(slot) = self.listeners.get_mut(l.0) {
             if let Some(lst) = slot.take() {
-                for h in lst.pool {
+                for h in lst.pool.into_iter().chain(lst.established) {
                     self.free_tcp_socket(h);
                 }
             }

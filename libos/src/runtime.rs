@@ -53,7 +53,14 @@ pub fn start(
             r.timeouts, r.fast_retransmits, r.partial_ack_retransmits, r.lost_retransmits, r.tail_probes
         );
     }
-    let spoofed = engine.device().stats.rx_fc_spoofed;
+    let st = engine.device().stats;
+    if st.tx_no_buffer + st.rx_syn_dropped + st.tx_app_no_buffer > 0 {
+        eprintln!(
+            "{name}: frames dropped: {} sent with no free buffer or ring slot, {} forwarded with none, {} connection requests with no listening socket free",
+            st.tx_no_buffer, st.tx_app_no_buffer, st.rx_syn_dropped
+        );
+    }
+    let spoofed = st.rx_fc_spoofed;
     if spoofed > 0 {
         eprintln!("{name}: dropped {spoofed} fast-channel frames whose source was not the peer");
     }

@@ -246,3 +246,128 @@ fn spoofed_fast_channel_frames_are_dropped_and_counted() {
     drop((tx, rx));
     drop(root);
 }
+
+/// 200 connection requests at once against a port with an accept queue of 4 and a SYN
+/// queue of 16: the requests the queues have no room for wait in the device or are
+/// dropped (their clients resend the SYN), never reset; every connection is accepted in
+/// the end and answers with its own bytes.
+#[test]
+fn a_burst_of_connections_beyond_both_queues_is_accepted_without_resets() {
+    const CONNS: usize = 200;
+    let (root, a, _, _) = fc_pair("fc-burst", 1024);
+    let (da, db) = (root.path().join("a"), root.path().join("b"));
+    let cfg = |dir: &Path| EngineConfig {
+        pipe_dir: dir.to_path_buf(),
+        tcp_rx_buffer: 4096,
+        tcp_tx_buffer: 4096,
+        tcp_syn_backlog: 16,
+        tcp_rto_initial: Duration::from_millis(20),
+        ..EngineConfig::from_env()
+    };
+    let mut server = Engine::attach(cfg(&da)).unwrap();
+    let mut client = Engine::attach(cfg(&db)).unwrap();
+
+    let srv = std::thread::spawn(move || {
+        let l = server.listen(7, 4).unwrap();
+        let mut conns = Vec::new();
+        let mut finished = 0;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut buf = [0u8; 64];
+        server.run(|e| {
+            if Instant::now() > deadline {
+                return Control::Exit;
+            }
+            // Accept slowly (one per round) so that both queues fill up.
+            if let Some(id) = e.accept(l) {
+                conns.push(Some(id));
+            }
+            // Echo what each accepted connection sends; close it at its end of stream.
+            for slot in conns.iter_mut() {
+                let Some(id) = *slot else { continue };
+                match e.read(id, &mut buf) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        let _ = e.write(id, &buf[..n]);
+                    }
+                    Err(_) => {
+                        let _ = e.close(id);
+                        *slot = None;
+                        finished += 1;
+                    }
+                }
+            }
+            if finished == CONNS {
+                return Control::Exit;
+            }
+            Control::Continue
+        });
+        (conns.len(), finished, server.device().stats)
+    });
+
+    let ids: Vec<_> = (0..CONNS)
+        .map(|_| client.connect(SocketAddrV4::new(a.ipv4, 7)).unwrap())
+        .collect();
+    let mut sent = [false; CONNS];
+    let mut answered = [false; CONNS];
+    let mut reset = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    client.run(|e| {
+        if Instant::now() > deadline {
+            return Control::Exit;
+        }
+        for (i, &id) in ids.iter().enumerate() {
+            if answered[i] {
+                continue;
+            }
+            if !e.is_open(id) {
+                reset += 1;
+                answered[i] = true;
+                continue;
+            }
+            if !e.is_established(id) {
+                continue;
+            }
+            let msg = format!("conn {i:03}");
+            if !sent[i] {
+                sent[i] = e.write(id, msg.as_bytes()).unwrap() == msg.len();
+            }
+            let mut buf = [0u8; 16];
+            if let Ok(n) = e.read(id, &mut buf) {
+                if n > 0 {
+                    assert_eq!(
+                        &buf[..n],
+                        msg.as_bytes(),
+                        "connection {i} got another's bytes"
+                    );
+                    answered[i] = true;
+                    let _ = e.close(id);
+                }
+            }
+        }
+        if answered.iter().all(|&x| x) {
+            return Control::Exit;
+        }
+        Control::Continue
+    });
+    // Let the server see the last closes.
+    client.run(|e| {
+        if e.closing_count() == 0 {
+            Control::Exit
+        } else {
+            Control::Continue
+        }
+    });
+    let (accepted, finished, sstats) = srv.join().unwrap();
+    let done = answered.iter().filter(|&&x| x).count();
+    assert_eq!(reset, 0, "{reset} connections were reset");
+    assert_eq!(done, CONNS, "only {done} of {CONNS} connections answered");
+    assert_eq!(accepted, CONNS);
+    assert_eq!(
+        finished, CONNS,
+        "the server saw {finished} of {CONNS} connections end"
+    );
+    assert!(
+        sstats.rx_syn_held > 0,
+        "the queues never filled (no SYN held back): {sstats:?}"
+    );
+}

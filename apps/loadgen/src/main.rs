@@ -5,8 +5,10 @@
 //! connection, or `--pipeline N`), parse every response (status line, headers,
 //! Content-Length body) and measure each request's latency, from the moment the request
 //! is queued on the connection to the moment its response is complete. The measured
-//! window starts when the first connection is established and lasts `--duration`;
-//! responses completed in it are counted. Connections the server closes are re-opened.
+//! window starts once every connection is established (so that it measures N connections,
+//! not the handshakes; if some are still not up after `--connect-timeout-s`, it starts
+//! with those that are, and says so) and lasts `--duration`; responses completed in it
+//! are counted. Connections the server closes are re-opened.
 //!
 //! Nothing is allocated per request: each connection owns its parser (a bounded head
 //! buffer) and a ring of send timestamps; latencies go into a fixed-size histogram.
@@ -52,9 +54,15 @@ struct Cli {
     /// TCP receive and send buffer per connection, bytes.
     #[arg(long, default_value_t = 16 * 1024)]
     buffer: usize,
-    /// Give up when no connection is established within this many seconds.
+    /// Give up when no connection is established within this many seconds; also the
+    /// longest wait for all of them before the measured window starts.
     #[arg(long, default_value_t = 10)]
     connect_timeout_s: u64,
+    /// Most handshakes in progress at once; the other connections wait their turn (all
+    /// at once overflow the server's SYN queue or a ring on the way, and every SYN lost
+    /// costs its client a retransmission timeout that doubles each time).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connecting: u32,
 }
 
 /// `3`, `3s`, `500ms`, `1m`, `1.5s`.
@@ -142,6 +150,15 @@ struct Load<'a> {
     by_id: HashMap<SocketId, usize>,
     /// Slots waiting (`State::Idle`) to connect.
     idle: Vec<usize>,
+    /// Connections handshaking (`State::Connecting`), at most `max_connecting`.
+    connecting: usize,
+    max_connecting: usize,
+    /// Connections established now (`State::Running`), the most at one time, and when
+    /// all `-c` of them first were.
+    running: usize,
+    running_peak: usize,
+    all_running_at: Option<Instant>,
+    connections: usize,
 }
 
 impl Load<'_> {
@@ -158,6 +175,7 @@ impl Load<'_> {
             Ok(id) => {
                 c.id = Some(id);
                 c.state = State::Connecting;
+                self.connecting += 1;
                 self.by_id.insert(id, c.slot);
             }
             Err(err) => {
@@ -172,6 +190,11 @@ impl Load<'_> {
 
     /// Drop the connection and open a new one (after `delay`).
     fn replace(&mut self, e: &mut Engine, c: &mut Conn, delay: Duration) {
+        match c.state {
+            State::Connecting => self.connecting -= 1,
+            State::Running => self.running -= 1,
+            State::Idle(_) => {}
+        }
         if let Some(id) = c.id.take() {
             let _ = e.close(id);
             self.by_id.remove(&id);
@@ -191,6 +214,12 @@ impl Load<'_> {
                 let id = c.id.expect("connecting socket");
                 if e.is_established(id) {
                     c.state = State::Running;
+                    self.connecting -= 1;
+                    self.running += 1;
+                    self.running_peak = self.running_peak.max(self.running);
+                    if self.running == self.connections && self.all_running_at.is_none() {
+                        self.all_running_at = Some(Instant::now());
+                    }
                     self.any_established = true;
                     if self.window.is_none() {
                         return; // run() starts the window and steps again
@@ -307,7 +336,13 @@ fn run(engine: &mut Engine, cli: &Cli) -> AppResult {
         window: None,
         any_established: false,
         by_id: HashMap::with_capacity(n),
-        idle: (0..n).collect(),
+        idle: (0..n).rev().collect(),
+        connecting: 0,
+        max_connecting: cli.max_connecting as usize,
+        running: 0,
+        running_peak: 0,
+        all_running_at: None,
+        connections: n,
     };
     let mut conns: Vec<Conn> = (0..n)
         .map(|slot| Conn {
@@ -349,7 +384,7 @@ fn run(engine: &mut Engine, cli: &Cli) -> AppResult {
         // Each round visits the slots due to connect and the connections the engine lists
         // as ready, not every connection.
         let mut i = 0;
-        while i < load.idle.len() {
+        while i < load.idle.len() && load.connecting < load.max_connecting {
             let slot = load.idle[i];
             match conns[slot].state {
                 State::Idle(at) if now < at => i += 1,
@@ -366,25 +401,38 @@ fn run(engine: &mut Engine, cli: &Cli) -> AppResult {
             }
         }
         if load.window.is_none() {
-            if load.any_established {
+            let waited = now.duration_since(started) > connect_timeout;
+            let all_up = load.running == n;
+            if load.any_established && (all_up || waited) {
+                if !all_up {
+                    eprintln!(
+                        "dn-loadgen: {} of {n} connections established after {}s; measuring with those (the others keep trying)",
+                        load.running, cli.connect_timeout_s
+                    );
+                }
                 let t0 = Instant::now();
                 load.window = Some((t0, t0 + cli.duration));
                 // Once: the established connections send their first requests.
                 for c in conns.iter_mut().filter(|c| c.state == State::Running) {
                     load.step(e, c, false);
                 }
-            } else if now.duration_since(started) > connect_timeout {
+            } else if waited {
                 failure = Some(format!(
                     "no connection to {} established within {}s ({} connect errors)",
                     cli.url.addr, cli.connect_timeout_s, load.counts.connect_errors
                 ));
                 return Control::Exit;
+            } else {
+                e.wake_at(started + connect_timeout);
             }
         }
-        // Idle conns waiting out a back-off need a timer.
+        // Idle conns waiting out a back-off need a timer (those waiting for a handshake to
+        // finish are woken by it).
+        let may_connect = load.connecting < load.max_connecting;
         if let Some(at) = load
             .idle
             .iter()
+            .filter(|_| may_connect)
             .filter_map(|&slot| match conns[slot].state {
                 State::Idle(at) => Some(at),
                 _ => None,
@@ -419,6 +467,11 @@ fn run(engine: &mut Engine, cli: &Cli) -> AppResult {
         read_errors: c.read_errors,
         write_errors: c.write_errors,
         hist: &load.hist,
+        connections: n,
+        established_peak: load.running_peak,
+        all_established_s: load
+            .all_running_at
+            .map(|t| t.duration_since(started).as_secs_f64()),
     };
     if cli.json {
         println!("{}", s.json());

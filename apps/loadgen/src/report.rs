@@ -14,6 +14,11 @@ pub struct Summary<'a> {
     pub read_errors: u64,
     pub write_errors: u64,
     pub hist: &'a Histogram,
+    /// Connections asked for (`-c`), and the most established at one time.
+    pub connections: usize,
+    pub established_peak: usize,
+    /// Seconds from the start until every connection was established (`None`: never).
+    pub all_established_s: Option<f64>,
 }
 
 /// A latency in ns as wrk prints it: `812.00us`, `1.25ms`, `2.00s`.
@@ -84,6 +89,9 @@ impl Summary<'_> {
             "read_errors": self.read_errors,
             "write_errors": self.write_errors,
             "bytes": self.bytes,
+            "connections": self.connections,
+            "established_peak": self.established_peak,
+            "all_established_s": self.all_established_s,
         })
         .to_string()
     }
@@ -117,6 +125,20 @@ impl Summary<'_> {
         }
         if self.non_2xx_3xx > 0 {
             s += &format!("  Non-2xx or 3xx responses: {}\n", self.non_2xx_3xx);
+        }
+        match self.all_established_s {
+            Some(t) => {
+                s += &format!(
+                    "  {} connections established in {t:.2}s\n",
+                    self.connections
+                )
+            }
+            None => {
+                s += &format!(
+                    "  {} of {} connections established at most\n",
+                    self.established_peak, self.connections
+                )
+            }
         }
         s += &format!("Requests/sec: {:>10.2}\n", self.rps());
         let tps = if self.duration_s > 0.0 {
@@ -160,6 +182,9 @@ mod tests {
             read_errors: 0,
             write_errors: 0,
             hist: &h,
+            connections: 8,
+            established_peak: 8,
+            all_established_s: Some(0.25),
         };
         assert_eq!(s.errors(), 3);
         assert!((s.rps() - 2.0).abs() < 1e-9);
@@ -178,6 +203,26 @@ mod tests {
         assert_eq!(j["requests"], 4);
         assert_eq!(j["errors"], 3);
         assert_eq!(j["bytes"], 5200);
+        assert_eq!(j["connections"], 8);
+        assert_eq!(j["established_peak"], 8);
+        assert_eq!(j["all_established_s"], 0.25);
+        assert!(
+            s.text().contains("8 connections established in 0.25s"),
+            "{}",
+            s.text()
+        );
+        let never = Summary {
+            established_peak: 5,
+            all_established_s: None,
+            ..s
+        };
+        assert!(never
+            .text()
+            .contains("5 of 8 connections established at most"));
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&never.json()).unwrap()["all_established_s"]
+                .is_null()
+        );
         let p50 = j["latency_us_p50"].as_f64().unwrap();
         assert!((200.0..=204.0).contains(&p50), "{p50}");
         let t = s.text();

@@ -610,6 +610,13 @@ pub struct Socket<'a> {
     local_rx_dup_acks: u8,
     /// If a fast retransmit needs to occur
     pending_fast_retransmit: bool,
+    /// DockNet patch: the pending resend is a tail-loss probe outside fast recovery. It
+    /// keeps the RTT sample running (no Karn's rule): if the original arrives late (a
+    /// queue, not a loss), the ACK answers it and the sample is right; if it was lost, the
+    /// sample overstates the RTT by the probe timeout, which errs towards a longer RTO.
+    /// Dropping these samples instead kept only the fast round trips, so under a deep
+    /// queue the estimate stayed low and every slow answer drew a spurious probe.
+    pending_probe: bool,
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -707,6 +714,7 @@ impl<'a> Socket<'a> {
             local_rx_last_seq: None,
             local_rx_dup_acks: 0,
             pending_fast_retransmit: false,
+            pending_probe: false,
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -1064,6 +1072,7 @@ impl<'a> Socket<'a> {
         self.recovery_end = None;
         self.rexmit_mark = None;
         self.probe_at = None;
+        self.pending_probe = false;
         self.assembler = Assembler::new();
         self.tx_buffer.clear();
         self.rx_buffer.clear();
@@ -2285,6 +2294,7 @@ impl<'a> Socket<'a> {
                         // resend was lost. Resend it now instead of waiting for the RTO.
                         if TcpSeqNumber(right as i32) > mark && !self.pending_fast_retransmit {
                             self.pending_fast_retransmit = true;
+                            self.pending_probe = false;
                             self.rexmit_mark = Some(self.remote_last_seq);
                             self.retransmit_stats.lost_retransmits += 1;
                         }
@@ -2325,6 +2335,7 @@ impl<'a> Socket<'a> {
                             self.rexmit_mark = None;
                         } else if ack_len > 0 {
                             self.pending_fast_retransmit = true;
+                            self.pending_probe = false;
                             self.rexmit_mark = Some(self.remote_last_seq);
                             self.retransmit_stats.partial_ack_retransmits += 1;
                         }
@@ -2679,6 +2690,9 @@ impl<'a> Socket<'a> {
                 {
                     // In fast recovery this resends the hole whose resend got no answer.
                     self.pending_fast_retransmit = true;
+                    // Outside fast recovery the segment was not lost as far as anyone knows: its
+                    // RTT sample is kept (see `pending_probe`).
+                    self.pending_probe = self.recovery_end.is_none();
                     if self.recovery_end.is_some() {
                         self.rexmit_mark = Some(self.remote_last_seq);
                     }
@@ -2714,6 +2728,7 @@ impl<'a> Socket<'a> {
                 self.recovery_end = None;
                 self.rexmit_mark = None;
                 self.probe_at = None;
+                self.pending_probe = false;
             } else {
                 // If a fast rentrasmit timer expired, we should resend only the earliest unAcked segment
                 net_debug!("retransmitting for fast-retransmit");
@@ -2725,6 +2740,7 @@ impl<'a> Socket<'a> {
                     .on_loss(cx.now(), in_flight);
 
                 self.pending_fast_retransmit = true;
+                self.pending_probe = false;
                 self.retransmit_stats.fast_retransmits += 1;
             }
 
@@ -3056,9 +3072,13 @@ impl<'a> Socket<'a> {
         emit(cx, packet_meta, (ip_repr, repr))?;
         if resending {
             self.pending_fast_retransmit = false;
-            // DockNet patch: Karn's rule for our resends too. An ACK covering the
-            // segment timed may now answer either copy; drop the sample.
-            self.rtte.on_retransmit();
+            // DockNet patch: Karn's rule for our resends too (but a tail-loss probe, see
+            // `pending_probe`). An ACK covering the segment timed may now answer either
+            // copy; drop the sample.
+            if !self.pending_probe {
+                self.rtte.on_retransmit();
+            }
+            self.pending_probe = false;
         }
 
         // We've sent something, whether useful data or a keep-alive packet, so rewind
@@ -7069,10 +7089,11 @@ mod test {
         );
     }
 
-    // DockNet patch: Karn's rule covers the probe's resend: the ACK after it gives no
-    // RTT sample (it may answer the first copy or the resend).
+    // DockNet patch: a tail-loss probe outside fast recovery keeps the RTT sample (no
+    // Karn's rule): the ACK after it most likely answers a late first copy, and dropping
+    // such samples keeps the estimate low under a deep queue.
     #[test]
-    fn test_resend_discards_rtt_sample() {
+    fn test_tail_loss_probe_keeps_rtt_sample() {
         let mut s = socket_with_srtt_10ms_and_tail_outstanding(true);
         recv!(s, time 41, Ok(TcpRepr {
             seq_number: LOCAL_SEQ + 1 + 6,
@@ -7081,6 +7102,35 @@ mod test {
             ..RECV_TEMPL
         }));
         assert_eq!(s.retransmit_stats().tail_probes, 1);
+        send!(s, time 45, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 18),
+            ..SEND_TEMPL
+        });
+        // The 25 ms sample (sent at 20, acknowledged at 45): 7/8 × 10 + 1/8 × 25 ms.
+        assert_eq!(s.rtte.srtt, 11_875);
+    }
+
+    // DockNet patch: Karn's rule covers a fast retransmit: the ACK after it gives no RTT
+    // sample (it may answer the first copy or the resend).
+    #[test]
+    fn test_fast_retransmit_discards_rtt_sample() {
+        let mut s = socket_with_srtt_10ms_and_tail_outstanding(true);
+        for t in [21, 22, 23] {
+            send!(s, time t, TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1 + 6),
+                ..SEND_TEMPL
+            });
+        }
+        recv!(s, time 23, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 6,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaaaaa"[..],
+            ..RECV_TEMPL
+        }));
+        assert_eq!(s.retransmit_stats().fast_retransmits, 1);
+        assert_eq!(s.retransmit_stats().tail_probes, 0);
         send!(s, time 45, TcpRepr {
             seq_number: REMOTE_SEQ + 1,
             ack_number: Some(LOCAL_SEQ + 1 + 18),
