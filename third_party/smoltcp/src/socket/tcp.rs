@@ -2432,6 +2432,18 @@ impl<'a> Socket<'a> {
             payload_len,
             payload_offset
         );
+        // DockNet patch: in-order data into an empty buffer with nothing stored out of
+        // order starts at the buffer's beginning, as `enqueue_many_with` does for the send
+        // buffer: a connection that reads every request keeps writing the same few cache
+        // lines instead of walking its whole receive buffer (which 10,000 connections
+        // keep out of the caches).
+        if self.rx_buffer.is_empty()
+            && payload_offset == 0
+            && contig_len == payload_len
+            && self.assembler.is_empty()
+        {
+            self.rx_buffer.clear();
+        }
         let len_written = self.rx_buffer.write_unallocated(payload_offset, payload);
         debug_assert!(len_written == payload_len);
 
@@ -7087,6 +7099,30 @@ mod test {
                 ..RetransmitStats::default()
             }
         );
+    }
+
+    // DockNet patch: in-order data into an emptied receive buffer starts at its
+    // beginning, not where the last data ended.
+    #[test]
+    fn test_rx_into_empty_buffer_starts_at_beginning() {
+        let mut s = socket_established();
+        send!(s, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            payload:    &[b'a'; 50][..],
+            ..SEND_TEMPL
+        });
+        assert_eq!(s.recv(|d| (d.len(), d.len())), Ok(50));
+        send!(s, TcpRepr {
+            seq_number: REMOTE_SEQ + 1 + 50,
+            ack_number: Some(LOCAL_SEQ + 1),
+            payload:    &b"0123456789"[..],
+            ..SEND_TEMPL
+        });
+        // Written at 0..10, the rest of the buffer follows in one piece (upstream wrote
+        // at 50..60, leaving 4 bytes before the end).
+        assert_eq!(s.rx_buffer.contiguous_window(), 54);
+        assert_eq!(s.recv(|d| (d.len(), d.to_vec())), Ok(b"0123456789".to_vec()));
     }
 
     // DockNet patch: a tail-loss probe outside fast recovery keeps the RTT sample (no
