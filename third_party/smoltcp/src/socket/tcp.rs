@@ -1934,7 +1934,31 @@ impl<'a> Socket<'a> {
                     }
                 };
 
-                if segment_in_window {
+                // DockNet patch: a zero-length segment a little ahead of our window still
+                // delivers its ACK (RFC 9293 3.10.7.4: "special allowance should be made
+                // to accept valid ACKs" when the window is zero). Our right edge can move
+                // left by up to 2^shift - 1 bytes as the scaled window is rounded down;
+                // a peer that sent up to the old edge then has SND.NXT past our RCV.NXT,
+                // and once our window closes every ACK it sends would be refused: it
+                // never learns we took its data, we never learn it took ours, and both
+                // stall (seen between a Linux client and dn-echo, both buffers full).
+                // Only pure ACKs qualify, within one scaling unit past the edge; the ACK
+                // number itself is checked above as for any segment.
+                let ack_ahead_of_window = !segment_in_window
+                    && segment_start == segment_end
+                    && repr.ack_number.is_some()
+                    && matches!(repr.control, TcpControl::None | TcpControl::Psh)
+                    && segment_start > window_start
+                    && segment_start <= window_end + (1usize << self.remote_win_shift);
+                if ack_ahead_of_window {
+                    net_debug!(
+                        "zero-length segment at {} ahead of the window {}..{}: taking its ACK",
+                        segment_start,
+                        window_start,
+                        window_end
+                    );
+                    (&[][..], 0)
+                } else if segment_in_window {
                     let overlap_start = window_start.max(segment_start);
                     let overlap_end = window_end.min(segment_end);
 
@@ -7099,6 +7123,42 @@ mod test {
                 ..RetransmitStats::default()
             }
         );
+    }
+
+    // DockNet patch: with our window closed, a pure ACK whose sequence number is just
+    // past our RCV.NXT (the peer sent up to an edge we later moved left by rounding)
+    // still acknowledges our data.
+    #[test]
+    fn test_ack_ahead_of_closed_window_is_taken() {
+        let mut s = socket_established();
+        s.send_slice(b"abcdef").unwrap();
+        recv(&mut s, Instant::from_millis(0), |_| {});
+        assert_eq!(s.tx_buffer.len(), 6);
+        // The peer fills our 64-byte receive buffer; we answer with a zero window.
+        send!(s, time 1, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            payload:    &[b'x'; 64][..],
+            ..SEND_TEMPL
+        });
+        recv(&mut s, Instant::from_millis(100), |_| {});
+        assert_eq!(s.remote_last_win, 0);
+        // Its ACK of our 6 bytes carries a sequence number 1 past our RCV.NXT.
+        send!(s, time 101, TcpRepr {
+            seq_number: REMOTE_SEQ + 1 + 65,
+            ack_number: Some(LOCAL_SEQ + 1 + 6),
+            ..SEND_TEMPL
+        });
+        assert_eq!(s.tx_buffer.len(), 0, "the ACK was refused");
+        // Further ahead than one scaling unit it is still refused (answered with an ACK).
+        s.send_slice(b"gh").unwrap();
+        recv(&mut s, Instant::from_millis(102), |_| {});
+        assert!(send(&mut s, Instant::from_millis(103), &TcpRepr {
+            seq_number: REMOTE_SEQ + 1 + 70,
+            ack_number: Some(LOCAL_SEQ + 1 + 8),
+            ..SEND_TEMPL
+        }).is_some());
+        assert_eq!(s.tx_buffer.len(), 2);
     }
 
     // DockNet patch: in-order data into an emptied receive buffer starts at its
