@@ -292,7 +292,8 @@ struct Listener {
     port: u16,
     /// The SYN queue: sockets listening or handshaking.
     pool: Vec<SocketHandle>,
-    /// The accept queue: established connections waiting for `accept`, oldest first.
+    /// The accept queue: established connections waiting for `accept`, in the order
+    /// the rounds saw them established.
     established: std::collections::VecDeque<SocketHandle>,
     /// Most connections waiting for `accept` (the app's backlog).
     depth: usize,
@@ -469,8 +470,7 @@ impl Engine {
         let held = self.dev.held_syns();
         let mut listeners = std::mem::take(&mut self.listeners);
         for lst in listeners.iter_mut().flatten() {
-            let (ready, handshaking) = self.sort_syn_queue(lst);
-            let mut ready = ready;
+            let (mut ready, handshaking) = self.sort_syn_queue(lst);
             let room = lst
                 .depth
                 .saturating_sub(lst.established.len())
@@ -518,23 +518,22 @@ impl Engine {
         (ready, handshaking)
     }
 
-    /// The oldest established connection on `l` not yet accepted, if any.
+    /// An established connection on `l` not yet accepted, if any, in the order the
+    /// rounds saw their handshakes finish.
     pub fn accept(&mut self, l: ListenerId) -> Option<TcpId> {
         let mut lst = self.listeners.get_mut(l.0)?.take()?;
         if lst.established.is_empty() {
             // Handshakes finished since the round began.
             self.sort_syn_queue(&mut lst);
         }
-        let mut got = None;
-        while let Some(h) = lst.established.pop_front() {
-            if self.sockets.get::<tcp::Socket>(h).state() == tcp::State::Closed {
-                // Reset while it waited: nothing left to accept.
+        // Skip (and free) connections reset while they waited: nothing left to accept.
+        let got = std::iter::from_fn(|| lst.established.pop_front()).find(|&h| {
+            let reset = self.sockets.get::<tcp::Socket>(h).state() == tcp::State::Closed;
+            if reset {
                 self.free_tcp_socket(h);
-                continue;
             }
-            got = Some(h);
-            break;
-        }
+            !reset
+        });
         self.listeners[l.0] = Some(lst);
         let h = got?;
         Some(TcpId {

@@ -188,9 +188,6 @@ fn serve(engine: &mut Engine, cli: &Cli) -> AppResult {
     Ok(())
 }
 
-/// Advance one connection: send what is pending, then read and answer the next request,
-/// until it waits for the peer (room in the send buffer, or more bytes). Returns false
-/// once the connection is finished (closed by us or the peer).
 /// Buffers shared by all connections, so that serving a request touches few cache lines
 /// that belong to its connection alone (at 10,000 connections those are cold).
 struct Scratch {
@@ -245,6 +242,9 @@ fn send_scratch_head(e: &mut Engine, c: &mut Conn, scratch: &mut Vec<u8>, now: I
     ok
 }
 
+/// Advance one connection: send what is pending, then read and answer the next request,
+/// until it waits for the peer (room in the send buffer, or more bytes). Returns false
+/// once the connection is finished (closed by us or the peer).
 fn step(
     e: &mut Engine,
     c: &mut Conn,

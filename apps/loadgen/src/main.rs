@@ -336,7 +336,7 @@ fn run(engine: &mut Engine, cli: &Cli) -> AppResult {
         window: None,
         any_established: false,
         by_id: HashMap::with_capacity(n),
-        idle: (0..n).rev().collect(),
+        idle: (0..n).collect(),
         connecting: 0,
         max_connecting: cli.max_connecting as usize,
         running: 0,
@@ -428,18 +428,18 @@ fn run(engine: &mut Engine, cli: &Cli) -> AppResult {
         }
         // Idle conns waiting out a back-off need a timer (those waiting for a handshake to
         // finish are woken by it).
-        let may_connect = load.connecting < load.max_connecting;
-        if let Some(at) = load
-            .idle
-            .iter()
-            .filter(|_| may_connect)
-            .filter_map(|&slot| match conns[slot].state {
-                State::Idle(at) => Some(at),
-                _ => None,
-            })
-            .min()
-        {
-            e.wake_at(at);
+        if load.connecting < load.max_connecting {
+            if let Some(at) = load
+                .idle
+                .iter()
+                .filter_map(|&slot| match conns[slot].state {
+                    State::Idle(at) => Some(at),
+                    _ => None,
+                })
+                .min()
+            {
+                e.wake_at(at);
+            }
         }
         if let Some((_, end)) = load.window {
             e.wake_at(end);
