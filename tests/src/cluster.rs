@@ -98,16 +98,9 @@ impl ClusterSite {
         v
     }
 
-    /// `cluster status NAME --json` once the NAT has reported what it saw until now (it
-    /// rewrites its stats every 100 ms).
-    pub fn fresh_status(&self, name: &str) -> Value {
-        std::thread::sleep(Duration::from_millis(250));
-        self.status(name)
-    }
-
-    /// A member from a fresh `cluster status`.
+    /// A member from `cluster status`.
     pub fn member(&self, name: &str, member: &str) -> Value {
-        let st = self.fresh_status(name);
+        let st = self.status(name);
         members(&st)
             .into_iter()
             .find(|m| m["name"] == member)

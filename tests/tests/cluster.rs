@@ -72,7 +72,7 @@ fn cluster_spreads_new_connections_evenly() {
         "failed requests: {:?}",
         &bad[..bad.len().min(20)]
     );
-    let st = site.fresh_status("web");
+    let st = site.status("web");
     let c = connections(&st);
     eprintln!("[cluster] spread: {c:?}");
     assert_eq!(c.len(), 4, "{st}");
@@ -268,7 +268,7 @@ fn drained_member_finishes_keepalive_requests_and_gets_no_new_ones() {
             .count()
     });
     assert_eq!(ok.iter().sum::<usize>(), 300);
-    let st = site.fresh_status("web");
+    let st = site.status("web");
     let c = connections(&st);
     assert_eq!(
         c[0].1, drained_before,
@@ -353,7 +353,7 @@ fn full_table_refuses_new_flows_and_bad_frames_are_counted() {
             "an established flow stopped working"
         );
     }
-    let st = site.fresh_status("web");
+    let st = site.status("web");
     let counters = &st["nat_counters"]["counters"];
     assert!(counters["refused_table_full"].as_u64() >= Some(1), "{st}");
     assert_eq!(st["nat_counters"]["flows"], 16, "{st}");
@@ -482,7 +482,7 @@ health = {{ kind = "tcp", port = 7, interval_ms = 200 }}
         by_member.len() >= 3,
         "{FLOWS} flows reached only {by_member:?}"
     );
-    let st = site.fresh_status("dns");
+    let st = site.status("dns");
     let total: u64 = connections(&st).iter().map(|(_, n)| n).sum();
     assert_eq!(
         total, FLOWS as u64,
@@ -551,7 +551,7 @@ health = {{ kind = "http", path = "/", interval_ms = 200 }}
         "failed requests: {:?}",
         &bad[..bad.len().min(20)]
     );
-    let c = connections(&site.fresh_status("img"));
+    let c = connections(&site.status("img"));
     eprintln!("[cluster] image members, spread: {c:?}");
     let total: u64 = c.iter().map(|(_, n)| n).sum();
     assert!(total >= REQUESTS as u64, "{c:?}");
@@ -695,7 +695,7 @@ fn fullnat_members_reply_to_the_nat() {
             assert!(matches!(o, Outcome::Status(200)), "{o:?}");
         }
     });
-    let c = connections(&site.fresh_status("web"));
+    let c = connections(&site.status("web"));
     // Round robin: an even split.
     assert_eq!(c.iter().map(|(_, n)| n).sum::<u64>(), 1000, "{c:?}");
     assert!(c.iter().all(|(_, n)| (490..=510).contains(n)), "{c:?}");

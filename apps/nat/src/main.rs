@@ -20,7 +20,7 @@ use dn_nat::maglev::DEFAULT_TABLE_SIZE;
 use docknet::runtime::AppResult;
 use docknet::{Control, Engine};
 use docknet_master::cluster::natfile::{
-    NatConfig, NatStats, CONFIG_POLL_MS, NAT_CONFIG_FILE, NAT_STATS_FILE,
+    NatConfig, NatStats, CONFIG_POLL_MS, NAT_CONFIG_FILE, NAT_STATS_FILE, STATS_EVERY_MS,
 };
 use docknet_master::cluster::{NatBackendStats, NatMode, Proto};
 
@@ -53,8 +53,8 @@ a fast channel to each, `docknetctl fc create NAT BACKEND --forward`, and the NA
 
 /// Longest configuration file read.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
-/// How often the stats file is rewritten.
-const STATS_EVERY: Duration = Duration::from_millis(100);
+/// How often the stats file is rewritten (if anything changed).
+const STATS_EVERY: Duration = Duration::from_millis(STATS_EVERY_MS);
 /// Table slots looked at per expiry sweep (one every `CONFIG_POLL_MS`).
 const EXPIRE_BUDGET: usize = 8192;
 

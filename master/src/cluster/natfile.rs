@@ -5,8 +5,8 @@
 //!   the policy, health checks and the backends with their weights. `dn-nat` looks at it
 //!   every [`CONFIG_POLL_MS`] and applies a change live.
 //! - [`NAT_STATS_FILE`] (written by `dn-nat`, replaced atomically): what the NAT sees per
-//!   backend (health, connections, bytes) and its own counters. `docknetd` reads it for
-//!   `cluster status`; it is the tenant's file, so it is read with a size limit and
+//!   backend (health, connections, bytes) and its own counters, rewritten within
+//!   [`STATS_EVERY_MS`] of a change. `docknetd` reads it for `cluster status`; it is the tenant's file, so it is read with a size limit and
 //!   without following links, and a bad one only makes the status "unknown".
 //!
 //! Plain JSON, so `dn-nat` can also run alone with a hand-written config.
@@ -24,6 +24,9 @@ pub const NAT_CONFIG_FILE: &str = "nat.json";
 pub const NAT_STATS_FILE: &str = "nat-stats.json";
 /// How often `dn-nat` looks for a new configuration (ms).
 pub const CONFIG_POLL_MS: u64 = 50;
+/// How often `dn-nat` rewrites its stats file if anything changed (ms): what it reports
+/// is at most this old.
+pub const STATS_EVERY_MS: u64 = 100;
 /// Longest stats file `docknetd` reads.
 pub const MAX_STATS_BYTES: u64 = 1 << 20;
 
