@@ -698,6 +698,24 @@ impl Engine {
         }
     }
 
+    /// Answer from what was received without a buffer of the app's own: `f` sees the
+    /// contiguous readable bytes and the contiguous free send space of the connection at
+    /// once, and returns how many bytes it consumed, how many it wrote and a result (an
+    /// echo copies each byte once, instead of twice through `read` and `write`).
+    /// `Err(Closed)` once the peer closed and nothing is left, or our side closed.
+    pub fn recv_send_with<R>(
+        &mut self,
+        id: TcpId,
+        f: impl FnOnce(&[u8], &mut [u8]) -> (usize, usize, R),
+    ) -> Result<R, NetError> {
+        let s = self.tcp(id)?;
+        if !s.may_recv() && s.recv_queue() == 0 {
+            return Err(NetError::Closed);
+        }
+        s.recv_send_with(|rx, tx| f(rx, tx))
+            .map_err(|_| NetError::Closed)
+    }
+
     /// Queue bytes to send; returns how many fit (0 when the send buffer is full).
     pub fn write(&mut self, id: TcpId, data: &[u8]) -> Result<usize, NetError> {
         let s = self.tcp(id)?;

@@ -874,6 +874,13 @@ struct MessagesCli {
     /// Seconds one point (one client run) may take before it is killed and marked FAILED.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+
+    /// Client runs per point (each a fresh process after one pilot); the point reported
+    /// is the run of median goodput, and every run's goodput is printed. Runs of one
+    /// point differ more than noise on a shared VM (a process's memory placement in the
+    /// caches), so comparisons want an odd number above 1.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=99))]
+    runs: u32,
 }
 
 impl MessagesCli {
@@ -892,6 +899,7 @@ impl MessagesCli {
             out,
             bin_dir: run.bin_dir,
             timeout: Duration::from_secs(self.timeout),
+            runs: self.runs as usize,
             keep_run_dir: run.keep_run_dir,
             command_line,
         }

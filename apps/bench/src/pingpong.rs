@@ -123,6 +123,8 @@ pub struct BenchArgs {
     pub out: PathBuf,
     pub bin_dir: Option<PathBuf>,
     pub timeout: Duration,
+    /// Client runs per point; the median one is reported.
+    pub runs: usize,
     pub keep_run_dir: bool,
     pub command_line: String,
 }
@@ -167,6 +169,13 @@ pub fn parse_point(stdout: &str, size: usize) -> Result<PointResult, String> {
         ));
     }
     Ok(p)
+}
+
+/// The run of median goodput (of an even number, the lower of the middle two); `runs`
+/// must not be empty.
+pub fn median_run(mut runs: Vec<PointResult>) -> PointResult {
+    runs.sort_by(|a, b| a.goodput_gbps.total_cmp(&b.goodput_gbps));
+    runs.swap_remove((runs.len() - 1) / 2)
 }
 
 /// Runs one client process and turns its outcome into a point.
@@ -218,7 +227,23 @@ pub fn measure(
             let count = count_for(a, pilot_rtt);
             let warmup = warmup_for(a, count);
             eprint!("× {count} (+{warmup} warm-up) ... ");
-            run_point(&name, client(size, count, warmup), size, a.timeout)
+            let mut runs = Vec::with_capacity(a.runs);
+            for _ in 0..a.runs.max(1) {
+                runs.push(run_point(
+                    &name,
+                    client(size, count, warmup),
+                    size,
+                    a.timeout,
+                )?);
+            }
+            if runs.len() > 1 {
+                let all: Vec<String> = runs
+                    .iter()
+                    .map(|p| format!("{:.2}", p.goodput_gbps))
+                    .collect();
+                eprint!("runs {} Gbit/s, median: ", all.join(" "));
+            }
+            Ok(median_run(runs))
         };
         let outcome = point();
         while crate::cleanup::shutting_down() {
@@ -610,9 +635,30 @@ mod tests {
             out: PathBuf::from("/nonexistent"),
             bin_dir: None,
             timeout: Duration::from_secs(1),
+            runs: 1,
             keep_run_dir: false,
             command_line: String::new(),
         }
+    }
+
+    #[test]
+    fn the_run_of_median_goodput_is_reported() {
+        let run = |g: f64| PointResult {
+            size: 1,
+            count: 1,
+            rtt_us_p50: 100.0 / g,
+            rtt_us_p99: 0.0,
+            one_way_us_p50: 0.0,
+            one_way_us_p99: 0.0,
+            goodput_gbps: g,
+            elapsed_s: 0.0,
+        };
+        assert_eq!(
+            median_run(vec![run(30.0), run(10.0), run(20.0)]).goodput_gbps,
+            20.0
+        );
+        assert_eq!(median_run(vec![run(30.0), run(10.0)]).goodput_gbps, 10.0);
+        assert_eq!(median_run(vec![run(5.0)]).rtt_us_p50, 20.0);
     }
 
     #[test]

@@ -464,13 +464,6 @@ fn tcp_sink(engine: &mut Engine, port: u16, duration: Duration) -> AppResult {
     Ok(())
 }
 
-struct Conn {
-    id: SocketId,
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-}
-
 fn server(engine: &mut Engine, port: u16, backlog: usize) -> AppResult {
     let listener = match engine.listen(port, backlog) {
         Ok(l) => l,
@@ -480,24 +473,16 @@ fn server(engine: &mut Engine, port: u16, backlog: usize) -> AppResult {
     };
     println!("dn-echo: listening on {}:{port}", engine.local_ip());
     let _ = std::io::stdout().flush();
-    let mut conns: Vec<Conn> = Vec::new();
+    let mut conns: Vec<SocketId> = Vec::new();
     engine.run(|e| {
         while let Some(id) = e.accept(listener) {
             log::info!("connection accepted");
-            conns.push(Conn {
-                id,
-                // Filled with ones, not zeros: written now, its pages are mapped before
-                // the first message streams through (zeroed memory from the allocator
-                // is mapped lazily, a page fault per 4 KiB under traffic).
-                buf: vec![1; 256 * 1024],
-                start: 0,
-                end: 0,
-            });
+            conns.push(id);
         }
-        conns.retain_mut(|c| match echo(e, c) {
+        conns.retain(|&id| match echo(e, id) {
             Ok(()) => true,
             Err(_) => {
-                let _ = e.close(c.id);
+                let _ = e.close(id);
                 false
             }
         });
@@ -565,25 +550,25 @@ fn http(engine: &mut Engine, port: u16, backlog: usize, body: &str) -> AppResult
     Ok(())
 }
 
-/// Move what the connection received into its send buffer. `Err` when it is finished.
-fn echo(e: &mut Engine, c: &mut Conn) -> Result<(), NetError> {
+/// Move what the connection received into its send buffer, each byte copied once (from
+/// the receive buffer straight into the send buffer). `Err` when it is finished.
+fn echo(e: &mut Engine, id: SocketId) -> Result<(), NetError> {
+    // Until nothing moves: the readable bytes or the free space may wrap around the end
+    // of their ring.
     loop {
-        if c.start < c.end {
-            let n = e.write(c.id, &c.buf[c.start..c.end])?;
-            c.start += n;
-            if c.start < c.end {
-                return Ok(());
-            }
-        }
-        c.start = 0;
-        c.end = 0;
-        let n = e.read(c.id, &mut c.buf)?;
-        if n == 0 {
+        let moved = e.recv_send_with(id, |rx, tx| {
+            let n = rx.len().min(tx.len());
+            tx[..n].copy_from_slice(&rx[..n]);
+            (n, n, n)
+        })?;
+        if moved == 0 {
             return Ok(());
         }
-        c.end = n;
     }
 }
+
+/// Most bytes the client queues to send per engine round.
+const WRITE_PIECE: usize = 32 * 1024;
 
 /// Deterministic bytes: message `i` is `pattern[i % 256 ..][..size]`.
 fn pattern(size: usize) -> Vec<u8> {
@@ -633,7 +618,10 @@ fn client(
     let mut phase = Phase::Connecting;
     let mut failure: Option<String> = None;
     engine.run(|e| {
-        if last_progress.elapsed() > timeout {
+        // One clock read per round for progress and the timeout: a read costs about as
+        // much as copying a kilobyte, and a round may move only a few.
+        let round = Instant::now();
+        if round.duration_since(last_progress) > timeout {
             failure = Some(format!("timed out after {}s without progress (message {msg}, sent {sent}, received {got} of {size} bytes)", timeout.as_secs()));
             return Control::Exit;
         }
@@ -654,11 +642,14 @@ fn client(
                 let off = (msg % 256) as usize;
                 let expect = &pat[off..off + size];
                 if sent < size {
-                    match e.write(id, &expect[sent..]) {
+                    // A piece per round, so the first segments leave while the rest is
+                    // copied in (the kernel interleaves the two inside one send call).
+                    let piece = &expect[sent..size.min(sent + WRITE_PIECE)];
+                    match e.write(id, piece) {
                         Ok(n) => {
                             sent += n;
                             if n > 0 {
-                                last_progress = Instant::now();
+                                last_progress = round;
                             }
                         }
                         Err(err) => {
@@ -677,7 +668,7 @@ fn client(
                         Ok((0, _)) => break,
                         Ok((n, true)) => {
                             got += n;
-                            last_progress = Instant::now();
+                            last_progress = round;
                             if got == size {
                                 break;
                             }

@@ -130,7 +130,13 @@ pub struct ChannelSender {
     /// Rung after posting: wakes the receiver.
     receiver_bell: *const Doorbell,
     faults: std::sync::Arc<ChannelFaults>,
+    /// Buffers lent out beyond which `flush` takes returned ones back (see there).
+    hot: usize,
 }
+
+/// Bytes of buffers a sender keeps cycling through while the receiver keeps up: about
+/// half an L2 cache.
+const HOT_BYTES: usize = 256 * 1024;
 
 /// The receiving end of a channel.
 pub struct ChannelReceiver {
@@ -179,6 +185,7 @@ impl ChannelSender {
             lent: vec![0; n.div_ceil(64) as usize],
             receiver_bell,
             faults,
+            hot: (HOT_BYTES / layout.buf_size.max(1) as usize).max(16),
         })
     }
 
@@ -382,6 +389,12 @@ impl ChannelSender {
 
     /// Publish posted frames and wake the receiver if it sleeps. True if anything was new.
     pub fn flush(&mut self) -> bool {
+        // Take returned buffers back early, not only once the free stack runs dry: the
+        // next frames then go into buffers used moments ago, still in the caches, instead
+        // of walking the whole buffer area (megabytes with large frames) through them.
+        if self.nbufs() - self.free.len() > self.hot {
+            self.reclaim();
+        }
         if self.ring.publish() {
             // SAFETY: the bell is in a live mapping (constructor contract).
             unsafe { doorbell::ring(self.receiver_bell) };

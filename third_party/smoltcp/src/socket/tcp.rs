@@ -1515,6 +1515,46 @@ impl<'a> Socket<'a> {
         self.recv_impl(|rx_buffer| rx_buffer.dequeue_many_with(f))
     }
 
+    /// Call `f` with the largest contiguous slice of received octets and the largest
+    /// contiguous free slice of the transmit buffer at once; `f` returns how many
+    /// octets it consumed from the first, how many it wrote into the second, and a
+    /// result. A server that answers from what it reads (an echo, a proxy, a
+    /// request/response protocol) so writes its reply straight from the receive buffer
+    /// into the transmit buffer, with no copy through a buffer of its own.
+    ///
+    /// Errors as [recv](#method.recv); also `Err(RecvError::InvalidState)` if the
+    /// transmit half is closed (see [may_send](#method.may_send)).
+    pub fn recv_send_with<F, R>(&mut self, f: F) -> Result<R, RecvError>
+    where
+        F: FnOnce(&mut [u8], &mut [u8]) -> (usize, usize, R),
+    {
+        self.recv_error_check()?;
+        if !self.may_send() {
+            return Err(RecvError::InvalidState);
+        }
+        let old_tx = self.tx_buffer.len();
+        let tx_buffer = &mut self.tx_buffer;
+        let (consumed, (written, result)) = self.rx_buffer.dequeue_many_with(|rx| {
+            let (written, (consumed, result)) = tx_buffer.enqueue_many_with(|tx| {
+                let (consumed, written, result) = f(rx, tx);
+                (written.min(tx.len()), (consumed, result))
+            });
+            (consumed.min(rx.len()), (written, result))
+        });
+        self.remote_seq_no += consumed;
+        // As `send_impl` after an enqueue (there the buffer's borrow outlives the call).
+        if written > 0 {
+            if old_tx == 0 {
+                self.remote_last_ts = None;
+            }
+            if self.remote_win_len == 0 && self.timer.is_idle() {
+                let delay = self.rtte.retransmission_timeout();
+                self.timer.set_for_zero_window_probe(Instant::ZERO, delay);
+            }
+        }
+        Ok(result)
+    }
+
     /// Dequeue a sequence of received octets, and fill a slice from it.
     ///
     /// This function returns the amount of octets actually dequeued, which is limited
@@ -7183,6 +7223,42 @@ mod test {
         // at 50..60, leaving 4 bytes before the end).
         assert_eq!(s.rx_buffer.contiguous_window(), 54);
         assert_eq!(s.recv(|d| (d.len(), d.to_vec())), Ok(b"0123456789".to_vec()));
+    }
+
+    // DockNet patch: `recv_send_with` answers from the receive buffer straight into the
+    // transmit buffer.
+    #[test]
+    fn test_recv_send_with_moves_received_octets_into_the_send_buffer() {
+        let mut s = socket_established();
+        send!(s, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            payload:    &b"abcdef"[..],
+            ..SEND_TEMPL
+        });
+        let r = s.recv_send_with(|rx, tx| {
+            assert_eq!(rx, &b"abcdef"[..]);
+            tx[..4].copy_from_slice(&rx[..4]);
+            (4, 4, "took 4")
+        });
+        assert_eq!(r, Ok("took 4"));
+        assert_eq!(s.recv_queue(), 2);
+        assert_eq!(s.send_queue(), 4);
+        // The four go out, acknowledging all six; two still wait in the receive buffer.
+        recv!(s, [TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1 + 6),
+            payload:    &b"abcd"[..],
+            window_len: 62,
+            ..RECV_TEMPL
+        }]);
+        // Counts beyond the slices are clamped to them.
+        assert_eq!(s.recv_send_with(|rx, _| (rx.len() + 10, 0, ())), Ok(()));
+        assert_eq!(s.recv_queue(), 0);
+        assert_eq!(s.send_queue(), 4);
+        // Once our side closed, there is nowhere to answer.
+        s.close();
+        assert_eq!(s.recv_send_with(|_, _| (0, 0, ())), Err(RecvError::InvalidState));
     }
 
     // DockNet patch: a tail-loss probe outside fast recovery keeps the RTT sample (no
