@@ -96,6 +96,8 @@ pub struct HttpdArgs {
     pub conns: Vec<usize>,
     /// Whole seconds (wrk's -d takes no fractions).
     pub seconds: u64,
+    /// Client runs per point; the median one is reported.
+    pub runs: usize,
     pub out: PathBuf,
     pub bin_dir: Option<PathBuf>,
     pub httpd_bin: Option<PathBuf>,
@@ -348,8 +350,17 @@ fn measure(
     for &n in &a.conns {
         eprint!("  {:<18} {n:>4} conns ... ", path.name());
         let t0 = Instant::now();
-        let outcome =
-            alive().and_then(|()| run_client(&format!("{path} client"), client(n), timeout, parse));
+        let name = format!("{path} client");
+        let outcome = (0..a.runs.max(1))
+            .map(|_| alive().and_then(|()| run_client(&name, client(n), timeout, parse)))
+            .collect::<Result<Vec<_>, _>>()
+            .map(|runs| {
+                if runs.len() > 1 {
+                    let all: Vec<String> = runs.iter().map(|p| format!("{:.0}", p.rps)).collect();
+                    eprint!("runs {} req/s, median: ", all.join(" "));
+                }
+                crate::stats::median_run_by(runs, |p| p.rps)
+            });
         while crate::cleanup::shutting_down() {
             std::thread::park();
         }

@@ -171,13 +171,6 @@ pub fn parse_point(stdout: &str, size: usize) -> Result<PointResult, String> {
     Ok(p)
 }
 
-/// The run of median goodput (of an even number, the lower of the middle two); `runs`
-/// must not be empty.
-pub fn median_run(mut runs: Vec<PointResult>) -> PointResult {
-    runs.sort_by(|a, b| a.goodput_gbps.total_cmp(&b.goodput_gbps));
-    runs.swap_remove((runs.len() - 1) / 2)
-}
-
 /// Runs one client process and turns its outcome into a point.
 pub(crate) fn run_point(
     name: &str,
@@ -243,7 +236,7 @@ pub fn measure(
                     .collect();
                 eprint!("runs {} Gbit/s, median: ", all.join(" "));
             }
-            Ok(median_run(runs))
+            Ok(crate::stats::median_run_by(runs, |p| p.goodput_gbps))
         };
         let outcome = point();
         while crate::cleanup::shutting_down() {
@@ -639,26 +632,6 @@ mod tests {
             keep_run_dir: false,
             command_line: String::new(),
         }
-    }
-
-    #[test]
-    fn the_run_of_median_goodput_is_reported() {
-        let run = |g: f64| PointResult {
-            size: 1,
-            count: 1,
-            rtt_us_p50: 100.0 / g,
-            rtt_us_p99: 0.0,
-            one_way_us_p50: 0.0,
-            one_way_us_p99: 0.0,
-            goodput_gbps: g,
-            elapsed_s: 0.0,
-        };
-        assert_eq!(
-            median_run(vec![run(30.0), run(10.0), run(20.0)]).goodput_gbps,
-            20.0
-        );
-        assert_eq!(median_run(vec![run(30.0), run(10.0)]).goodput_gbps, 10.0);
-        assert_eq!(median_run(vec![run(5.0)]).rtt_us_p50, 20.0);
     }
 
     #[test]

@@ -16,6 +16,13 @@ pub struct PointResult {
     pub elapsed_s: f64,
 }
 
+/// Of several runs of one point, the run whose `key` is the median (of an even number,
+/// the lower of the middle two); `runs` must not be empty.
+pub fn median_run_by<T>(mut runs: Vec<T>, key: impl Fn(&T) -> f64) -> T {
+    runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    runs.swap_remove((runs.len() - 1) / 2)
+}
+
 /// The median of `v`'s finite values (the mean of the middle two for an even count);
 /// `None` if there are none.
 pub fn median(v: &[f64]) -> Option<f64> {
@@ -77,6 +84,14 @@ pub fn goodput_gbps(size: usize, count: usize, elapsed_s: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_run_of_median_key_is_reported_whole() {
+        let runs = || vec![(30.0, "c"), (10.0, "a"), (20.0, "b")];
+        assert_eq!(median_run_by(runs(), |r| r.0), (20.0, "b"));
+        assert_eq!(median_run_by(runs()[..2].to_vec(), |r| r.0), (10.0, "a"));
+        assert_eq!(median_run_by(vec![(5.0, "x")], |r| r.0), (5.0, "x"));
+    }
 
     #[test]
     fn median_odd_even_empty() {
