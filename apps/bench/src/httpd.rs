@@ -351,16 +351,37 @@ fn measure(
         eprint!("  {:<18} {n:>4} conns ... ", path.name());
         let t0 = Instant::now();
         let name = format!("{path} client");
-        let outcome = (0..a.runs.max(1))
-            .map(|_| alive().and_then(|()| run_client(&name, client(n), timeout, parse)))
-            .collect::<Result<Vec<_>, _>>()
-            .map(|runs| {
-                if runs.len() > 1 {
-                    let all: Vec<String> = runs.iter().map(|p| format!("{:.0}", p.rps)).collect();
-                    eprint!("runs {} req/s, median: ", all.join(" "));
+        let runs = a.runs.max(1);
+        let rates = |got: &[HttpPoint]| {
+            let all: Vec<String> = got.iter().map(|p| format!("{:.0}", p.rps)).collect();
+            all.join(" ")
+        };
+        let mut got = Vec::with_capacity(runs);
+        let mut failed = None;
+        for i in 1..=runs {
+            let label = if runs > 1 {
+                format!("{name} (run {i} of {runs})")
+            } else {
+                name.clone()
+            };
+            match alive().and_then(|()| run_client(&label, client(n), timeout, parse)) {
+                Ok(p) => got.push(p),
+                Err(e) if got.is_empty() => failed = Some(e),
+                Err(e) => failed = Some(format!("{e} (runs before it: {} req/s)", rates(&got))),
+            }
+            if failed.is_some() {
+                break;
+            }
+        }
+        let outcome = match failed {
+            Some(e) => Err(e),
+            None => {
+                if runs > 1 {
+                    eprint!("runs {} req/s, median: ", rates(&got));
                 }
-                crate::stats::median_run_by(runs, |p| p.rps)
-            });
+                Ok(crate::stats::median_run_by(got, |p| p.rps))
+            }
+        };
         while crate::cleanup::shutting_down() {
             std::thread::park();
         }

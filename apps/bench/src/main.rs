@@ -675,8 +675,8 @@ struct HttpdCli {
     duration: u64,
 
     /// Client runs per point against the same server; the point reported is the run of
-    /// median requests/s, and every run's rate is printed (runs differ by up to 30% on a
-    /// shared VM).
+    /// median requests/s (its latencies too), and every run's rate is printed. On a
+    /// shared VM runs of one point differ by up to 2× at 10,000 connections.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=99))]
     runs: u32,
 
@@ -882,9 +882,9 @@ struct MessagesCli {
     timeout: u64,
 
     /// Client runs per point (each a fresh process after one pilot); the point reported
-    /// is the run of median goodput, and every run's goodput is printed. Runs of one
-    /// point differ more than noise on a shared VM (a process's memory placement in the
-    /// caches), so comparisons want an odd number above 1.
+    /// is the run of median goodput (its latencies too), and every run's goodput is
+    /// printed. On a shared VM runs of one point differ by up to 2×, so comparisons want
+    /// an odd number above 1.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=99))]
     runs: u32,
 }

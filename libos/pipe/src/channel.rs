@@ -392,7 +392,7 @@ impl ChannelSender {
         // Take returned buffers back early, not only once the free stack runs dry: the
         // next frames then go into buffers used moments ago, still in the caches, instead
         // of walking the whole buffer area (megabytes with large frames) through them.
-        if self.nbufs() - self.free.len() > self.hot {
+        if self.nbufs().saturating_sub(self.free.len()) > self.hot {
             self.reclaim();
         }
         if self.ring.publish() {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use docknet_master::cluster::natfile::STATS_EVERY_MS;
 use docknet_master::cluster::spec::MAX_REPLICAS;
 use docknet_master::cluster::{ClusterSpec, ClusterStatus, MemberStatus, NatMode, SpecError};
 use docknet_master::control::{self, ClientError, FcEntry, PipeEntry, Request, SOCKET_NAME};
@@ -205,7 +206,9 @@ enum ClusterCmd {
     /// One line for the NAT, then one per member: address, pid, state (starting,
     /// running, restarting, stopped), health as the NAT's checks see it (healthy,
     /// unhealthy, unknown), weight, connections the NAT sent it and those active now,
-    /// bytes forwarded both ways, and how often it was restarted after dying.
+    /// bytes forwarded both ways, and how often it was restarted after dying. The NAT
+    /// reports its counters every 100 ms; the command waits for its next report first
+    /// (150 ms), so the counts include every connection made before it was run.
     Status {
         /// Cluster name.
         name: String,
@@ -878,6 +881,11 @@ fn cluster(sock: &Path, cmd: ClusterCmd) -> Result<(), Failure> {
             print_status(&st);
         }
         ClusterCmd::Status { name, json } => {
+            // The NAT publishes its counters within STATS_EVERY_MS of a change: wait that
+            // long (and a margin) first, so the status counts the connections made before
+            // it was asked for (read at once after a burst of requests, it missed the last
+            // few). Here, not in docknetd, where a wait would hold the control lock.
+            std::thread::sleep(Duration::from_millis(STATS_EVERY_MS + 50));
             let v = call(Request::ClusterStatus { name })?;
             if json {
                 json_out(&v);

@@ -16,7 +16,6 @@ use serde_json::{json, Value};
 use super::{Control, ControlError};
 use crate::cluster::natfile::{
     NatBackend, NatConfig, NatStats, MAX_STATS_BYTES, NAT_CONFIG_FILE, NAT_STATS_FILE,
-    STATS_EVERY_MS,
 };
 use crate::cluster::supervisor::{Launch, Proc};
 use crate::cluster::{ClusterSpec, ClusterStatus, MemberRun, MemberStatus, NatMode};
@@ -608,13 +607,6 @@ impl Control {
     pub(super) fn cluster_status(&mut self, name: &str) -> Result<Value, ControlError> {
         self.cluster_mut(name)?;
         let rec = &self.clusters[name];
-        if rec.nat.proc.is_some() {
-            // The NAT publishes its counters at most STATS_EVERY_MS after they change:
-            // wait that long (and a margin) so the status counts every connection made
-            // before it was asked for (a status read right after a burst of requests
-            // missed the last ones).
-            std::thread::sleep(std::time::Duration::from_millis(STATS_EVERY_MS + 50));
-        }
         Ok(serde_json::to_value(self.cluster_status_of(rec)).unwrap_or(Value::Null))
     }
 

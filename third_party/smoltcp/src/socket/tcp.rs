@@ -1515,10 +1515,11 @@ impl<'a> Socket<'a> {
         self.recv_impl(|rx_buffer| rx_buffer.dequeue_many_with(f))
     }
 
+    // DockNet patch (17): the receive and transmit buffers of one socket at once.
     /// Call `f` with the largest contiguous slice of received octets and the largest
     /// contiguous free slice of the transmit buffer at once; `f` returns how many
     /// octets it consumed from the first, how many it wrote into the second, and a
-    /// result. A server that answers from what it reads (an echo, a proxy, a
+    /// result (counts beyond a slice's length are taken as its length). A server that answers from what it reads (an echo, a proxy, a
     /// request/response protocol) so writes its reply straight from the receive buffer
     /// into the transmit buffer, with no copy through a buffer of its own.
     ///
@@ -7259,6 +7260,46 @@ mod test {
         // Once our side closed, there is nowhere to answer.
         s.close();
         assert_eq!(s.recv_send_with(|_, _| (0, 0, ())), Err(RecvError::InvalidState));
+    }
+
+    #[test]
+    fn test_recv_send_with_after_peer_fin() {
+        let mut s = socket_established();
+        send!(s, TcpRepr {
+            control:    TcpControl::Fin,
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            payload:    &b"ab"[..],
+            ..SEND_TEMPL
+        });
+        // What came before the FIN can still be answered...
+        assert_eq!(s.recv_send_with(|rx, tx| {
+            tx[..rx.len()].copy_from_slice(rx);
+            (rx.len(), rx.len(), rx.len())
+        }), Ok(2));
+        assert_eq!(s.send_queue(), 2);
+        // ...then the receive half is finished.
+        assert_eq!(s.recv_send_with(|_, _| (0, 0, ())), Err(RecvError::Finished));
+    }
+
+    #[test]
+    fn test_recv_send_with_starts_zero_window_probe() {
+        let mut s = socket_established();
+        s.remote_win_len = 0;
+        send!(s, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            window_len: 0,
+            payload:    &b"abc"[..],
+            ..SEND_TEMPL
+        });
+        assert!(s.timer.is_idle());
+        assert_eq!(s.recv_send_with(|rx, tx| {
+            tx[..rx.len()].copy_from_slice(rx);
+            (rx.len(), rx.len(), ())
+        }), Ok(()));
+        // As `send`: data queued against a zero window arms the probe timer.
+        assert!(!s.timer.is_idle());
     }
 
     // DockNet patch: a tail-loss probe outside fast recovery keeps the RTT sample (no
