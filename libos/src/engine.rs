@@ -201,6 +201,10 @@ pub struct UdpId {
 /// The name TCP ids had before UDP ones got their own type.
 pub type SocketId = TcpId;
 
+/// How long [`Engine::run`] lets connections the app left open finish closing after the
+/// app returned [`Control::Exit`]; the rest are reset.
+pub const EXIT_GRACE: Duration = Duration::from_millis(200);
+
 /// Hashes a socket handle (a small index) with one multiply instead of SipHash: the
 /// lookup sits on every read and write, and handles are ours, not an attacker's keys.
 #[derive(Clone, Copy, Default)]
@@ -899,8 +903,9 @@ impl Engine {
         total
     }
 
-    /// Run the app until it returns [`Control::Exit`] or SIGTERM/SIGINT arrives (then
-    /// open connections are closed gracefully, for at most a second, and the rest reset). Each round: receive, smoltcp,
+    /// Run the app until it returns [`Control::Exit`] (then the connections it left open
+    /// are closed gracefully, for at most [`EXIT_GRACE`], and the rest reset) or
+    /// SIGTERM/SIGINT arrives (the same, for at most a second). Each round: receive, smoltcp,
     /// `app`, transmit; when idle for `idle.spin`, sleep on the doorbells until a frame
     /// arrives or a TCP timer is due.
     pub fn run(&mut self, mut app: impl FnMut(&mut Engine) -> Control) {
@@ -929,7 +934,11 @@ impl Engine {
                 return;
             }
             if app(self) == Control::Exit {
-                self.poll();
+                // As a kernel does when a process exits: close what the app left open.
+                // Otherwise peers keep connections to a process that is gone, and a
+                // restarted client whose new connections reuse their ports cannot
+                // connect (its SYNs meet the stale connections).
+                self.close_all(EXIT_GRACE);
                 return;
             }
             busy |= self.poll();

@@ -371,3 +371,69 @@ fn a_burst_of_connections_beyond_both_queues_is_accepted_without_resets() {
         "the queues never filled (no SYN held back): {sstats:?}"
     );
 }
+
+/// An app that returns `Control::Exit` with a connection still open: the engine closes it
+/// (as a kernel does when a process exits), so the peer learns the connection is over
+/// instead of keeping it for a process that is gone.
+#[test]
+fn connections_left_open_are_closed_when_the_app_exits() {
+    let (root, a, _, _) = fc_pair("fc-exit", 256);
+    let (da, db) = (root.path().join("a"), root.path().join("b"));
+    let cfg = |dir: &Path| EngineConfig {
+        pipe_dir: dir.to_path_buf(),
+        ..EngineConfig::from_env()
+    };
+    let mut server = Engine::attach(cfg(&da)).unwrap();
+    let mut client = Engine::attach(cfg(&db)).unwrap();
+
+    let srv = std::thread::spawn(move || {
+        let l = server.listen(7, 4).unwrap();
+        let mut conn = None;
+        let mut closed_after = None;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut since = Instant::now();
+        server.run(|e| {
+            if Instant::now() > deadline {
+                return Control::Exit;
+            }
+            if conn.is_none() {
+                conn = e.accept(l);
+                since = Instant::now();
+            }
+            let Some(id) = conn else {
+                return Control::Continue;
+            };
+            match e.read(id, &mut [0u8; 64]) {
+                Ok(_) => Control::Continue,
+                Err(_) => {
+                    closed_after = Some(since.elapsed());
+                    Control::Exit
+                }
+            }
+        });
+        closed_after
+    });
+
+    let id = client.connect(SocketAddrV4::new(a.ipv4, 7)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    client.run(|e| {
+        // Exit as soon as the connection is up, without closing it.
+        if e.is_established(id) || Instant::now() > deadline {
+            Control::Exit
+        } else {
+            Control::Continue
+        }
+    });
+    assert!(
+        !client.is_open(id),
+        "the engine should have closed the connection"
+    );
+    let closed_after = srv.join().unwrap();
+    assert!(
+        closed_after.is_some(),
+        "the server never saw the connection end after its client exited"
+    );
+    eprintln!("server saw the close after {closed_after:?}");
+    drop(client);
+    drop(root);
+}
