@@ -1862,6 +1862,26 @@ impl<'a> Socket<'a> {
                 net_debug!("expecting a SYN|ACK");
                 return None;
             }
+            // DockNet patch (18): a SYN without ACK in a synchronized state is answered with
+            // a (rate-limited) challenge ACK, RFC 5961 4.2 and RFC 9293 3.10.7.4, as Linux
+            // does; upstream dropped it below. A client that restarted and reused the port
+            // of a connection we still hold then resets it (its SYN-SENT socket answers
+            // our ACK with a RST at our RCV.NXT) and its next SYN reaches the listener;
+            // dropped, its SYNs went unanswered until our connection timed out.
+            (
+                State::Established
+                | State::FinWait1
+                | State::FinWait2
+                | State::CloseWait
+                | State::Closing
+                | State::LastAck
+                | State::TimeWait,
+                TcpControl::Syn,
+                None,
+            ) => {
+                net_debug!("SYN in a synchronized state: challenge ACK");
+                return self.challenge_ack_reply(cx, ip_repr, repr);
+            }
             // Every packet after the initial SYN must be an acknowledgement.
             (_, _, None) => {
                 net_debug!("expecting an ACK");
@@ -7224,6 +7244,39 @@ mod test {
         // at 50..60, leaving 4 bytes before the end).
         assert_eq!(s.rx_buffer.contiguous_window(), 54);
         assert_eq!(s.recv(|d| (d.len(), d.to_vec())), Ok(b"0123456789".to_vec()));
+    }
+
+    // DockNet patch (18): a SYN in a synchronized state gets a challenge ACK, and the
+    // peer's RST at our RCV.NXT (what a SYN-SENT socket answers it with) ends the stale
+    // connection.
+    #[test]
+    fn test_syn_in_established_gets_challenge_ack() {
+        let mut s = socket_established();
+        send!(s, TcpRepr {
+            control:    TcpControl::Syn,
+            seq_number: REMOTE_SEQ + 1000,
+            ack_number: None,
+            ..SEND_TEMPL
+        }, Some(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            ..RECV_TEMPL
+        }));
+        assert_eq!(s.state, State::Established);
+        // Rate-limited like every challenge ACK.
+        send!(s, time 100, TcpRepr {
+            control:    TcpControl::Syn,
+            seq_number: REMOTE_SEQ + 1000,
+            ack_number: None,
+            ..SEND_TEMPL
+        });
+        send!(s, time 200, TcpRepr {
+            control:    TcpControl::Rst,
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: None,
+            ..SEND_TEMPL
+        });
+        assert_eq!(s.state, State::Closed);
     }
 
     // DockNet patch: `recv_send_with` answers from the receive buffer straight into the
