@@ -31,17 +31,21 @@ fn fc_pair(tag: &str, nbufs: u32) -> (TempDir, PipeConfig, PipeConfig, std::path
     (root, a, b, fc)
 }
 
-#[test]
-fn tcp_echo_over_fast_channel_without_master() {
-    let (root, a, _, _) = fc_pair("fc-test", 256);
-    let (da, db) = (root.path().join("a"), root.path().join("b"));
-
-    let cfg = |dir: &Path| EngineConfig {
-        pipe_dir: dir.to_path_buf(),
+/// An `fc_pair` with an engine attached on each side: (root, a, server on a, client on b).
+fn fc_engines(tag: &str) -> (TempDir, PipeConfig, Engine, Engine) {
+    let (root, a, _, _) = fc_pair(tag, 256);
+    let cfg = |side: &str| EngineConfig {
+        pipe_dir: root.path().join(side),
         ..EngineConfig::from_env()
     };
-    let mut server = Engine::attach(cfg(&da)).unwrap();
-    let mut client = Engine::attach(cfg(&db)).unwrap();
+    let server = Engine::attach(cfg("a")).unwrap();
+    let client = Engine::attach(cfg("b")).unwrap();
+    (root, a, server, client)
+}
+
+#[test]
+fn tcp_echo_over_fast_channel_without_master() {
+    let (root, a, mut server, mut client) = fc_engines("fc-test");
     assert_eq!(client.device().fc_peers().collect::<Vec<_>>(), vec![a.ipv4]);
 
     let srv = std::thread::spawn(move || {
@@ -377,14 +381,7 @@ fn a_burst_of_connections_beyond_both_queues_is_accepted_without_resets() {
 /// instead of keeping it for a process that is gone.
 #[test]
 fn connections_left_open_are_closed_when_the_app_exits() {
-    let (root, a, _, _) = fc_pair("fc-exit", 256);
-    let (da, db) = (root.path().join("a"), root.path().join("b"));
-    let cfg = |dir: &Path| EngineConfig {
-        pipe_dir: dir.to_path_buf(),
-        ..EngineConfig::from_env()
-    };
-    let mut server = Engine::attach(cfg(&da)).unwrap();
-    let mut client = Engine::attach(cfg(&db)).unwrap();
+    let (root, a, mut server, mut client) = fc_engines("fc-exit");
 
     let srv = std::thread::spawn(move || {
         let l = server.listen(7, 4).unwrap();
