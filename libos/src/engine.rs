@@ -624,6 +624,16 @@ impl Engine {
         Ok(self.sockets.get_mut::<tcp::Socket>(id.handle))
     }
 
+    /// As [`Engine::tcp`], but `Err(Closed)` once the peer closed and nothing is left to
+    /// read.
+    fn tcp_readable(&mut self, id: TcpId) -> Result<&mut tcp::Socket<'static>, NetError> {
+        let s = self.tcp(id)?;
+        if !s.may_recv() && s.recv_queue() == 0 {
+            return Err(NetError::Closed);
+        }
+        Ok(s)
+    }
+
     /// For queries: unlike [`Engine::tcp`], this does not make smoltcp look at the socket
     /// in the next egress.
     fn tcp_ref(&self, id: TcpId) -> Result<&tcp::Socket<'static>, NetError> {
@@ -685,10 +695,7 @@ impl Engine {
         id: TcpId,
         f: impl FnOnce(&[u8]) -> (usize, R),
     ) -> Result<R, NetError> {
-        let s = self.tcp(id)?;
-        if !s.may_recv() && s.recv_queue() == 0 {
-            return Err(NetError::Closed);
-        }
+        let s = self.tcp_readable(id)?;
         let mut f = Some(f);
         let mut out = None;
         let r = s.recv(|data| {
@@ -712,11 +719,8 @@ impl Engine {
         id: TcpId,
         f: impl FnOnce(&[u8], &mut [u8]) -> (usize, usize, R),
     ) -> Result<R, NetError> {
-        let s = self.tcp(id)?;
-        if !s.may_recv() && s.recv_queue() == 0 {
-            return Err(NetError::Closed);
-        }
-        s.recv_send_with(|rx, tx| f(rx, tx))
+        self.tcp_readable(id)?
+            .recv_send_with(|rx, tx| f(rx, tx))
             .map_err(|_| NetError::Closed)
     }
 

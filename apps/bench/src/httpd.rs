@@ -351,37 +351,13 @@ fn measure(
         eprint!("  {:<18} {n:>4} conns ... ", path.name());
         let t0 = Instant::now();
         let name = format!("{path} client");
-        let runs = a.runs.max(1);
-        let rates = |got: &[HttpPoint]| {
-            let all: Vec<String> = got.iter().map(|p| format!("{:.0}", p.rps)).collect();
-            all.join(" ")
-        };
-        let mut got = Vec::with_capacity(runs);
-        let mut failed = None;
-        for i in 1..=runs {
-            let label = if runs > 1 {
-                format!("{name} (run {i} of {runs})")
-            } else {
-                name.clone()
-            };
-            match alive().and_then(|()| run_client(&label, client(n), timeout, parse)) {
-                Ok(p) => got.push(p),
-                Err(e) if got.is_empty() => failed = Some(e),
-                Err(e) => failed = Some(format!("{e} (runs before it: {} req/s)", rates(&got))),
-            }
-            if failed.is_some() {
-                break;
-            }
-        }
-        let outcome = match failed {
-            Some(e) => Err(e),
-            None => {
-                if runs > 1 {
-                    eprint!("runs {} req/s, median: ", rates(&got));
-                }
-                Ok(crate::stats::median_run_by(got, |p| p.rps))
-            }
-        };
+        let outcome = crate::stats::median_of_runs(
+            a.runs,
+            &name,
+            ("req/s", 0),
+            |p: &HttpPoint| p.rps,
+            |label| alive().and_then(|()| run_client(label, client(n), timeout, parse)),
+        );
         while crate::cleanup::shutting_down() {
             std::thread::park();
         }

@@ -220,31 +220,13 @@ pub fn measure(
             let count = count_for(a, pilot_rtt);
             let warmup = warmup_for(a, count);
             eprint!("× {count} (+{warmup} warm-up) ... ");
-            let n = a.runs.max(1);
-            let mut runs = Vec::with_capacity(n);
-            let rates = |runs: &[PointResult]| {
-                let all: Vec<String> = runs
-                    .iter()
-                    .map(|p| format!("{:.2}", p.goodput_gbps))
-                    .collect();
-                all.join(" ")
-            };
-            for i in 1..=n {
-                let label = if n > 1 {
-                    format!("{name} (run {i} of {n})")
-                } else {
-                    name.clone()
-                };
-                match run_point(&label, client(size, count, warmup), size, a.timeout) {
-                    Ok(p) => runs.push(p),
-                    Err(e) if runs.is_empty() => return Err(e),
-                    Err(e) => return Err(format!("{e} (runs before it: {} Gbit/s)", rates(&runs))),
-                }
-            }
-            if n > 1 {
-                eprint!("runs {} Gbit/s, median: ", rates(&runs));
-            }
-            Ok(crate::stats::median_run_by(runs, |p| p.goodput_gbps))
+            crate::stats::median_of_runs(
+                a.runs,
+                &name,
+                ("Gbit/s", 2),
+                |p: &PointResult| p.goodput_gbps,
+                |label| run_point(label, client(size, count, warmup), size, a.timeout),
+            )
         };
         let outcome = point();
         while crate::cleanup::shutting_down() {

@@ -23,6 +23,44 @@ pub fn median_run_by<T>(mut runs: Vec<T>, key: impl Fn(&T) -> f64) -> T {
     runs.swap_remove((runs.len() - 1) / 2)
 }
 
+/// Run one point `n` times (`run(label)`, the label naming the run when there are
+/// several) and keep the run whose `key` is the median. With several runs, every run's
+/// key is printed (in `unit`, with `decimals`); a failing run ends the point, its error
+/// naming the runs before it.
+pub fn median_of_runs<T>(
+    n: usize,
+    name: &str,
+    (unit, decimals): (&str, usize),
+    key: impl Fn(&T) -> f64,
+    mut run: impl FnMut(&str) -> Result<T, String>,
+) -> Result<T, String> {
+    let n = n.max(1);
+    let keys = |runs: &[T]| {
+        let all: Vec<String> = runs
+            .iter()
+            .map(|r| format!("{:.decimals$}", key(r)))
+            .collect();
+        all.join(" ")
+    };
+    let mut runs = Vec::with_capacity(n);
+    for i in 1..=n {
+        let label = if n > 1 {
+            format!("{name} (run {i} of {n})")
+        } else {
+            name.to_string()
+        };
+        match run(&label) {
+            Ok(r) => runs.push(r),
+            Err(e) if runs.is_empty() => return Err(e),
+            Err(e) => return Err(format!("{e} (runs before it: {} {unit})", keys(&runs))),
+        }
+    }
+    if n > 1 {
+        eprint!("runs {} {unit}, median: ", keys(&runs));
+    }
+    Ok(median_run_by(runs, key))
+}
+
 /// The median of `v`'s finite values (the mean of the middle two for an even count);
 /// `None` if there are none.
 pub fn median(v: &[f64]) -> Option<f64> {
