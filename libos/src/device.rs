@@ -310,13 +310,36 @@ impl PipeDevice {
             match FcEnd::attach(&path, self.pipe.info.ipv4) {
                 Ok(mut fc) if !fc.is_closed() => {
                     fc.peer_may_forward = forwarders.contains(&fc.peer_ip);
-                    log::info!("fast channel to {} up ({})", fc.peer_ip, path.display());
+                    log::info!(
+                        "fast channel to {} up ({}, IP MTU {})",
+                        fc.peer_ip,
+                        path.display(),
+                        fc.ip_mtu()
+                    );
+                    // smoltcp builds a frame here when no channel buffer is free or it is
+                    // too large for the guessed route: hold the largest of any channel.
+                    let frame = fc.tx.buf_size();
+                    if self.scratch.len() < frame {
+                        self.scratch.resize(frame, 0);
+                    }
                     self.fcs.push(fc);
                 }
                 Ok(_) => {}
                 Err(e) => log::warn!("fast channel {}: {e}", path.display()),
             }
         }
+    }
+
+    /// The IP MTU toward each fast-channel peer whose channel carries our frames now (the
+    /// peer attached), where it differs from the pipe's: the engine gives these to smoltcp
+    /// (`Interface::set_path_mtu`), which sizes its TCP segments to that peer by them.
+    pub(crate) fn direct_path_mtus(&self) -> impl Iterator<Item = (Ipv4Addr, usize)> + '_ {
+        let pipe_mtu = self.pipe.info.mtu as usize;
+        self.fcs.iter().enumerate().filter_map(move |(i, f)| {
+            let mtu = f.ip_mtu();
+            (mtu != pipe_mtu && self.route_to(f.peer_ip) == Route::Fc(i))
+                .then_some((f.peer_ip, mtu))
+        })
     }
 
     /// Doorbells to sleep on: the pipe's and every fast channel's.
@@ -727,11 +750,39 @@ impl phy::TxToken for PipeTxToken<'_> {
             None
         };
         let Some(buf) = buf else {
-            dev.stats.tx_no_buffer += 1;
-            // smoltcp must write somewhere; the packet is dropped (`len` <= MTU, and the
-            // scratch buffer holds MTU + 14 bytes).
+            // No buffer on the guessed route, or the packet is larger than its buffers (a
+            // fast channel carries larger packets than the pipe, see
+            // `Engine::sync_path_mtus`): smoltcp builds it in the scratch buffer (which
+            // holds the largest frame of any channel), and it is copied to its route if
+            // that is another one with room; otherwise it is dropped.
             let n = total.min(dev.scratch.len());
-            return f(&mut dev.scratch[ETH_HEADER_LEN..n]);
+            let result = f(&mut dev.scratch[ETH_HEADER_LEN..n]);
+            let mut scratch = std::mem::take(&mut dev.scratch);
+            let frame = &mut scratch[..n];
+            frame[eth::ETH_SRC].copy_from_slice(&dev.pipe.info.mac);
+            frame[eth::ETH_TYPE].copy_from_slice(&eth::ETHERTYPE_IPV4.to_be_bytes());
+            let route = dev.route_for(frame);
+            if route == guess || n < total {
+                dev.scratch = scratch;
+                dev.stats.tx_no_buffer += 1;
+                return result;
+            }
+            frame[eth::ETH_DST].copy_from_slice(&match route {
+                Route::Pipe => MASTER_MAC,
+                Route::Fc(i) => dev.fcs[i].peer_mac,
+            });
+            dev.stats.tx_reroutes += 1;
+            dev.route_hint = route;
+            if dev.sender(route).send_copy(frame) {
+                match route {
+                    Route::Pipe => dev.stats.tx_pipe_frames += 1,
+                    Route::Fc(_) => dev.stats.tx_fc_frames += 1,
+                }
+            } else {
+                dev.stats.tx_no_buffer += 1;
+            }
+            dev.scratch = scratch;
+            return result;
         };
         let ptr = dev.sender(guess).buf_ptr(buf);
         // SAFETY: `buf` was just allocated from this channel: it is ours alone (not lent

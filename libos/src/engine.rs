@@ -329,6 +329,9 @@ pub struct Engine {
     buffers: SocketBufferPool,
     /// Reused by [`Engine::take_ready`] for smoltcp's TCP events.
     tcp_events: Vec<SocketHandle>,
+    /// The per-destination IP MTUs given to smoltcp: fast-channel peers whose channel
+    /// carries other packet sizes than the pipe ([`Engine::sync_path_mtus`]).
+    path_mtus: Vec<(Ipv4Addr, usize)>,
 }
 
 /// Add `b`'s counters to `a`.
@@ -382,6 +385,7 @@ impl Engine {
             retired: tcp::RetransmitStats::default(),
             buffers,
             tcp_events: Vec::new(),
+            path_mtus: Vec::new(),
         })
     }
 
@@ -408,6 +412,13 @@ impl Engine {
     /// The device (stats, fast channels).
     pub fn device(&self) -> &PipeDevice {
         &self.dev
+    }
+
+    /// The IP MTU toward `dst`: a fast channel's while it carries our frames to `dst`,
+    /// else the pipe's (see `sync_path_mtus`). TCP segments to `dst` are at most this
+    /// less 40 bytes of headers.
+    pub fn path_mtu(&self, dst: Ipv4Addr) -> usize {
+        self.iface.path_mtu(IpAddress::Ipv4(dst))
     }
 
     pub(crate) fn device_mut(&mut self) -> &mut PipeDevice {
@@ -854,6 +865,7 @@ impl Engine {
     /// Returns true if anything happened (frames moved or sockets changed).
     pub fn poll(&mut self) -> bool {
         self.dev.maintain();
+        self.sync_path_mtus();
         let before = self.dev.stats;
         let now = self.now();
         let ready = self.ready_listeners();
@@ -868,6 +880,40 @@ impl Engine {
             || after.rx_fc_frames != before.rx_fc_frames
             || after.tx_pipe_frames != before.tx_pipe_frames
             || after.tx_fc_frames != before.tx_fc_frames
+    }
+
+    /// Give smoltcp the IP MTU of each fast channel that carries our frames now, for its
+    /// peer: connections to it then use segments as large as the channel's buffers (at
+    /// most 65,000 bytes by default, against the pipe's 9,000), which a fast channel can
+    /// carry since no link lies between the two services. When the channel goes (its
+    /// peer detached, or `fc rm`) the peer's MTU falls back to the pipe's, and smoltcp
+    /// sends (and resends) in pipe-sized segments again. Cheap when nothing changed.
+    fn sync_path_mtus(&mut self) {
+        let have = &self.path_mtus;
+        let mut n = 0;
+        let same = self.dev.direct_path_mtus().all(|p| {
+            n += 1;
+            have.contains(&p)
+        }) && n == have.len();
+        if same {
+            return;
+        }
+        for (ip, _) in self.path_mtus.drain(..) {
+            self.iface.set_path_mtu(IpAddress::Ipv4(ip), None);
+            log::debug!("path MTU to {ip}: the pipe's again");
+        }
+        for (ip, mtu) in self.dev.direct_path_mtus() {
+            if self.iface.set_path_mtu(IpAddress::Ipv4(ip), Some(mtu)) {
+                log::debug!("path MTU to {ip}: {mtu} (fast channel)");
+            } else {
+                log::warn!(
+                    "fast channel to {ip}: more than {} peers with their own MTU; using the pipe's",
+                    smoltcp::iface::IFACE_MAX_PATH_MTU_COUNT
+                );
+            }
+            // Kept either way, so an unchanged set is not tried (and warned about) again.
+            self.path_mtus.push((ip, mtu));
+        }
     }
 
     fn reap_closed(&mut self) {

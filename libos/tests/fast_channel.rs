@@ -12,8 +12,8 @@ use docknet::{Control, Engine, EngineConfig};
 mod common;
 use common::{pipe_config, TempDir};
 
-fn pipe(dir: &Path, ip: Ipv4Addr) -> PipeConfig {
-    let cfg = pipe_config(ip, 9000, 256, docknet::abi::pipe_flags::CSUM_OFFLOAD);
+fn pipe(dir: &Path, ip: Ipv4Addr, mtu: u32) -> PipeConfig {
+    let cfg = pipe_config(ip, mtu, 256, docknet::abi::pipe_flags::CSUM_OFFLOAD);
     create_pipe_file(dir, &cfg).unwrap();
     cfg
 }
@@ -21,19 +21,34 @@ fn pipe(dir: &Path, ip: Ipv4Addr) -> PipeConfig {
 /// Pipes a (10.88.0.2) and b (10.88.0.3) under a fresh temporary root, joined by a fast
 /// channel file seen from both pipe directories. Returns (root, a, b, a's FC path).
 fn fc_pair(tag: &str, nbufs: u32) -> (TempDir, PipeConfig, PipeConfig, std::path::PathBuf) {
+    fc_pair_mtus(tag, nbufs, 9000, 9000)
+}
+
+/// [`fc_pair`] with pipes of IP MTU `pipe_mtu` and a channel of `fc_mtu`.
+fn fc_pair_mtus(
+    tag: &str,
+    nbufs: u32,
+    pipe_mtu: u32,
+    fc_mtu: u32,
+) -> (TempDir, PipeConfig, PipeConfig, std::path::PathBuf) {
     let root = TempDir::new(std::env::temp_dir().join(format!("dn-{tag}-{}", std::process::id())));
     let (da, db) = (root.path().join("a"), root.path().join("b"));
-    let a = pipe(&da, Ipv4Addr::new(10, 88, 0, 2));
-    let b = pipe(&db, Ipv4Addr::new(10, 88, 0, 3));
+    let a = pipe(&da, Ipv4Addr::new(10, 88, 0, 2), pipe_mtu);
+    let b = pipe(&db, Ipv4Addr::new(10, 88, 0, 3), pipe_mtu);
     let fc = da.join(FC_DIR).join("b.map");
-    create_fc_file(&fc, (a.ipv4, a.mac), (b.ipv4, b.mac), 9000, nbufs).unwrap();
+    create_fc_file(&fc, (a.ipv4, a.mac), (b.ipv4, b.mac), fc_mtu, nbufs).unwrap();
     std::fs::hard_link(&fc, db.join(FC_DIR).join("a.map")).unwrap();
     (root, a, b, fc)
 }
 
 /// An `fc_pair` with an engine attached on each side: (root, a, server on a, client on b).
 fn fc_engines(tag: &str) -> (TempDir, PipeConfig, Engine, Engine) {
-    let (root, a, _, _) = fc_pair(tag, 256);
+    fc_engines_mtus(tag, 9000, 9000)
+}
+
+/// [`fc_engines`] with pipes of IP MTU `pipe_mtu` and a channel of `fc_mtu`.
+fn fc_engines_mtus(tag: &str, pipe_mtu: u32, fc_mtu: u32) -> (TempDir, PipeConfig, Engine, Engine) {
+    let (root, a, _, _) = fc_pair_mtus(tag, 256, pipe_mtu, fc_mtu);
     let cfg = |side: &str| EngineConfig {
         pipe_dir: root.path().join(side),
         ..EngineConfig::from_env()
@@ -45,9 +60,45 @@ fn fc_engines(tag: &str) -> (TempDir, PipeConfig, Engine, Engine) {
 
 #[test]
 fn tcp_echo_over_fast_channel_without_master() {
-    let (root, a, mut server, mut client) = fc_engines("fc-test");
+    let (root, a, server, client) = fc_engines("fc-test");
     assert_eq!(client.device().fc_peers().collect::<Vec<_>>(), vec![a.ipv4]);
+    let (cstats, sstats) = echo_4mib(a.ipv4, server, client);
+    assert!(cstats.tx_fc_frames > 100 && sstats.rx_fc_frames > 100);
+    drop(root);
+}
 
+/// A fast channel whose MTU exceeds the pipes' carries segments of its own size: the
+/// engines give smoltcp the channel's MTU toward the peer (`Engine::path_mtu`), which
+/// advertises it in the SYN and sizes its segments by it.
+#[test]
+fn a_fast_channel_larger_than_the_pipes_carries_larger_segments() {
+    let (root, a, server, mut client) = fc_engines_mtus("fc-mtu", 1500, 9000);
+    client.poll();
+    assert_eq!(client.path_mtu(a.ipv4), 9000);
+    assert_eq!(client.path_mtu(Ipv4Addr::new(10, 88, 0, 9)), 1500);
+    let (cstats, sstats) = echo_4mib(a.ipv4, server, client);
+    // 4 MiB each way: at the pipes' MTU, 2,873 data segments of 1,460 bytes; at the
+    // channel's 8,960 bytes, 469, plus about as many acknowledgements.
+    for (who, frames) in [
+        ("client", cstats.tx_fc_frames),
+        ("server", sstats.tx_fc_frames),
+    ] {
+        assert!(
+            (469..2000).contains(&frames),
+            "{who} sent {frames} frames for 4 MiB: segments were not sized by the channel's MTU"
+        );
+    }
+    drop(root);
+}
+
+/// Echo 4 MiB from `client` to a server on `server_ip` over their fast channel (no
+/// master) byte-exact, check that nothing went to the pipe and no fault was seen, and
+/// return the client's and the server's device counters.
+fn echo_4mib(
+    server_ip: Ipv4Addr,
+    mut server: Engine,
+    mut client: Engine,
+) -> (docknet::device::DeviceStats, docknet::device::DeviceStats) {
     let srv = std::thread::spawn(move || {
         let l = server.listen(7, 4).unwrap();
         let mut conn = None;
@@ -89,7 +140,7 @@ fn tcp_echo_over_fast_channel_without_master() {
 
     let total = 4 << 20;
     let data: Vec<u8> = (0..total).map(|i| (i * 7 + i / 251) as u8).collect();
-    let id = client.connect(SocketAddrV4::new(a.ipv4, 7)).unwrap();
+    let id = client.connect(SocketAddrV4::new(server_ip, 7)).unwrap();
     let (mut sent, mut got) = (0usize, Vec::with_capacity(total));
     let deadline = Instant::now() + Duration::from_secs(60);
     client.run(|e| {
@@ -124,10 +175,8 @@ fn tcp_echo_over_fast_channel_without_master() {
         sstats.tx_pipe_frames, 0,
         "server sent frames to the master: {sstats:?}"
     );
-    assert!(cstats.tx_fc_frames > 100 && sstats.rx_fc_frames > 100);
     assert_eq!(client.device().faults(), 0);
-    drop(client);
-    drop(root);
+    (cstats, sstats)
 }
 
 /// A second attach of a side that is in use is refused, and the refusal leaves the live

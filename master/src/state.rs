@@ -37,6 +37,10 @@ pub struct SavedFc {
     pub b: String,
     #[serde(default)]
     pub forward: bool,
+    /// The channel's IP MTU (none in files of daemons before `fc create --mtu`: the
+    /// smaller pipe's).
+    #[serde(default)]
+    pub mtu: Option<u32>,
 }
 
 /// One route, as `route add` made it.
@@ -155,6 +159,7 @@ mod tests {
                 a: "a".into(),
                 b: "b".into(),
                 forward: false,
+                mtu: Some(65000),
             }],
             clusters: Vec::new(),
             routes: vec![SavedRoute {

@@ -53,3 +53,41 @@ fn echo_through_fast_channel() {
     d.ctl_ok(&["fc", "rm", "a", "b"]);
     d.echo_ok("b", "10.88.0.2:7", 65536, 4, Duration::from_secs(60));
 }
+
+/// A fast channel's own MTU (65000 by default, above the pipes' 9000) is what its two
+/// services use toward each other; removing the channel in the middle of a transfer in
+/// such segments falls back to the master and the pipes' MTU (smoltcp resends what was
+/// lost in pipe-sized segments), and the transfer completes byte-exact.
+#[test]
+fn removing_a_large_mtu_fast_channel_mid_transfer_falls_back_to_the_master() {
+    const MIB: usize = 1 << 20;
+    let d = Daemon::start();
+    d.create_pipe("a", "10.88.0.2/16", &[]);
+    d.create_pipe("b", "10.88.0.3/16", &[]);
+    d.ctl_ok(&["fc", "create", "a", "b"]);
+    let fcs = d.list("fc");
+    assert_eq!(fcs.len(), 1, "{fcs:?}");
+    assert_eq!(fcs[0]["mtu"], 65000, "default fast-channel MTU: {fcs:?}");
+    assert_eq!(d.pipe_entry("a")["mtu"], 9000);
+
+    let _server = d.echo_server("a", 7);
+    let before = d.stats(None);
+    // 4 GiB each way: seconds over the channel, so it is removed well before the end.
+    let client = d.echo_client_in_background("b", "10.88.0.2:7", MIB, 4096);
+    std::thread::sleep(Duration::from_millis(300));
+    d.ctl_ok(&["fc", "rm", "a", "b"]);
+    let (status, out, log) = client.finish(Duration::from_secs(300));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "dn-echo client failed after the channel was removed ({status:?}):\n{out}\n{log}\ndocknetd:\n{}",
+        d.log_tail()
+    );
+    let after = d.stats(None);
+    let via_master = counter(&after, "b", "tx_bytes") - counter(&before, "b", "tx_bytes");
+    eprintln!("[stats] b sent {via_master} B through the master after the channel went");
+    assert!(
+        via_master > 64 * MIB as u64,
+        "only {via_master} B went through the master: the transfer ended before the channel \
+         was removed, so the fallback was not exercised"
+    );
+}

@@ -645,7 +645,9 @@ impl DocknetSide {
             ])?;
         }
         if path == LossPath::DocknetFc {
-            self.d.ctl(&["fc", "create", srv, cli])?;
+            // The channel gets the pipes' MTU too (its default is 65000): a loss rate is
+            // per frame, so every path must cut the stream into frames of one size.
+            self.d.ctl(&["fc", "create", srv, cli, "--mtu", &mtu])?;
         }
         Ok(())
     }
@@ -1048,7 +1050,8 @@ with `numgen random mod 1000 < N counter drop` on the input hook (N = 1, 10, 30 
 1%, 3%), reloaded before each run (which zeroes its counters). Linux's minimum RTO is \
 200 ms.
 - `docknet-fc`: `dn-echo server --port 7` on pipe c (10.88.0.4/16) and `dn-echo client` on \
-pipe d (10.88.0.5/16), joined by `docknetctl fc create c d`; one `docknetd --nic none`.
+pipe d (10.88.0.5/16), joined by `docknetctl fc create c d --mtu MTU` (the pipes' MTU, not \
+the channel's default 65000: loss is per frame); one `docknetd --nic none`.
 - `docknet-master`: the same on pipes a (10.88.0.2/16) and b (10.88.0.3/16), every frame \
 switched by docknetd.
 - DockNet loss: `DOCKNET_DROP_RX=RATE` on both services (the libOS drops that share of the \

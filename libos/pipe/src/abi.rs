@@ -248,7 +248,11 @@ pub struct FcHeader {
     pub a_to_b: ChannelLayout,
     /// Frames from b to a.
     pub b_to_a: ChannelLayout,
-    pub _pad1: [u8; 48],
+    /// IP MTU the master made the channel for (`fc create --mtu`); 0 in files of masters
+    /// before that option (then: the buffers less the Ethernet header). A service never
+    /// sends larger packets on it, nor more than its buffers hold whatever this says.
+    pub mtu: u32,
+    pub _pad1: [u8; 44],
     /// Wakes side a (rung by b after posting on `b_to_a`).
     pub a_bell: Doorbell,
     /// Wakes side b.

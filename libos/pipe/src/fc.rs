@@ -63,6 +63,7 @@ pub fn create_fc_file_with(
         addr_of_mut!((*hdr).b_mac).write(b.1);
         addr_of_mut!((*hdr).a_to_b).write(a_to_b);
         addr_of_mut!((*hdr).b_to_a).write(b_to_a);
+        addr_of_mut!((*hdr).mtu).write(mtu);
         std::sync::atomic::fence(Ordering::Release);
         addr_of_mut!((*hdr).magic).write_volatile(FC_MAGIC);
     }
@@ -106,6 +107,8 @@ pub struct FcEnd {
     pub tx: ChannelSender,
     pub rx: ChannelReceiver,
     pub faults: Arc<ChannelFaults>,
+    /// [`FcEnd::ip_mtu`], read once at attach.
+    ip_mtu: usize,
     map: Arc<SharedMap>,
     /// Held while attached; the kernel drops it if we die ([`crate::claim`]).
     _claim: Option<Claim>,
@@ -183,15 +186,25 @@ impl FcEnd {
             field,
             why: "out of file".into(),
         };
+        let (tx, rx) = (tx.ok_or_else(|| bad("tx"))?, rx.ok_or_else(|| bad("rx"))?);
+        // Both buffer sizes were validated: at least MIN_BUF_SIZE (> 14). The header's MTU
+        // (which the peer could rewrite) is taken only if it fits them.
+        let fits = (tx.buf_size().min(rx.buf_size()) - ETH_HEADER_LEN).min(MAX_MTU as usize);
+        let said: u32 = read_field!(hdr, mtu);
+        let ip_mtu = match said as usize {
+            m if (MIN_MTU as usize..=fits).contains(&m) => m,
+            _ => fits,
+        };
         let end = FcEnd {
             side,
             my_ip,
             peer_ip,
             peer_mac,
             peer_may_forward: false,
-            tx: tx.ok_or_else(|| bad("tx"))?,
-            rx: rx.ok_or_else(|| bad("rx"))?,
+            tx,
+            rx,
             faults,
+            ip_mtu,
             map,
             _claim: None,
         };
@@ -274,6 +287,13 @@ impl FcEnd {
     pub fn is_closed(&self) -> bool {
         // SAFETY: header inside the live mapping; atomic field.
         unsafe { &(*self.header()).closed }.load(Ordering::Acquire) != 0
+    }
+
+    /// The largest IP packet this channel carries both ways: the MTU the master made it
+    /// for (`docknetctl fc create --mtu`; it may differ from either pipe's), never more
+    /// than its buffers less the Ethernet header, at most [`MAX_MTU`].
+    pub fn ip_mtu(&self) -> usize {
+        self.ip_mtu
     }
 
     /// True while the peer has the channel mapped: only then do we send on it.

@@ -316,7 +316,12 @@ impl Control {
             (None, false),
             rec.owner,
         )?;
-        self.fc_create(&rec.spec.name, &m.name, rec.spec.mode == NatMode::Dnat)?;
+        self.fc_create(
+            &rec.spec.name,
+            &m.name,
+            rec.spec.mode == NatMode::Dnat,
+            None,
+        )?;
         Ok(())
     }
 

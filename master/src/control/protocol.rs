@@ -54,6 +54,9 @@ pub enum Request {
         /// front of `b`); `b` may not.
         #[serde(default, skip_serializing_if = "is_false")]
         forward: bool,
+        /// IP MTU of the channel (default [`crate::control::DEFAULT_FC_MTU`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mtu: Option<u32>,
     },
     /// Remove the fast channel between two pipes.
     FcRm { a: String, b: String },

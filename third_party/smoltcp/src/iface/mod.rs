@@ -22,6 +22,7 @@ mod packet;
 pub use self::interface::multicast::MulticastError;
 pub use self::interface::{
     Config, Interface, InterfaceInner as Context, PollIngressSingleResult, PollResult,
+    IFACE_MAX_PATH_MTU_COUNT,
 };
 
 pub use self::route::{Route, RouteTableFull, Routes};

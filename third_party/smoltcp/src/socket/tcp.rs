@@ -2616,7 +2616,9 @@ impl<'a> Socket<'a> {
             0
         };
 
-        let local_mss = cx.ip_mtu() - ip_header_len - TCP_HEADER_LEN;
+        // DockNet patch: the MTU toward this peer, which may differ from the device's.
+        let local_mss =
+            cx.ip_mtu_to(self.tuple.unwrap().remote.addr) - ip_header_len - TCP_HEADER_LEN;
         let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
 
         // Have we sent data that hasn't been ACKed yet?
@@ -2968,7 +2970,9 @@ impl<'a> Socket<'a> {
                 // 3. MSS we can send, determined by our MTU.
                 // 4. Our congestion window
                 let options_len = repr.header_len() - TCP_HEADER_LEN;
-                let local_mss = cx.ip_mtu() - ip_repr.header_len() - TCP_HEADER_LEN;
+                // DockNet patch: the MTU toward this peer (`Interface::set_path_mtu`).
+                let local_mss =
+                    cx.ip_mtu_to(ip_repr.dst_addr()) - ip_repr.header_len() - TCP_HEADER_LEN;
                 let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
 
                 let offset = if self.pending_fast_retransmit {
@@ -3154,7 +3158,9 @@ impl<'a> Socket<'a> {
 
         if repr.control == TcpControl::Syn {
             // Fill the MSS option. See RFC 6691 for an explanation of this calculation.
-            let max_segment_size = cx.ip_mtu() - ip_repr.header_len() - TCP_HEADER_LEN;
+            // DockNet patch: advertise what the path toward this peer carries.
+            let max_segment_size =
+                cx.ip_mtu_to(ip_repr.dst_addr()) - ip_repr.header_len() - TCP_HEADER_LEN;
             repr.max_seg_size = Some(max_segment_size as u16);
         }
 
@@ -7277,6 +7283,90 @@ mod test {
             ..SEND_TEMPL
         });
         assert_eq!(s.state, State::Closed);
+    }
+
+    // DockNet patch: a destination's own IP MTU (`Interface::set_path_mtu`) sets the MSS
+    // advertised in our SYN and the size of each segment sent to it.
+    #[test]
+    fn test_path_mtu_sets_advertised_mss() {
+        let mut s = socket();
+        s.local_seq_no = LOCAL_SEQ;
+        assert!(s.cx.set_path_mtu(REMOTE_ADDR.into(), Some(9000)));
+        // Another destination's MTU does not matter.
+        assert!(s.cx.set_path_mtu(OTHER_ADDR.into(), Some(1000)));
+        s.socket
+            .connect(&mut s.cx, REMOTE_END, LOCAL_END.port)
+            .unwrap();
+        recv!(
+            s,
+            [TcpRepr {
+                control: TcpControl::Syn,
+                seq_number: LOCAL_SEQ,
+                ack_number: None,
+                max_seg_size: Some(BASE_MSS + 9000 - 1500),
+                window_scale: Some(0),
+                sack_permitted: true,
+                ..RECV_TEMPL
+            }]
+        );
+    }
+
+    #[test]
+    fn test_path_mtu_sizes_segments_and_falls_back_when_removed() {
+        const BIG: usize = 9000 - 1500 + BASE_MSS as usize;
+        let mut s = socket_established_with_buffer_sizes(2 * BIG, 64);
+        s.remote_mss = BIG;
+        s.remote_win_len = 2 * BIG;
+        s.set_congestion_control(CongestionControl::None);
+        assert!(s.cx.set_path_mtu(REMOTE_ADDR.into(), Some(9000)));
+        s.send_slice(&[7; BIG]).unwrap();
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &[7; BIG],
+                ..RECV_TEMPL
+            }]
+        );
+        // The path is gone (e.g. its link was removed): new segments take the device's MTU.
+        assert!(s.cx.set_path_mtu(REMOTE_ADDR.into(), None));
+        s.send_slice(&[8; 2 * BASE_MSS as usize]).unwrap();
+        recv!(
+            s,
+            [
+                TcpRepr {
+                    seq_number: LOCAL_SEQ + 1 + BIG,
+                    ack_number: Some(REMOTE_SEQ + 1),
+                    payload: &[8; BASE_MSS as usize],
+                    ..RECV_TEMPL
+                },
+                TcpRepr {
+                    seq_number: LOCAL_SEQ + 1 + BIG + BASE_MSS as usize,
+                    ack_number: Some(REMOTE_SEQ + 1),
+                    payload: &[8; BASE_MSS as usize],
+                    ..RECV_TEMPL
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn test_path_mtu_table_is_bounded_and_clamped() {
+        let mut s = socket();
+        for i in 0..crate::iface::IFACE_MAX_PATH_MTU_COUNT {
+            let a = IpAddress::v4(10, 0, (i / 256) as u8, (i % 256) as u8);
+            assert!(s.cx.set_path_mtu(a, Some(9000)));
+        }
+        // Full: a new destination is refused, an existing one still changes.
+        assert!(!s.cx.set_path_mtu(IpAddress::v4(10, 9, 9, 9), Some(9000)));
+        assert!(s.cx.set_path_mtu(IpAddress::v4(10, 0, 0, 1), Some(100_000)));
+        assert_eq!(s.cx.ip_mtu_to(IpAddress::v4(10, 0, 0, 1)), 65535);
+        assert!(s.cx.set_path_mtu(IpAddress::v4(10, 0, 0, 2), Some(10)));
+        assert_eq!(s.cx.ip_mtu_to(IpAddress::v4(10, 0, 0, 2)), 576);
+        assert!(s.cx.set_path_mtu(IpAddress::v4(10, 0, 0, 2), None));
+        assert_eq!(s.cx.ip_mtu_to(IpAddress::v4(10, 0, 0, 2)), s.cx.ip_mtu());
+        assert!(s.cx.set_path_mtu(IpAddress::v4(10, 9, 9, 9), Some(9000)));
     }
 
     // DockNet patch: `recv_send_with` answers from the receive buffer straight into the

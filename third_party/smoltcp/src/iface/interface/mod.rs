@@ -155,7 +155,14 @@ pub struct InterfaceInner {
     routes: Routes,
     #[cfg(feature = "multicast")]
     multicast: multicast::State,
+    /// DockNet patch: IP MTUs toward single destinations that differ from the device's
+    /// (a direct link with larger frames than the default path), see
+    /// [`Interface::set_path_mtu`].
+    path_mtus: Vec<(IpAddress, usize), IFACE_MAX_PATH_MTU_COUNT>,
 }
+
+/// DockNet patch: the most destinations with their own IP MTU ([`Interface::set_path_mtu`]).
+pub const IFACE_MAX_PATH_MTU_COUNT: usize = 64;
 
 /// Configuration structure used for creating a network interface.
 #[non_exhaustive]
@@ -276,6 +283,7 @@ impl Interface {
                 ip_addrs: Vec::new(),
                 any_ip: false,
                 routes: Routes::new(),
+                path_mtus: Vec::new(),
                 #[cfg(any(feature = "medium-ethernet", feature = "medium-ieee802154"))]
                 neighbor_cache: NeighborCache::new(),
                 #[cfg(feature = "multicast")]
@@ -432,6 +440,26 @@ impl Interface {
     /// packets addressed to that prefix.
     pub fn set_any_ip(&mut self, any_ip: bool) {
         self.inner.any_ip = any_ip;
+    }
+
+    /// DockNet patch: the IP MTU toward `dst` is `ip_mtu` (`None`: the device's again).
+    ///
+    /// TCP sockets advertise `ip_mtu` less the headers as their MSS in a SYN toward `dst`
+    /// and size each segment by it when sent (so a connection falls back to the device's
+    /// MTU as soon as the path's is removed; data already sent is resent in smaller
+    /// segments). Packets toward `dst` up to `ip_mtu` are not fragmented. For a direct
+    /// link to one peer whose frames may be larger (or must be smaller) than the
+    /// device's. Returns false, changing nothing, if [`IFACE_MAX_PATH_MTU_COUNT`]
+    /// destinations already have one.
+    /// `ip_mtu` is clamped to 576 ..= 65535 (IPv4's smallest MTU, the largest IP packet).
+    pub fn set_path_mtu(&mut self, dst: IpAddress, ip_mtu: Option<usize>) -> bool {
+        self.inner.set_path_mtu(dst, ip_mtu)
+    }
+
+    /// DockNet patch: the IP MTU toward `dst`: its own ([`Self::set_path_mtu`]), else the
+    /// device's.
+    pub fn path_mtu(&self, dst: IpAddress) -> usize {
+        self.inner.ip_mtu_to(dst)
     }
 
     /// Get whether AnyIP is enabled.
@@ -927,6 +955,33 @@ impl InterfaceInner {
         self.caps.ip_mtu()
     }
 
+    /// DockNet patch: [`Interface::set_path_mtu`].
+    pub(crate) fn set_path_mtu(&mut self, dst: IpAddress, ip_mtu: Option<usize>) -> bool {
+        let ip_mtu = ip_mtu.map(|m| m.clamp(576, 65535));
+        let mtus = &mut self.path_mtus;
+        let at = mtus.iter().position(|(a, _)| *a == dst);
+        match (at, ip_mtu) {
+            (Some(i), Some(m)) => mtus[i].1 = m,
+            (Some(i), None) => {
+                mtus.swap_remove(i);
+            }
+            (None, Some(m)) => return mtus.push((dst, m)).is_ok(),
+            (None, None) => {}
+        }
+        true
+    }
+
+    /// DockNet patch: the IP MTU toward `dst` (see [`Interface::set_path_mtu`]).
+    #[allow(unused)] // unused depending on which sockets are enabled
+    pub(crate) fn ip_mtu_to(&self, dst: IpAddress) -> usize {
+        for (a, m) in &self.path_mtus {
+            if *a == dst {
+                return *m;
+            }
+        }
+        self.caps.ip_mtu()
+    }
+
     #[allow(unused)] // unused depending on which sockets are enabled, and in tests
     pub(crate) fn rand(&mut self) -> &mut Rand {
         &mut self.rand
@@ -1362,7 +1417,7 @@ impl InterfaceInner {
             #[cfg(feature = "proto-ipv4")]
             IpRepr::Ipv4(repr) => {
                 // If we have an IPv4 packet, then we need to check if we need to fragment it.
-                let should_fragment = total_ip_len > self.caps.ip_mtu();
+                let should_fragment = total_ip_len > self.ip_mtu_to(repr.dst_addr.into());
 
                 // If the second condition is false (i.e. the metadata includes a target segment
                 // size), the packet will be segmented by the device and fragmentation on our side
@@ -1474,7 +1529,7 @@ impl InterfaceInner {
             #[cfg(feature = "proto-ipv6")]
             IpRepr::Ipv6(_) => {
                 // Check if we need to fragment it.
-                if total_ip_len > self.caps.ip_mtu() {
+                if total_ip_len > self.ip_mtu_to(ip_repr.dst_addr()) {
                     net_debug!("IPv6 fragmentation support is unimplemented. Dropping.");
                     Ok(())
                 } else {
