@@ -89,6 +89,9 @@ pub struct DeviceStats {
     pub tx_no_buffer: u64,
     /// Route-cache misses: frames copied from one channel's buffer to another's.
     pub tx_reroutes: u64,
+    /// Of those, frames too large for the guessed route's buffers (a fast channel's MTU
+    /// exceeds the pipe's), built aside and copied to their channel.
+    pub tx_oversize_reroutes: u64,
     /// Received frames handed to the app's forwarding path (the packet filter said so).
     pub rx_app_frames: u64,
     /// Frames the app forwarded (one copy each) or built and sent.
@@ -314,7 +317,7 @@ impl PipeDevice {
                         "fast channel to {} up ({}, IP MTU {})",
                         fc.peer_ip,
                         path.display(),
-                        fc.ip_mtu()
+                        fc.ip_mtu().unwrap_or(self.pipe.info.mtu as usize)
                     );
                     // smoltcp builds a frame here when no channel buffer is free or it is
                     // too large for the guessed route: hold the largest of any channel.
@@ -335,10 +338,11 @@ impl PipeDevice {
     /// (`Interface::set_path_mtu`), which sizes its TCP segments to that peer by them.
     pub(crate) fn direct_path_mtus(&self) -> impl Iterator<Item = (Ipv4Addr, usize)> + '_ {
         let pipe_mtu = self.pipe.info.mtu as usize;
-        self.fcs.iter().enumerate().filter_map(move |(i, f)| {
-            let mtu = f.ip_mtu();
-            (mtu != pipe_mtu && self.route_to(f.peer_ip) == Route::Fc(i))
-                .then_some((f.peer_ip, mtu))
+        // `peer_attached` is what `route_to` asks of the channel to its peer (the master
+        // gives each pair one channel).
+        self.fcs.iter().filter_map(move |f| {
+            let mtu = f.ip_mtu()?;
+            (mtu != pipe_mtu && f.peer_attached()).then_some((f.peer_ip, mtu))
         })
     }
 
@@ -772,6 +776,9 @@ impl phy::TxToken for PipeTxToken<'_> {
                 Route::Fc(i) => dev.fcs[i].peer_mac,
             });
             dev.stats.tx_reroutes += 1;
+            if total > dev.sender(guess).buf_size() {
+                dev.stats.tx_oversize_reroutes += 1;
+            }
             dev.route_hint = route;
             if dev.sender(route).send_copy(frame) {
                 match route {

@@ -905,7 +905,8 @@ impl Engine {
         for (ip, mtu) in self.dev.direct_path_mtus() {
             if self.iface.set_path_mtu(IpAddress::Ipv4(ip), Some(mtu)) {
                 log::debug!("path MTU to {ip}: {mtu} (fast channel)");
-            } else {
+            } else if self.path_mtus.len() == smoltcp::iface::IFACE_MAX_PATH_MTU_COUNT {
+                // Said once per change, for the first peer left out.
                 log::warn!(
                     "fast channel to {ip}: more than {} peers with their own MTU; using the pipe's",
                     smoltcp::iface::IFACE_MAX_PATH_MTU_COUNT

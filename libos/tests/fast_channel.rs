@@ -60,44 +60,77 @@ fn fc_engines_mtus(tag: &str, pipe_mtu: u32, fc_mtu: u32) -> (TempDir, PipeConfi
 
 #[test]
 fn tcp_echo_over_fast_channel_without_master() {
-    let (root, a, server, client) = fc_engines("fc-test");
+    let (root, a, server, mut client) = fc_engines("fc-test");
     assert_eq!(client.device().fc_peers().collect::<Vec<_>>(), vec![a.ipv4]);
-    let (cstats, sstats) = echo_4mib(a.ipv4, server, client);
+    let (cstats, sstats) = echo_4mib(a.ipv4, server, &mut client, None);
+    for (who, s) in [("client", cstats), ("server", sstats)] {
+        assert_eq!(
+            s.tx_pipe_frames, 0,
+            "{who} sent frames to the master: {s:?}"
+        );
+    }
     assert!(cstats.tx_fc_frames > 100 && sstats.rx_fc_frames > 100);
     drop(root);
 }
 
 /// A fast channel whose MTU exceeds the pipes' carries segments of its own size: the
 /// engines give smoltcp the channel's MTU toward the peer (`Engine::path_mtu`), which
-/// advertises it in the SYN and sizes its segments by it.
+/// advertises it in the SYN and sizes its segments by it; once the peer has gone, the
+/// pipe's MTU is back.
 #[test]
 fn a_fast_channel_larger_than_the_pipes_carries_larger_segments() {
     let (root, a, server, mut client) = fc_engines_mtus("fc-mtu", 1500, 9000);
     client.poll();
     assert_eq!(client.path_mtu(a.ipv4), 9000);
     assert_eq!(client.path_mtu(Ipv4Addr::new(10, 88, 0, 9)), 1500);
-    let (cstats, sstats) = echo_4mib(a.ipv4, server, client);
+    let (cstats, sstats) = echo_4mib(a.ipv4, server, &mut client, None);
     // 4 MiB each way: at the pipes' MTU, 2,873 data segments of 1,460 bytes; at the
     // channel's 8,960 bytes, 469, plus about as many acknowledgements.
-    for (who, frames) in [
-        ("client", cstats.tx_fc_frames),
-        ("server", sstats.tx_fc_frames),
-    ] {
+    for (who, s) in [("client", cstats), ("server", sstats)] {
+        assert_eq!(
+            s.tx_pipe_frames, 0,
+            "{who} sent frames to the master: {s:?}"
+        );
         assert!(
-            (469..2000).contains(&frames),
-            "{who} sent {frames} frames for 4 MiB: segments were not sized by the channel's MTU"
+            (469..2000).contains(&s.tx_fc_frames),
+            "{who} sent {} frames for 4 MiB: segments were not sized by the channel's MTU",
+            s.tx_fc_frames
         );
     }
+    // The server's engine is gone (detached from the channel): the pipe's MTU again.
+    client.poll();
+    assert_eq!(client.path_mtu(a.ipv4), 1500);
+    drop(root);
+}
+
+/// A segment larger than the pipe's buffers whose route guess was the pipe (the last
+/// frame went there) is built aside and copied onto the channel, not dropped.
+#[test]
+fn a_segment_too_large_for_the_guessed_pipe_still_goes_out_on_the_channel() {
+    let (root, a, server, mut client) = fc_engines_mtus("fc-mtu-guess", 1500, 9000);
+    let (cstats, _) = echo_4mib(a.ipv4, server, &mut client, Some(8));
+    assert!(
+        cstats.tx_pipe_frames > 0,
+        "no datagram went to the pipe: {cstats:?}"
+    );
+    assert!(
+        cstats.tx_oversize_reroutes > 0,
+        "no large segment followed a frame to the pipe: {cstats:?}"
+    );
+    assert_eq!(cstats.tx_no_buffer, 0, "{cstats:?}");
     drop(root);
 }
 
 /// Echo 4 MiB from `client` to a server on `server_ip` over their fast channel (no
-/// master) byte-exact, check that nothing went to the pipe and no fault was seen, and
-/// return the client's and the server's device counters.
+/// master) byte-exact, check that no fault was seen, and return the client's and the
+/// server's device counters (the server's engine is dropped). With `pipe_every: Some(k)`
+/// the client also sends a datagram through its pipe every k-th round (at most 100: no
+/// master drains the pipe), so its route guess is often the pipe.
 fn echo_4mib(
     server_ip: Ipv4Addr,
     mut server: Engine,
-    mut client: Engine,
+    client: &mut Engine,
+    pipe_every: Option<usize>,
 ) -> (docknet::device::DeviceStats, docknet::device::DeviceStats) {
     let srv = std::thread::spawn(move || {
         let l = server.listen(7, 4).unwrap();
@@ -141,7 +174,10 @@ fn echo_4mib(
     let total = 4 << 20;
     let data: Vec<u8> = (0..total).map(|i| (i * 7 + i / 251) as u8).collect();
     let id = client.connect(SocketAddrV4::new(server_ip, 7)).unwrap();
+    let udp = client.udp_bind(9).unwrap();
+    let elsewhere = SocketAddrV4::new(Ipv4Addr::new(10, 88, 0, 9), 9);
     let (mut sent, mut got) = (0usize, Vec::with_capacity(total));
+    let (mut rounds, mut datagrams) = (0usize, 0usize);
     let deadline = Instant::now() + Duration::from_secs(60);
     client.run(|e| {
         if Instant::now() > deadline {
@@ -149,6 +185,12 @@ fn echo_4mib(
         }
         if !e.is_established(id) {
             return Control::Continue;
+        }
+        rounds += 1;
+        if let Some(k) = pipe_every {
+            if rounds % k == 0 && datagrams < 100 && e.udp_send_to(udp, b"x", elsewhere).unwrap() {
+                datagrams += 1;
+            }
         }
         if sent < total {
             sent += e.write(id, &data[sent..]).unwrap();
@@ -167,14 +209,6 @@ fn echo_4mib(
     assert!(got == data, "echoed bytes differ");
     let cstats = client.device().stats;
     let sstats = srv.join().unwrap();
-    assert_eq!(
-        cstats.tx_pipe_frames, 0,
-        "client sent frames to the master: {cstats:?}"
-    );
-    assert_eq!(
-        sstats.tx_pipe_frames, 0,
-        "server sent frames to the master: {sstats:?}"
-    );
     assert_eq!(client.device().faults(), 0);
     (cstats, sstats)
 }

@@ -72,15 +72,38 @@ fn removing_a_large_mtu_fast_channel_mid_transfer_falls_back_to_the_master() {
 
     let _server = d.echo_server("a", 7);
     let before = d.stats(None);
-    // 4 GiB each way: seconds over the channel, so it is removed well before the end.
-    let client = d.echo_client_in_background("b", "10.88.0.2:7", MIB, 4096);
+    // 4 GiB each way: seconds over the channel, so it is removed well before the end. The
+    // engine logs its path MTU changes at debug level.
+    let (mut client, _stdout) = d.spawn_service_env(
+        "b",
+        "dn-echo",
+        &[
+            "client",
+            "--to",
+            "10.88.0.2:7",
+            "--size",
+            "1048576",
+            "--count",
+            "4096",
+        ],
+        &[("RUST_LOG", "info,docknet::engine=debug")],
+    );
     std::thread::sleep(Duration::from_millis(300));
     d.ctl_ok(&["fc", "rm", "a", "b"]);
-    let (status, out, log) = client.finish(Duration::from_secs(300));
+    let status = client.wait_timeout(Duration::from_secs(300));
     assert!(
         status.is_some_and(|s| s.success()),
-        "dn-echo client failed after the channel was removed ({status:?}):\n{out}\n{log}\ndocknetd:\n{}",
+        "dn-echo client failed after the channel was removed ({status:?}):\n{}\ndocknetd:\n{}",
+        client.log_tail(),
         d.log_tail()
+    );
+    // It sent in the channel's MTU, then in the pipe's.
+    let log = std::fs::read_to_string(client.log.as_ref().expect("client log")).unwrap();
+    let big = log.find("path MTU to 10.88.0.2: 65000 (fast channel)");
+    let back = log.find("path MTU to 10.88.0.2: the pipe's again");
+    assert!(
+        matches!((big, back), (Some(b), Some(p)) if b < p),
+        "the client's log does not show the channel's MTU, then the pipe's:\n{log}"
     );
     let after = d.stats(None);
     let via_master = counter(&after, "b", "tx_bytes") - counter(&before, "b", "tx_bytes");

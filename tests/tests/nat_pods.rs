@@ -224,9 +224,14 @@ fn httpd_pods_behind_a_nat_pod_at_fixed_addresses() {
     for (name, n) in &conns {
         assert_eq!(*n, 8, "{name}: {conns:?}");
     }
+    // Each request is at least two frames on its member's pipe. The connections are spread
+    // evenly, the requests need not be: a closed-loop client sends more on the faster
+    // connections, and with six busy processes on two cores (CI also building) one
+    // member's connections were once 4x slower (3,629 frames against 28,386 for 15,744
+    // requests). An eighth still shows the member carried its share of the load.
     for (i, (name, _)) in member_pipes.iter().enumerate() {
         assert!(
-            after[i] > before[i] + lg["requests"].as_u64().unwrap_or(0) / 4,
+            after[i] > before[i] + lg["requests"].as_u64().unwrap_or(0) / 8,
             "{name}'s pipe carried {} frames during the load ({} requests in all)",
             after[i] - before[i],
             lg["requests"]

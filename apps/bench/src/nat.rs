@@ -553,7 +553,9 @@ fn docknet_latency(
     };
     let c = ClusterGuard::up(d, &files, &f)?;
     d.ctl(&["fc", "create", "cf", "echo"])?;
-    d.ctl(&["fc", "create", "cf", "srv"])?;
+    // The direct channel at the pipes' MTU, as the NAT's channels are (a forwarder's keep
+    // it): the two paths then differ by the NAT alone.
+    d.ctl(&["fc", "create", "cf", "srv", "--mtu", "9000"])?;
     cmds.lines = vec![
         format!("docknetd --run-dir {} --nic none", d.run.path.display()),
         format!("docknetctl pipe create srv --ip {DN_SERVER_IP}/16   # the direct server"),
@@ -566,7 +568,7 @@ fn docknet_latency(
         .extend(f.to_toml().lines().map(|l| format!("#   {l}")));
     cmds.lines.extend([
         "docknetctl fc create cf echo   # client <-> NAT".to_string(),
-        "docknetctl fc create cf srv    # client <-> direct server".to_string(),
+        "docknetctl fc create cf srv --mtu 9000   # client <-> direct server".to_string(),
         format!(
             "DOCKNET_PIPE=RUN/pipes/{{cm,cf}} dn-echo client --to {{{DN_SERVER_IP},{DN_ECHO_VIP}}}:7 --size {} --count {} --warmup {} --json",
             a.size, a.count, a.warmup

@@ -108,7 +108,7 @@ pub struct FcEnd {
     pub rx: ChannelReceiver,
     pub faults: Arc<ChannelFaults>,
     /// [`FcEnd::ip_mtu`], read once at attach.
-    ip_mtu: usize,
+    ip_mtu: Option<usize>,
     map: Arc<SharedMap>,
     /// Held while attached; the kernel drops it if we die ([`crate::claim`]).
     _claim: Option<Claim>,
@@ -192,8 +192,9 @@ impl FcEnd {
         let fits = (tx.buf_size().min(rx.buf_size()) - ETH_HEADER_LEN).min(MAX_MTU as usize);
         let said: u32 = read_field!(hdr, mtu);
         let ip_mtu = match said as usize {
-            m if (MIN_MTU as usize..=fits).contains(&m) => m,
-            _ => fits,
+            0 => None,
+            m if (MIN_MTU as usize..=fits).contains(&m) => Some(m),
+            _ => Some(fits),
         };
         let end = FcEnd {
             side,
@@ -290,9 +291,10 @@ impl FcEnd {
     }
 
     /// The largest IP packet this channel carries both ways: the MTU the master made it
-    /// for (`docknetctl fc create --mtu`; it may differ from either pipe's), never more
-    /// than its buffers less the Ethernet header, at most [`MAX_MTU`].
-    pub fn ip_mtu(&self) -> usize {
+    /// for (`docknetctl fc create --mtu`; it may exceed the pipes'), never more than its
+    /// buffers less the Ethernet header, at most [`MAX_MTU`]. `None` for a file of a
+    /// master before that option (its channels had the pipes' MTU).
+    pub fn ip_mtu(&self) -> Option<usize> {
         self.ip_mtu
     }
 

@@ -321,10 +321,11 @@ enum FcCmd {
         /// front of B). B may not.
         #[arg(long)]
         forward: bool,
-        /// IP MTU of the channel, from the larger pipe's MTU up to 65000 (default 65000).
-        /// Each service uses it toward the other while the channel carries their frames:
-        /// TCP between them then moves up to 64 KB per segment, a fraction of the
-        /// per-segment work at the pipes' 9000.
+        /// IP MTU of the channel, from the pipes' MTU up to 65000 (default 65000). Each
+        /// service uses it toward the other while the channel carries their frames: TCP
+        /// between them then moves up to 64 KB per segment, a fraction of the per-segment
+        /// work at the pipes' 9000. Pipes of two different MTUs, a --forwarder pipe or
+        /// --forward keep the smaller pipe's MTU (the only one accepted then).
         #[arg(long)]
         mtu: Option<u32>,
     },

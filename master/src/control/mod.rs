@@ -45,13 +45,70 @@ pub const SOCKET_NAME: &str = "docknetd.sock";
 pub const PIPES_DIR: &str = "pipes";
 /// Default IP MTU of a pipe.
 pub const DEFAULT_MTU: u32 = 9000;
-/// Default IP MTU of a fast channel, whatever its pipes' MTUs: the channel joins two
-/// services with no link between them, so its packets can be as large as IP allows, and
-/// their TCP connections then cost a fraction of the per-segment work (each service uses
-/// it toward its peer only while the channel carries its frames; the pipes' MTU
-/// elsewhere). 200 KB ping-pong over a fast channel: +33% goodput against 9000 (median
-/// of 6, docs/benchmarks.md).
+/// Default IP MTU of a fast channel between two pipes of one MTU, neither of which
+/// forwards for others: the channel joins two services with no link between them, so its
+/// packets can be as large as IP allows, and their TCP connections then cost a fraction
+/// of the per-segment work (each service uses it toward its peer only while the channel
+/// carries its frames; the pipes' MTU elsewhere). 200 KB ping-pong over a fast channel:
+/// +29% goodput against 9000 (docs/benchmarks.md). See [`fc_mtu`] for the other cases.
 pub const DEFAULT_FC_MTU: u32 = MAX_MTU;
+/// Buffers per direction of a fast channel whose MTU exceeds [`DEFAULT_MTU`]: the
+/// channel's file is allocated and mapped whole, so 1,024 buffers of 64 KiB would cost
+/// 127 MiB per channel; 256 cost 32 MiB. A full channel only makes its sender wait (it
+/// owns the buffers; nothing is dropped), and 256 hold 16 MiB of 64 KiB segments.
+pub const LARGE_FC_NBUFS: u32 = 256;
+
+/// The IP MTU of a new fast channel between pipes `a` and `b` (name, MTU, forwarder),
+/// `forward` as `fc create --forward`, `asked` as `--mtu`.
+///
+/// Larger than the pipes' MTU only where falling back to the master stays safe and no
+/// third party is behind either end: both pipes have one MTU (when the channel goes,
+/// connections between the two go on at that MTU; with two MTUs the larger side would
+/// then send frames the smaller pipe cannot take) and neither forwards for others (a
+/// NAT's members see their clients as the NAT: their segments must fit the NAT's pipe).
+/// Otherwise the smaller pipe's MTU, the only one allowed.
+pub fn fc_mtu(
+    a: (&str, u32, bool),
+    b: (&str, u32, bool),
+    forward: bool,
+    asked: Option<u32>,
+) -> Result<u32, ControlError> {
+    let base = a.1.min(b.1);
+    let why_not = if a.1 != b.1 {
+        Some(format!(
+            "pipes {:?} and {:?} have different MTUs ({} and {})",
+            a.0, b.0, a.1, b.1
+        ))
+    } else if let Some(p) = [a, b].into_iter().find(|p| p.2) {
+        Some(format!("pipe {:?} forwards for others (--forwarder)", p.0))
+    } else if forward {
+        Some("the channel forwards (--forward)".to_string())
+    } else {
+        None
+    };
+    match (asked, why_not) {
+        (None, None) => Ok(DEFAULT_FC_MTU),
+        (None, Some(_)) => Ok(base),
+        (Some(m), None) if m >= base => Ok(m),
+        (Some(m), None) => Err(ControlError::Invalid(format!(
+            "fast-channel MTU {m} is below the pipes' MTU {base}: frames their services send at \
+             their pipes' MTU would not fit"
+        ))),
+        (Some(m), Some(_)) if m == base => Ok(m),
+        (Some(m), Some(why)) => Err(ControlError::Invalid(format!(
+            "fast-channel MTU {m}: {why}, so the channel keeps the smaller pipe's MTU {base}"
+        ))),
+    }
+}
+
+/// Buffers per direction for a fast channel of IP MTU `mtu` (see [`LARGE_FC_NBUFS`]).
+pub fn fc_nbufs(mtu: u32) -> u32 {
+    if mtu > DEFAULT_MTU {
+        LARGE_FC_NBUFS
+    } else {
+        nbufs_for_mtu(mtu)
+    }
+}
 /// The fewest buffers a channel gets (see [`nbufs_for_mtu`]).
 pub const MIN_NBUFS: u32 = 1024;
 /// Bytes of frame buffering a channel should at least have: more than a TCP window of
@@ -63,8 +120,9 @@ const CHANNEL_BYTES: u32 = 4 << 20;
 /// [`CHANNEL_BYTES`] (4096 at MTU 1500), and never fewer than [`MIN_NBUFS`]: a link peer
 /// may fill a large-MTU pipe with 1500-byte frames, each taking a whole buffer, and the
 /// channel must still hold a 1 MiB TCP window of them (a drop stalls smoltcp on a
-/// retransmission timeout). Large buffers cost only address space: the file is sparse on
-/// tmpfs and free buffers are reused last-in first-out.
+/// retransmission timeout). The file is allocated whole (`fallocate`, so a full tmpfs
+/// fails at creation, not with a SIGBUS later): 18 MiB per direction at MTU 9000 and
+/// 64 MiB at 65000 (a fast channel at a large MTU takes [`LARGE_FC_NBUFS`] instead).
 pub fn nbufs_for_mtu(mtu: u32) -> u32 {
     (CHANNEL_BYTES / (mtu + 64))
         .clamp(MIN_NBUFS, 4096)
@@ -960,11 +1018,12 @@ impl Control {
                 "cannot join pipe {a:?} with itself"
             )));
         }
-        let mtu = mtu.unwrap_or(DEFAULT_FC_MTU);
-        if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
-            return Err(ControlError::Invalid(format!(
-                "invalid fast-channel MTU {mtu}: must be in {MIN_MTU}..={MAX_MTU}"
-            )));
+        if let Some(m) = mtu {
+            if !(MIN_MTU..=MAX_MTU).contains(&m) {
+                return Err(ControlError::Invalid(format!(
+                    "invalid fast-channel MTU {m}: must be in {MIN_MTU}..={MAX_MTU}"
+                )));
+            }
         }
         let pa = self
             .pipes
@@ -974,17 +1033,12 @@ impl Control {
             .pipes
             .get(b)
             .ok_or_else(|| ControlError::NoPipe(b.to_string()))?;
-        // Each service sends on the channel what it would send through its pipe too (a
-        // NAT's clients' frames, a member's replies to them): those must fit.
-        for (name, p) in [(a, pa), (b, pb)] {
-            if mtu < p.mtu {
-                return Err(ControlError::Invalid(format!(
-                    "fast-channel MTU {mtu} is below pipe {name:?}'s MTU {}: frames its \
-                     service sends at its pipe's MTU would not fit",
-                    p.mtu
-                )));
-            }
-        }
+        let mtu = fc_mtu(
+            (a, pa.mtu, pa.forwarder),
+            (b, pb.mtu, pb.forwarder),
+            forward,
+            mtu,
+        )?;
         if self.fcs.contains_key(&fc_key(a, b)) {
             return Err(ControlError::Conflict(format!(
                 "a fast channel between {a:?} and {b:?} already exists"
@@ -1004,7 +1058,7 @@ impl Control {
             (pa.ip, pa.mac),
             (pb.ip, pb.mac),
             mtu,
-            nbufs_for_mtu(mtu),
+            fc_nbufs(mtu),
             |size| SharedMap::create_at(dir_a.as_fd(), &name_a, &path_a, size, 0o600),
         )
         .map_err(|e| ControlError::file("cannot create fast-channel file", &path_a, e))?;
@@ -1170,6 +1224,30 @@ impl Control {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fast_channel_mtu_grows_only_between_equal_non_forwarding_pipes() {
+        let (a, b) = (("a", 9000, false), ("b", 9000, false));
+        assert_eq!(fc_mtu(a, b, false, None).unwrap(), DEFAULT_FC_MTU);
+        assert_eq!(fc_mtu(a, b, false, Some(16384)).unwrap(), 16384);
+        assert_eq!(fc_mtu(a, b, false, Some(9000)).unwrap(), 9000);
+        let e = fc_mtu(a, b, false, Some(1500)).unwrap_err().to_string();
+        assert!(e.contains("below the pipes' MTU 9000"), "{e}");
+        // Two MTUs: the smaller one, and only that.
+        let small = ("s", 1500, false);
+        assert_eq!(fc_mtu(a, small, false, None).unwrap(), 1500);
+        assert_eq!(fc_mtu(a, small, false, Some(1500)).unwrap(), 1500);
+        let e = fc_mtu(a, small, false, Some(9000)).unwrap_err().to_string();
+        assert!(e.contains("different MTUs (9000 and 1500)"), "{e}");
+        // A forwarder on either side, or a forwarding channel: the pipes' MTU.
+        let nat = ("nat", 9000, true);
+        assert_eq!(fc_mtu(nat, b, false, None).unwrap(), 9000);
+        assert_eq!(fc_mtu(a, b, true, None).unwrap(), 9000);
+        let e = fc_mtu(a, nat, false, Some(65000)).unwrap_err().to_string();
+        assert!(e.contains("pipe \"nat\" forwards for others"), "{e}");
+        let e = fc_mtu(a, b, true, Some(65000)).unwrap_err().to_string();
+        assert!(e.contains("--forward"), "{e}");
+    }
+
     use super::*;
 
     #[test]
@@ -1177,6 +1255,8 @@ mod tests {
         assert_eq!(nbufs_for_mtu(1500), 4096);
         assert_eq!(nbufs_for_mtu(9000), 1024);
         assert_eq!(nbufs_for_mtu(65000), 1024);
+        assert_eq!(fc_nbufs(9000), 1024);
+        assert_eq!(fc_nbufs(65000), LARGE_FC_NBUFS);
         assert!(nbufs_for_mtu(576) <= 4096);
     }
 
@@ -1356,7 +1436,7 @@ mod tests {
             })
             .unwrap_err()
             .to_string();
-        assert!(e.contains("below pipe \"a\"'s MTU 9000"), "{e}");
+        assert!(e.contains("below the pipes' MTU 9000"), "{e}");
         c.handle(Request::FcCreate {
             a: "a".into(),
             b: "b".into(),
