@@ -1863,8 +1863,7 @@ impl<'a> Socket<'a> {
                 return None;
             }
             // DockNet patch (18): a SYN without ACK in a synchronized state is answered with
-            // a (rate-limited) challenge ACK, RFC 5961 4.2 and RFC 9293 3.10.7.4, as Linux
-            // does; upstream dropped it below. A client that restarted and reused the port
+            // a challenge ACK, RFC 5961 4.2 and RFC 9293 3.10.7.4, as Linux does; upstream dropped it below. A client that restarted and reused the port
             // of a connection we still hold then resets it (its SYN-SENT socket answers
             // our ACK with a RST at our RCV.NXT) and its next SYN reaches the listener;
             // dropped, its SYNs went unanswered until our connection timed out.
@@ -1880,7 +1879,13 @@ impl<'a> Socket<'a> {
                 None,
             ) => {
                 net_debug!("SYN in a synchronized state: challenge ACK");
-                return self.challenge_ack_reply(cx, ip_repr, repr);
+                // Not rate-limited: a SYN is never sent in answer to an ACK, so these
+                // ACKs cannot feed a loop (the client paces its SYNs with its own
+                // timer). Limited to one per second, they cost a client whose SYN timer
+                // starts at 100 ms and doubles up to three seconds: after one lost RST or
+                // an ACK challenged just before, its SYNs at 0.1, 0.3 and 0.7 s went
+                // unanswered and it connected at 3.1 s.
+                return Some(self.ack_reply(ip_repr, repr));
             }
             // Every packet after the initial SYN must be an acknowledgement.
             (_, _, None) => {
@@ -7269,13 +7274,18 @@ mod test {
             ..RECV_TEMPL
         }));
         assert_eq!(s.state, State::Established);
-        // Rate-limited like every challenge ACK.
+        // Not rate-limited (unlike other challenge ACKs): the client's retransmitted SYN
+        // 100 ms later is answered too.
         send!(s, time 100, TcpRepr {
             control:    TcpControl::Syn,
             seq_number: REMOTE_SEQ + 1000,
             ack_number: None,
             ..SEND_TEMPL
-        });
+        }, Some(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            ..RECV_TEMPL
+        }));
         send!(s, time 200, TcpRepr {
             control:    TcpControl::Rst,
             seq_number: REMOTE_SEQ + 1,
