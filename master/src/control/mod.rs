@@ -54,9 +54,12 @@ pub const DEFAULT_MTU: u32 = 9000;
 pub const DEFAULT_FC_MTU: u32 = MAX_MTU;
 /// Buffers per direction of a fast channel whose MTU exceeds [`DEFAULT_MTU`]: the
 /// channel's file is allocated and mapped whole, so 1,024 buffers of 64 KiB would cost
-/// 127 MiB per channel; 256 cost 32 MiB. A full channel only makes its sender wait (it
-/// owns the buffers; nothing is dropped), and 256 hold 16 MiB of 64 KiB segments.
-pub const LARGE_FC_NBUFS: u32 = 256;
+/// 127 MiB per channel; 512 cost 64 MiB. Fewer do not do: at 10,000 connections of small
+/// requests every frame takes a buffer, and with 256 the replies smoltcp cannot hold back
+/// found none free three to four times as often (dn-loadgen → dn-httpd, 10,000
+/// connections: 331k requests/s with 256, 385k with 512, 341k with 1,024, medians of 3
+/// alternated; docs/benchmarks.md).
+pub const LARGE_FC_NBUFS: u32 = 512;
 
 /// The IP MTU of a new fast channel between pipes `a` and `b` (name, MTU, forwarder),
 /// `forward` as `fc create --forward`, `asked` as `--mtu`.
@@ -121,7 +124,7 @@ const CHANNEL_BYTES: u32 = 4 << 20;
 /// may fill a large-MTU pipe with 1500-byte frames, each taking a whole buffer, and the
 /// channel must still hold a 1 MiB TCP window of them (a drop stalls smoltcp on a
 /// retransmission timeout). The file is allocated whole (`fallocate`, so a full tmpfs
-/// fails at creation, not with a SIGBUS later): 18 MiB per direction at MTU 9000 and
+/// fails at creation, not with a SIGBUS later): 9 MiB per direction at MTU 9000 and
 /// 64 MiB at 65000 (a fast channel at a large MTU takes [`LARGE_FC_NBUFS`] instead).
 pub fn nbufs_for_mtu(mtu: u32) -> u32 {
     (CHANNEL_BYTES / (mtu + 64))
