@@ -6,8 +6,9 @@
 //!   every [`CONFIG_POLL_MS`] and applies a change live.
 //! - [`NAT_STATS_FILE`] (written by `dn-nat`, replaced atomically): what the NAT sees per
 //!   backend (health, connections, bytes) and its own counters, rewritten within
-//!   [`STATS_EVERY_MS`] of a change. `docknetd` reads it for `cluster status`; it is the tenant's file, so it is read with a size limit and
-//!   without following links, and a bad one only makes the status "unknown".
+//!   [`STATS_EVERY_MS`] of a change. `docknetd` reads it for `cluster status`; it is the
+//!   tenant's file, so it is read with a size limit and without following links, and a
+//!   bad one only makes the status "unknown".
 //!
 //! Plain JSON, so `dn-nat` can also run alone with a hand-written config.
 

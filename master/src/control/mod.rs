@@ -1253,6 +1253,16 @@ mod tests {
 
     use super::*;
 
+    /// `fc create A B [--mtu M]` (no `--forward`).
+    fn fc_req(a: &str, b: &str, mtu: Option<u32>) -> Request {
+        Request::FcCreate {
+            a: a.into(),
+            b: b.into(),
+            forward: false,
+            mtu,
+        }
+    }
+
     #[test]
     fn channel_buffers_scale_with_small_mtus() {
         assert_eq!(nbufs_for_mtu(1500), 4096);
@@ -1388,31 +1398,10 @@ mod tests {
                 },
                 "MTU",
             ),
+            (fc_req("a", "zz", None), "no pipe"),
+            (fc_req("a", "a", None), "itself"),
             (
-                Request::FcCreate {
-                    a: "a".into(),
-                    b: "zz".into(),
-                    forward: false,
-                    mtu: None,
-                },
-                "no pipe",
-            ),
-            (
-                Request::FcCreate {
-                    a: "a".into(),
-                    b: "a".into(),
-                    forward: false,
-                    mtu: None,
-                },
-                "itself",
-            ),
-            (
-                Request::FcCreate {
-                    a: "a".into(),
-                    b: "b".into(),
-                    forward: false,
-                    mtu: Some(65001),
-                },
+                fc_req("a", "b", Some(65001)),
                 "invalid fast-channel MTU 65001",
             ),
             (
@@ -1431,30 +1420,12 @@ mod tests {
         }
         c.handle(mk("b", "10.88.0.3/16")).unwrap();
         let e = c
-            .handle(Request::FcCreate {
-                a: "a".into(),
-                b: "b".into(),
-                forward: false,
-                mtu: Some(1500),
-            })
+            .handle(fc_req("a", "b", Some(1500)))
             .unwrap_err()
             .to_string();
         assert!(e.contains("below the pipes' MTU 9000"), "{e}");
-        c.handle(Request::FcCreate {
-            a: "a".into(),
-            b: "b".into(),
-            forward: false,
-            mtu: None,
-        })
-        .unwrap();
-        assert!(c
-            .handle(Request::FcCreate {
-                a: "b".into(),
-                b: "a".into(),
-                forward: false,
-                mtu: None,
-            })
-            .is_err());
+        c.handle(fc_req("a", "b", None)).unwrap();
+        assert!(c.handle(fc_req("b", "a", None)).is_err());
         assert!(dir.join("pipes/a/fc/b.map").exists() && dir.join("pipes/b/fc/a.map").exists());
         assert_eq!(c.fc_ls().len(), 1);
         let s = c.handle(Request::Stats { name: None }).unwrap();
@@ -1465,13 +1436,7 @@ mod tests {
         assert!(c.fc_ls().is_empty());
         // Same name and address again.
         c.handle(mk("b", "10.88.0.3/16")).unwrap();
-        c.handle(Request::FcCreate {
-            a: "b".into(),
-            b: "a".into(),
-            forward: false,
-            mtu: None,
-        })
-        .unwrap();
+        c.handle(fc_req("b", "a", None)).unwrap();
         c.handle(Request::FcRm {
             a: "a".into(),
             b: "b".into(),
