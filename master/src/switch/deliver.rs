@@ -10,7 +10,7 @@ pub(super) fn deliver_from_link(dst: &mut Slot, frame: &[u8], round: u64) -> boo
     let write =
         |rx: &mut ChannelSender, buf| rx.write_at(buf, 0, frame) && rx.write_at(buf, 0, &mac);
     matches!(
-        deliver_into(dst, (FROM_LINK, round), frame.len(), write),
+        deliver_into(dst, (FROM_LINK, round, Hold::Never), frame.len(), write),
         Delivery::Ok
     )
 }
@@ -46,20 +46,36 @@ impl FrameSource<'_> {
     }
 }
 
+/// Whether a pipe-to-pipe frame that finds no free buffer may wait (see
+/// [`super::MAX_HOLD`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Hold {
+    /// Dropped at once (frames from the NIC).
+    Never,
+    /// Left to the caller ([`Delivery::Held`]), unless the destination is stalled.
+    Allowed,
+    /// It waited for [`super::MAX_HOLD`]: dropped, and the destination is stalled.
+    Expired,
+}
+
 pub(super) enum Delivery {
     Ok,
     NotAttached,
     TooBig,
+    /// Dropped for lack of room (counted as `rx_full` or `shed`).
     RxFull,
+    /// No free buffer, and the caller may hold the frame: nothing counted.
+    Held,
 }
 
 /// Copy an IPv4 frame (`frame_len` bytes from `src`, already classified on `hdr`) into the
 /// destination pipe's RX channel, with Ethernet addresses set to the destination's MAC and
 /// the sender's MAC, and the validated IPv4 header prefix rewritten from `hdr` (so a sender
-/// racing on its buffer cannot change the checked source address).
+/// racing on its buffer cannot change the checked source address). `hold` says whether a
+/// frame that finds no free buffer may wait.
 pub(super) fn deliver(
     dst: &mut Slot,
-    (from, round): (usize, u64),
+    (from, round, hold): (usize, u64, Hold),
     src: FrameSource<'_>,
     hdr: &[u8; HDR_COPY],
     frame_len: usize,
@@ -74,7 +90,7 @@ pub(super) fn deliver(
     let write = |rx: &mut ChannelSender, buf| {
         src.copy_into(frame_len, rx, buf) && rx.write_at(buf, 0, &head)
     };
-    deliver_into(dst, (from, round), frame_len, write)
+    deliver_into(dst, (from, round, hold), frame_len, write)
 }
 
 /// The one way into a pipe's RX channel: the pipe must be attached and not quarantined,
@@ -83,7 +99,7 @@ pub(super) fn deliver(
 /// watches and posted, and the pipe's counters follow.
 fn deliver_into(
     dst: &mut Slot,
-    (from, round): (usize, u64),
+    (from, round, hold): (usize, u64, Hold),
     len: usize,
     write: impl FnOnce(&mut ChannelSender, u32) -> bool,
 ) -> Delivery {
@@ -102,6 +118,14 @@ fn deliver_into(
         return Delivery::RxFull;
     }
     let Some(buf) = dst.end.rx.alloc() else {
+        match hold {
+            // A stalled pipe (one that let a frame wait out its hold) makes no one wait
+            // again until it takes a frame: a service that stops reading delays the
+            // traffic of its senders once, not frame after frame.
+            Hold::Allowed if !dst.stalled => return Delivery::Held,
+            Hold::Expired => dst.stalled = true,
+            _ => {}
+        }
         dst.local.rx_full += 1;
         dst.dirty = true;
         return Delivery::RxFull;
@@ -115,6 +139,7 @@ fn deliver_into(
         cap.record_with(len, |b| rx.read_back(buf, 0, b));
     }
     if dst.end.rx.post(buf, len) {
+        dst.stalled = false;
         dst.local.rx_frames += 1;
         dst.local.rx_bytes += len as u64;
         dst.dirty = true;

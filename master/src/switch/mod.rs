@@ -38,7 +38,7 @@ mod deliver;
 mod egress;
 mod share;
 
-use deliver::{deliver, deliver_from_link, Delivery, FrameSource};
+use deliver::{deliver, deliver_from_link, Delivery, FrameSource, Hold};
 use egress::{egress, link_source_ip, Egress};
 #[cfg(test)]
 use share::SHARE_MEMORY_ROUNDS;
@@ -103,6 +103,48 @@ struct Slot {
     forwarder: bool,
     /// Fair share of this pipe's RX channel among the sources sending to it.
     share: ShareGuard,
+    /// A frame of this pipe's TX channel whose destination pipe had no free buffer: it
+    /// waits (its buffer not yet given back) for at most [`MAX_HOLD`], and the pipe's
+    /// later frames wait in its ring behind it (see [`Switch::retry_held`]).
+    held: Option<HeldFrame>,
+    /// A frame to this pipe waited [`MAX_HOLD`] for room and was dropped: frames to it
+    /// are dropped at once again until it takes one (see `deliver::Hold`).
+    stalled: bool,
+}
+
+/// A frame waiting for room in its destination's RX channel, and since when.
+#[derive(Clone, Copy, Debug)]
+struct HeldFrame {
+    frame: RxFrame,
+    since: Instant,
+}
+
+/// How long a frame may wait for room in its destination pipe before it is dropped
+/// (`rx_full`). Waiting instead of dropping at once: with thousands of connections each
+/// with a request in flight, a closed loop has more frames in flight than a pipe's ring
+/// holds, and every drop costs a TCP retransmission timeout; held frames leave the
+/// sender's buffers lent, so the sender's own stack holds its segments back. Bounded, so
+/// a receiver that stops reading delays its senders' other traffic by at most this.
+pub const MAX_HOLD: Duration = Duration::from_millis(2);
+
+/// What became of a frame taken from a pipe's TX channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Delivered, sent or dropped: its buffer goes back to the sender.
+    Done,
+    /// Its destination pipe had no free buffer; not counted anywhere yet.
+    Held,
+}
+
+/// Which attempt at a frame [`Switch::process`] makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Attempt {
+    /// Taken from the ring now: counted and captured; may be held.
+    First,
+    /// Held before: may be held again.
+    Retry,
+    /// Held for [`MAX_HOLD`]: delivered or dropped now.
+    Last,
 }
 
 /// The switch state owned by the data-path thread.
@@ -362,6 +404,8 @@ impl Switch {
                     broken: false,
                     forwarder,
                     share: ShareGuard::new(),
+                    held: None,
+                    stalled: false,
                 });
                 self.by_ip.insert(ip, slot);
                 *self.gateways.entry(gateway).or_insert(0) += 1;
@@ -516,6 +560,14 @@ impl Switch {
                 if src.broken {
                     break;
                 }
+                if src.held.is_some() {
+                    match self.retry_held(i) {
+                        Some(true) => total += 1,
+                        Some(false) => {}
+                        None => break,
+                    }
+                    continue;
+                }
                 if let Some(b) = src.bucket.as_mut() {
                     if !b.may_send() {
                         // Out of tokens: the frames stay in the service's ring.
@@ -534,11 +586,19 @@ impl Switch {
                     b.take(frame.len as usize);
                     src.throttled = false;
                 }
-                self.process(i, frame);
+                total += 1;
+                if self.process(i, frame, Attempt::First) == Outcome::Held {
+                    if let Some(src) = self.slots[i].as_mut() {
+                        src.held = Some(HeldFrame {
+                            frame,
+                            since: Instant::now(),
+                        });
+                    }
+                    break;
+                }
                 if let Some(src) = self.slots[i].as_mut() {
                     src.end.tx.give_back(frame.buf);
                 }
-                total += 1;
             }
         }
         for s in self.slots.iter_mut().flatten() {
@@ -730,20 +790,55 @@ impl Switch {
     }
 
     /// Switch one frame taken from slot `i`'s TX channel (the caller gives its buffer back).
-    fn process(&mut self, i: usize, frame: RxFrame) {
+    /// Try again to deliver pipe `i`'s held frame. `None` if it must wait on (its
+    /// destination is still full): the pipe's later frames wait too. `Some(delivered)`
+    /// once it is done with (delivered, or dropped after [`MAX_HOLD`], or its pipe
+    /// quarantined): the pipe goes on with its ring.
+    fn retry_held(&mut self, i: usize) -> Option<bool> {
+        let src = self.slots[i].as_mut()?;
+        let held = src.held?;
+        if src.broken {
+            // Its memory is no one's business any more: not even the buffer's return.
+            src.held = None;
+            return None;
+        }
+        let attempt = if held.since.elapsed() >= MAX_HOLD {
+            Attempt::Last
+        } else {
+            Attempt::Retry
+        };
+        if self.process(i, held.frame, attempt) == Outcome::Held {
+            return None;
+        }
+        let src = self.slots[i].as_mut()?;
+        src.held = None;
+        src.end.tx.give_back(held.frame.buf);
+        Some(attempt == Attempt::Retry)
+    }
+
+    fn process(&mut self, i: usize, frame: RxFrame, attempt: Attempt) -> Outcome {
         let slots = &mut self.slots;
-        let Some(src) = slots[i].as_mut() else { return };
+        let Some(src) = slots[i].as_mut() else {
+            return Outcome::Done;
+        };
         let len = frame.len as usize;
-        // The bytes may change under us (the service maps them): decide only on this copy.
+        // The bytes may change under us (the service maps them): decide only on this copy
+        // (a held frame is decided on afresh, on a new copy).
         let mut hdr = [0u8; HDR_COPY];
         src.end.tx.copy_out(frame, 0, &mut hdr);
-        if let Some(cap) = src.capture.as_mut() {
-            let tx = &src.end.tx;
-            cap.record_with(len, |b| tx.copy_out(frame, 0, b));
+        if attempt == Attempt::First {
+            if let Some(cap) = src.capture.as_mut() {
+                let tx = &src.end.tx;
+                cap.record_with(len, |b| tx.copy_out(frame, 0, b));
+            }
+            src.local.tx_frames += 1;
+            src.local.tx_bytes += len as u64;
+            src.dirty = true;
         }
-        src.local.tx_frames += 1;
-        src.local.tx_bytes += len as u64;
-        src.dirty = true;
+        let hold = match attempt {
+            Attempt::First | Attempt::Retry => Hold::Allowed,
+            Attempt::Last => Hold::Expired,
+        };
         let (src_ip, src_mac) = (src.ip, src.mac);
         let source_check = (!src.forwarder).then_some(src_ip);
 
@@ -768,10 +863,12 @@ impl Switch {
                     None if self.nic.is_some() && target_ip != src_ip => Some(MASTER_MAC),
                     None => None,
                 };
-                let Some(src) = slots[i].as_mut() else { return };
+                let Some(src) = slots[i].as_mut() else {
+                    return Outcome::Done;
+                };
                 let Some(answer_mac) = answer_mac else {
                     src.local.arp_unknown += 1;
-                    return;
+                    return Outcome::Done;
                 };
                 let mut reply = [0u8; ARP_FRAME_LEN];
                 net::build_arp_reply(
@@ -792,7 +889,7 @@ impl Switch {
                 let Some(&d) = self.by_ip.get(&dst) else {
                     let Some(port) = self.nic.as_mut() else {
                         src.local.no_route += 1;
-                        return;
+                        return Outcome::Done;
                     };
                     let (hop, asker, route) = match port.next_hop(&self.local_nets, dst, src_ip) {
                         NextHop::OnLink { asker } => (dst, asker, None),
@@ -800,7 +897,7 @@ impl Switch {
                         NextHop::NoRoute => {
                             src.local.no_route += 1;
                             port.local.no_route += 1;
-                            return;
+                            return Outcome::Done;
                         }
                     };
                     let from = FrameSource::Shared(&src.end.tx, frame);
@@ -815,37 +912,46 @@ impl Switch {
                         Egress::TooBig => src.local.too_big += 1,
                         Egress::Dropped => src.local.no_route += 1,
                     }
-                    return;
+                    return Outcome::Done;
                 };
                 let verdict = if d == i {
                     // To its own address: through private memory (one slot cannot lend
                     // its TX channel and its RX channel at once).
                     let n = src.end.tx.copy_out(frame, 0, &mut self.hairpin);
                     let from = FrameSource::Private(&self.hairpin[..n]);
-                    deliver(src, (i, self.rounds), from, &hdr, frame_len, src_mac)
+                    deliver(src, (i, self.rounds, hold), from, &hdr, frame_len, src_mac)
                 } else {
                     let (s, dslot) = two_slots(slots, i, d);
                     match (s, dslot) {
                         (Some(s), Some(dslot)) => {
                             let from = FrameSource::Shared(&s.end.tx, frame);
-                            deliver(dslot, (i, self.rounds), from, &hdr, frame_len, src_mac)
+                            deliver(
+                                dslot,
+                                (i, self.rounds, hold),
+                                from,
+                                &hdr,
+                                frame_len,
+                                src_mac,
+                            )
                         }
                         (Some(s), None) => {
                             s.local.no_route += 1;
-                            return;
+                            return Outcome::Done;
                         }
-                        _ => return,
+                        _ => return Outcome::Done,
                     }
                 };
                 if let Some(src) = slots[i].as_mut() {
                     match verdict {
                         Delivery::Ok | Delivery::RxFull => {}
+                        Delivery::Held => return Outcome::Held,
                         Delivery::NotAttached => src.local.not_attached += 1,
                         Delivery::TooBig => src.local.too_big += 1,
                     }
                 }
             }
         }
+        Outcome::Done
     }
 
     /// Run until [`DpMsg::Shutdown`] (or until the control plane drops its sender).
@@ -917,6 +1023,11 @@ impl Switch {
         };
         let mut work = false;
         for s in self.slots.iter_mut().flatten() {
+            if let Some(h) = s.held {
+                // Its receiver's returns ring our bell; no return within the hold, and
+                // the frame is dropped on time.
+                timeout = timeout.min(MAX_HOLD.saturating_sub(h.since.elapsed()));
+            }
             if let (Some(b), Some(now)) = (s.bucket.as_mut(), now) {
                 b.refill(now);
                 if !b.may_send() {
@@ -1156,17 +1267,54 @@ mod tests {
         let sb = r.stats[1].load();
         assert_eq!((sb.rx_frames, sb.rx_bytes), (1, f.len() as u64));
 
-        // Fill b's RX channel (64 buffers): the rest are rx_full on b.
-        for _ in 0..3 {
-            for _ in 0..40 {
+        // Fill b's RX channel (64 buffers). The next frame waits for room, and a's later
+        // frames wait in a's ring behind it; nothing is dropped while b reads.
+        let send_n = |a: &mut ServicePipeEnd, n: usize| {
+            for _ in 0..n {
                 assert!(a.tx.send_copy(&ipv4_frame(ia, ib, 10)));
             }
             a.tx.flush();
-            while r.sw.round() > 0 {}
-        }
+        };
+        send_n(&mut a, 64);
+        while r.sw.round() > 0 {}
+        send_n(&mut a, 10);
+        while r.sw.round() > 0 {}
         let sb = r.stats[1].load();
-        assert_eq!(sb.rx_frames, 1 + 64);
-        assert_eq!(sb.rx_full, 120 - 64);
+        assert_eq!((sb.rx_frames, sb.rx_full), (1 + 64, 0));
+        assert_eq!(recv_all(&mut b).len(), 64);
+        while r.sw.round() > 0 {}
+        let sb = r.stats[1].load();
+        assert_eq!((sb.rx_frames, sb.rx_full), (1 + 74, 0));
+        assert_eq!(
+            r.stats[0].load().tx_frames,
+            8 + 74,
+            "a held frame counts once"
+        );
+
+        // b stops reading: a frame that waited MAX_HOLD is dropped (rx_full), b is
+        // stalled and frames to it are dropped at once, until b takes one again.
+        send_n(&mut a, 54 + 5);
+        while r.sw.round() > 0 {}
+        assert_eq!(r.stats[1].load().rx_full, 0);
+        std::thread::sleep(MAX_HOLD + Duration::from_millis(1));
+        while r.sw.round() > 0 {}
+        let sb = r.stats[1].load();
+        assert_eq!((sb.rx_frames, sb.rx_full), (1 + 74 + 54, 5));
+        assert_eq!(recv_all(&mut b).len(), 64);
+        send_n(&mut a, 64);
+        while r.sw.round() > 0 {}
+        send_n(&mut a, 1);
+        while r.sw.round() > 0 {}
+        let sb = r.stats[1].load();
+        assert_eq!(
+            (sb.rx_frames, sb.rx_full),
+            (1 + 74 + 54 + 64, 5),
+            "waits again"
+        );
+        assert_eq!(recv_all(&mut b).len(), 64);
+        while r.sw.round() > 0 {}
+        assert_eq!(r.stats[1].load().rx_frames, 1 + 74 + 54 + 65);
+        recv_all(&mut b);
 
         // Removing b: frames to it are no_route now.
         let (done_tx, done_rx) = mpsc::sync_channel(1);
