@@ -150,6 +150,8 @@ enum Attempt {
 /// The switch state owned by the data-path thread.
 pub struct Switch {
     slots: Vec<Option<Slot>>,
+    /// [`MAX_HOLD`] (tests shorten or lengthen it).
+    max_hold: Duration,
     by_ip: HashMap<u32, usize>,
     /// Gateway address → number of pipes using it.
     gateways: HashMap<u32, u32>,
@@ -257,6 +259,8 @@ impl NicPort {
 fn quarantine_if_broken(i: usize, s: &mut Slot) {
     if !s.broken && s.end.is_broken() {
         s.broken = true;
+        // Its memory is no one's business any more: not even a held buffer's return.
+        s.held = None;
         s.local.broken = 1;
         s.stats.publish(&s.local);
         log::warn!(
@@ -264,6 +268,19 @@ fn quarantine_if_broken(i: usize, s: &mut Slot) {
              pipe quarantined (remove it with pipe rm)",
             std::net::Ipv4Addr::from(s.ip)
         );
+    }
+}
+
+/// Drop `s`'s held frame, if any, and give its buffer back (the pipe goes away, or the
+/// master stops): a later owner of the pipe must find every buffer returned.
+fn release_held(s: &mut Slot) {
+    if let Some(h) = s.held.take() {
+        if !s.broken {
+            s.end.tx.give_back(h.frame.buf);
+            s.end.tx.flush();
+        }
+        s.local.rx_full += 1;
+        s.dirty = true;
     }
 }
 
@@ -299,6 +316,7 @@ impl Switch {
     pub fn new(msgs: Receiver<DpMsg>, bell: Arc<Doorbell>) -> Self {
         Switch {
             slots: Vec::new(),
+            max_hold: MAX_HOLD,
             by_ip: HashMap::new(),
             gateways: HashMap::new(),
             local_nets: Vec::new(),
@@ -497,9 +515,10 @@ impl Switch {
     }
 
     fn remove(&mut self, slot: usize) {
-        let Some(s) = self.slots.get_mut(slot).and_then(Option::take) else {
+        let Some(mut s) = self.slots.get_mut(slot).and_then(Option::take) else {
             return;
         };
+        release_held(&mut s);
         if self.by_ip.get(&s.ip) == Some(&slot) {
             self.by_ip.remove(&s.ip);
             if let Some(port) = self.nic.as_mut() {
@@ -790,19 +809,14 @@ impl Switch {
     }
 
     /// Switch one frame taken from slot `i`'s TX channel (the caller gives its buffer back).
-    /// Try again to deliver pipe `i`'s held frame. `None` if it must wait on (its
-    /// destination is still full): the pipe's later frames wait too. `Some(delivered)`
-    /// once it is done with (delivered, or dropped after [`MAX_HOLD`], or its pipe
-    /// quarantined): the pipe goes on with its ring.
+    /// Try again to deliver pipe `i`'s held frame. `None` if it still waits (its
+    /// destination is still full; the pipe's later frames wait too) or the pipe is gone.
+    /// `Some(retried)` once it is done with (delivered or dropped; `retried`: on a retry
+    /// before the hold ran out): the pipe goes on with its ring.
     fn retry_held(&mut self, i: usize) -> Option<bool> {
         let src = self.slots[i].as_mut()?;
         let held = src.held?;
-        if src.broken {
-            // Its memory is no one's business any more: not even the buffer's return.
-            src.held = None;
-            return None;
-        }
-        let attempt = if held.since.elapsed() >= MAX_HOLD {
+        let attempt = if held.since.elapsed() >= self.max_hold {
             Attempt::Last
         } else {
             Attempt::Retry
@@ -812,10 +826,13 @@ impl Switch {
         }
         let src = self.slots[i].as_mut()?;
         src.held = None;
+        src.dirty = true;
         src.end.tx.give_back(held.frame.buf);
         Some(attempt == Attempt::Retry)
     }
 
+    /// Switch one frame from pipe `i`'s TX channel: verify it, answer ARP, deliver it to
+    /// another pipe or send it out of the NIC.
     fn process(&mut self, i: usize, frame: RxFrame, attempt: Attempt) -> Outcome {
         let slots = &mut self.slots;
         let Some(src) = slots[i].as_mut() else {
@@ -978,6 +995,7 @@ impl Switch {
         }
         // Publish final counters.
         for s in self.slots.iter_mut().flatten() {
+            release_held(s);
             s.stats.publish(&s.local);
         }
         log::debug!("data path: stopped");
@@ -1023,10 +1041,14 @@ impl Switch {
         };
         let mut work = false;
         for s in self.slots.iter_mut().flatten() {
+            if s.broken {
+                continue;
+            }
             if let Some(h) = s.held {
-                // Its receiver's returns ring our bell; no return within the hold, and
-                // the frame is dropped on time.
-                timeout = timeout.min(MAX_HOLD.saturating_sub(h.since.elapsed()));
+                // Its ring waits behind the held frame: no work until the destination
+                // returns buffers (which rings our bell) or the hold runs out.
+                timeout = timeout.min(self.max_hold.saturating_sub(h.since.elapsed()));
+                continue;
             }
             if let (Some(b), Some(now)) = (s.bucket.as_mut(), now) {
                 b.refill(now);
@@ -1275,6 +1297,7 @@ mod tests {
             }
             a.tx.flush();
         };
+        r.sw.max_hold = Duration::from_secs(3600); // no hold runs out by accident
         send_n(&mut a, 64);
         while r.sw.round() > 0 {}
         send_n(&mut a, 10);
@@ -1296,8 +1319,9 @@ mod tests {
         send_n(&mut a, 54 + 5);
         while r.sw.round() > 0 {}
         assert_eq!(r.stats[1].load().rx_full, 0);
-        std::thread::sleep(MAX_HOLD + Duration::from_millis(1));
+        r.sw.max_hold = Duration::ZERO;
         while r.sw.round() > 0 {}
+        r.sw.max_hold = Duration::from_secs(3600);
         let sb = r.stats[1].load();
         assert_eq!((sb.rx_frames, sb.rx_full), (1 + 74 + 54, 5));
         assert_eq!(recv_all(&mut b).len(), 64);
