@@ -108,7 +108,8 @@ struct Slot {
     /// later frames wait in its ring behind it (see [`Switch::retry_held`]).
     held: Option<HeldFrame>,
     /// A frame to this pipe waited [`MAX_HOLD`] for room and was dropped: frames to it
-    /// are dropped at once again until it takes one (see `deliver::Hold`).
+    /// are dropped at once again until a quarter of its buffers are free (see
+    /// `deliver::Hold`).
     stalled: bool,
 }
 
@@ -123,8 +124,9 @@ struct HeldFrame {
 /// (`rx_full`). Waiting instead of dropping at once: with thousands of connections each
 /// with a request in flight, a closed loop has more frames in flight than a pipe's ring
 /// holds, and every drop costs a TCP retransmission timeout; held frames leave the
-/// sender's buffers lent, so the sender's own stack holds its segments back. Bounded, so
-/// a receiver that stops reading delays its senders' other traffic by at most this.
+/// sender's buffers lent, so the sender's own stack holds its segments back. Bounded, and
+/// once per stall of the receiver (`Slot::stalled`), so a receiver that stops reading
+/// delays its senders' other traffic by at most this each time it stalls.
 pub const MAX_HOLD: Duration = Duration::from_millis(2);
 
 /// What became of a frame taken from a pipe's TX channel.
