@@ -191,6 +191,16 @@ pub struct TcpId {
     generation: u64,
 }
 
+impl TcpId {
+    /// A small number naming this connection among the engine's open sockets; a new
+    /// socket may get it once this one is closed. For an app's table of connections: a
+    /// vector indexed by it touches one entry per lookup where a hash map hashes and
+    /// probes (keep the id in the entry to tell a reused number apart).
+    pub fn index(&self) -> usize {
+        self.handle.index()
+    }
+}
+
 /// A UDP socket of this engine (from [`Engine::udp_bind`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct UdpId {
@@ -205,32 +215,29 @@ pub type SocketId = TcpId;
 /// app returned [`Control::Exit`]; the rest are reset.
 pub const EXIT_GRACE: Duration = Duration::from_millis(200);
 
-/// Hashes a socket handle (a small index) with one multiply instead of SipHash: the
-/// lookup sits on every read and write, and handles are ours, not an attacker's keys.
-#[derive(Clone, Copy, Default)]
-struct HandleHash;
-
+/// The generation the app may name each socket by, indexed by the socket's slot (0: the
+/// app may not name it). A vector, not a hash map: the lookup sits on every read and
+/// write, and slots are small and dense.
 #[derive(Default)]
-struct HandleHasher(u64);
+struct Records(Vec<u64>);
 
-impl std::hash::Hasher for HandleHasher {
-    fn finish(&self) -> u64 {
-        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) ^ u64::from(b);
+impl Records {
+    fn insert(&mut self, h: SocketHandle, generation: u64) {
+        let i = h.index();
+        if i >= self.0.len() {
+            self.0.resize(i + 1, 0);
         }
+        self.0[i] = generation;
     }
-    fn write_usize(&mut self, n: usize) {
-        self.0 ^= n as u64;
-    }
-}
 
-impl std::hash::BuildHasher for HandleHash {
-    type Hasher = HandleHasher;
-    fn build_hasher(&self) -> HandleHasher {
-        HandleHasher::default()
+    fn get(&self, h: SocketHandle) -> Option<u64> {
+        self.0.get(h.index()).copied().filter(|&g| g != 0)
+    }
+
+    fn remove(&mut self, h: SocketHandle) {
+        if let Some(g) = self.0.get_mut(h.index()) {
+            *g = 0;
+        }
     }
 }
 
@@ -314,7 +321,7 @@ pub struct Engine {
     /// Sockets the app closed; freed once smoltcp is done with them.
     closing: Vec<SocketHandle>,
     /// The sockets ids may name, by handle (one lookup per app call; never per frame).
-    records: std::collections::HashMap<SocketHandle, u64, HandleHash>,
+    records: Records,
     next_generation: u64,
     next_port: u16,
     cfg: EngineConfig,
@@ -373,7 +380,7 @@ impl Engine {
             sockets: SocketSet::new(Vec::new()),
             listeners: Vec::new(),
             closing: Vec::new(),
-            records: std::collections::HashMap::default(),
+            records: Records::default(),
             next_generation: 1,
             next_port,
             cfg,
@@ -569,8 +576,8 @@ impl Engine {
 
     /// `Ok` if (`h`, `generation`) names a socket the app has not closed.
     fn check(&self, h: SocketHandle, generation: u64) -> Result<(), NetError> {
-        match self.records.get(&h) {
-            Some(&g) if g == generation => Ok(()),
+        match self.records.get(h) {
+            Some(g) if g == generation => Ok(()),
             _ => Err(NetError::BadSocket),
         }
     }
@@ -618,7 +625,7 @@ impl Engine {
         let mut events = std::mem::take(&mut self.tcp_events);
         self.sockets.take_tcp_events(&mut events);
         out.extend(events.drain(..).filter_map(|handle| {
-            let &generation = self.records.get(&handle)?;
+            let generation = self.records.get(handle)?;
             Some(TcpId { handle, generation })
         }));
         self.tcp_events = events;
@@ -744,6 +751,25 @@ impl Engine {
         s.send_slice(data).map_err(|_| NetError::Closed)
     }
 
+    /// Write without copying into the send buffer: the socket keeps a reference to
+    /// `data` until the peer acknowledges it, and each segment is copied from it straight
+    /// into a frame (one copy per byte instead of two). Returns the bytes queued, as
+    /// [`Engine::write`] (static bytes take up the send buffer as copied ones do). A
+    /// socket holds at most four static slices at a time; beyond that `data` is copied.
+    /// Segments never span a static slice and other bytes, so a response meant to leave
+    /// in one segment is best written as one slice (head and body together).
+    pub fn write_static(&mut self, id: TcpId, data: &'static [u8]) -> Result<usize, NetError> {
+        let s = self.tcp(id)?;
+        if !s.may_send() {
+            return Err(NetError::Closed);
+        }
+        match s.send_static(data) {
+            Ok(0) if !data.is_empty() => s.send_slice(data),
+            r => r,
+        }
+        .map_err(|_| NetError::Closed)
+    }
+
     /// Zero-copy write: `f` fills the contiguous free space of the send buffer and
     /// returns how many bytes it wrote and a result.
     pub fn send_with<R>(
@@ -781,7 +807,7 @@ impl Engine {
     /// The app gave up id `h` (closed or aborted): it names nothing from now on, though
     /// the socket may linger until its FIN exchange ends.
     fn spend(&mut self, h: SocketHandle) {
-        self.records.remove(&h);
+        self.records.remove(h);
     }
 
     /// Sockets closed by the app whose connections are not finished yet (FIN not yet
@@ -854,7 +880,7 @@ impl Engine {
     /// Free a UDP socket; the id is spent.
     pub fn udp_close(&mut self, id: UdpId) -> Result<(), NetError> {
         self.check(id.handle, id.generation)?;
-        self.records.remove(&id.handle);
+        self.records.remove(id.handle);
         self.sockets.remove(id.handle);
         Ok(())
     }
@@ -864,6 +890,17 @@ impl Engine {
     /// One round without the app: fast channels and RX → smoltcp → TX, then publish.
     /// Returns true if anything happened (frames moved or sockets changed).
     pub fn poll(&mut self) -> bool {
+        let received = self.poll_ingress();
+        self.poll_egress() || received
+    }
+
+    /// The first half of [`Engine::poll`]: frames in, each to its socket (and what
+    /// smoltcp answers at once: resets, duplicate ACKs); queued data is not sent. `run`
+    /// lets the app answer before the second half, so an answer carries the ACK of what
+    /// it answers, and a socket that received a request is dispatched once, with its
+    /// answer, not also before it (with nothing to send but a delayed-ACK timer to arm,
+    /// which cost a timer entry per request). True if anything arrived or changed.
+    fn poll_ingress(&mut self) -> bool {
         self.dev.maintain();
         self.sync_path_mtus();
         let before = self.dev.stats;
@@ -871,13 +908,44 @@ impl Engine {
         let ready = self.ready_listeners();
         self.dev.set_syn_budget(ready);
         self.dev.new_rx_burst();
-        let changed = self.iface.poll(now, &mut self.dev, &mut self.sockets);
+        self.iface.poll_maintenance(now);
+        let mut changed = false;
+        loop {
+            match self
+                .iface
+                .poll_ingress_single(now, &mut self.dev, &mut self.sockets)
+            {
+                smoltcp::iface::PollIngressSingleResult::None => break,
+                smoltcp::iface::PollIngressSingleResult::PacketProcessed => {}
+                smoltcp::iface::PollIngressSingleResult::SocketStateChanged => changed = true,
+            }
+        }
+        let after = self.dev.stats;
+        changed
+            || after.rx_pipe_frames != before.rx_pipe_frames
+            || after.rx_fc_frames != before.rx_fc_frames
+            || after.tx_pipe_frames != before.tx_pipe_frames
+            || after.tx_fc_frames != before.tx_fc_frames
+    }
+
+    /// The second half of [`Engine::poll`]: send what the sockets have queued (and what
+    /// their timers call for), publish the frames, free closed sockets. True if anything
+    /// was sent or changed.
+    fn poll_egress(&mut self) -> bool {
+        let before = self.dev.stats;
+        let now = self.now();
+        let mut changed = false;
+        while self
+            .iface
+            .poll_egress(now, &mut self.dev, &mut self.sockets)
+            == smoltcp::iface::PollResult::SocketStateChanged
+        {
+            changed = true;
+        }
         self.dev.flush();
         self.reap_closed();
         let after = self.dev.stats;
-        changed == smoltcp::iface::PollResult::SocketStateChanged
-            || after.rx_pipe_frames != before.rx_pipe_frames
-            || after.rx_fc_frames != before.rx_fc_frames
+        changed
             || after.tx_pipe_frames != before.tx_pipe_frames
             || after.tx_fc_frames != before.tx_fc_frames
     }
@@ -963,7 +1031,8 @@ impl Engine {
         let mut last_busy = std::time::Instant::now();
         let mut spins = 0u32;
         loop {
-            let mut busy = self.poll();
+            // Frames in, the app, frames out: what the app answers leaves in this round.
+            let mut busy = self.poll_ingress();
             if terminate_requested() {
                 self.close_all(Duration::from_secs(1));
                 return;
@@ -992,7 +1061,7 @@ impl Engine {
                 self.close_all(EXIT_GRACE);
                 return;
             }
-            busy |= self.poll();
+            busy |= self.poll_egress();
             let now = std::time::Instant::now();
             if busy {
                 last_busy = now;

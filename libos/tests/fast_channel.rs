@@ -103,6 +103,86 @@ fn a_fast_channel_larger_than_the_pipes_carries_larger_segments() {
     drop(root);
 }
 
+/// A large body sent with `write_static` after a copied head, handed over in parts as the
+/// send buffer frees (as dn-httpd streams a big file): the client gets every byte, and
+/// the body leaves in full-size segments. (That each part extends the queued slice is
+/// checked in smoltcp's `send_queue` tests.)
+#[test]
+fn a_large_static_body_after_a_copied_head_arrives_whole_in_full_segments() {
+    let (root, a, mut server, mut client) = fc_engines("fc-static");
+    const HEAD: &[u8] = b"HEAD\n";
+    let total = 2 << 20;
+    let body: &'static [u8] = Box::leak(
+        (0..total)
+            .map(|i| (i * 13 + i / 509) as u8)
+            .collect::<Vec<u8>>()
+            .into_boxed_slice(),
+    );
+    let srv = std::thread::spawn(move || {
+        let (mut head_sent, mut sent, mut calls) = (0, 0, 0);
+        let mut closed = false;
+        serve_one(&mut server, |e, id| {
+            if closed {
+                return if e.closing_count() == 0 {
+                    Control::Exit
+                } else {
+                    Control::Continue
+                };
+            }
+            if head_sent < HEAD.len() {
+                head_sent += e.write(id, &HEAD[head_sent..]).unwrap();
+            }
+            if head_sent == HEAD.len() && sent < total {
+                let n = e.write_static(id, &body[sent..]).unwrap();
+                sent += n;
+                calls += usize::from(n > 0);
+            }
+            if sent == total {
+                // Graceful: the FIN follows the queued bytes; wait for it to be acknowledged.
+                let _ = e.close(id);
+                closed = true;
+            }
+            Control::Continue
+        });
+        (server.device().stats, calls)
+    });
+    let id = client.connect(SocketAddrV4::new(a.ipv4, 7)).unwrap();
+    let mut got = Vec::with_capacity(HEAD.len() + total);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    client.run(|e| {
+        if Instant::now() > deadline {
+            return Control::Exit;
+        }
+        let _ = e.recv_with(id, |d| {
+            got.extend_from_slice(d);
+            (d.len(), ())
+        });
+        if got.len() == HEAD.len() + total {
+            let _ = e.close(id);
+            return Control::Exit;
+        }
+        Control::Continue
+    });
+    let (sstats, calls) = srv.join().unwrap();
+    assert_eq!(got.len(), HEAD.len() + total, "body incomplete");
+    assert!(
+        got[..HEAD.len()] == *HEAD && got[HEAD.len()..] == *body,
+        "bytes differ"
+    );
+    assert!(
+        calls > 4,
+        "the body went in {calls} parts: the test needs several"
+    );
+    // 2 MiB in 8,960-byte segments: 235, plus the head's, the handshake's and the close.
+    let segments = total.div_ceil(8960) as u64;
+    assert!(
+        sstats.tx_fc_frames <= segments + 20,
+        "{} frames for {segments} full segments ({calls} parts)",
+        sstats.tx_fc_frames
+    );
+    drop(root);
+}
+
 /// A segment larger than the pipe's buffers whose route guess was the pipe (the last
 /// frame went there) is built aside and copied onto the channel, not dropped.
 #[test]
@@ -121,6 +201,26 @@ fn a_segment_too_large_for_the_guessed_pipe_still_goes_out_on_the_channel() {
     drop(root);
 }
 
+/// Run `server` with a listener on port 7: `f` gets the first connection accepted, each
+/// round, until it returns [`Control::Exit`] (or 60 s pass).
+fn serve_one(server: &mut Engine, mut f: impl FnMut(&mut Engine, docknet::TcpId) -> Control) {
+    let l = server.listen(7, 4).unwrap();
+    let mut conn = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    server.run(|e| {
+        if Instant::now() > deadline {
+            return Control::Exit;
+        }
+        if conn.is_none() {
+            conn = e.accept(l);
+        }
+        match conn {
+            Some(id) => f(e, id),
+            None => Control::Continue,
+        }
+    });
+}
+
 /// Echo 4 MiB from `client` to a server on `server_ip` over their fast channel (no
 /// master) byte-exact, check that no fault was seen, and return the client's and the
 /// server's device counters (the server's engine is dropped). With `pipe_every: Some(k)`
@@ -133,38 +233,24 @@ fn echo_4mib(
     pipe_every: Option<usize>,
 ) -> (docknet::device::DeviceStats, docknet::device::DeviceStats) {
     let srv = std::thread::spawn(move || {
-        let l = server.listen(7, 4).unwrap();
-        let mut conn = None;
         let mut buf = vec![0u8; 65536];
         let (mut pending, mut start) = (0usize, 0usize);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        server.run(|e| {
-            if Instant::now() > deadline {
-                return Control::Exit;
-            }
-            if conn.is_none() {
-                conn = e.accept(l);
-            }
-            let Some(id) = conn else {
-                return Control::Continue;
-            };
-            loop {
-                if start < pending {
-                    match e.write(id, &buf[start..pending]) {
-                        Ok(n) => start += n,
-                        Err(_) => return Control::Exit,
-                    }
-                    if start < pending {
-                        return Control::Continue;
-                    }
+        serve_one(&mut server, |e, id| loop {
+            if start < pending {
+                match e.write(id, &buf[start..pending]) {
+                    Ok(n) => start += n,
+                    Err(_) => return Control::Exit,
                 }
-                match e.read(id, &mut buf) {
-                    Ok(0) => return Control::Continue,
-                    Ok(n) => (start, pending) = (0, n),
-                    Err(_) => {
-                        let _ = e.close(id);
-                        return Control::Exit;
-                    }
+                if start < pending {
+                    return Control::Continue;
+                }
+            }
+            match e.read(id, &mut buf) {
+                Ok(0) => return Control::Continue,
+                Ok(n) => (start, pending) = (0, n),
+                Err(_) => {
+                    let _ = e.close(id);
+                    return Control::Exit;
                 }
             }
         });

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
-use crate::{Entry, Site, Variant};
+use crate::{full_response, Entry, Site, Variant};
 
 /// Items of the generated module that do not depend on the site.
 const PRELUDE: &str = r#"
@@ -23,6 +23,10 @@ pub struct Variant {
     /// and for files with compressed variants `Vary: Accept-Encoding` (and
     /// `Content-Encoding`).
     pub header: &'static [u8],
+    /// The whole response to a GET on a persistent HTTP/1.1 connection: `header`,
+    /// `Accept-Ranges: bytes` for a 200, the empty line and `body`, ready to send as it
+    /// is; empty for a body over makefsdata's `RESPONSE_MAX_BODY` (16 KiB).
+    pub response: &'static [u8],
 }
 
 /// A file of the site.
@@ -127,17 +131,21 @@ pub(crate) fn write<W: Write, B: Write>(
     )?;
     out.write_all(PRELUDE.as_bytes())?;
 
-    // Distinct bodies, numbered in order of first use.
+    // Whole responses of the variants that have one, in the order of the variants.
+    let all = || site.files().iter().chain(site.not_found());
+    let responses: Vec<Vec<u8>> = all()
+        .flat_map(|e| e.variants().map(move |v| (e.status, v)))
+        .filter_map(|(status, v)| full_response(status, v))
+        .collect();
+    // Distinct bodies and responses, numbered in order of first use.
     let mut ids: BTreeMap<&[u8], usize> = BTreeMap::new();
     let mut order: Vec<&[u8]> = Vec::new();
-    let all = site.files().iter().chain(site.not_found());
-    for e in all {
-        for v in e.variants() {
-            ids.entry(&v.body).or_insert_with(|| {
-                order.push(&v.body);
-                order.len() - 1
-            });
-        }
+    let bodies = all().flat_map(|e| e.variants().map(|v| v.body.as_slice()));
+    for bytes in bodies.chain(responses.iter().map(Vec::as_slice)) {
+        ids.entry(bytes).or_insert_with(|| {
+            order.push(bytes);
+            order.len() - 1
+        });
     }
 
     writeln!(out)?;
@@ -210,12 +218,12 @@ fn write_entry(
     writeln!(out, "        cache_control: {:?},", e.cache_control)?;
     writeln!(out, "        is_dir_index: {},", e.is_dir_index)?;
     write!(out, "        identity: ")?;
-    write_variant(out, &e.identity, ids, ",")?;
+    write_variant(out, e.status, &e.identity, ids, ",")?;
     for (name, v) in [("gzip", &e.gzip), ("br", &e.br)] {
         match v {
             Some(v) => {
                 write!(out, "        {name}: Some(")?;
-                write_variant(out, v, ids, "),")?;
+                write_variant(out, e.status, v, ids, "),")?;
             }
             None => writeln!(out, "        {name}: None,")?,
         }
@@ -225,6 +233,7 @@ fn write_entry(
 
 fn write_variant(
     out: &mut impl Write,
+    status: u16,
     v: &Variant,
     ids: &BTreeMap<&[u8], usize>,
     end: &str,
@@ -236,6 +245,10 @@ fn write_variant(
     write!(out, "            header: ")?;
     write_bytes(out, &v.header)?;
     writeln!(out, ",")?;
+    match full_response(status, v) {
+        Some(r) => writeln!(out, "            response: MFSD_D{},", ids[r.as_slice()])?,
+        None => writeln!(out, "            response: &[],")?,
+    }
     writeln!(out, "        }}{end}")
 }
 

@@ -499,6 +499,30 @@ fn not_found_entry(page: &Entry) -> Entry {
     e
 }
 
+/// Bodies up to this size also get a whole response built in ([`full_response`]): for
+/// them a separate head would be a segment of its own or a copy; a larger body's head is
+/// a small share of its segments.
+pub const RESPONSE_MAX_BODY: usize = 16 * 1024;
+
+/// The whole response to a GET on a persistent HTTP/1.1 connection, as dn-httpd sends
+/// it: `v.header`, `Accept-Ranges: bytes` if `status` is 200 (bodies are in memory, and
+/// dn-httpd serves single byte ranges of them), the empty line, then the body. `None`
+/// for a body over [`RESPONSE_MAX_BODY`]. The generated module holds it as
+/// `Variant::response`, so the server can send it without building or copying a head.
+pub fn full_response(status: u16, v: &Variant) -> Option<Vec<u8>> {
+    if v.body.len() > RESPONSE_MAX_BODY {
+        return None;
+    }
+    let mut r = Vec::with_capacity(v.header.len() + 24 + v.body.len());
+    r.extend_from_slice(&v.header);
+    if status == 200 {
+        r.extend_from_slice(b"Accept-Ranges: bytes\r\n");
+    }
+    r.extend_from_slice(b"\r\n");
+    r.extend_from_slice(&v.body);
+    Some(r)
+}
+
 struct HeaderFields<'a> {
     status: u16,
     content_type: &'a str,

@@ -318,3 +318,27 @@ fn build_writes_module_and_returns_stats() {
     build_with(d.path(), &rs, &opts(Some(0))).unwrap();
     assert_eq!(fs::metadata(&rs).unwrap().modified().unwrap(), t);
 }
+
+#[test]
+fn whole_responses_for_small_bodies_only() {
+    let d = site_dir();
+    fs::write(d.path().join("big.bin"), vec![1u8; RESPONSE_MAX_BODY + 1]).unwrap();
+    fs::write(d.path().join("edge.bin"), vec![2u8; RESPONSE_MAX_BODY]).unwrap();
+    let site = Site::scan_with(d.path(), &opts(Some(784_111_777))).unwrap();
+    let file = |p: &str| site.files().iter().find(|e| e.path == p).unwrap();
+    let tiny = &file("/tiny.txt").identity;
+    let mut want = tiny.header.clone();
+    want.extend_from_slice(b"Accept-Ranges: bytes\r\n\r\nx");
+    assert_eq!(full_response(200, tiny), Some(want));
+    assert!(full_response(200, &file("/edge.bin").identity).is_some());
+    assert_eq!(full_response(200, &file("/big.bin").identity), None);
+    // A 404 does not offer ranges.
+    let nf = &site.not_found().unwrap().identity;
+    let mut want = nf.header.clone();
+    want.extend_from_slice(b"\r\n");
+    want.extend_from_slice(&nf.body);
+    assert_eq!(full_response(404, nf), Some(want));
+    // The generated module holds them (and only one copy of each).
+    let src = String::from_utf8(gen(d.path(), &opts(Some(784_111_777)))).unwrap();
+    assert_eq!(src.matches("response: &[]").count(), 1, "big.bin only");
+}

@@ -42,6 +42,10 @@ fn dump(out: &str, n: usize, f: &site::File) -> String {
         std::fs::write(format!("{out}/{n}.{}", v.encoding), v.body).unwrap();
         std::fs::write(format!("{out}/{n}.{}.hdr", v.encoding), v.header).unwrap();
         write!(line, " {}={}", v.encoding, v.etag).unwrap();
+        // The built-in whole response: what a server assembles for a keep-alive GET.
+        let ranges: &[u8] = if f.status == 200 { b"Accept-Ranges: bytes\r\n" } else { b"" };
+        let whole = [v.header, ranges, b"\r\n", v.body].concat();
+        assert_eq!(v.response, whole.as_slice(), "{} {}", f.path, v.encoding);
     }
     line
 }

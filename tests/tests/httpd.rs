@@ -229,6 +229,57 @@ fn httpd_serves_the_sample_site_over_tap() {
     assert_eq!(r.status, 301, "{}", r.head_text());
     assert_eq!(r.header("location"), Some("/docs/"));
 
+    // (g) A keep-alive HTTP/1.1 GET is answered with the response built in at compile
+    // time (sent without copying); it must be byte for byte what the server assembles
+    // for the same GET with `Connection: close`, less that line. Three pipelined on one
+    // connection (several pre-built responses queued in one socket at once), for every
+    // file, its gzip variant and the 404 page.
+    {
+        use docknet_tests::httpd::{exchange, find, lossy, parse_response};
+        use std::time::Duration;
+        let mut cases: Vec<(String, &str)> = files.iter().map(|(p, _)| (p.clone(), "")).collect();
+        cases.push(("/style.css".into(), "Accept-Encoding: gzip\r\n"));
+        cases.push(("/no/such/page.html".into(), ""));
+        for (path, extra) in &cases {
+            let get = format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra}");
+            let request = format!("{get}\r\n{get}\r\n{get}Connection: close\r\n\r\n");
+            let r = exchange(
+                ns,
+                s.addr(),
+                request.as_bytes(),
+                3,
+                true,
+                Duration::from_secs(5),
+            );
+            assert_eq!(r.responses.len(), 3, "GET {path} x3: {:?}", r.statuses());
+            let mut raw: Vec<&[u8]> = Vec::new();
+            let mut at = 0;
+            while let Some((_, n)) = parse_response(&r.bytes[at..], false) {
+                raw.push(&r.bytes[at..at + n]);
+                at += n;
+            }
+            let line: &[u8] = b"Connection: close\r\n";
+            let cut = find(raw[2], line).expect("the last response says Connection: close");
+            let assembled = [&raw[2][..cut], &raw[2][cut + line.len()..]].concat();
+            let head = |b: &[u8]| lossy(&b[..find(b, b"\r\n\r\n").map_or(b.len(), |e| e + 4)]);
+            for (i, built) in raw[..2].iter().enumerate() {
+                assert!(
+                    *built == assembled,
+                    "GET {path} {extra:?} #{i}: pre-built response differs ({} vs {} bytes):\n{}---\n{}",
+                    built.len(),
+                    assembled.len(),
+                    head(built),
+                    head(&assembled)
+                );
+            }
+            assert!(r.closed, "GET {path}: not closed after Connection: close");
+        }
+        eprintln!(
+            "[httpd] pre-built responses equal assembled ones ({} cases)",
+            cases.len()
+        );
+    }
+
     assert!(s.httpd_alive(), "dn-httpd exited:\n{}", s.logs());
 }
 

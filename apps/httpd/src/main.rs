@@ -17,7 +17,6 @@
 
 mod http;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -65,6 +64,11 @@ struct Cli {
     tx_buffer: usize,
 }
 
+/// A body after a head of its own is sent without copying (`Engine::write_static`) only
+/// above this size; below it, head and body share segments. (Small files' usual responses
+/// are pre-built whole: no head of their own.)
+const STATIC_BODY_MIN: usize = 16 * 1024;
+
 /// One client connection.
 struct Conn {
     id: SocketId,
@@ -87,6 +91,57 @@ struct Conn {
 impl Conn {
     fn sending(&self) -> bool {
         self.head_sent < self.head.len() || self.body_sent < self.body.len()
+    }
+}
+
+/// Open connections by [`SocketId::index`]: a vector, so finding one touches its entry
+/// alone (no hashing, no probing); at 10,000 connections that entry is a cache miss.
+#[derive(Default)]
+struct Conns {
+    slots: Vec<Option<Conn>>,
+    len: usize,
+}
+
+impl Conns {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn insert(&mut self, c: Conn) {
+        let i = c.id.index();
+        if i >= self.slots.len() {
+            self.slots.resize_with(i + 1, || None);
+        }
+        if self.slots[i].replace(c).is_none() {
+            self.len += 1;
+        }
+    }
+
+    /// The connection `id` names (not a later one that reuses its index).
+    fn get_mut(&mut self, id: SocketId) -> Option<&mut Conn> {
+        self.slots
+            .get_mut(id.index())?
+            .as_mut()
+            .filter(|c| c.id == id)
+    }
+
+    fn remove(&mut self, id: SocketId) {
+        if let Some(slot) = self.slots.get_mut(id.index()) {
+            if slot.as_ref().is_some_and(|c| c.id == id) {
+                *slot = None;
+                self.len -= 1;
+            }
+        }
+    }
+
+    /// Keep the connections for which `keep` is true.
+    fn retain(&mut self, mut keep: impl FnMut(&mut Conn) -> bool) {
+        for slot in &mut self.slots {
+            if slot.as_mut().is_some_and(|c| !keep(c)) {
+                *slot = None;
+                self.len -= 1;
+            }
+        }
     }
 }
 
@@ -117,9 +172,9 @@ fn serve(engine: &mut Engine, cli: &Cli) -> AppResult {
     let idle = Duration::from_secs(cli.idle_timeout_s);
     let header_timeout = Duration::from_secs(cli.header_timeout_s);
     let work = Duration::from_micros(cli.work_us);
-    // Connections by id; each round visits only those the engine lists as ready (and
-    // new ones), so a round costs the same at 10 connections as at 10,000.
-    let mut conns: HashMap<SocketId, Conn> = HashMap::new();
+    // Each round visits only the connections the engine lists as ready (and new ones),
+    // so a round costs the same at 10 connections as at 10,000.
+    let mut conns = Conns::default();
     let mut ready: Vec<SocketId> = Vec::new();
     let mut scratch = Scratch::new();
     let mut last_sweep = Instant::now();
@@ -146,21 +201,21 @@ fn serve(engine: &mut Engine, cli: &Cli) -> AppResult {
             // At once: its first request may have come with the handshake, before the
             // engine could list it as ready.
             if step(e, &mut c, &limits, work, now, &mut scratch) {
-                conns.insert(id, c);
+                conns.insert(c);
             }
         }
         e.take_ready(&mut ready);
         for id in ready.drain(..) {
-            let Some(c) = conns.get_mut(&id) else {
+            let Some(c) = conns.get_mut(id) else {
                 continue;
             };
             if !step(e, c, &limits, work, now, &mut scratch) {
-                conns.remove(&id);
+                conns.remove(id);
             }
         }
         if now.duration_since(last_sweep) > Duration::from_millis(250) {
             last_sweep = now;
-            conns.retain(|_, c| {
+            conns.retain(|c| {
                 // A request head that does not complete in time (only while we wait for
                 // one: a pipelined request waiting behind a response is not slow).
                 if !c.sending()
@@ -180,7 +235,7 @@ fn serve(engine: &mut Engine, cli: &Cli) -> AppResult {
                 true
             });
         }
-        if !conns.is_empty() {
+        if conns.len() > 0 {
             e.wake_at(now + Duration::from_millis(250));
         }
         Control::Continue
@@ -224,9 +279,12 @@ fn respond_in_scratch(c: &mut Conn, req: &Request, work: Duration, scratch: &mut
 /// Write the head `respond_in_scratch` built; what does not fit waits in `c.head`.
 /// False if the connection is gone.
 fn send_scratch_head(e: &mut Engine, c: &mut Conn, scratch: &mut Vec<u8>, now: Instant) -> bool {
-    let written = e.write(c.id, scratch);
     c.head.clear();
     c.head_sent = 0;
+    if scratch.is_empty() {
+        return true; // a pre-built response: all of it is in `c.body`
+    }
+    let written = e.write(c.id, scratch);
     let ok = match written {
         Ok(n) => {
             // Usually all of it: then nothing of the connection's own buffer is touched.
@@ -268,7 +326,16 @@ fn step(
                 }
             }
             if c.head_sent == c.head.len() && c.body_sent < c.body.len() {
-                match e.write(c.id, &c.body[c.body_sent..]) {
+                // Bodies are compiled in: the socket can send them from where they lie.
+                // A segment does not span copied and static bytes, so a small body after
+                // a copied head is copied too (one segment, not two).
+                let rest = &c.body[c.body_sent..];
+                let written = if c.head.is_empty() || c.body.len() > STATIC_BODY_MIN {
+                    e.write_static(c.id, rest)
+                } else {
+                    e.write(c.id, rest)
+                };
+                match written {
                     Ok(n) => {
                         c.body_sent += n;
                         if n > 0 {
@@ -473,6 +540,20 @@ fn connection_line(h: &mut Vec<u8>, req: &Request, close: bool) {
     }
 }
 
+/// The whole response makefsdata built in for `v`, when it is exactly what `respond`
+/// would assemble: a GET (not HEAD) on a connection that stays open, over HTTP/1.1 (no
+/// `Connection` line), of a body small enough to have one. Sent as it is, without a head
+/// to build or copy.
+fn prebuilt(
+    v: &site::Variant,
+    req: &Request,
+    close_after: bool,
+    head_only: bool,
+) -> Option<&'static [u8]> {
+    let plain = !head_only && !close_after && req.http11;
+    (plain && !v.response.is_empty()).then_some(v.response)
+}
+
 /// Build the response to `req` into the connection's output.
 fn respond(c: &mut Conn, req: &Request) {
     c.head.clear();
@@ -495,6 +576,10 @@ fn respond(c: &mut Conn, req: &Request) {
         match site::NOT_FOUND {
             Some(nf) => {
                 let v = nf.select(req.accepts_gzip, req.accepts_br);
+                if let Some(whole) = prebuilt(v, req, c.close_after, head_only) {
+                    c.body = whole;
+                    return;
+                }
                 c.head.extend_from_slice(v.header);
                 connection_line(&mut c.head, req, c.close_after);
                 c.head.extend_from_slice(b"\r\n");
@@ -570,8 +655,13 @@ fn respond(c: &mut Conn, req: &Request) {
         }
         return;
     }
+    if let Some(whole) = prebuilt(v, req, c.close_after, head_only) {
+        c.body = whole;
+        return;
+    }
     c.head.extend_from_slice(v.header);
     if file.status == 200 {
+        // makefsdata's pre-built responses carry this line too (`full_response`).
         c.head.extend_from_slice(b"Accept-Ranges: bytes\r\n");
     }
     connection_line(&mut c.head, req, c.close_after);

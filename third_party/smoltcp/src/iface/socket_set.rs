@@ -32,6 +32,15 @@ pub(crate) struct Item<'a> {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct SocketHandle(usize);
 
+impl SocketHandle {
+    /// DockNet patch: the slot this handle names in its set: small, dense, and reused for
+    /// a new socket once this one is removed. For tables of the caller's own indexed by
+    /// socket (a vector instead of a hash map).
+    pub fn index(&self) -> usize {
+        self.0
+    }
+}
+
 impl fmt::Display for SocketHandle {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "#{}", self.0)

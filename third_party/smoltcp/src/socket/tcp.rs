@@ -19,6 +19,9 @@ use crate::wire::{
 };
 
 mod congestion;
+mod send_queue;
+
+use send_queue::SendQueue;
 
 macro_rules! tcp_trace {
     ($($arg:expr),*) => (net_log!(trace, $($arg),*));
@@ -561,7 +564,7 @@ pub struct Socket<'a> {
     assembler: Assembler,
     rx_buffer: SocketBuffer<'a>,
     rx_fin_received: bool,
-    tx_buffer: SocketBuffer<'a>,
+    tx_buffer: SendQueue<'a>,
     /// Interval after which, if no inbound packets are received, the connection is aborted.
     timeout: Option<Duration>,
     /// Interval at which keep-alive packets will be sent.
@@ -691,7 +694,7 @@ impl<'a> Socket<'a> {
             probe_at: None,
             tail_loss_probe: false,
             assembler: Assembler::new(),
-            tx_buffer,
+            tx_buffer: SendQueue::new(tx_buffer),
             rx_buffer,
             rx_fin_received: false,
             timeout: None,
@@ -964,7 +967,7 @@ impl<'a> Socket<'a> {
     /// memory can serve another socket (DockNet patch). Their contents are whatever the
     /// connection left there; a new socket only ever reads what was enqueued into it.
     pub fn into_buffers(self) -> (SocketBuffer<'a>, SocketBuffer<'a>) {
-        (self.rx_buffer, self.tx_buffer)
+        (self.rx_buffer, self.tx_buffer.into_ring())
     }
 
     /// Enable or disable Nagle's Algorithm.
@@ -1402,7 +1405,7 @@ impl<'a> Socket<'a> {
 
     fn send_impl<'b, F, R>(&'b mut self, f: F) -> Result<R, SendError>
     where
-        F: FnOnce(&'b mut SocketBuffer<'a>) -> (usize, R),
+        F: FnOnce(&'b mut SendQueue<'a>) -> (usize, R),
     {
         if !self.may_send() {
             return Err(SendError::InvalidState);
@@ -1460,6 +1463,25 @@ impl<'a> Socket<'a> {
     pub fn send_slice(&mut self, data: &[u8]) -> Result<usize, SendError> {
         self.send_impl(|tx_buffer| {
             let size = tx_buffer.enqueue_slice(data);
+            (size, size)
+        })
+    }
+
+    /// DockNet patch: enqueue octets to be sent without copying them into the transmit
+    /// buffer; the socket keeps the reference until the peer acknowledges them.
+    ///
+    /// Returns how many octets (a prefix of `data`) were enqueued: limited by the free
+    /// space of the transmit buffer, which static octets take up as copied ones do, and 0
+    /// while `send_queue::MAX_PIECES` (4) static slices are queued already (then copy
+    /// them with [send_slice](#method.send_slice)); a slice that continues the last one
+    /// queued extends it. Segments are cut so that none spans a static slice and other
+    /// octets: a response sent as one slice goes out in full-size segments. With Nagle's
+    /// algorithm on, a short run before a static slice (a copied head) goes out alone and
+    /// the slice waits for its ACK, as Nagle decides on the whole queue; turn Nagle off
+    /// when mixing copied and static octets (DockNet does).
+    pub fn send_static(&mut self, data: &'static [u8]) -> Result<usize, SendError> {
+        self.send_impl(|tx_buffer| {
+            let size = tx_buffer.enqueue_static(data);
             (size, size)
         })
     }
@@ -7774,6 +7796,66 @@ mod test {
     }
 
     #[test]
+    fn test_send_static_is_sent_in_order_and_released_by_acks() {
+        // DockNet patch (20): static octets between copied ones go out in order, each run
+        // in segments of its own, and leave the queue as the peer acknowledges them.
+        static BODY: &[u8] = b"static body";
+        let mut s = socket_established();
+        s.set_nagle_enabled(false);
+        assert_eq!(s.send_slice(b"HEAD:"), Ok(5));
+        assert_eq!(s.send_static(BODY), Ok(BODY.len()));
+        assert_eq!(s.send_slice(b"!"), Ok(1));
+        assert_eq!(s.send_queue(), 5 + BODY.len() + 1);
+        recv!(
+            s,
+            [
+                TcpRepr {
+                    seq_number: LOCAL_SEQ + 1,
+                    ack_number: Some(REMOTE_SEQ + 1),
+                    payload: &b"HEAD:"[..],
+                    ..RECV_TEMPL
+                },
+                TcpRepr {
+                    seq_number: LOCAL_SEQ + 1 + 5,
+                    ack_number: Some(REMOTE_SEQ + 1),
+                    payload: BODY,
+                    ..RECV_TEMPL
+                },
+                TcpRepr {
+                    seq_number: LOCAL_SEQ + 1 + 5 + BODY.len(),
+                    ack_number: Some(REMOTE_SEQ + 1),
+                    payload: &b"!"[..],
+                    ..RECV_TEMPL
+                }
+            ]
+        );
+        // An ACK in the middle of the static run.
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1 + 5 + 3),
+                ..SEND_TEMPL
+            }
+        );
+        assert_eq!(s.send_queue(), BODY.len() - 3 + 1);
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1 + 5 + BODY.len() + 1),
+                ..SEND_TEMPL
+            }
+        );
+        assert_eq!(s.send_queue(), 0);
+        // Static octets take up the send buffer's room.
+        static BIG: [u8; 100] = [b'x'; 100];
+        let room = s.send_capacity();
+        assert_eq!(s.send_static(&BIG[..]), Ok(100.min(room)));
+        assert_eq!(s.send_slice(&[b'y'; 100]), Ok(room.saturating_sub(100).min(100)));
+    }
+
+    #[test]
     fn test_into_buffers_gives_back_storage() {
         let mut s = socket_established();
         s.send_slice(b"abc").unwrap();
@@ -8817,7 +8899,7 @@ mod test {
     #[test]
     fn test_maximum_segment_size() {
         let mut s = socket_listen();
-        s.tx_buffer = SocketBuffer::new(vec![0; 32767]);
+        s.tx_buffer = SendQueue::new(SocketBuffer::new(vec![0; 32767]));
         send!(
             s,
             TcpRepr {
@@ -10229,7 +10311,7 @@ mod test {
         let mut s = socket_established();
         s.set_nagle_enabled(false);
 
-        s.tx_buffer = SocketBuffer::new(vec![b'.'; 9]);
+        s.tx_buffer = SendQueue::new(SocketBuffer::new(vec![b'.'; 9]));
         assert_eq!(s.send_slice(b"xxxyyy"), Ok(6));
         assert_eq!(s.tx_buffer.dequeue_many(3), &b"xxx"[..]);
         assert_eq!(s.tx_buffer.len(), 3);

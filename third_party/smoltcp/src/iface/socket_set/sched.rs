@@ -13,8 +13,15 @@
 //!   reset), or for a second socket holding a 4-tuple another socket holds.
 //! - **The egress schedule.** A TCP socket is dispatched only if it is *ready* (reached
 //!   mutably by the caller, added, processed a segment, still had something to send, or
-//!   waits for a neighbor) or its timer (`poll_at`) is due; timers sit in a min-heap with
-//!   lazy deletion (an entry counts only while it matches the socket's `Sched::timer_at`).
+//!   waits for a neighbor) or its timer (`poll_at`) is due. Timers sit in a min-heap
+//!   with lazy deletion, and a socket keeps at most one entry that counts (PATCHES.md (22))
+//!   (`Sched::queued_at`): a later deadline does not add an entry while an earlier one is
+//!   queued; when that entry comes due, the socket is made ready if its deadline
+//!   (`Sched::timer_at`) has come, else its entry moves to the deadline. A connection
+//!   that re-arms its retransmission timer with every request thus costs a heap entry per
+//!   timeout period, not per request, and the heap holds about one entry per socket
+//!   (with an entry per request, at 10,000 connections it outgrew the cache and each
+//!   pop missed at every level).
 //!   Other sockets (UDP, ICMP, ...) are dispatched every egress, as upstream.
 //! - **TCP events.** Sockets that processed a segment, or whose state changed while they
 //!   were dispatched, are listed once until `SocketSet::take_tcp_events`: what a
@@ -49,8 +56,11 @@ pub(crate) struct Sched {
     ready: bool,
     /// Listed in `SchedSet::unindexed`.
     unindexed: bool,
-    /// The deadline of this socket's valid entry in `SchedSet::timers`.
+    /// When this socket's `poll_at` is due, if at a time.
     timer_at: Option<Instant>,
+    /// The time of this socket's entry in `SchedSet::timers` that counts (at most one;
+    /// never later than `timer_at`). Other entries of it there are stale.
+    queued_at: Option<Instant>,
     /// Listed in `SchedSet::events`.
     event: bool,
 }
@@ -72,7 +82,7 @@ pub(crate) struct SchedSet {
     /// How many more of `ready` the current egress may take (each socket at most once
     /// per egress, as upstream).
     egress_left: usize,
-    /// TCP sockets' next `poll_at` times.
+    /// TCP sockets' timer entries (see `Sched::queued_at`).
     timers: BinaryHeap<Reverse<(Instant, SocketHandle)>>,
     /// Sockets other than TCP, in the order they were added.
     others: Vec<SocketHandle>,
@@ -348,11 +358,25 @@ impl<'a> SocketSet<'a> {
                 break;
             }
             self.sched.timers.pop();
-            if let Some(item) = slot(&mut self.sockets, h) {
-                if item.meta.sched.timer_at == Some(at) {
-                    item.meta.sched.timer_at = None;
+            let Some(item) = slot(&mut self.sockets, h) else {
+                continue;
+            };
+            let m = &mut item.meta.sched;
+            if m.queued_at != Some(at) {
+                continue; // stale
+            }
+            m.queued_at = None;
+            match m.timer_at {
+                Some(t) if t <= now => {
+                    m.timer_at = None;
                     self.sched.mark_ready(item);
                 }
+                // The deadline moved on since this entry was queued: queue it there.
+                Some(t) => {
+                    m.queued_at = Some(t);
+                    self.sched.timers.push(Reverse((t, h)));
+                }
+                None => {}
             }
         }
         self.sched.egress_left = self.sched.ready.len();
@@ -409,8 +433,11 @@ impl<'a> SocketSet<'a> {
             _ if item.meta.waiting_for_neighbor() => self.sched.mark_ready(item),
             PollAt::Now => self.sched.mark_ready(item),
             PollAt::Time(at) => {
-                if item.meta.sched.timer_at != Some(at) {
-                    item.meta.sched.timer_at = Some(at);
+                let m = &mut item.meta.sched;
+                m.timer_at = Some(at);
+                // An entry at or before `at` already counts: it will look again then.
+                if m.queued_at.is_none_or(|q| at < q) {
+                    m.queued_at = Some(at);
                     self.sched.timers.push(Reverse((at, h)));
                 }
             }
@@ -418,12 +445,13 @@ impl<'a> SocketSet<'a> {
         }
     }
 
-    /// End a TCP egress: drop stale timers from the top of the heap so `poll_at` sees a
-    /// live one.
+    /// End a TCP egress: drop stale timers from the top of the heap so `poll_at` sees one
+    /// that counts (it may come before the socket's deadline: then the wake-up only moves
+    /// the entry).
     pub(crate) fn egress_end(&mut self) {
         self.sched.egress_left = 0;
         while let Some(&Reverse((at, h))) = self.sched.timers.peek() {
-            let live = slot(&mut self.sockets, h).is_some_and(|i| i.meta.sched.timer_at == Some(at));
+            let live = slot(&mut self.sockets, h).is_some_and(|i| i.meta.sched.queued_at == Some(at));
             if live {
                 break;
             }
@@ -786,8 +814,10 @@ mod tests {
             }
             let ours = iface.poll_at(now, &sockets).map(|t| t.max(now));
             let upstream = upstream_poll_at(&mut iface, &sockets, now);
+            // Never later than a socket's deadline; possibly earlier (a queued entry
+            // that only moves when it comes due), even with no deadline at all.
             assert!(
-                ours.is_some() == upstream.is_some() && ours <= upstream,
+                upstream.is_none_or(|u| ours.is_some_and(|o| o <= u)),
                 "round {round}: poll_at {ours:?}, upstream {upstream:?}"
             );
             now = match ours {
@@ -797,5 +827,60 @@ mod tests {
         }
         assert!(sent > 20 * 50 * 100, "sent {sent}");
         assert_eq!(received.iter().sum::<usize>(), sent);
+        // Quiet: the early entries come due once each and are gone, no endless wake-ups.
+        assert_eq!(upstream_poll_at(&mut iface, &sockets, now), None);
+        let mut wakes = 0;
+        while let Some(t) = iface.poll_at(now, &sockets) {
+            wakes += 1;
+            assert!(wakes <= 40, "still waking at {t:?}");
+            now = t.max(now + crate::time::Duration::from_micros(1));
+            iface.poll(now, &mut dev, &mut sockets);
+        }
+    }
+
+    #[test]
+    fn one_timer_entry_per_socket_while_it_rearms() {
+        // A connection that sends a little, gets it acknowledged, and sends again re-arms
+        // its retransmission timer every time; the heap must not grow with each.
+        let (mut iface, mut dev) = iface();
+        let mut sockets = SocketSet::new(vec![]);
+        let mut server = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 4096]),
+            tcp::SocketBuffer::new(vec![0; 4096]),
+        );
+        server.listen(80).unwrap();
+        server.set_ack_delay(None);
+        let server = sockets.add(server);
+        let client = sockets.add(tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 4096]),
+            tcp::SocketBuffer::new(vec![0; 4096]),
+        ));
+        let cx = iface.context();
+        sockets
+            .get_mut::<tcp::Socket>(client)
+            .connect(cx, IpEndpoint::new(IpAddress::Ipv4(LOCAL), 80), 40000)
+            .unwrap();
+        let mut now = Instant::ZERO;
+        let step = crate::time::Duration::from_micros(50);
+        let mut exchanges = 0;
+        for _ in 0..4000 {
+            iface.poll(now, &mut dev, &mut sockets);
+            let s = sockets.get_mut::<tcp::Socket>(server);
+            if s.can_recv() {
+                s.recv(|d| (d.len(), d.len())).unwrap();
+            }
+            let c = sockets.get_mut::<tcp::Socket>(client);
+            if c.may_send() && c.send_queue() == 0 {
+                c.send_slice(b"request").unwrap();
+                exchanges += 1;
+            }
+            assert!(
+                sockets.sched.timers.len() <= 8,
+                "{} timer entries after {exchanges} exchanges",
+                sockets.sched.timers.len()
+            );
+            now += step;
+        }
+        assert!(exchanges > 1000, "{exchanges} exchanges");
     }
 }
