@@ -13,15 +13,17 @@
 //!   reset), or for a second socket holding a 4-tuple another socket holds.
 //! - **The egress schedule.** A TCP socket is dispatched only if it is *ready* (reached
 //!   mutably by the caller, added, processed a segment, still had something to send, or
-//!   waits for a neighbor) or its timer (`poll_at`) is due. Timers sit in a min-heap
-//!   with lazy deletion, and a socket keeps at most one entry that counts (PATCHES.md (22))
-//!   (`Sched::queued_at`): a later deadline does not add an entry while an earlier one is
-//!   queued; when that entry comes due, the socket is made ready if its deadline
-//!   (`Sched::timer_at`) has come, else its entry moves to the deadline. A connection
-//!   that re-arms its retransmission timer with every request thus costs a heap entry per
-//!   timeout period, not per request, and the heap holds about one entry per socket
-//!   (with an entry per request, at 10,000 connections it outgrew the cache and each
-//!   pop missed at every level).
+//!   waits for a neighbor) or its timer (`poll_at`) is due. Timer entries sit in a
+//!   hashed wheel (deadlines up to 262 ms ahead, in 64 µs slots) or a heap (later ones)
+//!   with lazy deletion (`Timers`), and a socket keeps at most one entry that counts
+//!   (`Sched::queued_at`, PATCHES.md (22)): a later deadline does not add an entry while
+//!   an earlier one is queued; when that entry comes due, the socket is made ready if its
+//!   deadline (`Sched::timer_at`) has come, else its entry moves to the deadline. A
+//!   connection that re-arms its retransmission timer with every request thus costs an
+//!   entry per timeout period, not per request. (With an entry per request in one heap, at
+//!   10,000 connections the heap outgrew the cache and each pop missed at every level;
+//!   with one per socket it still held 10,000, 14 levels deep; the wheel appends to a
+//!   slot and empties slots in order.)
 //!   Other sockets (UDP, ICMP, ...) are dispatched every egress, as upstream.
 //! - **TCP events.** Sockets that processed a segment, or whose state changed while they
 //!   were dispatched, are listed once until `SocketSet::take_tcp_events`: what a
@@ -83,13 +85,125 @@ pub(crate) struct SchedSet {
     /// per egress, as upstream).
     egress_left: usize,
     /// TCP sockets' timer entries (see `Sched::queued_at`).
-    timers: BinaryHeap<Reverse<(Instant, SocketHandle)>>,
+    timers: Timers,
+    /// Timer entries come due, between `Timers::expire` and their processing (kept for
+    /// its allocation).
+    due: Vec<(Instant, SocketHandle)>,
     /// Sockets other than TCP, in the order they were added.
     others: Vec<SocketHandle>,
     /// TCP sockets to report in `take_tcp_events`.
     events: Vec<SocketHandle>,
     /// Lookups that walked every socket (for tests).
     walks: u64,
+}
+
+/// Width of a timer wheel slot, µs.
+const TICK_US: i64 = 64;
+/// Slots of the timer wheel: deadlines up to `TICK_US × WHEEL_SLOTS` (262 ms) ahead go
+/// into the wheel, later ones into a heap.
+const WHEEL_SLOTS: usize = 4096;
+
+/// Timer entries by due time. Near ones in a hashed wheel (a slot per `TICK_US`): adding
+/// an entry appends to its slot, and the slots that come due are emptied in order, so at
+/// 10,000 connections that re-arm a timer per request nothing walks a heap of 10,000
+/// entries out of the cache; far ones (long back-offs, TIME-WAIT) in a heap.
+#[derive(Debug, Default)]
+struct Timers {
+    /// `WHEEL_SLOTS` slots once the first entry came (none before: most socket sets
+    /// have no TCP timers). Slot `t % WHEEL_SLOTS` holds entries of tick `t` only, for
+    /// `tick <= t < tick + WHEEL_SLOTS`.
+    slots: Vec<Vec<(Instant, SocketHandle)>>,
+    /// Every tick before this one has been swept.
+    tick: i64,
+    /// Entries in `slots`.
+    in_wheel: usize,
+    /// Entries beyond the wheel's reach.
+    far: BinaryHeap<Reverse<(Instant, SocketHandle)>>,
+}
+
+fn tick_of(at: Instant) -> i64 {
+    at.total_micros().div_euclid(TICK_US)
+}
+
+fn slot_of(tick: i64) -> usize {
+    tick.rem_euclid(WHEEL_SLOTS as i64) as usize
+}
+
+impl Timers {
+    fn push(&mut self, at: Instant, h: SocketHandle) {
+        if self.slots.is_empty() {
+            self.slots = (0..WHEEL_SLOTS).map(|_| Vec::new()).collect();
+        }
+        // A deadline already past goes into the current slot: due at the next sweep.
+        let t = tick_of(at).max(self.tick);
+        if t - self.tick < WHEEL_SLOTS as i64 {
+            self.slots[slot_of(t)].push((at, h));
+            self.in_wheel += 1;
+        } else {
+            self.far.push(Reverse((at, h)));
+        }
+    }
+
+    /// Move the entries due at `now` (`at <= now`) to `due`.
+    fn expire(&mut self, now: Instant, due: &mut Vec<(Instant, SocketHandle)>) {
+        let now_tick = tick_of(now);
+        if self.in_wheel > 0 && now_tick >= self.tick {
+            // Every slot at most once, however long since the last sweep.
+            let last = now_tick.min(self.tick + WHEEL_SLOTS as i64 - 1);
+            for t in self.tick..=last {
+                let slot = &mut self.slots[slot_of(t)];
+                if slot.is_empty() {
+                    continue;
+                }
+                let before = slot.len();
+                if t < now_tick {
+                    due.append(slot);
+                } else {
+                    // The current tick: what is due now; the rest stays for later.
+                    slot.retain(|&(at, h)| {
+                        let keep = at > now;
+                        if !keep {
+                            due.push((at, h));
+                        }
+                        keep
+                    });
+                }
+                self.in_wheel -= before - slot.len();
+                if self.in_wheel == 0 {
+                    break;
+                }
+            }
+        }
+        self.tick = self.tick.max(now_tick);
+        while let Some(&Reverse((at, h))) = self.far.peek() {
+            if at > now {
+                break;
+            }
+            self.far.pop();
+            due.push((at, h));
+        }
+    }
+
+    /// The earliest entry (possibly stale): the heap's first, or the earliest of the
+    /// wheel's first non-empty slot.
+    fn earliest(&self) -> Option<Instant> {
+        let mut earliest = self.far.peek().map(|&Reverse((at, _))| at);
+        if self.in_wheel > 0 {
+            for t in self.tick..self.tick + WHEEL_SLOTS as i64 {
+                let slot = &self.slots[slot_of(t)];
+                if let Some(at) = slot.iter().map(|&(at, _)| at).min() {
+                    earliest = Some(earliest.map_or(at, |e| e.min(at)));
+                    break;
+                }
+            }
+        }
+        earliest
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.in_wheel + self.far.len()
+    }
 }
 
 fn as_tcp<'b, 'a>(socket: &'b Socket<'a>) -> Option<&'b tcp::Socket<'a>> {
@@ -353,11 +467,9 @@ impl<'a> SocketSet<'a> {
     /// Start a TCP egress: move the sockets whose timer is due to the ready list; the
     /// egress takes the sockets ready now with `egress_next`.
     pub(crate) fn egress_begin(&mut self, now: Instant) {
-        while let Some(&Reverse((at, h))) = self.sched.timers.peek() {
-            if at > now {
-                break;
-            }
-            self.sched.timers.pop();
+        let mut due = core::mem::take(&mut self.sched.due);
+        self.sched.timers.expire(now, &mut due);
+        for (at, h) in due.drain(..) {
             let Some(item) = slot(&mut self.sockets, h) else {
                 continue;
             };
@@ -374,11 +486,12 @@ impl<'a> SocketSet<'a> {
                 // The deadline moved on since this entry was queued: queue it there.
                 Some(t) => {
                     m.queued_at = Some(t);
-                    self.sched.timers.push(Reverse((t, h)));
+                    self.sched.timers.push(t, h);
                 }
                 None => {}
             }
         }
+        self.sched.due = due;
         self.sched.egress_left = self.sched.ready.len();
     }
 
@@ -438,7 +551,7 @@ impl<'a> SocketSet<'a> {
                 // An entry at or before `at` already counts: it will look again then.
                 if m.queued_at.is_none_or(|q| at < q) {
                     m.queued_at = Some(at);
-                    self.sched.timers.push(Reverse((at, h)));
+                    self.sched.timers.push(at, h);
                 }
             }
             PollAt::Ingress => item.meta.sched.timer_at = None,
@@ -450,12 +563,12 @@ impl<'a> SocketSet<'a> {
     /// the entry).
     pub(crate) fn egress_end(&mut self) {
         self.sched.egress_left = 0;
-        while let Some(&Reverse((at, h))) = self.sched.timers.peek() {
+        while let Some(&Reverse((at, h))) = self.sched.timers.far.peek() {
             let live = slot(&mut self.sockets, h).is_some_and(|i| i.meta.sched.queued_at == Some(at));
             if live {
                 break;
             }
-            self.sched.timers.pop();
+            self.sched.timers.far.pop();
         }
     }
 
@@ -465,7 +578,7 @@ impl<'a> SocketSet<'a> {
         &self,
         mut poll_at: impl FnMut(&Item<'a>) -> PollAt,
     ) -> Option<Instant> {
-        let mut earliest = self.sched.timers.peek().map(|&Reverse((at, _))| at);
+        let mut earliest = self.sched.timers.earliest();
         let listed = self.sched.others.iter().chain(self.sched.ready.iter());
         for &h in listed {
             let Some(item) = self.sockets.get(h.0).and_then(|s| s.inner.as_ref()) else {
@@ -835,6 +948,50 @@ mod tests {
             assert!(wakes <= 40, "still waking at {t:?}");
             now = t.max(now + crate::time::Duration::from_micros(1));
             iface.poll(now, &mut dev, &mut sockets);
+        }
+    }
+
+    #[test]
+    fn timer_wheel_matches_a_sorted_list() {
+        // Random entries near and far (and in the past), swept at random times, some
+        // after long gaps: each sweep yields exactly the entries due, and `earliest` is
+        // the earliest left.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut timers = Timers::default();
+        let mut model: Vec<(Instant, SocketHandle)> = Vec::new();
+        let mut due = Vec::new();
+        let mut now = Instant::from_micros(1_000_000);
+        for round in 0..20_000 {
+            for _ in 0..rand(4) {
+                let ahead = match rand(10) {
+                    0 => -(rand(5_000) as i64),
+                    1 => 200_000 + rand(2_000_000) as i64,
+                    _ => rand(300_000) as i64,
+                };
+                let at = Instant::from_micros(now.total_micros() + ahead);
+                let e = (at, SocketHandle(rand(50) as usize));
+                timers.push(e.0, e.1);
+                model.push(e);
+            }
+            now += crate::time::Duration::from_micros(match rand(20) {
+                0 => 400_000 + rand(1_000_000),
+                _ => rand(300),
+            });
+            timers.expire(now, &mut due);
+            let mut want: Vec<_> = model.iter().copied().filter(|&(at, _)| at <= now).collect();
+            model.retain(|&(at, _)| at > now);
+            want.sort();
+            due.sort();
+            assert_eq!(due, want, "round {round}");
+            due.clear();
+            assert_eq!(timers.len(), model.len());
+            assert_eq!(timers.earliest(), model.iter().map(|&(at, _)| at).min(), "round {round}");
         }
     }
 
