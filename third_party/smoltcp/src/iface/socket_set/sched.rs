@@ -113,8 +113,12 @@ struct Timers {
     /// have no TCP timers). Slot `t % WHEEL_SLOTS` holds entries of tick `t` only, for
     /// `tick <= t < tick + WHEEL_SLOTS`.
     slots: Vec<Vec<(Instant, SocketHandle)>>,
-    /// Every tick before this one has been swept.
+    /// Every tick before this one has been swept (the clock seen by the last sweep;
+    /// while the wheel holds entries it does not go back).
     tick: i64,
+    /// Slots of ticks from `tick` up to this one are empty: where `earliest` and
+    /// `prune_head` start looking.
+    head: i64,
     /// Entries in `slots`.
     in_wheel: usize,
     /// Entries beyond the wheel's reach.
@@ -139,6 +143,7 @@ impl Timers {
         if t - self.tick < WHEEL_SLOTS as i64 {
             self.slots[slot_of(t)].push((at, h));
             self.in_wheel += 1;
+            self.head = self.head.max(self.tick).min(t);
         } else {
             self.far.push(Reverse((at, h)));
         }
@@ -147,10 +152,26 @@ impl Timers {
     /// Move the entries due at `now` (`at <= now`) to `due`.
     fn expire(&mut self, now: Instant, due: &mut Vec<(Instant, SocketHandle)>) {
         let now_tick = tick_of(now);
-        if self.in_wheel > 0 && now_tick >= self.tick {
+        if self.in_wheel == 0 {
+            // Empty: follow the clock wherever it is (it may start below zero).
+            self.tick = now_tick;
+        } else if now_tick < self.tick {
+            // The clock went back: only entries put in the current slot because their
+            // time had passed can be due.
+            let slot = &mut self.slots[slot_of(self.tick)];
+            let before = slot.len();
+            slot.retain(|&(at, h)| {
+                let keep = at > now;
+                if !keep {
+                    due.push((at, h));
+                }
+                keep
+            });
+            self.in_wheel -= before - slot.len();
+        } else {
             // Every slot at most once, however long since the last sweep.
             let last = now_tick.min(self.tick + WHEEL_SLOTS as i64 - 1);
-            for t in self.tick..=last {
+            for t in self.head.max(self.tick)..=last {
                 let slot = &mut self.slots[slot_of(t)];
                 if slot.is_empty() {
                     continue;
@@ -175,6 +196,7 @@ impl Timers {
             }
         }
         self.tick = self.tick.max(now_tick);
+        self.head = self.head.max(self.tick);
         while let Some(&Reverse((at, h))) = self.far.peek() {
             if at > now {
                 break;
@@ -189,7 +211,7 @@ impl Timers {
     fn earliest(&self) -> Option<Instant> {
         let mut earliest = self.far.peek().map(|&Reverse((at, _))| at);
         if self.in_wheel > 0 {
-            for t in self.tick..self.tick + WHEEL_SLOTS as i64 {
+            for t in self.head.max(self.tick)..self.tick + WHEEL_SLOTS as i64 {
                 let slot = &self.slots[slot_of(t)];
                 if let Some(at) = slot.iter().map(|&(at, _)| at).min() {
                     earliest = Some(earliest.map_or(at, |e| e.min(at)));
@@ -198,6 +220,32 @@ impl Timers {
             }
         }
         earliest
+    }
+
+    /// Drop the entries `live` says are stale from the front: from the earliest slot on,
+    /// up to the first slot that keeps an entry (and the heap's, up to a live one), so
+    /// that `earliest` is a time some socket waits for.
+    fn prune_head(&mut self, mut live: impl FnMut(Instant, SocketHandle) -> bool) {
+        let mut t = self.head.max(self.tick);
+        while self.in_wheel > 0 && t < self.tick + WHEEL_SLOTS as i64 {
+            let slot = &mut self.slots[slot_of(t)];
+            if !slot.is_empty() {
+                let before = slot.len();
+                slot.retain(|&(at, h)| live(at, h));
+                self.in_wheel -= before - slot.len();
+                if !slot.is_empty() {
+                    break;
+                }
+            }
+            t += 1;
+        }
+        self.head = t;
+        while let Some(&Reverse((at, h))) = self.far.peek() {
+            if live(at, h) {
+                break;
+            }
+            self.far.pop();
+        }
     }
 
     #[cfg(test)]
@@ -558,22 +606,30 @@ impl<'a> SocketSet<'a> {
         }
     }
 
-    /// End a TCP egress: drop stale timers from the top of the heap so `poll_at` sees one
-    /// that counts (it may come before the socket's deadline: then the wake-up only moves
-    /// the entry).
+    /// End a TCP egress: drop timer entries from the front that are stale or whose
+    /// socket no longer waits for a time, so `poll_at` sees one a socket waits for (it may
+    /// come before that socket's deadline: then the wake-up only moves the entry).
     pub(crate) fn egress_end(&mut self) {
         self.sched.egress_left = 0;
-        while let Some(&Reverse((at, h))) = self.sched.timers.far.peek() {
-            let live = slot(&mut self.sockets, h).is_some_and(|i| i.meta.sched.queued_at == Some(at));
-            if live {
-                break;
+        let sockets = &mut self.sockets;
+        self.sched.timers.prune_head(|at, h| {
+            let Some(item) = slot(sockets, h) else {
+                return false;
+            };
+            let m = &mut item.meta.sched;
+            if m.queued_at != Some(at) {
+                return false; // stale
             }
-            self.sched.timers.far.pop();
-        }
+            if m.timer_at.is_none() {
+                m.queued_at = None; // nothing to wait for: a new deadline queues anew
+                return false;
+            }
+            true
+        });
     }
 
     /// The earliest `poll_at` over the sockets: computed for other sockets and ready TCP
-    /// sockets (which may have changed), read from the heap for the rest.
+    /// sockets (which may have changed), read from the timers for the rest.
     pub(crate) fn earliest_poll_at(
         &self,
         mut poll_at: impl FnMut(&Item<'a>) -> PollAt,
@@ -966,7 +1022,8 @@ mod tests {
         let mut timers = Timers::default();
         let mut model: Vec<(Instant, SocketHandle)> = Vec::new();
         let mut due = Vec::new();
-        let mut now = Instant::from_micros(1_000_000);
+        // Below zero at first (smoltcp's clock may start anywhere).
+        let mut now = Instant::from_micros(-1_000_000);
         for round in 0..20_000 {
             for _ in 0..rand(4) {
                 let ahead = match rand(10) {
@@ -979,10 +1036,14 @@ mod tests {
                 timers.push(e.0, e.1);
                 model.push(e);
             }
-            now += crate::time::Duration::from_micros(match rand(20) {
-                0 => 400_000 + rand(1_000_000),
-                _ => rand(300),
-            });
+            // As `poll_at` reads it right after `egress_done` pushed.
+            assert_eq!(timers.earliest(), model.iter().map(|&(at, _)| at).min(), "round {round}");
+            now = match rand(50) {
+                // Now and then the clock goes back a little.
+                0 => Instant::from_micros(now.total_micros() - rand(500) as i64),
+                1 => now + crate::time::Duration::from_micros(400_000 + rand(1_000_000)),
+                _ => now + crate::time::Duration::from_micros(rand(300)),
+            };
             timers.expire(now, &mut due);
             let mut want: Vec<_> = model.iter().copied().filter(|&(at, _)| at <= now).collect();
             model.retain(|&(at, _)| at > now);
@@ -993,6 +1054,67 @@ mod tests {
             assert_eq!(timers.len(), model.len());
             assert_eq!(timers.earliest(), model.iter().map(|&(at, _)| at).min(), "round {round}");
         }
+    }
+
+    #[test]
+    fn a_quiet_connection_leaves_no_timer_to_wake_for() {
+        // DockNet's timers: 5 ms minimum RTO, 1 ms ACK delay. After a request and its
+        // answer are acknowledged nothing waits, so `poll_at` must say so: the entries
+        // superseded on the way (an RTO entry behind an earlier ACK-delay one) must not
+        // wake the caller.
+        let (mut iface, mut dev) = iface();
+        let mut sockets = SocketSet::new(vec![]);
+        let ms = crate::time::Duration::from_millis;
+        let mut server = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 4096]),
+            tcp::SocketBuffer::new(vec![0; 4096]),
+        );
+        server.listen(80).unwrap();
+        let mut client = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 4096]),
+            tcp::SocketBuffer::new(vec![0; 4096]),
+        );
+        for s in [&mut server, &mut client] {
+            s.set_rto_bounds(ms(5), ms(100));
+            s.set_ack_delay(Some(ms(1)));
+            s.set_nagle_enabled(false);
+        }
+        let server = sockets.add(server);
+        let client = sockets.add(client);
+        let cx = iface.context();
+        sockets
+            .get_mut::<tcp::Socket>(client)
+            .connect(cx, IpEndpoint::new(IpAddress::Ipv4(LOCAL), 80), 40000)
+            .unwrap();
+        let mut now = Instant::ZERO;
+        let (mut asked, mut answered, mut got) = (false, false, false);
+        // Until the answer is in, then 2 ms more (the delayed ACKs go out), well before
+        // the 5 ms the superseded retransmission entries wait for.
+        let mut after = 0;
+        while after < 20 {
+            assert!(now < Instant::from_millis(500), "no answer");
+            after += usize::from(got);
+            iface.poll(now, &mut dev, &mut sockets);
+            let c = sockets.get_mut::<tcp::Socket>(client);
+            if c.may_send() && !asked {
+                c.send_slice(b"request").unwrap();
+                asked = true;
+            }
+            if c.can_recv() {
+                c.recv(|d| (d.len(), ())).unwrap();
+                got = true;
+            }
+            let s = sockets.get_mut::<tcp::Socket>(server);
+            if s.can_recv() {
+                s.recv(|d| (d.len(), ())).unwrap();
+                s.send_slice(b"answer").unwrap();
+                answered = true;
+            }
+            now += crate::time::Duration::from_micros(100);
+        }
+        assert!(asked && answered && got);
+        iface.poll(now, &mut dev, &mut sockets);
+        assert_eq!(iface.poll_at(now, &sockets), None, "a wake-up with nothing to do");
     }
 
     #[test]
