@@ -199,6 +199,12 @@ impl TcpId {
     pub fn index(&self) -> usize {
         self.handle.index()
     }
+
+    /// An id of `handle`'s `generation`th use, for tests of tables keyed by ids.
+    #[cfg(test)]
+    pub(crate) fn for_test(handle: SocketHandle, generation: u64) -> Self {
+        TcpId { handle, generation }
+    }
 }
 
 /// A UDP socket of this engine (from [`Engine::udp_bind`]).

@@ -24,8 +24,10 @@ pub mod fault;
 pub mod packet;
 pub mod runtime;
 pub mod socket_buffers;
+pub mod tcp_map;
 
 pub use engine::{Control, Engine, EngineConfig, ListenerId, NetError, SocketId, TcpId, UdpId};
 pub use packet::PacketIo;
 /// Retransmission counters of the engine's TCP connections ([`Engine::tcp_retransmit_stats`]).
 pub use smoltcp::socket::tcp::RetransmitStats as TcpRetransmits;
+pub use tcp_map::TcpMap;

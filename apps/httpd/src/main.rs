@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use docknet::runtime::AppResult;
-use docknet::{Control, Engine, SocketId};
+use docknet::{Control, Engine, SocketId, TcpMap};
 use http::{BodySkip, Limits, Method, Parse, Request};
 
 #[allow(dead_code, clippy::all)]
@@ -94,57 +94,6 @@ impl Conn {
     }
 }
 
-/// Open connections by [`SocketId::index`]: a vector, so finding one touches its entry
-/// alone (no hashing, no probing); at 10,000 connections that entry is a cache miss.
-#[derive(Default)]
-struct Conns {
-    slots: Vec<Option<Conn>>,
-    len: usize,
-}
-
-impl Conns {
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn insert(&mut self, c: Conn) {
-        let i = c.id.index();
-        if i >= self.slots.len() {
-            self.slots.resize_with(i + 1, || None);
-        }
-        if self.slots[i].replace(c).is_none() {
-            self.len += 1;
-        }
-    }
-
-    /// The connection `id` names (not a later one that reuses its index).
-    fn get_mut(&mut self, id: SocketId) -> Option<&mut Conn> {
-        self.slots
-            .get_mut(id.index())?
-            .as_mut()
-            .filter(|c| c.id == id)
-    }
-
-    fn remove(&mut self, id: SocketId) {
-        if let Some(slot) = self.slots.get_mut(id.index()) {
-            if slot.as_ref().is_some_and(|c| c.id == id) {
-                *slot = None;
-                self.len -= 1;
-            }
-        }
-    }
-
-    /// Keep the connections for which `keep` is true.
-    fn retain(&mut self, mut keep: impl FnMut(&mut Conn) -> bool) {
-        for slot in &mut self.slots {
-            if slot.as_mut().is_some_and(|c| !keep(c)) {
-                *slot = None;
-                self.len -= 1;
-            }
-        }
-    }
-}
-
 fn main() {
     let cli = Cli::parse();
     let (rx, tx) = (cli.rx_buffer, cli.tx_buffer);
@@ -174,7 +123,7 @@ fn serve(engine: &mut Engine, cli: &Cli) -> AppResult {
     let work = Duration::from_micros(cli.work_us);
     // Each round visits only the connections the engine lists as ready (and new ones),
     // so a round costs the same at 10 connections as at 10,000.
-    let mut conns = Conns::default();
+    let mut conns: TcpMap<Conn> = TcpMap::new();
     let mut ready: Vec<SocketId> = Vec::new();
     let mut scratch = Scratch::new();
     let mut last_sweep = Instant::now();
@@ -201,7 +150,7 @@ fn serve(engine: &mut Engine, cli: &Cli) -> AppResult {
             // At once: its first request may have come with the handshake, before the
             // engine could list it as ready.
             if step(e, &mut c, &limits, work, now, &mut scratch) {
-                conns.insert(c);
+                conns.insert(id, c);
             }
         }
         e.take_ready(&mut ready);
@@ -215,7 +164,7 @@ fn serve(engine: &mut Engine, cli: &Cli) -> AppResult {
         }
         if now.duration_since(last_sweep) > Duration::from_millis(250) {
             last_sweep = now;
-            conns.retain(|c| {
+            conns.retain(|_, c| {
                 // A request head that does not complete in time (only while we wait for
                 // one: a pipelined request waiting behind a response is not slow).
                 if !c.sending()
@@ -235,7 +184,7 @@ fn serve(engine: &mut Engine, cli: &Cli) -> AppResult {
                 true
             });
         }
-        if conns.len() > 0 {
+        if !conns.is_empty() {
             e.wake_at(now + Duration::from_millis(250));
         }
         Control::Continue

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser as _;
 use docknet::runtime::AppResult;
-use docknet::{Control, Engine, SocketId};
+use docknet::{Control, Engine, SocketId, TcpMap};
 
 use crate::hist::Histogram;
 use crate::http::{Parser, Target};
@@ -147,7 +147,7 @@ struct Load<'a> {
     /// A connection has been established (the window may start).
     any_established: bool,
     /// Slots of connections by id: the engine names the connections that are ready.
-    by_id: SlotsById,
+    by_id: TcpMap<usize>,
     /// Slots waiting (`State::Idle`) to connect.
     idle: Vec<usize>,
     /// Connections handshaking (`State::Connecting`), at most `max_connecting`.
@@ -159,37 +159,6 @@ struct Load<'a> {
     running_peak: usize,
     all_running_at: Option<Instant>,
     connections: usize,
-}
-
-/// Connection slots by [`SocketId::index`]: a vector, so a lookup touches one entry (at
-/// 10,000 connections a hash map's probe was a cache miss per ready connection).
-#[derive(Default)]
-struct SlotsById(Vec<Option<(SocketId, usize)>>);
-
-impl SlotsById {
-    fn insert(&mut self, id: SocketId, slot: usize) {
-        let i = id.index();
-        if i >= self.0.len() {
-            self.0.resize(i + 1, None);
-        }
-        self.0[i] = Some((id, slot));
-    }
-
-    /// The slot of `id` (not of a later connection that reuses its index).
-    fn get(&self, id: SocketId) -> Option<usize> {
-        match self.0.get(id.index()) {
-            Some(&Some((held, slot))) if held == id => Some(slot),
-            _ => None,
-        }
-    }
-
-    fn remove(&mut self, id: SocketId) {
-        if let Some(e) = self.0.get_mut(id.index()) {
-            if e.is_some_and(|(held, _)| held == id) {
-                *e = None;
-            }
-        }
-    }
 }
 
 impl Load<'_> {
@@ -366,7 +335,7 @@ fn run(engine: &mut Engine, cli: &Cli) -> AppResult {
         counts: Counts::default(),
         window: None,
         any_established: false,
-        by_id: SlotsById::default(),
+        by_id: TcpMap::new(),
         idle: (0..n).collect(),
         connecting: 0,
         max_connecting: cli.max_connecting as usize,
@@ -427,7 +396,7 @@ fn run(engine: &mut Engine, cli: &Cli) -> AppResult {
         }
         e.take_ready(&mut ready);
         for id in ready.drain(..) {
-            if let Some(slot) = load.by_id.get(id) {
+            if let Some(&slot) = load.by_id.get(id) {
                 load.step(e, &mut conns[slot], false);
             }
         }

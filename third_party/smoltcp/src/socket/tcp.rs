@@ -1885,8 +1885,9 @@ impl<'a> Socket<'a> {
                 return None;
             }
             // DockNet patch (18): a SYN without ACK in a synchronized state is answered with
-            // a challenge ACK, RFC 5961 4.2 and RFC 9293 3.10.7.4, as Linux does; upstream dropped it below. A client that restarted and reused the port
-            // of a connection we still hold then resets it (its SYN-SENT socket answers
+            // a challenge ACK, RFC 5961 4.2 and RFC 9293 3.10.7.4, as Linux does; upstream
+            // dropped it below. A client that restarted and reused the port of a
+            // connection we still hold then resets it (its SYN-SENT socket answers
             // our ACK with a RST at our RCV.NXT) and its next SYN reaches the listener;
             // dropped, its SYNs went unanswered until our connection timed out.
             (

@@ -129,6 +129,23 @@ fn tick_of(at: Instant) -> i64 {
     at.total_micros().div_euclid(TICK_US)
 }
 
+/// Move the entries of `slot` due at `now` to `due`; returns how many.
+fn take_due(
+    slot: &mut Vec<(Instant, SocketHandle)>,
+    now: Instant,
+    due: &mut Vec<(Instant, SocketHandle)>,
+) -> usize {
+    let before = slot.len();
+    slot.retain(|&(at, h)| {
+        let keep = at > now;
+        if !keep {
+            due.push((at, h));
+        }
+        keep
+    });
+    before - slot.len()
+}
+
 fn slot_of(tick: i64) -> usize {
     tick.rem_euclid(WHEEL_SLOTS as i64) as usize
 }
@@ -158,16 +175,7 @@ impl Timers {
         } else if now_tick < self.tick {
             // The clock went back: only entries put in the current slot because their
             // time had passed can be due.
-            let slot = &mut self.slots[slot_of(self.tick)];
-            let before = slot.len();
-            slot.retain(|&(at, h)| {
-                let keep = at > now;
-                if !keep {
-                    due.push((at, h));
-                }
-                keep
-            });
-            self.in_wheel -= before - slot.len();
+            self.in_wheel -= take_due(&mut self.slots[slot_of(self.tick)], now, due);
         } else {
             // Every slot at most once, however long since the last sweep.
             let last = now_tick.min(self.tick + WHEEL_SLOTS as i64 - 1);
@@ -176,20 +184,14 @@ impl Timers {
                 if slot.is_empty() {
                     continue;
                 }
-                let before = slot.len();
-                if t < now_tick {
+                self.in_wheel -= if t < now_tick {
+                    let n = slot.len();
                     due.append(slot);
+                    n
                 } else {
                     // The current tick: what is due now; the rest stays for later.
-                    slot.retain(|&(at, h)| {
-                        let keep = at > now;
-                        if !keep {
-                            due.push((at, h));
-                        }
-                        keep
-                    });
-                }
-                self.in_wheel -= before - slot.len();
+                    take_due(slot, now, due)
+                };
                 if self.in_wheel == 0 {
                     break;
                 }
