@@ -22,6 +22,7 @@ use std::path::PathBuf;
 
 use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
+use smoltcp::wire::{IpAddress, IpEndpoint};
 
 use crate::abi::{pipe_flags, Doorbell, ETH_HEADER_LEN, MASTER_MAC};
 use crate::channel::{ChannelReceiver, ChannelSender, RxFrame};
@@ -68,6 +69,35 @@ pub type PacketFilter = Box<dyn FnMut(&[u8]) -> bool + Send>;
 /// IPv4 and at least one more byte (smoltcp checks the packet itself).
 fn is_ipv4(head: &[u8], frame: RxFrame) -> bool {
     frame.len as usize > ETH_HEADER_LEN && eth::ethertype(head) == Some(eth::ETHERTYPE_IPV4)
+}
+
+/// Bytes of a frame's head that name a TCP segment's endpoints when its IPv4 header has
+/// no options (the frames worth a look ahead).
+const TUPLE_HEAD: usize = ETH_HEADER_LEN + 20 + 4;
+
+/// The endpoints, (local, remote), of the TCP segment in a frame whose first bytes are
+/// `head`, if it is one with an IPv4 header without options.
+fn tcp_tuple(head: &[u8]) -> Option<(IpEndpoint, IpEndpoint)> {
+    if eth::ethertype(head) != Some(eth::ETHERTYPE_IPV4) {
+        return None;
+    }
+    let ip = head.get(ETH_HEADER_LEN..TUPLE_HEAD)?;
+    // Version 4, header length 5 words; protocol TCP.
+    if ip[0] != 0x45 || ip[9] != 6 {
+        return None;
+    }
+    let endpoint = |addr: usize, port: usize| {
+        IpEndpoint::new(
+            IpAddress::Ipv4(Ipv4Addr::new(
+                ip[addr],
+                ip[addr + 1],
+                ip[addr + 2],
+                ip[addr + 3],
+            )),
+            u16::from_be_bytes([ip[port], ip[port + 1]]),
+        )
+    };
+    Some((endpoint(16, 22), endpoint(12, 20)))
 }
 
 /// Where a frame goes (or came from).
@@ -413,6 +443,34 @@ impl PipeDevice {
     /// Start a round: smoltcp may take up to [`RX_BURST`] more frames.
     pub(crate) fn new_rx_burst(&mut self) {
         self.rx_burst = RX_BURST;
+    }
+
+    /// The endpoints of the TCP segments this round's burst will take from the rings, in
+    /// the order `next_frame` takes them (as far as is known now), into `out` (cleared
+    /// first; at most the burst's size). A look ahead so the engine can prefetch what
+    /// their sockets need while the frames before them are processed. The bytes are read
+    /// from frames still in the rings: a hint only, never relied on.
+    pub(crate) fn upcoming_tcp(&mut self, out: &mut Vec<(IpEndpoint, IpEndpoint)>) {
+        out.clear();
+        let mut head = [0u8; TUPLE_HEAD];
+        let receivers = self
+            .fcs
+            .iter_mut()
+            .map(|fc| &mut fc.rx)
+            .chain(core::iter::once(&mut self.pipe.rx));
+        // At most a burst of frames in all, whatever they are: a peer that fills its ring
+        // with frames that are not TCP does not make each round read all of them.
+        let mut budget = self.rx_burst;
+        for rx in receivers {
+            let mut k = 0;
+            while budget > 0 && rx.peek_head(k, &mut head) == TUPLE_HEAD {
+                budget -= 1;
+                k += 1;
+                if let Some(t) = tcp_tuple(&head) {
+                    out.push(t);
+                }
+            }
+        }
     }
 
     /// The next frame from a fast channel or the pipe, after fault injection.
@@ -821,5 +879,43 @@ impl phy::TxToken for PipeTxToken<'_> {
             Route::Fc(_) => dev.stats.tx_fc_frames += 1,
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame head: Ethernet, then an IPv4 header of `ihl` words with protocol `proto`,
+    /// from 10.0.0.2:40000 to 10.0.0.1:80.
+    fn head(ethertype: u16, ihl: u8, proto: u8) -> Vec<u8> {
+        let mut f = vec![0u8; ETH_HEADER_LEN + usize::from(ihl) * 4 + 4];
+        f[12..14].copy_from_slice(&ethertype.to_be_bytes());
+        let ip = &mut f[ETH_HEADER_LEN..];
+        ip[0] = 0x40 | ihl;
+        ip[9] = proto;
+        ip[12..16].copy_from_slice(&[10, 0, 0, 2]);
+        ip[16..20].copy_from_slice(&[10, 0, 0, 1]);
+        let ports = usize::from(ihl) * 4;
+        ip[ports..ports + 2].copy_from_slice(&40000u16.to_be_bytes());
+        ip[ports + 2..ports + 4].copy_from_slice(&80u16.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn tcp_tuple_reads_plain_ipv4_tcp_heads_only() {
+        let ep = |a: [u8; 4], port| IpEndpoint::new(IpAddress::Ipv4(Ipv4Addr::from(a)), port);
+        assert_eq!(
+            tcp_tuple(&head(eth::ETHERTYPE_IPV4, 5, 6)),
+            Some((ep([10, 0, 0, 1], 80), ep([10, 0, 0, 2], 40000)))
+        );
+        // UDP, IP options, another EtherType, a short head: no tuple.
+        assert_eq!(tcp_tuple(&head(eth::ETHERTYPE_IPV4, 5, 17)), None);
+        assert_eq!(tcp_tuple(&head(eth::ETHERTYPE_IPV4, 6, 6)), None);
+        assert_eq!(tcp_tuple(&head(0x86dd, 5, 6)), None);
+        let short = head(eth::ETHERTYPE_IPV4, 5, 6);
+        for n in 0..TUPLE_HEAD {
+            assert_eq!(tcp_tuple(&short[..n]), None, "{n} bytes");
+        }
     }
 }

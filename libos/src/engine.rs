@@ -295,6 +295,11 @@ pub enum Control {
 /// makes a listening socket for each of them (within the queues' depths).
 const LISTEN_READY: usize = 8;
 
+/// How many frames ahead of the one smoltcp processes the engine prefetches the socket
+/// (see [`Engine::poll_ingress`]): far enough for the lines to arrive, near enough that
+/// the sockets of a burst do not push each other out of the first-level cache.
+const PREFETCH_AHEAD: usize = 2;
+
 /// Default most handshakes in progress per listening port, the SYN queue (Linux's
 /// `tcp_max_syn_backlog` on a small machine); `DOCKNET_TCP_SYN_BACKLOG` sets another.
 pub const DEFAULT_SYN_BACKLOG: usize = 1024;
@@ -342,6 +347,8 @@ pub struct Engine {
     buffers: SocketBufferPool,
     /// Reused by [`Engine::take_ready`] for smoltcp's TCP events.
     tcp_events: Vec<SocketHandle>,
+    /// Reused by [`Engine::poll_ingress`] for the endpoints of the burst it looks ahead at.
+    upcoming: Vec<(IpEndpoint, IpEndpoint)>,
     /// The per-destination IP MTUs given to smoltcp: fast-channel peers whose channel
     /// carries other packet sizes than the pipe ([`Engine::sync_path_mtus`]).
     path_mtus: Vec<(Ipv4Addr, usize)>,
@@ -398,6 +405,7 @@ impl Engine {
             retired: tcp::RetransmitStats::default(),
             buffers,
             tcp_events: Vec::new(),
+            upcoming: Vec::with_capacity(crate::device::RX_BURST),
             path_mtus: Vec::new(),
         })
     }
@@ -915,8 +923,18 @@ impl Engine {
         self.dev.set_syn_budget(ready);
         self.dev.new_rx_burst();
         self.iface.poll_maintenance(now);
+        // Look at the burst before taking it: its sockets load into the caches while the
+        // first frames are processed.
+        self.dev.upcoming_tcp(&mut self.upcoming);
+        self.sockets.prefetch_tcp_index(&self.upcoming);
+        for tuple in self.upcoming.iter().take(PREFETCH_AHEAD) {
+            self.sockets.prefetch_tcp_socket(tuple);
+        }
         let mut changed = false;
-        loop {
+        for taken in 0.. {
+            if let Some(tuple) = self.upcoming.get(taken + PREFETCH_AHEAD) {
+                self.sockets.prefetch_tcp_socket(tuple);
+            }
             match self
                 .iface
                 .poll_ingress_single(now, &mut self.dev, &mut self.sockets)

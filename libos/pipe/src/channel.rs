@@ -465,6 +465,27 @@ impl ChannelReceiver {
         }
     }
 
+    /// Copy up to `dst.len()` first bytes of the frame `k` places after the next one into
+    /// `dst`, without taking it; 0 if there is no such frame or its descriptor is bad
+    /// (`recv` counts that when it gets there). For a look ahead only: the sender may
+    /// still change a posted frame's bytes, so nothing may rely on them.
+    pub fn peek_head(&mut self, k: u32, dst: &mut [u8]) -> usize {
+        let Some(d) = self.ring.peek(k) else {
+            return 0;
+        };
+        if d.buf >= self.bufs.nbufs || d.len == 0 || d.len > self.bufs.buf_size {
+            return 0;
+        }
+        self.copy_out(
+            RxFrame {
+                buf: d.buf,
+                len: d.len,
+            },
+            0,
+            dst,
+        )
+    }
+
     /// Pointer to the bytes of a received frame, for a libOS reading it in place. They
     /// stay in the shared buffer (the peer could still scribble on them; treat them as
     /// untrusted bytes). The master uses [`copy_out`](Self::copy_out) instead.

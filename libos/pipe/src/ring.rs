@@ -175,6 +175,17 @@ impl Consumer {
         Ok(Some(d))
     }
 
+    /// The descriptor `k` places after the next one, without taking it (for a look
+    /// ahead, e.g. to prefetch what the frame will need). The caller validates it.
+    pub fn peek(&mut self, k: u32) -> Option<Desc> {
+        if self.cached_prod.wrapping_sub(self.cons) <= k && self.available().ok()? <= k {
+            return None;
+        }
+        // SAFETY: the slot is inside the ring (masked) and was published by the producer
+        // (Acquire in `available`); read_volatile copies it out exactly once.
+        Some(unsafe { ptr::read_volatile(self.ring.slot(self.cons.wrapping_add(k))) })
+    }
+
     /// Hand consumed slots back to the producer.
     pub fn release(&mut self) {
         if self.cons != self.published {
@@ -238,5 +249,38 @@ mod tests {
             .cons
             .store(p.prod.wrapping_add(5), Ordering::Release);
         assert_eq!(p.free(), Err(RingCorrupt));
+    }
+
+    #[test]
+    fn peek_looks_ahead_without_taking() {
+        let (_mem, r) = ring_mem(8);
+        let (mut p, mut c) = (Producer::new(r), Consumer::new(r));
+        assert_eq!(c.peek(0), None);
+        for round in 0..5u32 {
+            for i in 0..6 {
+                let d = Desc {
+                    buf: round * 8 + i,
+                    ..Default::default()
+                };
+                assert_eq!(p.push(d), Ok(true));
+            }
+            assert_eq!(c.peek(0), None, "nothing visible before publish");
+            p.publish();
+            for k in 0..6 {
+                assert_eq!(c.peek(k).unwrap().buf, round * 8 + k);
+            }
+            assert_eq!(c.peek(6), None);
+            assert_eq!(c.peek(u32::MAX), None);
+            // Taking two moves the window: what was third is now first.
+            c.pop().unwrap();
+            c.pop().unwrap();
+            assert_eq!(c.peek(0).unwrap().buf, round * 8 + 2);
+            assert_eq!(c.peek(4), None);
+            while c.pop().unwrap().is_some() {}
+            c.release();
+        }
+        // A producer index that lies yields nothing to peek at.
+        r.indices().prod.store(1000, Ordering::Release);
+        assert_eq!(c.peek(0), None);
     }
 }

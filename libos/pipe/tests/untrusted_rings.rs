@@ -109,7 +109,23 @@ proptest! {
             match action {
                 0 => { tx.send_copy(&[0xab; 100]); tx.flush(); }
                 1 => {
+                    // A look ahead reads no more than a buffer, whatever the ring says,
+                    // and what it sees first is what `recv` then takes (when valid).
+                    let mut ahead = vec![0u8; layout.buf_size as usize + 100];
+                    for k in 1..80 {
+                        prop_assert!(rx.peek_head(k, &mut ahead) <= layout.buf_size as usize);
+                    }
+                    let first = rx.peek_head(0, &mut ahead);
+                    prop_assert!(first <= layout.buf_size as usize);
+                    let mut taken = vec![0u8; layout.buf_size as usize];
+                    let mut checked_first = first == 0;
                     while let Some(f) = rx.recv() {
+                        if !checked_first {
+                            let n = rx.copy_out(f, 0, &mut taken);
+                            prop_assert_eq!(n, first);
+                            prop_assert_eq!(&taken[..n], &ahead[..n]);
+                            checked_first = true;
+                        }
                         let start = rx.frame_ptr(f) as usize - map.ptr_at::<u8>(0).unwrap() as usize;
                         prop_assert!(start >= area.0 && start + f.len as usize <= area.1);
                         prop_assert!(f.len as usize <= layout.buf_size as usize);
@@ -207,4 +223,34 @@ fn a_sender_whose_receiver_keeps_up_cycles_through_few_buffers() {
     // Returned buffers come back into use while still warm: a few hundred kilobytes of
     // them, not all 1024 (which a sender reclaiming only when out of buffers walks).
     assert!(used.len() <= 256, "{} distinct buffers used", used.len());
+}
+
+#[test]
+fn peek_head_looks_ahead_without_taking() {
+    let Channel {
+        map: _map,
+        mut tx,
+        mut rx,
+        ..
+    } = channel("peek", 8);
+    let mut head = [0u8; 4];
+    assert_eq!(rx.peek_head(0, &mut head), 0);
+    assert!(tx.send_copy(b"one frame"));
+    assert!(tx.send_copy(b"two"));
+    tx.flush();
+    assert_eq!(rx.peek_head(0, &mut head), 4);
+    assert_eq!(&head, b"one ");
+    let mut long = [0u8; 16];
+    assert_eq!(
+        rx.peek_head(1, &mut long),
+        3,
+        "no more than the frame holds"
+    );
+    assert_eq!(&long[..3], b"two");
+    assert_eq!(rx.peek_head(2, &mut head), 0);
+    // Peeking took nothing.
+    assert_eq!(rx.recv().unwrap().len, 9);
+    assert_eq!(rx.peek_head(0, &mut head), 3);
+    assert_eq!(rx.recv().unwrap().len, 3);
+    assert!(rx.recv().is_none());
 }

@@ -206,4 +206,6 @@ impl<'a> SocketSet<'a> {
 
 #[cfg(feature = "socket-index")]
 mod sched;
+#[cfg(feature = "socket-index")]
+mod tuple_index;
 

@@ -169,6 +169,11 @@ const RTTE_MAX_RTO: u32 = 60_000_000;
 /// ACKs by 1 ms).
 const PROBE_ACK_DELAY: Duration = Duration::from_millis(1);
 
+/// What the tail-loss probe allows for a delayed ACK when one segment is in flight (RFC
+/// 8985's WCDelAckT, at its recommended value): a peer may hold the ACK of a lone
+/// segment that long.
+const PROBE_DELAYED_ACK_WORST: Duration = Duration::from_millis(200);
+
 /// The minimum and initial retransmission timeouts of a socket, in microseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -559,6 +564,9 @@ pub struct Socket<'a> {
     /// unacknowledged segment once, so a lost tail, or a lost resend in fast recovery, is
     /// repaired (or shows up as a hole) in about a round trip instead of an RTO.
     probe_at: Option<Instant>,
+    /// The probe was armed (or left unarmed) for a flight of one segment: more data sent
+    /// re-arms it for the larger flight.
+    probe_waits_for_flight: bool,
     /// Whether tail-loss probes are sent (off by default, as upstream).
     tail_loss_probe: bool,
     assembler: Assembler,
@@ -692,6 +700,7 @@ impl<'a> Socket<'a> {
             recovery_end: None,
             rexmit_mark: None,
             probe_at: None,
+            probe_waits_for_flight: false,
             tail_loss_probe: false,
             assembler: Assembler::new(),
             tx_buffer: SendQueue::new(tx_buffer),
@@ -911,15 +920,25 @@ impl<'a> Socket<'a> {
     }
 
     /// Arm the tail-loss probe (DockNet patch) for 2 × SRTT + the peer's ACK delay from
-    /// `now`, if that comes before the RTO and a round trip was measured.
+    /// `now`, if that comes before the RTO and a round trip was measured. With one
+    /// segment in flight the peer may wait its whole delayed-ACK time before answering,
+    /// so RFC 8985 (7.2) adds the worst case of that (`PROBE_DELAYED_ACK_WORST`): with
+    /// DockNet's millisecond RTOs, no probe, the RTO comes first. A request or an answer of one
+    /// segment is thus not resent at 2 × SRTT whenever a busy peer takes a little longer
+    /// than usual (at 10,000 connections such probes were 5% of all segments sent).
+    /// Sending more data re-arms it (see `dispatch`).
     fn arm_probe(&mut self, now: Instant) {
         self.probe_at = None;
+        self.probe_waits_for_flight = false;
         if !self.tail_loss_probe || !self.rtte.have_measurement {
             return;
         }
-        let pto = Duration::from_micros(
-            u64::from(self.rtte.srtt) * 2 + PROBE_ACK_DELAY.total_micros(),
-        );
+        let mut pto = u64::from(self.rtte.srtt) * 2 + PROBE_ACK_DELAY.total_micros();
+        if self.flight_size() <= self.remote_mss {
+            pto += PROBE_DELAYED_ACK_WORST.total_micros();
+            self.probe_waits_for_flight = true;
+        }
+        let pto = Duration::from_micros(pto);
         if pto < self.rtte.retransmission_timeout() {
             self.probe_at = Some(now + pto);
         }
@@ -955,6 +974,7 @@ impl<'a> Socket<'a> {
         self.tail_loss_probe = enabled;
         if !enabled {
             self.probe_at = None;
+            self.probe_waits_for_flight = false;
         }
     }
 
@@ -1075,6 +1095,7 @@ impl<'a> Socket<'a> {
         self.recovery_end = None;
         self.rexmit_mark = None;
         self.probe_at = None;
+        self.probe_waits_for_flight = false;
         self.pending_probe = false;
         self.assembler = Assembler::new();
         self.tx_buffer.clear();
@@ -1383,6 +1404,25 @@ impl<'a> Socket<'a> {
         }
 
         !self.tx_buffer.is_full()
+    }
+
+    /// DockNet patch (PATCHES.md (23)): the length of the receive buffer's storage if
+    /// [`Socket::swap_rx_storage`] would trade it now (empty, nothing out of order, owned).
+    #[cfg(feature = "alloc")]
+    pub(crate) fn rx_storage_tradable(&self) -> Option<usize> {
+        if !self.assembler.is_empty() {
+            return None;
+        }
+        self.rx_buffer.owned_len_if_empty()
+    }
+
+    /// DockNet patch (PATCHES.md (23)): while the receive buffer is empty and nothing
+    /// waits out of order, trade its owned storage for `spare` of the same length. What
+    /// the socket announces (its window) does not change. False, and nothing changed,
+    /// otherwise.
+    #[cfg(feature = "alloc")]
+    pub(crate) fn swap_rx_storage(&mut self, spare: &mut alloc::vec::Vec<u8>) -> bool {
+        self.assembler.is_empty() && self.rx_buffer.swap_owned_storage(spare)
     }
 
     /// Return the maximum number of bytes inside the recv buffer.
@@ -2803,8 +2843,10 @@ impl<'a> Socket<'a> {
                 // The RTO (or a fast retransmit) is due in this same poll and resends
                 // the segment anyway: no probe, and it is counted once, below.
                 self.probe_at = None;
+                self.probe_waits_for_flight = false;
             } else if cx.now() >= at {
                 self.probe_at = None;
+                self.probe_waits_for_flight = false;
                 net_debug!(
                     "tail-loss probe due (timer retransmit: {}, pending: {}, tx: {})",
                     self.timer.is_retransmit(),
@@ -2855,6 +2897,7 @@ impl<'a> Socket<'a> {
                 self.recovery_end = None;
                 self.rexmit_mark = None;
                 self.probe_at = None;
+                self.probe_waits_for_flight = false;
                 self.pending_probe = false;
             } else {
                 // If a fast rentrasmit timer expired, we should resend only the earliest unAcked segment
@@ -3263,6 +3306,12 @@ impl<'a> Socket<'a> {
             // so that it will expire after RTO seconds.
             let rto = self.rtte.retransmission_timeout();
             self.timer.set_for_retransmit(cx.now(), rto);
+            self.arm_probe(cx.now());
+        } else if repr.segment_len() > 0
+            && self.probe_waits_for_flight
+            && self.flight_size() > self.remote_mss
+        {
+            // DockNet patch: the flight the probe was armed for grew past one segment.
             self.arm_probe(cx.now());
         }
 
@@ -7529,12 +7578,49 @@ mod test {
         assert_eq!(s.rtte.srtt, 10_000);
     }
 
-    // DockNet patch: an ACK that advances but leaves data outstanding re-arms the probe
-    // from that ACK.
+    // DockNet patch: an ACK that advances but leaves only one segment outstanding re-arms
+    // the probe with room for the peer's delayed ACK (RFC 8985, 7.2: PTO + WCDelAckT).
+    #[test]
+    fn test_tail_loss_probe_waits_for_a_lone_segment_after_a_partial_ack() {
+        let mut s = socket_with_srtt_10ms_and_tail_outstanding(true);
+        // "aaaaaa" is acknowledged at 30 ms (a 10 ms sample again: SRTT stays 10 ms); only
+        // "bbbbbb" is left in flight: probe at 30 + 2 × 10 + 1 + 200 ms, before the RTO
+        // (1 s minimum here).
+        send!(s, time 30, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 12),
+            ..SEND_TEMPL
+        });
+        assert_eq!(s.rtte.srtt, 10_000);
+        assert_eq!(
+            s.socket.poll_at(&mut s.cx),
+            PollAt::Time(Instant::from_millis(251))
+        );
+        recv_nothing!(s, time 51);
+        recv_nothing!(s, time 250);
+        recv!(s, time 251, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 12,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"bbbbbb"[..],
+            ..RECV_TEMPL
+        }));
+        assert_eq!(s.retransmit_stats().tail_probes, 1);
+        assert_eq!(s.retransmit_stats().timeouts, 0);
+    }
+
+    // DockNet patch: a partial ACK that leaves more than one segment in flight re-arms the
+    // probe for 2 × SRTT + 1 ms from then.
     #[test]
     fn test_tail_loss_probe_rearmed_by_partial_ack() {
         let mut s = socket_with_srtt_10ms_and_tail_outstanding(true);
-        // "aaaaaa" is acknowledged at 30 ms (a 10 ms sample again: SRTT stays 10 ms).
+        s.send_slice(b"cccccc").unwrap();
+        recv!(s, time 21, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 18,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"cccccc"[..],
+            ..RECV_TEMPL
+        }));
+        // "aaaaaa" is acknowledged at 30 ms; "bbbbbb" and "cccccc" are left.
         send!(s, time 30, TcpRepr {
             seq_number: REMOTE_SEQ + 1,
             ack_number: Some(LOCAL_SEQ + 1 + 12),
@@ -7550,6 +7636,126 @@ mod test {
             ..RECV_TEMPL
         }));
         assert_eq!(s.retransmit_stats().tail_probes, 1);
+    }
+
+    // DockNet patch: a lone segment (a request, an answer) gets no probe at 2 × SRTT + 1 ms
+    // but 200 ms later: its ACK may be delayed (RFC 8985, 7.2), and at 10,000 connections
+    // a busy peer's late answers drew probes for 5% of all segments. Sending a second
+    // segment arms it for 2 × SRTT + 1 ms.
+    #[test]
+    fn test_tail_loss_probe_waits_for_a_lone_segment() {
+        let mut s = socket_established();
+        s.remote_mss = 6;
+        s.set_tail_loss_probe(true);
+        s.send_slice(b"xxxxxx").unwrap();
+        recv!(s, time 0, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"xxxxxx"[..],
+            ..RECV_TEMPL
+        }));
+        send!(s, time 10, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 6),
+            ..SEND_TEMPL
+        });
+        assert_eq!(s.rtte.srtt, 10_000);
+
+        s.send_slice(b"aaaaaa").unwrap();
+        recv!(s, time 20, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 6,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaaaaa"[..],
+            ..RECV_TEMPL
+        }));
+        // One segment in flight: probe at 20 + 2 × 10 + 1 + 200 ms (the RTO, 1 s minimum
+        // here, comes later).
+        assert_eq!(
+            s.socket.poll_at(&mut s.cx),
+            PollAt::Time(Instant::from_millis(241))
+        );
+        recv_nothing!(s, time 41);
+        recv_nothing!(s, time 44);
+
+        // A second segment makes it a flight of two: probe at 45 + 2 × 10 + 1 ms.
+        s.send_slice(b"bbbbbb").unwrap();
+        recv!(s, time 45, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 12,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"bbbbbb"[..],
+            ..RECV_TEMPL
+        }));
+        assert_eq!(
+            s.socket.poll_at(&mut s.cx),
+            PollAt::Time(Instant::from_millis(66))
+        );
+        recv_nothing!(s, time 65);
+        recv!(s, time 66, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 6,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaaaaa"[..],
+            ..RECV_TEMPL
+        }));
+        assert_eq!(s.retransmit_stats().tail_probes, 1);
+        assert_eq!(s.retransmit_stats().timeouts, 0);
+    }
+
+    // DockNet patch: with DockNet's millisecond RTO a lone segment's probe (2 × SRTT + 1
+    // + 200 ms) would come after the RTO, so none is armed; a second segment sent later
+    // arms one for 2 × SRTT + 1 ms from then.
+    #[test]
+    fn test_tail_loss_probe_armed_when_a_lone_segment_is_joined() {
+        let mut s = socket_established();
+        s.remote_mss = 6;
+        s.set_rto_bounds(Duration::from_millis(5), Duration::from_millis(100));
+        s.set_tail_loss_probe(true);
+        s.send_slice(b"xxxxxx").unwrap();
+        recv!(s, time 0, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"xxxxxx"[..],
+            ..RECV_TEMPL
+        }));
+        send!(s, time 10, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 6),
+            ..SEND_TEMPL
+        });
+        let rto = s.rtte.retransmission_timeout();
+        assert!(rto < Duration::from_millis(221), "RTO {rto}");
+
+        s.send_slice(b"aaaaaa").unwrap();
+        recv!(s, time 20, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 6,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaaaaa"[..],
+            ..RECV_TEMPL
+        }));
+        // Only the RTO.
+        assert_eq!(
+            s.socket.poll_at(&mut s.cx),
+            PollAt::Time(Instant::from_millis(20) + rto)
+        );
+        s.send_slice(b"bbbbbb").unwrap();
+        recv!(s, time 22, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 12,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"bbbbbb"[..],
+            ..RECV_TEMPL
+        }));
+        assert!(Duration::from_millis(21) < rto, "RTO {rto}");
+        assert_eq!(
+            s.socket.poll_at(&mut s.cx),
+            PollAt::Time(Instant::from_millis(43))
+        );
+        recv!(s, time 43, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 6,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaaaaa"[..],
+            ..RECV_TEMPL
+        }));
+        assert_eq!(s.retransmit_stats().tail_probes, 1);
+        assert_eq!(s.retransmit_stats().timeouts, 0);
     }
 
     // DockNet patch: tail-loss probes are off by default; then only the RTO resends.

@@ -50,6 +50,35 @@ impl<'a, T: 'a> RingBuffer<'a, T> {
         self.storage
     }
 
+    /// DockNet patch (PATCHES.md (23)): the storage's length if the buffer is empty and
+    /// its storage owned (what [`RingBuffer::swap_owned_storage`] can trade).
+    #[cfg(feature = "alloc")]
+    pub(crate) fn owned_len_if_empty(&self) -> Option<usize> {
+        match &self.storage {
+            ManagedSlice::Owned(v) if self.length == 0 => Some(v.len()),
+            _ => None,
+        }
+    }
+
+    /// DockNet patch (PATCHES.md (23)): while empty, trade owned storage for `other` of
+    /// the same length (the buffer starts over at its beginning). False, and nothing
+    /// changed, if the buffer holds elements or its storage is borrowed or of another
+    /// length.
+    #[cfg(feature = "alloc")]
+    pub(crate) fn swap_owned_storage(&mut self, other: &mut alloc::vec::Vec<T>) -> bool {
+        if self.length != 0 {
+            return false;
+        }
+        match &mut self.storage {
+            ManagedSlice::Owned(v) if v.len() == other.len() => {
+                core::mem::swap(v, other);
+                self.read_at = 0;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Clear the ring buffer.
     pub fn clear(&mut self) {
         self.read_at = 0;

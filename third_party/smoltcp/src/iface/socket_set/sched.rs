@@ -30,7 +30,6 @@
 //!   run-to-completion application needs to visit instead of every connection.
 
 use std::cmp::Reverse;
-use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::vec::Vec;
 
@@ -40,8 +39,7 @@ use crate::socket::{PollAt, Socket, tcp};
 use crate::time::Instant;
 use crate::wire::{IpEndpoint, IpRepr, TcpRepr};
 
-/// (local, remote).
-type TupleKey = (IpEndpoint, IpEndpoint);
+use super::tuple_index::{TupleIndex, TupleKey};
 
 /// Where the index and the schedule hold one socket (kept in its `Meta`).
 #[derive(Debug, Default)]
@@ -65,12 +63,14 @@ pub(crate) struct Sched {
     queued_at: Option<Instant>,
     /// Listed in `SchedSet::events`.
     event: bool,
+    /// Holds a buffer of the hot receive pool and is listed in `RxPool::lent`.
+    rx_hot: bool,
 }
 
 /// The index and the schedule of a socket set.
 #[derive(Debug, Default)]
 pub(crate) struct SchedSet {
-    tcp_by_tuple: HashMap<TupleKey, SocketHandle>,
+    tcp_by_tuple: TupleIndex,
     /// Sockets claiming a 4-tuple another socket holds (a connect that reuses one; empty
     /// but for that): every lookup checks them too.
     shadowed: Vec<SocketHandle>,
@@ -93,8 +93,43 @@ pub(crate) struct SchedSet {
     others: Vec<SocketHandle>,
     /// TCP sockets to report in `take_tcp_events`.
     events: Vec<SocketHandle>,
+    /// Receive storage that follows the data (PATCHES.md (23)).
+    rx_pool: RxPool,
     /// Lookups that walked every socket (for tests).
     walks: u64,
+}
+
+/// Most buffers the hot receive pool allocates: twice what a libOS engine round takes
+/// from its rings (32 frames), so every socket that receives in a round can have one.
+const RX_POOL_BUFFERS: usize = 64;
+
+/// Receive storage that follows the data, not the connection (PATCHES.md (23)).
+///
+/// At 10,000 keep-alive connections each socket's receive buffer is out of the caches
+/// (and its page out of the TLB) by the time its next segment comes, so copying a
+/// request or an answer into it missed at every level, on both ends. A segment with data
+/// for a socket whose receive buffer is empty now lands in a buffer that another socket
+/// emptied moments ago: the socket trades its own (idle, cold) storage for the hot one
+/// before it processes the segment, and once the application has read everything (at the
+/// next egress) it trades back, for a cold buffer, and the hot one goes back on the stack.
+/// Buffers are only ever traded while empty and for one of the same length, so what a
+/// socket holds and announces does not change; the trade is a swap of two pointers.
+#[derive(Default)]
+struct RxPool {
+    /// Buffers emptied by their last user, the most recent on top.
+    hot: Vec<Vec<u8>>,
+    /// The idle storage of sockets that hold a hot buffer (one per socket in `lent`, but
+    /// for sockets removed while they held one).
+    cold: Vec<Vec<u8>>,
+    /// Length of every buffer in the pool: the receive capacity of the first socket that
+    /// traded (chosen again once the pool holds none). Sockets with another capacity keep
+    /// their own storage.
+    size: usize,
+    /// Buffers the pool allocated and holds or lends (at most `RX_POOL_BUFFERS`; one less
+    /// for each socket removed while it held one: it took that buffer along).
+    made: usize,
+    /// Sockets holding a hot buffer.
+    lent: Vec<SocketHandle>,
 }
 
 /// Width of a timer wheel slot, µs.
@@ -125,6 +160,52 @@ struct Timers {
     far: BinaryHeap<Reverse<(Instant, SocketHandle)>>,
 }
 
+impl RxPool {
+    /// Give `socket` a hot buffer for the data about to arrive, taking its idle storage.
+    /// False (nothing changed) if its receive buffer holds data, its storage is borrowed
+    /// or of another length than the pool's, or the pool has none hot left to give.
+    fn lend(&mut self, socket: &mut tcp::Socket) -> bool {
+        let Some(size) = socket.rx_storage_tradable() else {
+            return false;
+        };
+        if size != self.size {
+            if self.made > 0 {
+                return false;
+            }
+            self.size = size;
+        }
+        let mut buf = match self.hot.pop() {
+            Some(buf) => buf,
+            None if self.made < RX_POOL_BUFFERS => {
+                self.made += 1;
+                vec![0; size]
+            }
+            None => return false,
+        };
+        let traded = socket.swap_rx_storage(&mut buf);
+        debug_assert!(traded, "checked tradable above");
+        if traded {
+            self.cold.push(buf);
+        } else {
+            self.hot.push(buf);
+        }
+        traded
+    }
+}
+
+/// Counts only: the buffers hold other connections' old bytes.
+impl core::fmt::Debug for RxPool {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RxPool")
+            .field("hot", &self.hot.len())
+            .field("cold", &self.cold.len())
+            .field("size", &self.size)
+            .field("made", &self.made)
+            .field("lent", &self.lent.len())
+            .finish()
+    }
+}
+
 fn tick_of(at: Instant) -> i64 {
     at.total_micros().div_euclid(TICK_US)
 }
@@ -144,6 +225,20 @@ fn take_due(
         keep
     });
     before - slot.len()
+}
+
+/// Ask the processor to start loading the cache line holding `p`.
+#[inline(always)]
+#[allow(unsafe_code)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE is part of every x86_64 processor, and a prefetch is a hint: it reads
+    // nothing into the program and never faults, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 fn slot_of(tick: i64) -> usize {
@@ -318,8 +413,8 @@ impl SchedSet {
     fn drop_claim(&mut self, key: TupleKey, shadowed: bool, h: SocketHandle) {
         if shadowed {
             self.shadowed.retain(|&s| s != h);
-        } else if self.tcp_by_tuple.get(&key) == Some(&h) {
-            self.tcp_by_tuple.remove(&key);
+        } else {
+            self.tcp_by_tuple.remove_if_held_by(&key, h);
         }
     }
 
@@ -383,14 +478,9 @@ impl<'a> SocketSet<'a> {
         m.tuple_key = tuple;
         m.shadowed = false;
         if let Some(key) = tuple {
-            match sched.tcp_by_tuple.entry(key) {
-                Entry::Vacant(v) => {
-                    v.insert(h);
-                }
-                Entry::Occupied(_) => {
-                    m.shadowed = true;
-                    sched.shadowed.push(h);
-                }
+            if !sched.tcp_by_tuple.insert_if_vacant(key, h) {
+                m.shadowed = true;
+                sched.shadowed.push(h);
             }
         }
     }
@@ -429,7 +519,7 @@ impl<'a> SocketSet<'a> {
             IpEndpoint::new(ip_repr.dst_addr(), repr.dst_port),
             IpEndpoint::new(ip_repr.src_addr(), repr.src_port),
         );
-        let holder = self.sched.tcp_by_tuple.get(&key).copied();
+        let holder = self.sched.tcp_by_tuple.get(&key);
         let mut best = holder.filter(|&h| accepts(&mut self.sockets, cx, h));
         // Of several sockets on one 4-tuple, the walk found the one of lowest handle.
         for &h in &self.sched.shadowed {
@@ -490,6 +580,12 @@ impl<'a> SocketSet<'a> {
         let Socket::Tcp(socket) = &mut item.socket else {
             unreachable!("tcp_lookup finds TCP sockets")
         };
+        if !repr.payload.is_empty() && !item.meta.sched.rx_hot {
+            if self.sched.rx_pool.lend(socket) {
+                item.meta.sched.rx_hot = true;
+                self.sched.rx_pool.lent.push(h);
+            }
+        }
         let reply = socket.process(cx, ip_repr, repr);
         self.sched.mark_ready(item);
         self.sched.push_event(item);
@@ -514,9 +610,56 @@ impl<'a> SocketSet<'a> {
         slot(&mut self.sockets, h)
     }
 
+    /// Sockets holding a hot receive buffer whose application has read everything trade
+    /// it back for idle storage (PATCHES.md (23)); the others keep it until they have.
+    fn return_hot_rx(&mut self) {
+        let pool = &mut self.sched.rx_pool;
+        if pool.lent.is_empty() {
+            return;
+        }
+        let sockets = &mut self.sockets;
+        pool.lent.retain(|&h| {
+            let Some(item) = slot(sockets, h) else {
+                // Removed with a hot buffer: its storage left with it; one idle buffer
+                // has no socket to go back to.
+                pool.cold.pop();
+                pool.made = pool.made.saturating_sub(1);
+                return false;
+            };
+            if !item.meta.sched.rx_hot {
+                pool.cold.pop(); // the slot was freed and reused
+                pool.made = pool.made.saturating_sub(1);
+                return false;
+            }
+            let Socket::Tcp(socket) = &mut item.socket else {
+                // Unreachable: only TCP sockets borrow, and a new socket in a freed slot
+                // starts with `rx_hot` false. Counted as a removal.
+                debug_assert!(false, "a lent socket that is not TCP");
+                pool.cold.pop();
+                pool.made = pool.made.saturating_sub(1);
+                return false;
+            };
+            let Some(mut buf) = pool.cold.pop() else {
+                // Unreachable: each socket that borrowed left a cold buffer.
+                debug_assert!(false, "no cold buffer for a lent socket");
+                item.meta.sched.rx_hot = false;
+                return false;
+            };
+            if socket.swap_rx_storage(&mut buf) {
+                pool.hot.push(buf);
+                item.meta.sched.rx_hot = false;
+                false
+            } else {
+                pool.cold.push(buf); // still holds data the application has not read
+                true
+            }
+        });
+    }
+
     /// Start a TCP egress: move the sockets whose timer is due to the ready list; the
     /// egress takes the sockets ready now with `egress_next`.
     pub(crate) fn egress_begin(&mut self, now: Instant) {
+        self.return_hot_rx();
         let mut due = core::mem::take(&mut self.sched.due);
         self.sched.timers.expire(now, &mut due);
         for (at, h) in due.drain(..) {
@@ -650,6 +793,38 @@ impl<'a> SocketSet<'a> {
             earliest = Some(earliest.map_or(at, |e| e.min(at)));
         }
         earliest
+    }
+
+    /// DockNet patch (PATCHES.md (24)): segments for these (local, remote) endpoints come
+    /// soon: start loading the index lines that name their sockets into the caches. With
+    /// [`SocketSet::prefetch_tcp_socket`] a few segments ahead, processing a segment finds
+    /// its socket in the caches rather than waiting for memory (at 10,000 connections
+    /// every socket is out of the caches by its next segment), as DPDK's pipelined
+    /// lookups do. A hint only: what any segment reaches does not depend on it.
+    pub fn prefetch_tcp_index(&self, tuples: &[(IpEndpoint, IpEndpoint)]) {
+        for key in tuples {
+            if let Some(p) = self.sched.tcp_by_tuple.probe_start(key) {
+                prefetch(p);
+            }
+        }
+    }
+
+    /// DockNet patch (PATCHES.md (24)): a segment for `tuple`, (local, remote), comes
+    /// soon: start loading its socket into the caches (see
+    /// [`SocketSet::prefetch_tcp_index`]).
+    pub fn prefetch_tcp_socket(&self, tuple: &(IpEndpoint, IpEndpoint)) {
+        let Some(storage) = self
+            .sched
+            .tcp_by_tuple
+            .get(tuple)
+            .and_then(|h| self.sockets.get(h.0))
+        else {
+            return;
+        };
+        let start = storage as *const SocketStorage as *const u8;
+        for offset in (0..core::mem::size_of::<SocketStorage>()).step_by(64) {
+            prefetch(start.wrapping_add(offset));
+        }
     }
 
     /// DockNet patch: TCP sockets that processed a segment, or whose state changed while
@@ -1163,5 +1338,139 @@ mod tests {
             now += step;
         }
         assert!(exchanges > 1000, "{exchanges} exchanges");
+    }
+
+    /// Sockets trade their idle receive storage for hot buffers while data passes
+    /// (PATCHES.md (23)): every byte arrives, in order, whether the application reads all
+    /// or leaves some behind; with more sockets receiving at once than the pool has
+    /// buffers, with sockets removed while they hold a pool buffer (their slot reused at
+    /// once) and one socket whose buffer has another length. The pool's count stays
+    /// exact, and once everything is read every hot buffer is back.
+    #[test]
+    fn hot_receive_buffers_follow_the_data() {
+        const PAIRS: usize = 80;
+        let (mut iface, mut dev) = iface();
+        let mut sockets = SocketSet::new(vec![]);
+        let mut servers = Vec::new();
+        for i in 0..PAIRS {
+            // One server of another size: it keeps its own storage.
+            let size = if i == 5 { 3000 } else { 4096 };
+            let mut s = tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; size]),
+                tcp::SocketBuffer::new(vec![0; 4096]),
+            );
+            s.listen(80).unwrap();
+            servers.push(Some(sockets.add(s)));
+        }
+        let mut clients = Vec::new();
+        for i in 0..PAIRS as u16 {
+            let h = sockets.add(tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; 4096]),
+                tcp::SocketBuffer::new(vec![0; 4096]),
+            ));
+            let cx = iface.context();
+            sockets
+                .get_mut::<tcp::Socket>(h)
+                .connect(cx, IpEndpoint::new(IpAddress::Ipv4(LOCAL), 80), 40000 + i)
+                .unwrap();
+            clients.push(h);
+        }
+        let holds_hot = |sockets: &SocketSet, h: SocketHandle| {
+            sockets.sockets[h.0]
+                .inner
+                .as_ref()
+                .is_some_and(|i| i.meta.sched.rx_hot)
+        };
+        // Client i sends byte (i * 7 + offset) at each offset of its stream.
+        let byte = |client: usize, offset: usize| (client * 7 + offset) as u8;
+        let mut sent = vec![0usize; clients.len()];
+        let mut received = vec![0usize; clients.len()];
+        let mut now = Instant::ZERO;
+        let (mut most_lent, mut most_made, mut removed) = (0, 0, 0);
+        for round in 0..3000 {
+            iface.poll(now, &mut dev, &mut sockets);
+            // Mid-stream, two servers that hold a hot buffer go away, and a new socket
+            // takes each one's slot before the buffers are returned.
+            if round >= 300 && removed < 2 {
+                if let Some(slot) = servers
+                    .iter_mut()
+                    .find(|s| s.is_some_and(|h| holds_hot(&sockets, h)))
+                {
+                    let h = slot.take().unwrap();
+                    sockets.remove(h);
+                    let mut s = socket();
+                    s.listen(81).unwrap();
+                    assert_eq!(sockets.add(s), h, "the freed slot is reused");
+                    removed += 1;
+                }
+            }
+            for slot in servers.iter() {
+                let Some(h) = *slot else { continue };
+                let s = sockets.get_mut::<tcp::Socket>(h);
+                let Some(remote) = s.remote_endpoint() else {
+                    continue;
+                };
+                let client = (remote.port - 40000) as usize;
+                // Every third round a server reads only part of what it has.
+                let limit = if (round + client) % 3 == 0 {
+                    37
+                } else {
+                    usize::MAX
+                };
+                let got = s
+                    .recv(|d| {
+                        let n = d.len().min(limit);
+                        for (k, &b) in d[..n].iter().enumerate() {
+                            assert_eq!(b, byte(client, received[client] + k), "round {round}");
+                        }
+                        (n, n)
+                    })
+                    .unwrap_or(0);
+                received[client] += got;
+            }
+            if round < 1000 {
+                for (i, &h) in clients.iter().enumerate() {
+                    let s = sockets.get_mut::<tcp::Socket>(h);
+                    if s.can_send() {
+                        let chunk: Vec<u8> = (0..100).map(|k| byte(i, sent[i] + k)).collect();
+                        sent[i] += s.send_slice(&chunk).unwrap();
+                    }
+                }
+            }
+            let pool = &sockets.sched.rx_pool;
+            assert!(pool.made <= RX_POOL_BUFFERS);
+            assert_eq!(pool.hot.len() + pool.cold.len(), pool.made, "round {round}");
+            most_lent = most_lent.max(pool.lent.len());
+            most_made = most_made.max(pool.made);
+            now += crate::time::Duration::from_micros(100);
+        }
+        assert_eq!(removed, 2, "no server held a hot buffer mid-stream");
+        assert_eq!(
+            most_made, RX_POOL_BUFFERS,
+            "more receivers than buffers at once"
+        );
+        assert!(most_lent > 0);
+        // The clients whose server is still there.
+        let served: Vec<usize> = servers
+            .iter()
+            .flatten()
+            .filter_map(|&s| {
+                Some((sockets.get::<tcp::Socket>(s).remote_endpoint()?.port - 40000) as usize)
+            })
+            .collect();
+        assert_eq!(served.len(), PAIRS - 2);
+        for i in served {
+            assert!(sent[i] > 10_000, "client {i} sent {}", sent[i]);
+            assert_eq!(received[i], sent[i], "client {i}");
+        }
+        let pool = &sockets.sched.rx_pool;
+        assert_eq!(pool.size, 4096);
+        // All read: every hot buffer is back (the two removed sockets took theirs; the
+        // pool made others since).
+        iface.poll(now, &mut dev, &mut sockets);
+        let pool = &sockets.sched.rx_pool;
+        assert!(pool.lent.is_empty());
+        assert!(pool.cold.is_empty());
+        assert_eq!(pool.hot.len(), pool.made);
     }
 }
