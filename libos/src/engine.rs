@@ -1053,8 +1053,10 @@ impl Engine {
     /// arrives or a TCP timer is due.
     pub fn run(&mut self, mut app: impl FnMut(&mut Engine) -> Control) {
         let mut last_busy = std::time::Instant::now();
+        let mut last_fc_rx = last_busy;
         let mut spins = 0u32;
         loop {
+            let fc_frames = self.dev.stats.rx_fc_frames;
             // Frames in, the app, frames out: what the app answers leaves in this round.
             let mut busy = self.poll_ingress();
             if terminate_requested() {
@@ -1089,6 +1091,15 @@ impl Engine {
             let now = std::time::Instant::now();
             if busy {
                 last_busy = now;
+                if self.dev.stats.rx_fc_frames != fc_frames {
+                    last_fc_rx = now;
+                }
+                continue;
+            }
+            if now.duration_since(last_fc_rx) < self.cfg.idle.fc_spin {
+                // A fast-channel partner's answer is likely within microseconds (see
+                // `IdlePolicy::fc_spin`).
+                core::hint::spin_loop();
                 continue;
             }
             if now.duration_since(last_busy) < self.cfg.idle.spin {
