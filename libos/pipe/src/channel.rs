@@ -449,20 +449,23 @@ impl ChannelReceiver {
                     return None;
                 }
             };
-            if d.buf >= self.bufs.nbufs {
-                ChannelFaults::bump(&self.faults.bad_desc);
-                continue;
+            if let Some(f) = self.frame_of(d) {
+                return Some(f);
             }
-            if d.len == 0 || d.len > self.bufs.buf_size {
-                ChannelFaults::bump(&self.faults.bad_desc);
+            ChannelFaults::bump(&self.faults.bad_desc);
+            if d.buf < self.bufs.nbufs {
                 self.give_back(d.buf);
-                continue;
             }
-            return Some(RxFrame {
-                buf: d.buf,
-                len: d.len,
-            });
         }
+    }
+
+    /// `d` as a frame of this channel, if its buffer index is in range and its length
+    /// fits the buffer.
+    fn frame_of(&self, d: Desc) -> Option<RxFrame> {
+        (d.buf < self.bufs.nbufs && d.len != 0 && d.len <= self.bufs.buf_size).then_some(RxFrame {
+            buf: d.buf,
+            len: d.len,
+        })
     }
 
     /// Copy up to `dst.len()` first bytes of the frame `k` places after the next one into
@@ -470,20 +473,10 @@ impl ChannelReceiver {
     /// (`recv` counts that when it gets there). For a look ahead only: the sender may
     /// still change a posted frame's bytes, so nothing may rely on them.
     pub fn peek_head(&mut self, k: u32, dst: &mut [u8]) -> usize {
-        let Some(d) = self.ring.peek(k) else {
-            return 0;
-        };
-        if d.buf >= self.bufs.nbufs || d.len == 0 || d.len > self.bufs.buf_size {
-            return 0;
+        match self.ring.peek(k).and_then(|d| self.frame_of(d)) {
+            Some(f) => self.copy_out(f, 0, dst),
+            None => 0,
         }
-        self.copy_out(
-            RxFrame {
-                buf: d.buf,
-                len: d.len,
-            },
-            0,
-            dst,
-        )
     }
 
     /// Pointer to the bytes of a received frame, for a libOS reading it in place. They

@@ -619,40 +619,32 @@ impl<'a> SocketSet<'a> {
         }
         let sockets = &mut self.sockets;
         pool.lent.retain(|&h| {
-            let Some(item) = slot(sockets, h) else {
-                // Removed with a hot buffer: its storage left with it; one idle buffer
-                // has no socket to go back to.
+            // A socket removed while it held a hot buffer took it along (a new socket in
+            // its slot starts with `rx_hot` false): one idle buffer has no socket to go
+            // back to.
+            let Some(Item {
+                meta,
+                socket: Socket::Tcp(socket),
+            }) = slot(sockets, h).filter(|i| i.meta.sched.rx_hot)
+            else {
                 pool.cold.pop();
                 pool.made = pool.made.saturating_sub(1);
                 return false;
             };
-            if !item.meta.sched.rx_hot {
-                pool.cold.pop(); // the slot was freed and reused
-                pool.made = pool.made.saturating_sub(1);
-                return false;
+            if socket.rx_storage_tradable() != Some(pool.size) {
+                return true; // still holds data the application has not read
             }
-            let Socket::Tcp(socket) = &mut item.socket else {
-                // Unreachable: only TCP sockets borrow, and a new socket in a freed slot
-                // starts with `rx_hot` false. Counted as a removal.
-                debug_assert!(false, "a lent socket that is not TCP");
-                pool.cold.pop();
-                pool.made = pool.made.saturating_sub(1);
-                return false;
-            };
             let Some(mut buf) = pool.cold.pop() else {
                 // Unreachable: each socket that borrowed left a cold buffer.
                 debug_assert!(false, "no cold buffer for a lent socket");
-                item.meta.sched.rx_hot = false;
+                meta.sched.rx_hot = false;
                 return false;
             };
-            if socket.swap_rx_storage(&mut buf) {
-                pool.hot.push(buf);
-                item.meta.sched.rx_hot = false;
-                false
-            } else {
-                pool.cold.push(buf); // still holds data the application has not read
-                true
-            }
+            let traded = socket.swap_rx_storage(&mut buf);
+            debug_assert!(traded, "checked tradable above");
+            pool.hot.push(buf);
+            meta.sched.rx_hot = false;
+            false
         });
     }
 
