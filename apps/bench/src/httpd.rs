@@ -337,7 +337,11 @@ pub(crate) fn run_client(
     parse(&out.stdout).map_err(|e| format!("{name}: {e}"))
 }
 
-/// Measures every connection count; `alive` checks the servers before each point.
+/// Measures every connection count; `alive` checks the servers before each run. With
+/// `--runs N` the runs go in rounds (every connection count once, then again), so a slow
+/// phase of a shared machine lands on all counts alike rather than on one of them: the
+/// ratios between counts (issue 10's 10,000 ÷ 64) then compare like with like. Each
+/// point reports its median run; a failing run ends its point (the others go on).
 fn measure(
     a: &HttpdArgs,
     path: HttpPath,
@@ -346,32 +350,65 @@ fn measure(
     mut alive: impl FnMut() -> Result<(), String>,
 ) -> Vec<HttpRow> {
     let timeout = Duration::from_secs(a.seconds + 60);
+    let runs = a.runs.max(1);
+    let mut got: Vec<Vec<HttpPoint>> = vec![Vec::new(); a.conns.len()];
+    let mut failed: Vec<Option<String>> = vec![None; a.conns.len()];
+    for round in 1..=runs {
+        for (i, &n) in a.conns.iter().enumerate() {
+            if failed[i].is_some() {
+                continue;
+            }
+            let (name, of) = if runs > 1 {
+                (
+                    format!("{path} client (run {round} of {runs})"),
+                    format!(", run {round}/{runs}"),
+                )
+            } else {
+                (format!("{path} client"), String::new())
+            };
+            eprint!("  {:<18} {n:>5} conns{of} ... ", path.name());
+            let t0 = Instant::now();
+            let outcome = alive().and_then(|()| run_client(&name, client(n), timeout, parse));
+            while crate::cleanup::shutting_down() {
+                std::thread::park();
+            }
+            match outcome {
+                Ok(p) => {
+                    eprintln!(
+                        "{:.0} req/s, p50 {:.1} µs, p99 {:.1} µs, {} errors [{:.1} s]",
+                        p.rps,
+                        p.latency_us_p50,
+                        p.latency_us_p99,
+                        p.errors,
+                        t0.elapsed().as_secs_f64()
+                    );
+                    got[i].push(p);
+                }
+                Err(e) => {
+                    eprintln!("FAILED: {e}");
+                    failed[i] = Some(if got[i].is_empty() {
+                        e
+                    } else {
+                        format!("{e} (runs before it: {} req/s)", rates(&got[i]))
+                    });
+                }
+            }
+        }
+    }
     let mut rows = Vec::new();
-    for &n in &a.conns {
-        eprint!("  {:<18} {n:>4} conns ... ", path.name());
-        let t0 = Instant::now();
-        let name = format!("{path} client");
-        let outcome = crate::stats::median_of_runs(
-            a.runs,
-            &name,
-            ("req/s", 0),
-            |p: &HttpPoint| p.rps,
-            |label| alive().and_then(|()| run_client(label, client(n), timeout, parse)),
-        );
-        while crate::cleanup::shutting_down() {
-            std::thread::park();
+    for ((&n, points), failure) in a.conns.iter().zip(got).zip(failed) {
+        if runs > 1 && !points.is_empty() {
+            eprintln!(
+                "  {:<18} {n:>5} conns: runs {} req/s",
+                path.name(),
+                rates(&points)
+            );
         }
-        match &outcome {
-            Ok(p) => eprintln!(
-                "{:.0} req/s, p50 {:.1} µs, p99 {:.1} µs, {} errors [{:.1} s]",
-                p.rps,
-                p.latency_us_p50,
-                p.latency_us_p99,
-                p.errors,
-                t0.elapsed().as_secs_f64()
-            ),
-            Err(e) => eprintln!("FAILED: {e}"),
-        }
+        let outcome = match failure {
+            Some(e) => Err(e),
+            None if points.is_empty() => Err("no run".into()),
+            None => Ok(crate::stats::median_run_by(points, |p| p.rps)),
+        };
         rows.push(HttpRow {
             path: path.name().into(),
             conns: n,
@@ -379,6 +416,12 @@ fn measure(
         });
     }
     rows
+}
+
+/// Each run's requests/s, for progress and errors.
+fn rates(points: &[HttpPoint]) -> String {
+    let all: Vec<String> = points.iter().map(|p| format!("{:.0}", p.rps)).collect();
+    all.join(" ")
 }
 
 /// `-d` for wrk and dn-loadgen (wrk takes whole seconds only).
@@ -832,6 +875,38 @@ pub fn ratios_section(rows: &[HttpRow], conns: &[usize]) -> String {
     s
 }
 
+/// Issue 10's target: on each DockNet path, requests/s at the largest connection count
+/// measured (10,000 in the issue) is at least 80% of those at the smallest (64), both
+/// medians of their runs.
+pub fn scaling_section(rows: &[HttpRow], conns: &[usize]) -> String {
+    let (Some(&lo), Some(&hi)) = (conns.iter().min(), conns.iter().max()) else {
+        return String::new();
+    };
+    if lo == hi {
+        return format!("- only {lo} connections measured: no scaling ratio\n");
+    }
+    let mut s = String::new();
+    for path in [HttpPath::DocknetFc, HttpPath::DocknetMaster] {
+        if let (Some(h), Some(l)) = (find(rows, path, hi), find(rows, path, lo)) {
+            if l.rps > 0.0 {
+                let x = h.rps / l.rps;
+                s += &format!(
+                    "- {}: {hi} connections {:.0} vs {lo} connections {:.0} requests/s = **{:.0}%** (target ≥ 80%): {}\n",
+                    path.name(),
+                    h.rps,
+                    l.rps,
+                    x * 100.0,
+                    if x >= 0.8 { "met" } else { "**not met**" }
+                );
+            }
+        }
+    }
+    if s.is_empty() {
+        s += "- no DockNet path measured at both connection counts\n";
+    }
+    s
+}
+
 /// The issue-4 target: (a) DockNet (fast channel) ≥ 3× nginx's requests/s at 64 connections.
 pub fn target_section(rows: &[HttpRow]) -> String {
     let mut s = String::new();
@@ -976,7 +1051,10 @@ fn write_outputs(
     let table = results_table(rows);
     let ratios = ratios_section(rows, &a.conns);
     let target = target_section(rows);
-    println!("\n{table}\nRatios\n\n{ratios}\nTargets (issue 4)\n\n{target}");
+    let scaling = scaling_section(rows, &a.conns);
+    println!(
+        "\n{table}\nRatios\n\n{ratios}\nTargets (issue 4)\n\n{target}\nScaling (issue 10)\n\n{scaling}"
+    );
     for k in skipped {
         println!("skipped {}: {}", k.path, k.reason);
     }
@@ -984,6 +1062,12 @@ fn write_outputs(
     md += "# HTTP: dn-httpd on DockNet vs nginx on the kernel (1 KB page)\n\n";
     md += &host.md_header(&a.command_line);
     md += &format!("- Duration per point: {} s\n", a.seconds);
+    if a.runs > 1 {
+        md += &format!(
+            "- Runs per point: {} in rounds (every connection count once per round); each point is its median run\n",
+            a.runs
+        );
+    }
     if !httpd_build.is_empty() {
         md += &format!("- dn-httpd with the 1 KB page: `{httpd_build}`\n");
     }
@@ -994,6 +1078,8 @@ fn write_outputs(
     md += &ratios;
     md += "\n## Targets (issue 4)\n\n";
     md += &target;
+    md += "\n## Scaling (issue 10)\n\n";
+    md += &scaling;
     md += "\n## Command lines\n\n`N` is the connection count of the point.\n\n";
     for c in commands {
         md += &format!("### {}\n\n```sh\n", c.path);
@@ -1102,6 +1188,105 @@ Transfer/sec:     66.79MB
         assert!(parse_wrk("Running 3s test\n").is_err());
         assert_eq!(wrk_latency_us("2.00s"), Some(2e6));
         assert_eq!(wrk_latency_us("12.5"), None);
+    }
+
+    fn args(conns: &[usize], runs: usize) -> HttpdArgs {
+        HttpdArgs {
+            paths: vec![HttpPath::DocknetFc],
+            conns: conns.to_vec(),
+            seconds: 1,
+            runs,
+            out: PathBuf::from("/nonexistent"),
+            bin_dir: None,
+            httpd_bin: None,
+            src: PathBuf::from("."),
+            keep_run_dir: false,
+            command_line: String::new(),
+        }
+    }
+
+    /// A client that prints a dn-loadgen JSON line with the given rate, or fails.
+    fn fake_client(rps: Option<u64>) -> Command {
+        let mut c = Command::new("sh");
+        match rps {
+            Some(r) => c.args([
+                "-c",
+                &format!(
+                    r#"echo '{{"bytes":1,"duration_s":1.0,"errors":0,"latency_us_p50":1.0,"latency_us_p99":2.0,"requests":{r},"rps":{r}.0}}'"#
+                ),
+            ]),
+            None => c.args(["-c", "echo broken >&2; exit 3"]),
+        };
+        c
+    }
+
+    #[test]
+    fn runs_go_in_rounds_and_points_report_their_median() {
+        // Rates rise with every call, so the first round is slow for every count alike.
+        let mut calls = Vec::new();
+        let rows = measure(
+            &args(&[64, 10_000], 3),
+            HttpPath::DocknetFc,
+            |n| {
+                calls.push(n);
+                fake_client(Some(calls.len() as u64 * 1000 + n as u64))
+            },
+            parse_loadgen,
+            || Ok(()),
+        );
+        assert_eq!(calls, [64, 10_000, 64, 10_000, 64, 10_000]);
+        let rps = |i: usize| rows[i].outcome.as_ref().unwrap().rps;
+        assert_eq!((rows[0].conns, rps(0)), (64, 3064.0));
+        assert_eq!((rows[1].conns, rps(1)), (10_000, 14_000.0));
+    }
+
+    #[test]
+    fn a_failed_run_ends_its_point_only() {
+        let mut calls = Vec::new();
+        let rows = measure(
+            &args(&[64, 10_000], 3),
+            HttpPath::DocknetFc,
+            |n| {
+                calls.push(n);
+                // The second run at 10,000 connections fails.
+                let fail = n == 10_000 && calls.iter().filter(|&&c| c == n).count() == 2;
+                fake_client((!fail).then_some(1000))
+            },
+            parse_loadgen,
+            || Ok(()),
+        );
+        assert_eq!(calls, [64, 10_000, 64, 10_000, 64]);
+        assert!(rows[0].outcome.is_ok());
+        let e = rows[1].outcome.as_ref().unwrap_err();
+        assert!(e.contains("runs before it: 1000 req/s"), "{e}");
+    }
+
+    #[test]
+    fn scaling_compares_largest_with_smallest_count() {
+        let row = |path: HttpPath, conns, rps| HttpRow {
+            path: path.name().into(),
+            conns,
+            outcome: Ok(HttpPoint {
+                requests: 1,
+                duration_s: 1.0,
+                rps,
+                latency_us_p50: 1.0,
+                latency_us_p99: 1.0,
+                errors: 0,
+                bytes: 1,
+            }),
+        };
+        let rows = [
+            row(HttpPath::DocknetFc, 64, 1000.0),
+            row(HttpPath::DocknetFc, 10_000, 850.0),
+            row(HttpPath::DocknetMaster, 64, 1000.0),
+            row(HttpPath::DocknetMaster, 10_000, 790.0),
+        ];
+        let s = scaling_section(&rows, &[64, 1000, 10_000]);
+        assert!(s.contains("docknet-fc: 10000 connections 850 vs 64 connections 1000 requests/s = **85%** (target ≥ 80%): met"), "{s}");
+        assert!(s.contains("docknet-master: 10000 connections 790 vs 64 connections 1000 requests/s = **79%** (target ≥ 80%): **not met**"), "{s}");
+        assert!(scaling_section(&rows, &[64]).contains("no scaling ratio"));
+        assert!(scaling_section(&rows[..1], &[64, 10_000]).contains("no DockNet path"));
     }
 
     #[test]

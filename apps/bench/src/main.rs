@@ -153,7 +153,8 @@ dn-echo and dn-loadgen next to this executable (or --bin-dir).
 
 Output: table (path, conns, requests/s, latency p50/p99, errors), ratios against
 kernel-nginx, the issue-4 target ((a) docknet-fc >= 3x kernel-nginx requests/s at 64
-connections; (b) as measured) on stdout; OUT/httpd.svg (requests/s and p50 vs
+connections; (b) as measured) and issue 10's scaling (each DockNet path's requests/s at
+the largest --conns >= 80% of those at the smallest) on stdout; OUT/httpd.svg (requests/s and p50 vs
 connections), OUT/httpd.md (with every command line), OUT/httpd.json. Everything started
 (nginx, docknetd, dn-httpd, namespaces dnbPIDh*, temp dirs /tmp/dnbench-PID-*) is
 removed on exit, including on SIGINT/SIGTERM/SIGHUP.";
@@ -676,9 +677,11 @@ struct HttpdCli {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=3600))]
     duration: u64,
 
-    /// Client runs per point against the same server; the point reported is the run of
-    /// median requests/s (its latencies too), and every run's rate is printed. On a
-    /// shared VM runs of one point differ by up to 2× at 10,000 connections.
+    /// Client runs per point against the same server, in rounds (every connection count
+    /// once, then again), so a slow phase of a shared machine hits every count alike; the
+    /// point reported is the run of median requests/s (its latencies too), and every
+    /// run's rate is printed. On a shared VM runs of one point differ by up to 2× at
+    /// 10,000 connections.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=99))]
     runs: u32,
 
@@ -885,8 +888,9 @@ struct MessagesCli {
 
     /// Client runs per point (each a fresh process after one pilot); the point reported
     /// is the run of median goodput (its latencies too), and every run's goodput is
-    /// printed. On a shared VM runs of one point differ by up to 2×, so comparisons want
-    /// an odd number above 1.
+    /// printed. `pingpong` runs them in rounds (every path and size once, then again), so
+    /// the baseline and DockNet meet the same phases of a shared machine. On a shared VM
+    /// runs of one point differ by up to 2×, so comparisons want an odd number above 1.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=99))]
     runs: u32,
 }

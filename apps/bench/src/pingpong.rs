@@ -438,7 +438,73 @@ fn run_docknet(a: &BenchArgs, path: PathKind, slot: &mut DaemonSlot) -> Result<V
             Ok(())
         },
     );
+    // Leave the daemon as found, so the next round can make these pipes again (if it
+    // cannot, that round skips the path and says why; these rows stand).
+    drop(server);
+    let mut teardown = vec![vec!["pipe", "rm", cli], vec!["pipe", "rm", srv]];
+    if path == PathKind::DocknetFc {
+        teardown.insert(0, vec!["fc", "rm", srv, cli]);
+    }
+    for args in teardown {
+        if let Err(e) = d.ctl(&args) {
+            log::warn!("{path}: docknetctl {}: {e}", args.join(" "));
+        }
+    }
     Ok(rows)
+}
+
+/// One row per (path, size) out of the rounds' rows: the run of median goodput, or the
+/// first failure (naming the goodputs of the runs that worked). Rows keep the first
+/// round's order.
+fn median_rows(rounds: Vec<Vec<Row>>) -> Vec<Row> {
+    let n = rounds.len();
+    let mut points: Vec<(String, usize, Vec<PointResult>, Option<String>)> = Vec::new();
+    for row in rounds.into_iter().flatten() {
+        let i = match points
+            .iter()
+            .position(|(p, s, ..)| *p == row.path && *s == row.size)
+        {
+            Some(i) => i,
+            None => {
+                points.push((row.path.clone(), row.size, Vec::new(), None));
+                points.len() - 1
+            }
+        };
+        let (_, _, ok, failed) = &mut points[i];
+        match row.outcome {
+            Ok(p) => ok.push(p),
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    points
+        .into_iter()
+        .map(|(path, size, ok, failed)| {
+            let rates: Vec<String> = ok
+                .iter()
+                .map(|p| format!("{:.2}", p.goodput_gbps))
+                .collect();
+            if n > 1 && !ok.is_empty() {
+                eprintln!(
+                    "  {path:<18} {:>5} B: runs {} Gbit/s",
+                    format_size(size),
+                    rates.join(" ")
+                );
+            }
+            let outcome = match failed {
+                Some(e) if ok.is_empty() => Err(e),
+                Some(e) => Err(format!("{e} (other runs: {} Gbit/s)", rates.join(" "))),
+                None if ok.is_empty() => Err("no run".into()),
+                None => Ok(crate::stats::median_run_by(ok, |p| p.goodput_gbps)),
+            };
+            Row {
+                path,
+                size,
+                outcome,
+            }
+        })
+        .collect()
 }
 
 /// Checks `--seconds` and prints the run's header line on stderr.
@@ -558,36 +624,57 @@ pub fn write_outputs(
     crate::report::write_files(&a.out, spec.stem, svg_text, md, &json)
 }
 
-/// Runs the benchmark and writes the outputs.
+/// Runs the benchmark and writes the outputs. With `--runs N` the paths go in N rounds
+/// (every path and size once, then again), and each point reports its median run: the
+/// baseline and the DockNet paths are then measured across the same phases of a shared
+/// machine, rather than the kernel's minute against DockNet's next one.
 pub fn run(a: &BenchArgs, paths: &[PathKind]) -> Result<(), String> {
     let names: Vec<&str> = paths.iter().map(|p| p.name()).collect();
     announce(a, "pingpong", &names)?;
     let host = HostInfo::collect();
-    let mut rows = Vec::new();
-    let mut skipped = Vec::new();
+    let mut skipped: Vec<Skipped> = Vec::new();
     let mut slot = DaemonSlot {
         bins: None,
         daemon: None,
     };
-    for (i, &path) in paths.iter().enumerate() {
-        eprintln!("[{}/{}] {path}", i + 1, paths.len());
-        let r = match path {
-            PathKind::KernelLo => run_kernel_lo(a),
-            PathKind::KernelBridge => run_kernel_bridge(a),
-            PathKind::DocknetMaster | PathKind::DocknetFc => run_docknet(a, path, &mut slot),
-        };
-        match r {
-            Ok(mut v) => rows.append(&mut v),
-            Err(reason) => {
-                eprintln!("  skipping {path}: {reason}");
-                skipped.push(Skipped {
-                    path: path.name().into(),
-                    reason,
-                });
+    let rounds = a.runs.max(1);
+    let once = BenchArgs {
+        runs: 1,
+        ..a.clone()
+    };
+    let mut runs: Vec<Vec<Row>> = Vec::new();
+    for round in 1..=rounds {
+        if rounds > 1 {
+            eprintln!("round {round} of {rounds}");
+        }
+        let mut rows = Vec::new();
+        for (i, &path) in paths.iter().enumerate() {
+            if skipped.iter().any(|k| k.path == path.name()) {
+                continue;
+            }
+            eprintln!("[{}/{}] {path}", i + 1, paths.len());
+            let r = match path {
+                PathKind::KernelLo => run_kernel_lo(&once),
+                PathKind::KernelBridge => run_kernel_bridge(&once),
+                PathKind::DocknetMaster | PathKind::DocknetFc => {
+                    run_docknet(&once, path, &mut slot)
+                }
+            };
+            match r {
+                Ok(mut v) => rows.append(&mut v),
+                Err(reason) => {
+                    eprintln!("  skipping {path}: {reason}");
+                    skipped.push(Skipped {
+                        path: path.name().into(),
+                        reason,
+                    });
+                }
             }
         }
+        runs.push(rows);
     }
     drop(slot);
+    let rows = median_rows(runs);
 
     let order: Vec<String> = names.iter().map(|p| p.to_string()).collect();
     let spec = OutputSpec {
@@ -622,6 +709,42 @@ mod tests {
             keep_run_dir: false,
             command_line: String::new(),
         }
+    }
+
+    #[test]
+    fn rounds_give_each_point_its_median_run() {
+        let point = |gbps: f64| PointResult {
+            size: 1024,
+            count: 1,
+            rtt_us_p50: 1.0,
+            rtt_us_p99: 1.0,
+            one_way_us_p50: 0.5,
+            one_way_us_p99: 0.5,
+            goodput_gbps: gbps,
+            elapsed_s: 1.0,
+        };
+        let row = |path: &str, outcome: Result<PointResult, String>| Row {
+            path: path.into(),
+            size: 1024,
+            outcome,
+        };
+        let rounds = vec![
+            vec![row("k", Ok(point(1.0))), row("d", Ok(point(5.0)))],
+            vec![row("k", Ok(point(3.0))), row("d", Err("crashed".into()))],
+            vec![row("k", Ok(point(2.0))), row("d", Ok(point(6.0)))],
+        ];
+        let rows = median_rows(rounds);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].path, "k");
+        assert_eq!(rows[0].outcome.as_ref().unwrap().goodput_gbps, 2.0);
+        let e = rows[1].outcome.as_ref().unwrap_err();
+        assert!(
+            e.starts_with("crashed (other runs: 5.00 6.00 Gbit/s)"),
+            "{e}"
+        );
+        // One round: the rows as they are.
+        let one = median_rows(vec![vec![row("k", Ok(point(1.5)))]]);
+        assert_eq!(one[0].outcome.as_ref().unwrap().goodput_gbps, 1.5);
     }
 
     #[test]
