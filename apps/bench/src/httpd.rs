@@ -891,11 +891,12 @@ pub fn scaling_section(rows: &[HttpRow], conns: &[usize]) -> String {
             if l.rps > 0.0 {
                 let x = h.rps / l.rps;
                 s += &format!(
-                    "- {}: {hi} connections {:.0} vs {lo} connections {:.0} requests/s = **{:.0}%** (target ≥ 80%): {}\n",
+                    "- {}: {hi} connections {:.0} vs {lo} connections {:.0} requests/s = **{:.1}%** (target ≥ 80%): {}\n",
                     path.name(),
                     h.rps,
                     l.rps,
-                    x * 100.0,
+                    // Rounded down, so a ratio shown as 80.0% has met the target.
+                    (x * 1000.0).floor() / 10.0,
                     if x >= 0.8 { "met" } else { "**not met**" }
                 );
             }
@@ -1282,9 +1283,15 @@ Transfer/sec:     66.79MB
             row(HttpPath::DocknetMaster, 64, 1000.0),
             row(HttpPath::DocknetMaster, 10_000, 790.0),
         ];
+        let edge = [
+            row(HttpPath::DocknetFc, 64, 100_000.0),
+            row(HttpPath::DocknetFc, 10_000, 79_996.0),
+        ];
+        let e = scaling_section(&edge, &[64, 10_000]);
+        assert!(e.contains("= **79.9%** (target ≥ 80%): **not met**"), "{e}");
         let s = scaling_section(&rows, &[64, 1000, 10_000]);
-        assert!(s.contains("docknet-fc: 10000 connections 850 vs 64 connections 1000 requests/s = **85%** (target ≥ 80%): met"), "{s}");
-        assert!(s.contains("docknet-master: 10000 connections 790 vs 64 connections 1000 requests/s = **79%** (target ≥ 80%): **not met**"), "{s}");
+        assert!(s.contains("docknet-fc: 10000 connections 850 vs 64 connections 1000 requests/s = **85.0%** (target ≥ 80%): met"), "{s}");
+        assert!(s.contains("docknet-master: 10000 connections 790 vs 64 connections 1000 requests/s = **79.0%** (target ≥ 80%): **not met**"), "{s}");
         assert!(scaling_section(&rows, &[64]).contains("no scaling ratio"));
         assert!(scaling_section(&rows[..1], &[64, 10_000]).contains("no DockNet path"));
     }
