@@ -54,6 +54,24 @@ fn pingpong_runs_in_rounds() {
         dir.path(),
     );
     assert!(stderr.contains("round 2 of 2"), "{stderr}");
+    // Every path once per round, in order, then again.
+    let order: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with('[') && l.contains("/3] "))
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "kernel-bridge",
+            "docknet-master",
+            "docknet-fc",
+            "kernel-bridge",
+            "docknet-master",
+            "docknet-fc"
+        ],
+        "{stderr}"
+    );
     let results = json["results"].as_array().expect("results");
     assert_eq!(results.len(), 6, "{json}");
     for path in ["kernel-bridge", "docknet-master", "docknet-fc"] {

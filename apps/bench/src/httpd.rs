@@ -887,8 +887,11 @@ pub fn scaling_section(rows: &[HttpRow], conns: &[usize]) -> String {
     }
     let mut s = String::new();
     for path in [HttpPath::DocknetFc, HttpPath::DocknetMaster] {
-        if let (Some(h), Some(l)) = (find(rows, path, hi), find(rows, path, lo)) {
-            if l.rps > 0.0 {
+        if !rows.iter().any(|r| r.path == path.name()) {
+            continue; // not asked for
+        }
+        match (find(rows, path, hi), find(rows, path, lo)) {
+            (Some(h), Some(l)) if l.rps > 0.0 => {
                 let x = h.rps / l.rps;
                 s += &format!(
                     "- {}: {hi} connections {:.0} vs {lo} connections {:.0} requests/s = **{:.1}%** (target ≥ 80%): {}\n",
@@ -900,10 +903,16 @@ pub fn scaling_section(rows: &[HttpRow], conns: &[usize]) -> String {
                     if x >= 0.8 { "met" } else { "**not met**" }
                 );
             }
+            _ => {
+                s += &format!(
+                    "- {}: not measured at both {lo} and {hi} connections (a point failed or served nothing): **not met**\n",
+                    path.name()
+                );
+            }
         }
     }
     if s.is_empty() {
-        s += "- no DockNet path measured at both connection counts\n";
+        s += "- no DockNet path measured\n";
     }
     s
 }
@@ -1293,7 +1302,9 @@ Transfer/sec:     66.79MB
         assert!(s.contains("docknet-fc: 10000 connections 850 vs 64 connections 1000 requests/s = **85.0%** (target ≥ 80%): met"), "{s}");
         assert!(s.contains("docknet-master: 10000 connections 790 vs 64 connections 1000 requests/s = **79.0%** (target ≥ 80%): **not met**"), "{s}");
         assert!(scaling_section(&rows, &[64]).contains("no scaling ratio"));
-        assert!(scaling_section(&rows[..1], &[64, 10_000]).contains("no DockNet path"));
+        assert!(scaling_section(&rows[..1], &[64, 10_000])
+            .contains("- docknet-fc: not measured at both 64 and 10000 connections"));
+        assert!(scaling_section(&[], &[64, 10_000]).contains("no DockNet path"));
     }
 
     #[test]

@@ -886,11 +886,13 @@ struct MessagesCli {
     #[arg(long, default_value_t = 120)]
     timeout: u64,
 
-    /// Client runs per point (each a fresh process after one pilot); the point reported
-    /// is the run of median goodput (its latencies too), and every run's goodput is
-    /// printed. `pingpong` runs them in rounds (every path and size once, then again), so
-    /// the baseline and DockNet meet the same phases of a shared machine. On a shared VM
-    /// runs of one point differ by up to 2×, so comparisons want an odd number above 1.
+    /// Client runs per point (each a fresh client process); the point reported is the run
+    /// of median goodput (its latencies too), and every run's goodput is printed.
+    /// `pingpong` runs them in rounds (every path and size once, each after its own
+    /// pilot, then again), so the baseline and DockNet meet the same phases of a shared
+    /// machine; `interhost` and `cni` one point after the other, after one pilot. On a
+    /// shared VM runs of one point differ by up to 2×, so comparisons want an odd number
+    /// above 1.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=99))]
     runs: u32,
 }

@@ -385,12 +385,39 @@ impl DaemonSlot {
     }
 }
 
-fn run_docknet(a: &BenchArgs, path: PathKind, slot: &mut DaemonSlot) -> Result<Vec<Row>, String> {
-    let d = slot.get(a)?;
-    let (srv, srv_ip, cli, cli_ip) = match path {
+/// Pipes (server, its address, client, its address) a DockNet path uses.
+fn docknet_pipes(path: PathKind) -> (&'static str, &'static str, &'static str, &'static str) {
+    match path {
         PathKind::DocknetFc => ("c", "10.88.0.4", "d", "10.88.0.5"),
         _ => ("a", "10.88.0.2", "b", "10.88.0.3"),
-    };
+    }
+}
+
+/// One DockNet path: its pipes made, measured, and removed again on every exit (so the
+/// next round can make them again).
+fn run_docknet(a: &BenchArgs, path: PathKind, slot: &mut DaemonSlot) -> Result<Vec<Row>, String> {
+    let d = slot.get(a)?;
+    let result = measure_docknet(a, path, d);
+    let (srv, _, cli, _) = docknet_pipes(path);
+    let mut teardown = vec![vec!["pipe", "rm", cli], vec!["pipe", "rm", srv]];
+    if path == PathKind::DocknetFc {
+        teardown.insert(0, vec!["fc", "rm", srv, cli]);
+    }
+    for args in teardown {
+        if let Err(e) = d.ctl(&args) {
+            // After a failed set-up some of these were never made.
+            if result.is_ok() {
+                log::warn!("{path}: docknetctl {}: {e}", args.join(" "));
+            } else {
+                log::debug!("{path}: docknetctl {}: {e}", args.join(" "));
+            }
+        }
+    }
+    result
+}
+
+fn measure_docknet(a: &BenchArgs, path: PathKind, d: &mut Daemon) -> Result<Vec<Row>, String> {
+    let (srv, srv_ip, cli, cli_ip) = docknet_pipes(path);
     d.ctl(&["pipe", "create", srv, "--ip", &format!("{srv_ip}/16")])?;
     d.ctl(&["pipe", "create", cli, "--ip", &format!("{cli_ip}/16")])?;
     if path == PathKind::DocknetFc {
@@ -438,19 +465,35 @@ fn run_docknet(a: &BenchArgs, path: PathKind, slot: &mut DaemonSlot) -> Result<V
             Ok(())
         },
     );
-    // Leave the daemon as found, so the next round can make these pipes again (if it
-    // cannot, that round skips the path and says why; these rows stand).
+    // The server goes before its pipe.
     drop(server);
-    let mut teardown = vec![vec!["pipe", "rm", cli], vec!["pipe", "rm", srv]];
-    if path == PathKind::DocknetFc {
-        teardown.insert(0, vec!["fc", "rm", srv, cli]);
-    }
-    for args in teardown {
-        if let Err(e) = d.ctl(&args) {
-            log::warn!("{path}: docknetctl {}: {e}", args.join(" "));
+    Ok(rows)
+}
+
+/// What a path's run in round `round` adds: its rows; if it could not run at all, in the
+/// first round `Err` (the path is skipped, with this reason), in a later one a failed
+/// row for each of `sizes` (the path was measured before, so its points report it).
+fn round_rows(
+    round: usize,
+    path: &str,
+    sizes: &[usize],
+    ran: Result<Vec<Row>, String>,
+) -> Result<Vec<Row>, String> {
+    match ran {
+        Ok(v) => Ok(v),
+        Err(reason) if round == 1 => Err(reason),
+        Err(reason) => {
+            eprintln!("  {path} failed in round {round}: {reason}");
+            Ok(sizes
+                .iter()
+                .map(|&size| Row {
+                    path: path.into(),
+                    size,
+                    outcome: Err(format!("round {round}: {reason}")),
+                })
+                .collect())
         }
     }
-    Ok(rows)
 }
 
 /// One row per (path, size) out of the rounds' rows: the run of median goodput, or the
@@ -643,6 +686,8 @@ pub fn run(a: &BenchArgs, paths: &[PathKind]) -> Result<(), String> {
         ..a.clone()
     };
     let mut runs: Vec<Vec<Row>> = Vec::new();
+    // Points that failed in a round: not run again (they report that failure).
+    let mut failed: Vec<(String, usize)> = Vec::new();
     for round in 1..=rounds {
         if rounds > 1 {
             eprintln!("round {round} of {rounds}");
@@ -652,24 +697,44 @@ pub fn run(a: &BenchArgs, paths: &[PathKind]) -> Result<(), String> {
             if skipped.iter().any(|k| k.path == path.name()) {
                 continue;
             }
+            let sizes: Vec<usize> = once
+                .sizes
+                .iter()
+                .copied()
+                .filter(|&z| !failed.contains(&(path.name().to_string(), z)))
+                .collect();
+            if sizes.is_empty() {
+                continue;
+            }
+            let this = BenchArgs {
+                sizes: sizes.clone(),
+                ..once.clone()
+            };
             eprintln!("[{}/{}] {path}", i + 1, paths.len());
             let r = match path {
-                PathKind::KernelLo => run_kernel_lo(&once),
-                PathKind::KernelBridge => run_kernel_bridge(&once),
+                PathKind::KernelLo => run_kernel_lo(&this),
+                PathKind::KernelBridge => run_kernel_bridge(&this),
                 PathKind::DocknetMaster | PathKind::DocknetFc => {
-                    run_docknet(&once, path, &mut slot)
+                    run_docknet(&this, path, &mut slot)
                 }
             };
-            match r {
-                Ok(mut v) => rows.append(&mut v),
+            let v = match round_rows(round, path.name(), &sizes, r) {
+                Ok(v) => v,
                 Err(reason) => {
                     eprintln!("  skipping {path}: {reason}");
                     skipped.push(Skipped {
                         path: path.name().into(),
                         reason,
                     });
+                    continue;
+                }
+            };
+            for row in &v {
+                if row.outcome.is_err() {
+                    failed.push((row.path.clone(), row.size));
                 }
             }
+            rows.extend(v);
         }
         runs.push(rows);
     }
@@ -709,6 +774,41 @@ mod tests {
             keep_run_dir: false,
             command_line: String::new(),
         }
+    }
+
+    #[test]
+    fn a_path_failing_in_a_later_round_fails_its_points() {
+        assert_eq!(
+            round_rows(1, "p", &[64], Err("no netns".into())).unwrap_err(),
+            "no netns"
+        );
+        let rows = round_rows(2, "p", &[64, 1024], Err("pipe exists".into())).unwrap();
+        assert_eq!(rows.len(), 2);
+        for (r, size) in rows.iter().zip([64, 1024]) {
+            assert_eq!((r.path.as_str(), r.size), ("p", size));
+            assert_eq!(r.outcome.as_ref().unwrap_err(), "round 2: pipe exists");
+        }
+        // With the first round's good run, the point reports the failure.
+        let good = Row {
+            path: "p".into(),
+            size: 64,
+            outcome: Ok(PointResult {
+                size: 64,
+                count: 1,
+                rtt_us_p50: 1.0,
+                rtt_us_p99: 1.0,
+                one_way_us_p50: 0.5,
+                one_way_us_p99: 0.5,
+                goodput_gbps: 1.0,
+                elapsed_s: 1.0,
+            }),
+        };
+        let merged = median_rows(vec![vec![good], rows]);
+        let e = merged[0].outcome.as_ref().unwrap_err();
+        assert!(
+            e.starts_with("round 2: pipe exists (other runs: 1.00"),
+            "{e}"
+        );
     }
 
     #[test]
