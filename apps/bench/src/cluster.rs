@@ -492,15 +492,7 @@ pub fn run(a: &ClusterArgs) -> Result<(), String> {
             }
             match &r {
                 Ok(x) => {
-                    let p = &x.point;
-                    eprintln!(
-                        "{:.0} req/s, p50 {:.1} µs, p99 {:.1} µs, {} errors [{:.1} s]",
-                        p.rps,
-                        p.latency_us_p50,
-                        p.latency_us_p99,
-                        p.errors,
-                        t0.elapsed().as_secs_f64()
-                    );
+                    eprintln!("{}", x.point.progress(t0));
                     eprintln!("    cpu (cores): {}", x.cpu.line());
                 }
                 Err(e) => eprintln!("FAILED: {e}"),

@@ -118,6 +118,20 @@ pub struct HttpPoint {
     pub bytes: u64,
 }
 
+impl HttpPoint {
+    /// The progress line of a point measured since `t0`.
+    pub fn progress(&self, t0: Instant) -> String {
+        format!(
+            "{:.0} req/s, p50 {:.1} µs, p99 {:.1} µs, {} errors [{:.1} s]",
+            self.rps,
+            self.latency_us_p50,
+            self.latency_us_p99,
+            self.errors,
+            t0.elapsed().as_secs_f64()
+        )
+    }
+}
+
 /// One (path, connections) point.
 #[derive(Debug, Clone)]
 pub struct HttpRow {
@@ -374,14 +388,7 @@ fn measure(
             }
             match outcome {
                 Ok(p) => {
-                    eprintln!(
-                        "{:.0} req/s, p50 {:.1} µs, p99 {:.1} µs, {} errors [{:.1} s]",
-                        p.rps,
-                        p.latency_us_p50,
-                        p.latency_us_p99,
-                        p.errors,
-                        t0.elapsed().as_secs_f64()
-                    );
+                    eprintln!("{}", p.progress(t0));
                     got[i].push(p);
                 }
                 Err(e) => {
