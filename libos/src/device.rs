@@ -86,18 +86,16 @@ fn tcp_tuple(head: &[u8]) -> Option<(IpEndpoint, IpEndpoint)> {
     if ip[0] != 0x45 || ip[9] != 6 {
         return None;
     }
-    let endpoint = |addr: usize, port: usize| {
+    let endpoint = |addr: u32, port: usize| {
         IpEndpoint::new(
-            IpAddress::Ipv4(Ipv4Addr::new(
-                ip[addr],
-                ip[addr + 1],
-                ip[addr + 2],
-                ip[addr + 3],
-            )),
+            IpAddress::Ipv4(Ipv4Addr::from(addr)),
             u16::from_be_bytes([ip[port], ip[port + 1]]),
         )
     };
-    Some((endpoint(16, 22), endpoint(12, 20)))
+    Some((
+        endpoint(eth::ipv4_dst(head)?, 22),
+        endpoint(eth::ipv4_src(head)?, 20),
+    ))
 }
 
 /// Where a frame goes (or came from).

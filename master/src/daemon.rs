@@ -135,7 +135,6 @@ fn is_mount_point(p: &Path) -> bool {
     me.dev() != parent.dev()
 }
 
-/// Mount a tmpfs on `dir`.
 /// Mount options of the pipe tmpfs, preferred first. `huge=within_size` backs the pipe
 /// and fast-channel files (allocated whole at creation, see `docknet_pipe::shm`) with
 /// 2 MiB pages where they fill them, for the same memory: a fast channel's 512 buffers of

@@ -427,8 +427,7 @@ fn measure(
 
 /// Each run's requests/s, for progress and errors.
 fn rates(points: &[HttpPoint]) -> String {
-    let all: Vec<String> = points.iter().map(|p| format!("{:.0}", p.rps)).collect();
-    all.join(" ")
+    crate::stats::keys_of(points, |p| p.rps, 0)
 }
 
 /// `-d` for wrk and dn-loadgen (wrk takes whole seconds only).

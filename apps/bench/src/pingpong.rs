@@ -524,20 +524,16 @@ fn median_rows(rounds: Vec<Vec<Row>>) -> Vec<Row> {
     points
         .into_iter()
         .map(|(path, size, ok, failed)| {
-            let rates: Vec<String> = ok
-                .iter()
-                .map(|p| format!("{:.2}", p.goodput_gbps))
-                .collect();
+            let rates = crate::stats::keys_of(&ok, |p| p.goodput_gbps, 2);
             if n > 1 && !ok.is_empty() {
                 eprintln!(
-                    "  {path:<18} {:>5} B: runs {} Gbit/s",
-                    format_size(size),
-                    rates.join(" ")
+                    "  {path:<18} {:>5} B: runs {rates} Gbit/s",
+                    format_size(size)
                 );
             }
             let outcome = match failed {
                 Some(e) if ok.is_empty() => Err(e),
-                Some(e) => Err(format!("{e} (other runs: {} Gbit/s)", rates.join(" "))),
+                Some(e) => Err(format!("{e} (other runs: {rates} Gbit/s)")),
                 None if ok.is_empty() => Err("no run".into()),
                 None => Ok(crate::stats::median_run_by(ok, |p| p.goodput_gbps)),
             };
@@ -681,10 +677,6 @@ pub fn run(a: &BenchArgs, paths: &[PathKind]) -> Result<(), String> {
         daemon: None,
     };
     let rounds = a.runs.max(1);
-    let once = BenchArgs {
-        runs: 1,
-        ..a.clone()
-    };
     let mut runs: Vec<Vec<Row>> = Vec::new();
     // Points that failed in a round: not run again (they report that failure).
     let mut failed: Vec<(String, usize)> = Vec::new();
@@ -697,7 +689,7 @@ pub fn run(a: &BenchArgs, paths: &[PathKind]) -> Result<(), String> {
             if skipped.iter().any(|k| k.path == path.name()) {
                 continue;
             }
-            let sizes: Vec<usize> = once
+            let sizes: Vec<usize> = a
                 .sizes
                 .iter()
                 .copied()
@@ -706,9 +698,11 @@ pub fn run(a: &BenchArgs, paths: &[PathKind]) -> Result<(), String> {
             if sizes.is_empty() {
                 continue;
             }
+            // One run per point here: the rounds are the runs.
             let this = BenchArgs {
                 sizes: sizes.clone(),
-                ..once.clone()
+                runs: 1,
+                ..a.clone()
             };
             eprintln!("[{}/{}] {path}", i + 1, paths.len());
             let r = match path {

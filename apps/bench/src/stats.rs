@@ -23,6 +23,15 @@ pub fn median_run_by<T>(mut runs: Vec<T>, key: impl Fn(&T) -> f64) -> T {
     runs.swap_remove((runs.len() - 1) / 2)
 }
 
+/// Each run's `key`, with `decimals`, separated by spaces (for progress and errors).
+pub fn keys_of<T>(runs: &[T], key: impl Fn(&T) -> f64, decimals: usize) -> String {
+    let all: Vec<String> = runs
+        .iter()
+        .map(|r| format!("{:.decimals$}", key(r)))
+        .collect();
+    all.join(" ")
+}
+
 /// Run one point `n` times (`run(label)`, the label naming the run when there are
 /// several) and keep the run whose `key` is the median. With several runs, every run's
 /// key is printed (in `unit`, with `decimals`); a failing run ends the point, its error
@@ -35,13 +44,7 @@ pub fn median_of_runs<T>(
     mut run: impl FnMut(&str) -> Result<T, String>,
 ) -> Result<T, String> {
     let n = n.max(1);
-    let keys = |runs: &[T]| {
-        let all: Vec<String> = runs
-            .iter()
-            .map(|r| format!("{:.decimals$}", key(r)))
-            .collect();
-        all.join(" ")
-    };
+    let keys = |runs: &[T]| keys_of(runs, &key, decimals);
     let mut runs = Vec::with_capacity(n);
     for i in 1..=n {
         let label = if n > 1 {
