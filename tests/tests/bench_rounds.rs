@@ -45,7 +45,7 @@ fn pingpong_runs_in_rounds() {
             "--paths",
             "kernel-bridge,docknet-master,docknet-fc",
             "--sizes",
-            "1K,64K",
+            "1K,200K",
             "--count",
             "200",
             "--runs",
@@ -75,7 +75,7 @@ fn pingpong_runs_in_rounds() {
     let results = json["results"].as_array().expect("results");
     assert_eq!(results.len(), 6, "{json}");
     for path in ["kernel-bridge", "docknet-master", "docknet-fc"] {
-        for size in ["1K", "64K"] {
+        for size in ["1K", "200K"] {
             // Both rounds' goodputs are listed, then one row per point.
             let listed = stderr
                 .lines()
@@ -94,6 +94,26 @@ fn pingpong_runs_in_rounds() {
                 listed[0]
             );
         }
+    }
+    // Issue 10's bulk targets pair each round's DockNet run with its bridge run.
+    let md = std::fs::read_to_string(dir.path().join("pingpong.md")).expect("pingpong.md");
+    for path in ["docknet-fc", "docknet-master"] {
+        let line = md
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "- {path} at 200 KB, goodput ÷ kernel-bridge's, per round "
+                ))
+            })
+            .unwrap_or_else(|| panic!("no {path} target line:\n{md}"));
+        let rounds = line
+            .split(" per round ")
+            .nth(1)
+            .unwrap()
+            .split(" = median ")
+            .next()
+            .unwrap();
+        assert_eq!(rounds.split(", ").count(), 2, "{line}");
     }
     for r in results {
         assert!(
@@ -145,4 +165,17 @@ fn httpd_runs_in_rounds() {
     assert!(md.contains("Runs per point: 2 in rounds"), "{md}");
     assert!(md.contains("## Scaling (issue 10)"), "{md}");
     assert!(md.contains("- docknet-fc: 64 connections"), "{md}");
+    // The verdict is the median of the two rounds' own ratios.
+    let line = md
+        .lines()
+        .find(|l| l.starts_with("- docknet-fc: 64 connections"))
+        .unwrap();
+    let rounds = line
+        .split("; per round ")
+        .nth(1)
+        .expect("per-round ratios")
+        .split(" = median **")
+        .next()
+        .unwrap();
+    assert_eq!(rounds.split(", ").count(), 2, "{line}");
 }

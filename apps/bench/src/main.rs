@@ -154,7 +154,8 @@ dn-echo and dn-loadgen next to this executable (or --bin-dir).
 Output: table (path, conns, requests/s, latency p50/p99, errors), ratios against
 kernel-nginx, the issue-4 target ((a) docknet-fc >= 3x kernel-nginx requests/s at 64
 connections; (b) as measured) and issue 10's scaling (each DockNet path's requests/s at
-the largest --conns >= 80% of those at the smallest) on stdout; OUT/httpd.svg (requests/s and p50 vs
+the largest --conns >= 80% of those at the smallest; with --runs, the median of each
+round's own ratio decides, the ratio of the two medians shown beside it) on stdout; OUT/httpd.svg (requests/s and p50 vs
 connections), OUT/httpd.md (with every command line), OUT/httpd.json. Everything started
 (nginx, docknetd, dn-httpd, namespaces dnbPIDh*, temp dirs /tmp/dnbench-PID-*) is
 removed on exit, including on SIGINT/SIGTERM/SIGHUP.";
@@ -680,8 +681,9 @@ struct HttpdCli {
     /// Client runs per point against the same server, in rounds (every connection count
     /// once, then again), so a slow phase of a shared machine hits every count alike; the
     /// point reported is the run of median requests/s (its latencies too), and every
-    /// run's rate is printed. On a shared VM runs of one point differ by up to 2× at
-    /// 10,000 connections.
+    /// run's rate is printed. The scaling target is decided on the median of the
+    /// rounds' own ratios (largest ÷ smallest count, two runs seconds apart). On a shared
+    /// VM runs of one point differ by up to 2× at 10,000 connections.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=99))]
     runs: u32,
 

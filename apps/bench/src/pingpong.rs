@@ -496,6 +496,59 @@ fn round_rows(
     }
 }
 
+/// Issue 10's bulk targets: at 200 KB the fast channel moves at least 3× and the master
+/// path at least 1.5× the kernel bridge's goodput. Decided on the median of the rounds'
+/// own ratios: each round runs the bridge and DockNet within seconds of each other, so a
+/// slow phase of a shared machine that spans a round cancels out (the ratios section,
+/// beside it, divides the medians). `None` unless the bridge and a DockNet path ran at
+/// 200 KB.
+fn bulk_targets_section(rounds: &[Vec<Row>]) -> Option<String> {
+    const SIZE: usize = 200 * 1024;
+    const BASE: &str = "kernel-bridge";
+    let goodput = |round: &[Row], path: &str| {
+        round
+            .iter()
+            .find(|r| r.path == path && r.size == SIZE)
+            .and_then(|r| r.outcome.as_ref().ok())
+            .map(|p| p.goodput_gbps)
+            .filter(|&g| g > 0.0)
+    };
+    // Rounded down, so a ratio shown as 1.50× has met the target.
+    let times = |x: f64| format!("{:.2}×", (x * 100.0).floor() / 100.0);
+    let mut s = String::new();
+    for (path, target) in [("docknet-fc", 3.0), ("docknet-master", 1.5)] {
+        let ratios: Vec<f64> = rounds
+            .iter()
+            .filter_map(|round| Some(goodput(round, path)? / goodput(round, BASE)?))
+            .collect();
+        let ran = rounds
+            .iter()
+            .flatten()
+            .any(|r| r.path == path && r.size == SIZE);
+        match crate::stats::median(&ratios) {
+            Some(m) => {
+                let each: Vec<String> = ratios.iter().map(|&x| times(x)).collect();
+                s += &format!(
+                    "- {path} at 200 KB, goodput ÷ {BASE}'s, per round {} = median **{}** (target ≥ {target}×): {}\n",
+                    each.join(", "),
+                    times(m),
+                    if m >= target { "met" } else { "**not met**" }
+                );
+            }
+            None if ran => {
+                s += &format!(
+                    "- {path} at 200 KB: no round measured both it and {BASE}: **not met**\n"
+                );
+            }
+            None => {}
+        }
+    }
+    (!s.is_empty()).then(|| {
+        s + "- 1 KB latency against the issue's starting commit: run this command again with \
+           `--bin-dir` naming that commit's build, in the same sitting\n"
+    })
+}
+
 /// One row per (path, size) out of the rounds' rows: the run of median goodput, or the
 /// first failure (naming the goodputs of the runs that worked). Rows keep the first
 /// round's order.
@@ -733,6 +786,7 @@ pub fn run(a: &BenchArgs, paths: &[PathKind]) -> Result<(), String> {
         runs.push(rows);
     }
     drop(slot);
+    let targets = bulk_targets_section(&runs);
     let rows = median_rows(runs);
 
     let order: Vec<String> = names.iter().map(|p| p.to_string()).collect();
@@ -745,7 +799,7 @@ pub fn run(a: &BenchArgs, paths: &[PathKind]) -> Result<(), String> {
 between two network namespaces joined by veth pairs to a Linux bridge; `docknet-master` = \
 DockNet, frames switched by `docknetd`; `docknet-fc` = DockNet over a fast channel.",
         baselines: &["kernel-bridge", "kernel-lo"],
-        extra: None,
+        extra: targets.map(|t| ("Targets (issue 10)".to_string(), t)),
         json_extra: serde_json::json!({}),
     };
     write_outputs(a, &spec, &host, &rows, &skipped, &order)
@@ -839,6 +893,60 @@ mod tests {
         // One round: the rows as they are.
         let one = median_rows(vec![vec![row("k", Ok(point(1.5)))]]);
         assert_eq!(one[0].outcome.as_ref().unwrap().goodput_gbps, 1.5);
+    }
+
+    #[test]
+    fn bulk_targets_pair_the_runs_of_each_round() {
+        let row = |path: &str, size: usize, gbps: Option<f64>| Row {
+            path: path.into(),
+            size,
+            outcome: gbps
+                .map(|goodput_gbps| PointResult {
+                    size,
+                    count: 1,
+                    rtt_us_p50: 1.0,
+                    rtt_us_p99: 1.0,
+                    one_way_us_p50: 0.5,
+                    one_way_us_p99: 0.5,
+                    goodput_gbps,
+                    elapsed_s: 1.0,
+                })
+                .ok_or_else(|| "crashed".to_string()),
+        };
+        let k = 200 * 1024;
+        let round = |bridge: f64, fc: Option<f64>, master: f64| {
+            vec![
+                row("kernel-bridge", 1024, Some(0.1)),
+                row("kernel-bridge", k, Some(bridge)),
+                row("docknet-master", k, Some(master)),
+                row("docknet-fc", k, fc),
+            ]
+        };
+        // A slow round (the second) slows the bridge and DockNet alike; the fast
+        // channel's third run failed and leaves that round out.
+        let rounds = vec![
+            round(10.0, Some(40.0), 16.0),
+            round(5.0, Some(20.0), 7.4),
+            round(10.0, None, 14.0),
+        ];
+        let s = bulk_targets_section(&rounds).unwrap();
+        assert!(
+            s.contains("- docknet-fc at 200 KB, goodput ÷ kernel-bridge's, per round 4.00×, 4.00× = median **4.00×** (target ≥ 3×): met"),
+            "{s}"
+        );
+        assert!(
+            s.contains(
+                "per round 1.60×, 1.48×, 1.40× = median **1.48×** (target ≥ 1.5×): **not met**"
+            ),
+            "{s}"
+        );
+        assert!(s.contains("--bin-dir"), "{s}");
+        // No bridge at 200 KB: nothing to decide on.
+        let lone = vec![vec![row("docknet-fc", k, Some(4.0))]];
+        assert!(bulk_targets_section(&lone)
+            .unwrap()
+            .contains("no round measured both"));
+        assert!(bulk_targets_section(&[vec![row("kernel-bridge", k, Some(1.0))]]).is_none());
     }
 
     #[test]
