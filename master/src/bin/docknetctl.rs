@@ -272,11 +272,8 @@ enum PipeCmd {
         /// address of the subnet (here 10.88.0.1) is the master's (the gateway).
         #[arg(long, value_name = "A.B.C.D/N")]
         ip: String,
-        /// IP MTU (576-65000). Default: 65000 without a NIC (`docknetd --nic none`: no
-        /// frame leaves the host, and TCP moves 64 KB segments); with a NIC, the largest
-        /// frame it takes (65000 with GSO, else its MTU, at most 9000), since frames that
-        /// leave the host must fit the link. A pipe's file holds 2,048 buffers of the
-        /// MTU: 127 MiB at 65000, 18 MiB at 9000.
+        /// IP MTU (576-65000). Default: 9000, or the NIC's MTU if that is smaller (frames
+        /// that leave the host must fit the link).
         #[arg(long, value_name = "M")]
         mtu: Option<u32>,
         /// Rate limit in Mbit/s (1-1000000) on what the service sends through the master
@@ -327,7 +324,7 @@ enum FcCmd {
         /// IP MTU of the channel, from the pipes' MTU up to 65000 (default 65000). Each
         /// service uses it toward the other while the channel carries their frames: TCP
         /// between them then moves up to 64 KB per segment, a fraction of the per-segment
-        /// work at 9000-byte pipes. Pipes of two different MTUs, a --forwarder pipe or
+        /// work at the pipes' 9000. Pipes of two different MTUs, a --forwarder pipe or
         /// --forward keep the smaller pipe's MTU (the only one accepted then).
         #[arg(long)]
         mtu: Option<u32>,

@@ -43,9 +43,7 @@ use crate::users::Peer;
 pub const SOCKET_NAME: &str = "docknetd.sock";
 /// Directory (inside the run directory) holding one directory per pipe.
 pub const PIPES_DIR: &str = "pipes";
-/// Default IP MTU of a pipe on a link without GSO (at most; the link's MTU if smaller).
-/// Without a NIC (`--nic none`) pipes default to [`MAX_MTU`] instead: see
-/// [`Control::default_pipe_mtu`].
+/// Default IP MTU of a pipe.
 pub const DEFAULT_MTU: u32 = 9000;
 /// Default IP MTU of a fast channel between two pipes of one MTU, neither of which
 /// forwards for others: the channel joins two services with no link between them, so its
@@ -612,17 +610,6 @@ impl Control {
         Ok((ip, prefix_len, gateway))
     }
 
-    /// The MTU of a pipe created without `--mtu`: [`pipe_mtu_for`] the link; without a
-    /// NIC, [`MAX_MTU`]. No frame then leaves the host, so, as over a fast channel, TCP
-    /// between services moves up to 64 KB per segment (the kernel's GSO size), a fraction
-    /// of the per-segment work of 9000-byte frames: 200 KB ping-pong through the master,
-    /// +20-48% goodput (docs/benchmarks.md). The price is memory: a pipe's file holds
-    /// 1,024 buffers a direction ([`nbufs_for_mtu`]), 127 MiB at 65000 against 18 MiB at
-    /// 9000 (`pipe create --mtu 9000` for small pipes).
-    pub fn default_pipe_mtu(&self) -> u32 {
-        self.link.as_ref().map_or(MAX_MTU, |l| l.pipe_mtu)
-    }
-
     fn pipe_create(
         &mut self,
         name: &str,
@@ -635,7 +622,7 @@ impl Control {
             .map(bytes_per_sec_from_mbps)
             .transpose()
             .map_err(ControlError::Invalid)?;
-        let mtu = mtu.unwrap_or(self.default_pipe_mtu());
+        let mtu = mtu.unwrap_or(self.link.as_ref().map_or(DEFAULT_MTU, |l| l.pipe_mtu));
         if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
             return Err(ControlError::Invalid(format!(
                 "invalid MTU {mtu}: must be in {MIN_MTU}..={MAX_MTU}"
@@ -1388,8 +1375,6 @@ mod tests {
         let e = c.handle(mk("a", "10.88.0.2/16")).unwrap();
         assert_eq!(e["mac"], "02:00:0a:58:00:02");
         assert_eq!(e["gateway"], "10.88.0.1");
-        // No NIC: the largest MTU (nothing leaves the host).
-        assert_eq!(e["mtu"], MAX_MTU);
         assert!(Path::new(e["dir"].as_str().unwrap())
             .join("pipe.map")
             .exists());
@@ -1438,8 +1423,7 @@ mod tests {
             .handle(fc_req("a", "b", Some(1500)))
             .unwrap_err()
             .to_string();
-        // Without a NIC, pipes default to 65000.
-        assert!(e.contains("below the pipes' MTU 65000"), "{e}");
+        assert!(e.contains("below the pipes' MTU 9000"), "{e}");
         c.handle(fc_req("a", "b", None)).unwrap();
         assert!(c.handle(fc_req("b", "a", None)).is_err());
         assert!(dir.join("pipes/a/fc/b.map").exists() && dir.join("pipes/b/fc/a.map").exists());
