@@ -50,6 +50,8 @@ fn pingpong_runs_in_rounds() {
             "200",
             "--runs",
             "2",
+            "--pipe-mtu",
+            "16000",
         ],
         dir.path(),
     );
@@ -97,6 +99,7 @@ fn pingpong_runs_in_rounds() {
     }
     // Issue 10's bulk targets pair each round's DockNet run with its bridge run.
     let md = std::fs::read_to_string(dir.path().join("pingpong.md")).expect("pingpong.md");
+    assert!(md.contains("DockNet paths: pipes of IP MTU 16000"), "{md}");
     for path in ["docknet-fc", "docknet-master"] {
         let line = md
             .lines()
