@@ -100,6 +100,8 @@ fn pingpong_runs_in_rounds() {
     // Issue 10's bulk targets pair each round's DockNet run with its bridge run.
     let md = std::fs::read_to_string(dir.path().join("pingpong.md")).expect("pingpong.md");
     assert!(md.contains("DockNet paths: pipes of IP MTU 16000"), "{md}");
+    // What docknetd lists for the pipes it made, not what was asked.
+    assert_eq!(json["pipe_mtu"], 16000, "{json}");
     for path in ["docknet-fc", "docknet-master"] {
         let line = md
             .lines()

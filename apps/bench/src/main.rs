@@ -55,8 +55,9 @@ Paths:
   docknet-master  DockNet: docknetd (--nic none) + pipes a, b; dn-echo server on a,
                   dn-echo client on b; frames switched by the master
   docknet-fc      DockNet over a fast channel: pipes c, d joined by `docknetctl fc create c d`
-                  (the channel's default IP MTU, 65000, between c and d; the pipes' 9000
-                  elsewhere — as the kernel paths move 64 KB GSO super-packets over veth)
+                  (the channel's default IP MTU, 65000, between c and d; the pipes' MTU,
+                  9000 or --pipe-mtu, elsewhere — as the kernel paths move 64 KB GSO
+                  super-packets over veth)
   (--pipe-mtu M makes the DockNet paths' pipes with `pipe create --mtu M`)
 
 Definitions (identical for every path):

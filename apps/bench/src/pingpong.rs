@@ -398,9 +398,15 @@ fn docknet_pipes(path: PathKind) -> (&'static str, &'static str, &'static str, &
 
 /// One DockNet path: its pipes made, measured, and removed again on every exit (so the
 /// next round can make them again).
-fn run_docknet(a: &BenchArgs, path: PathKind, slot: &mut DaemonSlot) -> Result<Vec<Row>, String> {
+/// `pipe_mtu` gets the MTU docknetd gave the path's pipes (`pipe ls`), for the report.
+fn run_docknet(
+    a: &BenchArgs,
+    path: PathKind,
+    slot: &mut DaemonSlot,
+    pipe_mtu: &mut Option<u64>,
+) -> Result<Vec<Row>, String> {
     let d = slot.get(a)?;
-    let result = measure_docknet(a, path, d);
+    let result = measure_docknet(a, path, d, pipe_mtu);
     let (srv, _, cli, _) = docknet_pipes(path);
     let mut teardown = vec![vec!["pipe", "rm", cli], vec!["pipe", "rm", srv]];
     if path == PathKind::DocknetFc {
@@ -430,10 +436,28 @@ fn create_pipe(a: &BenchArgs, d: &Daemon, name: &str, ip: &str) -> Result<(), St
     d.ctl(&args).map(|_| ())
 }
 
-fn measure_docknet(a: &BenchArgs, path: PathKind, d: &mut Daemon) -> Result<Vec<Row>, String> {
+/// The IP MTU docknetd lists for pipe `name`.
+fn listed_pipe_mtu(d: &Daemon, name: &str) -> Result<u64, String> {
+    let out = d.ctl(&["pipe", "ls", "--json"])?;
+    let pipes: serde_json::Value =
+        serde_json::from_str(&out).map_err(|e| format!("pipe ls --json: {e}: {out}"))?;
+    pipes
+        .as_array()
+        .and_then(|all| all.iter().find(|p| p["name"] == name))
+        .and_then(|p| p["mtu"].as_u64())
+        .ok_or_else(|| format!("pipe ls --json lists no MTU for pipe {name}: {out}"))
+}
+
+fn measure_docknet(
+    a: &BenchArgs,
+    path: PathKind,
+    d: &mut Daemon,
+    pipe_mtu: &mut Option<u64>,
+) -> Result<Vec<Row>, String> {
     let (srv, srv_ip, cli, cli_ip) = docknet_pipes(path);
     create_pipe(a, d, srv, srv_ip)?;
     create_pipe(a, d, cli, cli_ip)?;
+    *pipe_mtu = Some(listed_pipe_mtu(d, srv)?);
     if path == PathKind::DocknetFc {
         d.ctl(&["fc", "create", srv, cli])?;
     }
@@ -528,11 +552,18 @@ fn bulk_targets_section(rounds: &[Vec<Row>]) -> Option<String> {
     // The first round whose 200 KB point of `path` failed, and why.
     let failed = |path: &str| {
         rounds.iter().enumerate().find_map(|(i, round)| {
-            round
+            let e = round
                 .iter()
-                .find(|r| r.path == path && r.size == SIZE)
-                .and_then(|r| r.outcome.as_ref().err())
-                .map(|e| format!("round {}: {e}", i + 1))
+                .find(|r| r.path == path && r.size == SIZE)?
+                .outcome
+                .as_ref()
+                .err()?;
+            // A path that failed as a whole in a later round says so already.
+            Some(if e.starts_with("round ") {
+                e.clone()
+            } else {
+                format!("round {}: {e}", i + 1)
+            })
         })
     };
     let goodput = |round: &[Row], path: &str| {
@@ -552,8 +583,12 @@ fn bulk_targets_section(rounds: &[Vec<Row>]) -> Option<String> {
         if !ran(path) {
             continue;
         }
-        if let Some(e) = failed(path).or_else(|| failed(BASE)) {
-            s += &format!("- {path} at 200 KB: a point failed ({e}): **not met**\n");
+        if let Some(e) = failed(path) {
+            s += &format!("- {path} at 200 KB: its point failed ({e}): **not met**\n");
+            continue;
+        }
+        if let Some(e) = failed(BASE) {
+            s += &format!("- {path} at 200 KB: {BASE}'s point failed ({e}): **not decided**\n");
             continue;
         }
         let ratios: Vec<f64> = rounds
@@ -768,6 +803,7 @@ pub fn run(a: &BenchArgs, paths: &[PathKind]) -> Result<(), String> {
     };
     let rounds = a.runs.max(1);
     let mut runs: Vec<Vec<Row>> = Vec::new();
+    let mut pipe_mtu = None;
     // Points that failed in a round: not run again (they report that failure).
     let mut failed: Vec<(String, usize)> = Vec::new();
     for round in 1..=rounds {
@@ -799,7 +835,7 @@ pub fn run(a: &BenchArgs, paths: &[PathKind]) -> Result<(), String> {
                 PathKind::KernelLo => run_kernel_lo(&this),
                 PathKind::KernelBridge => run_kernel_bridge(&this),
                 PathKind::DocknetMaster | PathKind::DocknetFc => {
-                    run_docknet(&this, path, &mut slot)
+                    run_docknet(&this, path, &mut slot, &mut pipe_mtu)
                 }
             };
             let v = match round_rows(round, path.name(), &sizes, r) {
@@ -827,9 +863,10 @@ pub fn run(a: &BenchArgs, paths: &[PathKind]) -> Result<(), String> {
     let rows = median_rows(runs);
 
     let order: Vec<String> = names.iter().map(|p| p.to_string()).collect();
-    let pipes = match a.pipe_mtu {
-        Some(m) => format!("pipes of IP MTU {m} (`pipe create --mtu {m}`)"),
-        None => "pipes of docknetd's default IP MTU (9000 without a NIC)".to_string(),
+    let pipes = match (a.pipe_mtu, pipe_mtu) {
+        (Some(m), _) => format!("pipes of IP MTU {m} (`pipe create --mtu {m}`)"),
+        (None, Some(m)) => format!("pipes of docknetd's default IP MTU, {m}"),
+        (None, None) => "none made".to_string(),
     };
     let paths_text = format!(
         "Paths: `kernel-lo` = kernel TCP over 127.0.0.1; `kernel-bridge` = kernel TCP \
@@ -845,7 +882,7 @@ own IP MTU, 65000). DockNet paths: {pipes}."
         paths_text: &paths_text,
         baselines: &["kernel-bridge", "kernel-lo"],
         extra: targets.map(|t| ("Targets (issue 10)".to_string(), t)),
-        json_extra: serde_json::json!({}),
+        json_extra: serde_json::json!({ "pipe_mtu": pipe_mtu }),
     };
     write_outputs(a, &spec, &host, &rows, &skipped, &order)
 }
@@ -995,10 +1032,23 @@ mod tests {
         ];
         let s = bulk_targets_section(&rounds).unwrap();
         assert!(
-            s.contains("- docknet-fc at 200 KB: a point failed (round 3: crashed): **not met**"),
+            s.contains("- docknet-fc at 200 KB: its point failed (round 3: crashed): **not met**"),
             "{s}"
         );
         assert!(s.contains("median **1.60×** (target ≥ 1.5×): met"), "{s}");
+        // A path that failed as a whole in a later round is named once.
+        let mut later = round(10.0, Some(40.0), 16.0);
+        later[3].outcome = Err("round 2: pipe exists".into());
+        let s = bulk_targets_section(&[round(10.0, Some(40.0), 16.0), later]).unwrap();
+        assert!(s.contains("its point failed (round 2: pipe exists)"), "{s}");
+        // The bridge failed: nothing to compare with.
+        let mut broken = round(10.0, Some(40.0), 16.0);
+        broken[1].outcome = Err("no netns".into());
+        let s = bulk_targets_section(&[round(10.0, Some(40.0), 16.0), broken]).unwrap();
+        assert!(
+            s.contains("- docknet-master at 200 KB: kernel-bridge's point failed (round 2: no netns): **not decided**"),
+            "{s}"
+        );
         // A DockNet run that moved nothing counts as 0×.
         let s = bulk_targets_section(&[round(10.0, Some(0.0), 16.0)]).unwrap();
         assert!(s.contains("per round 0.00× = median **0.00×**"), "{s}");

@@ -273,7 +273,9 @@ enum PipeCmd {
         #[arg(long, value_name = "A.B.C.D/N")]
         ip: String,
         /// IP MTU (576-65000). Default: 9000, or the NIC's MTU if that is smaller (frames
-        /// that leave the host must fit the link).
+        /// that leave the host must fit the link); with a NIC that takes GSO frames, the
+        /// largest it takes, up to 65000. The pipe file holds 1,024 buffers a direction
+        /// at MTU 9000 and above: 18 MiB at 9000, 127 MiB at 65000.
         #[arg(long, value_name = "M")]
         mtu: Option<u32>,
         /// Rate limit in Mbit/s (1-1000000) on what the service sends through the master
