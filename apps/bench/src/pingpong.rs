@@ -543,21 +543,18 @@ fn round_rows(
 fn bulk_targets_section(rounds: &[Vec<Row>]) -> Option<String> {
     const SIZE: usize = 200 * 1024;
     const BASE: &str = "kernel-bridge";
-    let ran = |path: &str| {
-        rounds
+    /// `path`'s 200 KB point in one round.
+    fn point<'r>(round: &'r [Row], path: &str) -> Option<&'r Result<PointResult, String>> {
+        round
             .iter()
-            .flatten()
-            .any(|r| r.path == path && r.size == SIZE)
-    };
+            .find(|r| r.path == path && r.size == SIZE)
+            .map(|r| &r.outcome)
+    }
+    let ran = |path: &str| rounds.iter().any(|round| point(round, path).is_some());
     // The first round whose 200 KB point of `path` failed, and why.
     let failed = |path: &str| {
         rounds.iter().enumerate().find_map(|(i, round)| {
-            let e = round
-                .iter()
-                .find(|r| r.path == path && r.size == SIZE)?
-                .outcome
-                .as_ref()
-                .err()?;
+            let e = point(round, path)?.as_ref().err()?;
             // A path that failed as a whole in a later round says so already.
             Some(if e.starts_with("round ") {
                 e.clone()
@@ -566,13 +563,8 @@ fn bulk_targets_section(rounds: &[Vec<Row>]) -> Option<String> {
             })
         })
     };
-    let goodput = |round: &[Row], path: &str| {
-        round
-            .iter()
-            .find(|r| r.path == path && r.size == SIZE)
-            .and_then(|r| r.outcome.as_ref().ok())
-            .map(|p| p.goodput_gbps)
-    };
+    let goodput =
+        |round: &[Row], path: &str| point(round, path)?.as_ref().ok().map(|p| p.goodput_gbps);
     if !ran(BASE) {
         return None;
     }
