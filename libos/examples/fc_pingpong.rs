@@ -17,6 +17,7 @@ fn pipe(dir: &Path, ip: Ipv4Addr, mtu: u32) -> PipeConfig {
         gateway: Ipv4Addr::new(10, 88, 0, 1),
         mtu,
         nbufs: 512,
+        nlarge: 0,
         flags: docknet::abi::pipe_flags::CSUM_OFFLOAD,
     };
     create_pipe_file(dir, &cfg).unwrap();
@@ -33,7 +34,7 @@ fn main() {
     let a = pipe(&da, Ipv4Addr::new(10, 88, 0, 2), mtu);
     let b = pipe(&db, Ipv4Addr::new(10, 88, 0, 3), mtu);
     let fc = da.join(FC_DIR).join("b.map");
-    create_fc_file(&fc, (a.ipv4, a.mac), (b.ipv4, b.mac), mtu, 512).unwrap();
+    create_fc_file(&fc, (a.ipv4, a.mac), (b.ipv4, b.mac), mtu, (512, 0)).unwrap();
     std::fs::hard_link(&fc, db.join(FC_DIR).join("a.map")).unwrap();
     let cfg = |dir: &Path| EngineConfig {
         pipe_dir: dir.to_path_buf(),

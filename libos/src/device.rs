@@ -668,8 +668,8 @@ impl PipeDevice {
         fill: impl FnOnce(&mut PipeDevice, &mut [u8]) -> usize,
     ) -> bool {
         let sender = self.sender(route);
-        let buf = if len >= ETH_HEADER_LEN && len <= sender.buf_size() {
-            sender.alloc()
+        let buf = if len >= ETH_HEADER_LEN {
+            sender.alloc(len)
         } else {
             None
         };
@@ -678,8 +678,8 @@ impl PipeDevice {
             return false;
         };
         let ptr = self.sender(route).buf_ptr(buf);
-        // SAFETY: `buf` was just allocated from this channel: it is ours alone (not lent
-        // to the receiver) and holds buf_size >= len bytes inside a mapping `self` keeps
+        // SAFETY: `buf` was just allocated from this channel for `len` bytes: it is ours
+        // alone (not lent to the receiver) and holds at least len bytes inside a mapping `self` keeps
         // alive; `fill` cannot change the channels (it gets the device only to copy a
         // received frame out), so the mapping outlives the slice.
         let out = unsafe { core::slice::from_raw_parts_mut(ptr, len) };
@@ -762,11 +762,14 @@ impl phy::Device for PipeDevice {
         // next round) rather than drop it and wait for a retransmission timeout. A few
         // buffers stay for the replies smoltcp makes while receiving (the ACKs that answer
         // a duplicate or out-of-order segment): it cannot hold those back, and each one
-        // lost costs the peer a retransmission timeout.
+        // lost costs the peer a retransmission timeout. With large buffers too, one of
+        // them must be free: the token does not say how long its frame will be, and a
+        // large segment that found none would be lost.
         let hint = self.route_hint;
         let sender = self.sender(hint);
         let reserve = sender.nbufs() / REPLY_RESERVE_DIV;
-        if !sender.has_free(reserve + 1) {
+        let largest = sender.buf_size();
+        if !sender.has_free(reserve + 1) || !sender.has_free_for(largest) {
             return None;
         }
         Some(PipeTxToken { dev: self })
@@ -804,11 +807,7 @@ impl phy::TxToken for PipeTxToken<'_> {
                 guess = Route::Pipe;
             }
         }
-        let buf = if total <= dev.sender(guess).buf_size() {
-            dev.sender(guess).alloc()
-        } else {
-            None
-        };
+        let buf = dev.sender(guess).alloc(total);
         let Some(buf) = buf else {
             // No buffer on the guessed route, or the packet is larger than its buffers (a
             // fast channel carries larger packets than the pipe, see
@@ -848,8 +847,8 @@ impl phy::TxToken for PipeTxToken<'_> {
             return result;
         };
         let ptr = dev.sender(guess).buf_ptr(buf);
-        // SAFETY: `buf` was just allocated from this channel: it is ours alone (not lent
-        // to the receiver) and holds buf_size >= total bytes inside the live mapping.
+        // SAFETY: `buf` was just allocated from this channel for `total` bytes: it is ours
+        // alone (not lent to the receiver) and holds at least that inside the live mapping.
         let frame = unsafe { core::slice::from_raw_parts_mut(ptr, total) };
         let result = f(&mut frame[ETH_HEADER_LEN..]);
         frame[eth::ETH_SRC].copy_from_slice(&dev.pipe.info.mac);

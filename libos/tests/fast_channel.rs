@@ -36,7 +36,7 @@ fn fc_pair_mtus(
     let a = pipe(&da, Ipv4Addr::new(10, 88, 0, 2), pipe_mtu);
     let b = pipe(&db, Ipv4Addr::new(10, 88, 0, 3), pipe_mtu);
     let fc = da.join(FC_DIR).join("b.map");
-    create_fc_file(&fc, (a.ipv4, a.mac), (b.ipv4, b.mac), fc_mtu, nbufs).unwrap();
+    create_fc_file(&fc, (a.ipv4, a.mac), (b.ipv4, b.mac), fc_mtu, (nbufs, 0)).unwrap();
     std::fs::hard_link(&fc, db.join(FC_DIR).join("a.map")).unwrap();
     (root, a, b, fc)
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use docknet::abi::{ChannelGeometry, HEADER_SIZE};
+use docknet::abi::{ChannelGeometry, ChannelLayout, HEADER_SIZE, MAX_MTU};
 use docknet::channel::{ChannelFaults, ChannelReceiver, ChannelSender};
 use docknet::fc::{create_fc_file, FcEnd};
 use docknet::pipe::{create_pipe_file, read_pipe_info, MasterPipeEnd, PipeConfig, PIPE_FILE};
@@ -95,9 +95,42 @@ fn scratch(tag: &str) -> TempDir {
     )))
 }
 
-/// The pipe every fuzzed pipe file starts from.
-fn fuzz_pipe() -> PipeConfig {
-    common::pipe_config(std::net::Ipv4Addr::new(10, 88, 0, 2), 1500, 64, 0)
+/// The pipe every fuzzed pipe file starts from: one pool of 1500-byte buffers, or
+/// (`two_pools`) small buffers and a few large ones at MTU 65000.
+fn fuzz_pipe(two_pools: bool) -> PipeConfig {
+    let ip = std::net::Ipv4Addr::new(10, 88, 0, 2);
+    if two_pools {
+        PipeConfig {
+            nlarge: 4,
+            ..common::pipe_config(ip, MAX_MTU, 64, 0)
+        }
+    } else {
+        common::pipe_config(ip, 1500, 64, 0)
+    }
+}
+
+/// Buffers per direction of the fuzzed fast-channel files (small, large).
+fn fc_pools(two_pools: bool) -> (u32, (u32, u32)) {
+    if two_pools {
+        (MAX_MTU, (64, 4))
+    } else {
+        (1500, (64, 0))
+    }
+}
+
+/// True if `len` bytes at address `p` lie inside one buffer of `l`'s area (mapped at
+/// `base`) and start at its beginning: what every frame handed out must be.
+fn inside_one_buffer(l: &ChannelLayout, base: usize, p: usize, len: usize) -> bool {
+    let Some(off) = p.checked_sub(base) else {
+        return false;
+    };
+    let small = l.nbufs as usize * l.buf_size as usize;
+    let (rel, size, count) = if off < small {
+        (off, l.buf_size as usize, l.nbufs as usize)
+    } else {
+        (off - small, l.large_size as usize, l.nlarge as usize)
+    };
+    size != 0 && rel % size == 0 && rel / size < count && len <= size
 }
 
 /// Byte writes into a file: (offset, value); offsets mostly in the header page, where the
@@ -131,7 +164,7 @@ fn pipe_header_parser() {
     let tmp = scratch("pipe");
     let dir = tmp.path();
     let full = {
-        let m = create_pipe_file(&dir.join("p"), &fuzz_pipe()).unwrap();
+        let m = create_pipe_file(&dir.join("p"), &fuzz_pipe(true)).unwrap();
         m.len()
     };
     let _ = std::fs::remove_dir_all(dir.join("p"));
@@ -139,24 +172,34 @@ fn pipe_header_parser() {
         3 => Just(None),
         1 => (0..(full as u64 * 2)).prop_map(Some),
     ];
-    fuzz("pipe header", (mutations(full), lens), |(muts, len)| {
+    let case = (mutations(full), lens, any::<bool>());
+    fuzz("pipe header", case, |(muts, len, two_pools)| {
         let d = dir.join("p");
         let _ = std::fs::remove_dir_all(&d);
-        drop(create_pipe_file(&d, &fuzz_pipe()).unwrap());
+        drop(create_pipe_file(&d, &fuzz_pipe(two_pools)).unwrap());
         let file = d.join(PIPE_FILE);
         apply(&file, &muts, len);
         let map = SharedMap::open(&file).unwrap();
         let size = map.len() as u64;
         if let Ok(info) = read_pipe_info(&map) {
             for l in [&info.rx, &info.tx] {
-                let end = l.buf_off + l.nbufs as u64 * l.buf_size as u64;
+                let end = l.buf_off + l.buf_area_bytes();
                 prop_assert!(end <= size, "a layout past the file end passed: {l:?}");
             }
+            prop_assert!(!info.rx.overlaps(&info.tx), "overlapping channels passed");
+            let tx_layout = info.tx;
+            // Where the mapping puts the TX buffer area (it stays mapped there).
+            let base = map.bytes_at(tx_layout.buf_off as usize, 0).unwrap() as usize;
             // The master's end over it: channels usable without panics.
             if let Ok(mut end) = MasterPipeEnd::new(map) {
                 for _ in 0..8 {
                     if let Some(f) = end.tx.recv() {
                         prop_assert!(f.len as usize <= end.tx.buf_size());
+                        let p = end.tx.frame_ptr(f) as usize;
+                        prop_assert!(
+                            inside_one_buffer(&tx_layout, base, p, f.len as usize),
+                            "frame {f:?} not inside one buffer of {tx_layout:?}"
+                        );
                         end.tx.give_back(f.buf);
                     }
                 }
@@ -173,18 +216,20 @@ fn fast_channel_header_parser() {
     let dir = tmp.path();
     let a = (std::net::Ipv4Addr::new(10, 88, 0, 2), [2, 0, 10, 88, 0, 2]);
     let b = (std::net::Ipv4Addr::new(10, 88, 0, 3), [2, 0, 10, 88, 0, 3]);
-    let full = create_fc_file(&dir.join("probe.map"), a, b, 1500, 64)
+    let (mtu, pools) = fc_pools(true);
+    let full = create_fc_file(&dir.join("probe.map"), a, b, mtu, pools)
         .unwrap()
         .len();
     let _ = std::fs::remove_file(dir.join("probe.map"));
     let lens = prop_oneof![3 => Just(None), 1 => (0..(full as u64 * 2)).prop_map(Some)];
     fuzz(
         "fast-channel header",
-        (mutations(full), lens, any::<bool>()),
-        |(muts, len, side_a)| {
+        (mutations(full), lens, any::<bool>(), any::<bool>()),
+        |(muts, len, side_a, two_pools)| {
             let file = dir.join("c.map");
             let _ = std::fs::remove_file(&file);
-            drop(create_fc_file(&file, a, b, 1500, 64).unwrap());
+            let (mtu, pools) = fc_pools(two_pools);
+            drop(create_fc_file(&file, a, b, mtu, pools).unwrap());
             apply(&file, &muts, len);
             let me = if side_a { a.0 } else { b.0 };
             if let Ok(mut end) = FcEnd::attach(&file, me) {
@@ -222,9 +267,13 @@ fn channel_reader_under_concurrent_scribbling() {
     let dir = tmp.path();
     fuzz(
         "channel under a racing writer",
-        (any::<u64>(), 50usize..400),
-        |(seed, rounds)| {
-            let geo = ChannelGeometry::for_mtu(1500, 64);
+        (any::<u64>(), 50usize..400, any::<bool>()),
+        |(seed, rounds, two_pools)| {
+            let geo = if two_pools {
+                ChannelGeometry::two_pools(MAX_MTU, 64, 4)
+            } else {
+                ChannelGeometry::for_mtu(1500, 64)
+            };
             let (layout, end) = geo.layout_at(HEADER_SIZE);
             let file = dir.join("ch");
             let _ = std::fs::remove_file(&file);
@@ -245,10 +294,7 @@ fn channel_reader_under_concurrent_scribbling() {
                 let regions = [
                     (layout.ring_off as usize, ring_bytes),
                     (layout.ret_off as usize, ring_bytes),
-                    (
-                        layout.buf_off as usize,
-                        (layout.nbufs * layout.buf_size) as usize,
-                    ),
+                    (layout.buf_off as usize, layout.buf_area_bytes() as usize),
                 ];
                 std::thread::spawn(move || {
                     let mut r = XorShift(seed | 1);
@@ -266,23 +312,37 @@ fn channel_reader_under_concurrent_scribbling() {
                 })
             };
             let base = map.bytes_at(layout.buf_off as usize, 0).unwrap() as usize;
-            let area = (layout.nbufs * layout.buf_size) as usize;
-            let mut out = vec![0u8; layout.buf_size as usize];
+            let area = layout.buf_area_bytes() as usize;
+            let mut out = vec![0u8; layout.max_frame() as usize];
             let mut failure = None;
             for i in 0..rounds {
-                if let Some(b) = tx.alloc() {
-                    let len = 60 + (i % 1400);
-                    // SAFETY: an allocated buffer of buf_size >= 1500 bytes.
-                    unsafe { std::ptr::write_bytes(tx.buf_ptr(b), i as u8, len) };
-                    tx.post(b, len);
+                // Every fifth frame of a two-pool channel is too large for a small buffer.
+                let len = if two_pools && i % 5 == 0 {
+                    9100 + (i * 97) % 50_000
+                } else {
+                    60 + (i % 1400)
+                };
+                if let Some(b) = tx.alloc(len) {
+                    if tx.size_of(b) < len {
+                        failure = Some(format!("buffer {b} too small for {len} bytes"));
+                    }
+                    // SAFETY: a buffer allocated for `len` bytes (checked just above).
+                    unsafe {
+                        std::ptr::write_bytes(tx.buf_ptr(b), i as u8, len.min(tx.size_of(b)))
+                    };
+                    tx.post(b, len.min(tx.size_of(b)));
                 }
                 tx.flush();
                 tx.reclaim();
                 while let Some(f) = rx.recv() {
                     let p = rx.frame_ptr(f) as usize;
                     let n = f.len as usize;
-                    if p < base || p + n > base + area || n > out.len() {
-                        failure = Some(format!("frame outside the buffer area: {p:#x}+{n}"));
+                    if p < base
+                        || p + n > base + area
+                        || n > out.len()
+                        || !inside_one_buffer(&layout, base, p, n)
+                    {
+                        failure = Some(format!("frame outside one buffer: {p:#x}+{n}"));
                     }
                     // SAFETY: checked just above to lie inside the buffer area.
                     unsafe {

@@ -54,7 +54,7 @@ fn echo_through_fast_channel() {
     d.echo_ok("b", "10.88.0.2:7", 65536, 4, Duration::from_secs(60));
 }
 
-/// A fast channel's own MTU (65000 by default, above the pipes' 9000) is what its two
+/// A fast channel's own MTU (65000 by default, above these pipes' 9000) is what its two
 /// services use toward each other; removing the channel in the middle of a transfer in
 /// such segments falls back to the master and the pipes' MTU (smoltcp resends what was
 /// lost in pipe-sized segments), and the transfer completes byte-exact.
@@ -62,8 +62,9 @@ fn echo_through_fast_channel() {
 fn removing_a_large_mtu_fast_channel_mid_transfer_falls_back_to_the_master() {
     const MIB: usize = 1 << 20;
     let d = Daemon::start();
-    d.create_pipe("a", "10.88.0.2/16", &[]);
-    d.create_pipe("b", "10.88.0.3/16", &[]);
+    // Pipes smaller than the channel: what the channel carried must fit them after.
+    d.create_pipe("a", "10.88.0.2/16", &["--mtu", "9000"]);
+    d.create_pipe("b", "10.88.0.3/16", &["--mtu", "9000"]);
     d.ctl_ok(&["fc", "create", "a", "b"]);
     let fcs = d.list("fc");
     assert_eq!(fcs.len(), 1, "{fcs:?}");

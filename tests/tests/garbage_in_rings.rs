@@ -261,10 +261,12 @@ impl Hostile {
                     resync(&mut tx_prod, self.tx_ring.cons().load(Ordering::Acquire));
                     let room = self.tx_ring.room(tx_prod).min(32);
                     for _ in 0..rng.below(u64::from(room) + 1) as u32 {
-                        let buf = if rng.one_in(5) {
-                            rng.next_u32() | self.tx.nbufs
-                        } else {
-                            rng.below(u64::from(self.tx.nbufs)) as u32
+                        let buf = match rng.below(10) {
+                            0 | 1 => rng.next_u32() | self.tx.nbufs,
+                            // The pool of large buffers (default pipes have one) and just
+                            // past its end, with any of the lengths below.
+                            2 => self.tx.nbufs + rng.below(u64::from(self.tx.nlarge) + 2) as u32,
+                            _ => rng.below(u64::from(self.tx.nbufs)) as u32,
                         };
                         let len = match rng.below(8) {
                             0 => 0,
@@ -315,7 +317,7 @@ impl Hostile {
                         let buf = if rng.one_in(2) {
                             rng.next_u32()
                         } else {
-                            rng.below(u64::from(self.rx.nbufs)) as u32
+                            rng.below(u64::from(self.rx.nbufs + self.rx.nlarge)) as u32
                         };
                         self.rx_fill.write(
                             fill_prod,
@@ -414,6 +416,8 @@ fn garbage_in_rings() {
     let b_info = read_pipe_info(&open("b")).expect("b's header");
     let x_map = open("x");
     let x_info = read_pipe_info(&x_map).expect("x's header");
+    // Default pipes without a NIC have large buffers too: their indices get garbage too.
+    assert!(x_info.tx.nlarge > 0 && x_info.rx.nlarge > 0, "{x_info:?}");
     let hostile = Hostile::attach(x_map, &x_info);
     let me = std::process::id();
     assert_eq!(

@@ -92,7 +92,7 @@ pub fn flood(pipe: &Path, kind: FloodKind, size: usize) -> Result<(), String> {
     let (mut sent, t0) = (0u64, Instant::now());
     while !STOP.load(Ordering::Relaxed) {
         let mut n = 0;
-        while let Some(b) = end.tx.alloc() {
+        while let Some(b) = end.tx.alloc(size) {
             if !end.tx.write_at(b, 0, &frame[..size]) {
                 end.tx.cancel(b);
                 break;

@@ -55,9 +55,9 @@ Paths:
   docknet-master  DockNet: docknetd (--nic none) + pipes a, b; dn-echo server on a,
                   dn-echo client on b; frames switched by the master
   docknet-fc      DockNet over a fast channel: pipes c, d joined by `docknetctl fc create c d`
-                  (the channel's default IP MTU, 65000, between c and d; the pipes' MTU,
-                  9000 or --pipe-mtu, elsewhere — as the kernel paths move 64 KB GSO
-                  super-packets over veth)
+                  (the channel's default IP MTU, 65000, between c and d, as the kernel
+                  paths move 64 KB GSO super-packets over veth; the pipes' are docknetd's
+                  default without a NIC, 65000 too, or --pipe-mtu)
   (--pipe-mtu M makes the DockNet paths' pipes with `pipe create --mtu M`)
 
 Definitions (identical for every path):
@@ -632,9 +632,9 @@ struct PingPongCli {
     paths: PathList,
 
     /// IP MTU of the DockNet paths' pipes (`pipe create --mtu`, 576-65000). Default:
-    /// docknetd's (9000 without a NIC). At 65000 TCP through the master moves 64 KB
-    /// segments, as the kernel paths' GSO super-packets and a fast channel's do, and
-    /// each pipe file takes 127 MiB instead of 18 MiB.
+    /// docknetd's (65000 without a NIC: TCP through the master moves 64 KB segments, as
+    /// the kernel paths' GSO super-packets and a fast channel's do). `--pipe-mtu 9000`
+    /// measures 9000-byte pipes, the default with a NIC.
     #[arg(long, value_name = "M", value_parser = clap::value_parser!(u32).range(576..=65000))]
     pipe_mtu: Option<u32>,
 

@@ -128,7 +128,7 @@ pub struct BenchArgs {
     pub keep_run_dir: bool,
     pub command_line: String,
     /// `pipe create --mtu` for the DockNet paths' pipes (`pingpong --pipe-mtu`); `None`:
-    /// docknetd's default (9000 without a NIC).
+    /// docknetd's default (65000 without a NIC).
     pub pipe_mtu: Option<u32>,
 }
 

@@ -31,7 +31,8 @@ pub const PIPE_MAGIC: u64 = u64::from_le_bytes(*b"DOCKPIPE");
 /// "DOCKFCHN" little-endian.
 pub const FC_MAGIC: u64 = u64::from_le_bytes(*b"DOCKFCHN");
 /// Bumped on any incompatible change of this file.
-pub const ABI_VERSION: u32 = 1;
+/// 2: channels have a second pool of large buffers (`ChannelLayout::nlarge`).
+pub const ABI_VERSION: u32 = 2;
 
 /// Size of the header page that starts every shared file.
 pub const HEADER_SIZE: usize = 4096;
@@ -55,13 +56,20 @@ pub const MAX_MTU: u32 = 65000;
 /// Smallest IP MTU a pipe may have (IPv4 minimum).
 pub const MIN_MTU: u32 = 576;
 
+/// The largest IP MTU of a channel's small buffers when it has large ones too (see
+/// [`ChannelGeometry::two_pools`]): most frames (requests, ACKs, segments of 9000-byte
+/// paths) fit them, and only the large TCP segments between local services take a large
+/// buffer.
+pub const SMALL_POOL_MTU: u32 = 9000;
+
 /// One ring entry. For `ring`, `buf` and `len` describe a frame; for `ret`, only `buf`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Desc {
-    /// Index of a buffer in the channel's buffer area (`< nbufs`).
+    /// Index of a buffer in the channel's buffer area (`< nbufs + nlarge`: the small
+    /// buffers first, then the large ones).
     pub buf: u32,
-    /// Frame length in bytes (`<= buf_size`); ignored on `ret` rings.
+    /// Frame length in bytes (at most the size of buffer `buf`); ignored on `ret` rings.
     pub len: u32,
     /// Reserved for offload flags; written as 0 and ignored today.
     pub flags: u32,
@@ -88,6 +96,11 @@ pub const fn ring_bytes(size: u32) -> usize {
 }
 
 /// Where one channel lives in the file. Written by the master at creation, then only read.
+///
+/// The buffer area holds two pools: `nbufs` small buffers, then `nlarge` large ones
+/// (none in most channels). Files are allocated whole, so a channel whose every buffer
+/// held a 64 KB frame would cost 64 MiB for 1,024 buffers; with two pools it holds as
+/// many small frames (a request, an ACK) and a few large TCP segments for a fraction.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ChannelLayout {
@@ -95,17 +108,23 @@ pub struct ChannelLayout {
     pub ring_off: u64,
     /// File offset of the return ring (receiver → sender).
     pub ret_off: u64,
-    /// File offset of the buffer area: `nbufs * buf_size` bytes.
+    /// File offset of the buffer area: `nbufs * buf_size` bytes of small buffers, then
+    /// `nlarge * large_size` bytes of large ones.
     pub buf_off: u64,
-    /// Entries in each of the two rings (power of two, `>= nbufs`).
+    /// Entries in each of the two rings (power of two, `>= nbufs + nlarge`: the return
+    /// ring must hold every buffer).
     pub ring_size: u32,
-    /// Buffers in the buffer area.
+    /// Small buffers: indices `0..nbufs`.
     pub nbufs: u32,
-    /// Bytes per buffer (multiple of 64).
+    /// Bytes per small buffer (multiple of 64).
     pub buf_size: u32,
+    /// Large buffers: indices `nbufs..nbufs + nlarge`; 0 for none.
+    pub nlarge: u32,
+    /// Bytes per large buffer (multiple of 64, above `buf_size`); 0 when `nlarge` is 0.
+    pub large_size: u32,
     pub _reserved: u32,
 }
-const_assert_eq!(core::mem::size_of::<ChannelLayout>(), 40);
+const_assert_eq!(core::mem::size_of::<ChannelLayout>(), 48);
 
 /// A doorbell: how a consumer sleeps and how a producer wakes it.
 ///
@@ -180,7 +199,7 @@ pub struct PipeHeader {
     pub rx: ChannelLayout,
     /// Service → master frames. `ret` is the completion ring.
     pub tx: ChannelLayout,
-    pub _pad2: [u8; 48],
+    pub _pad2: [u8; 32],
     /// Wakes the service when the master posts on `rx` (fast-channel peers ring the
     /// doorbells in the FC file instead).
     pub service_bell: Doorbell,
@@ -196,7 +215,7 @@ pub struct PipeHeader {
 }
 const_assert_eq!(core::mem::offset_of!(PipeHeader, rx), 64);
 const_assert_eq!(core::mem::offset_of!(PipeHeader, fc_forwarders), 320);
-const_assert_eq!(core::mem::offset_of!(PipeHeader, tx), 104);
+const_assert_eq!(core::mem::offset_of!(PipeHeader, tx), 112);
 const_assert_eq!(core::mem::offset_of!(PipeHeader, service_bell), 192);
 const_assert_eq!(core::mem::offset_of!(PipeHeader, master_bell), 256);
 const_assert!(core::mem::size_of::<PipeHeader>() <= HEADER_SIZE);
@@ -252,13 +271,14 @@ pub struct FcHeader {
     /// before that option (then: the buffers less the Ethernet header). A service never
     /// sends larger packets on it, nor more than its buffers hold whatever this says.
     pub mtu: u32,
-    pub _pad1: [u8; 44],
+    pub _pad1: [u8; 28],
     /// Wakes side a (rung by b after posting on `b_to_a`).
     pub a_bell: Doorbell,
     /// Wakes side b.
     pub b_bell: Doorbell,
 }
 const_assert_eq!(core::mem::offset_of!(FcHeader, a_to_b), 64);
+const_assert_eq!(core::mem::offset_of!(FcHeader, mtu), 160);
 const_assert_eq!(core::mem::offset_of!(FcHeader, a_bell), 192);
 const_assert!(core::mem::size_of::<FcHeader>() <= HEADER_SIZE);
 
@@ -268,23 +288,52 @@ pub struct ChannelGeometry {
     pub ring_size: u32,
     pub nbufs: u32,
     pub buf_size: u32,
+    pub nlarge: u32,
+    pub large_size: u32,
+}
+
+/// Bytes of a buffer for frames of IP MTU `mtu`: the frame, rounded up to cache lines.
+fn buf_size_for(mtu: u32) -> u32 {
+    let frame = mtu as usize + ETH_HEADER_LEN;
+    (frame.div_ceil(CACHE_LINE) * CACHE_LINE) as u32
 }
 
 impl ChannelGeometry {
     /// Geometry for frames of IP MTU `mtu`, with `nbufs` buffers.
     pub fn for_mtu(mtu: u32, nbufs: u32) -> Self {
-        let frame = mtu as usize + ETH_HEADER_LEN;
-        let buf_size = frame.div_ceil(CACHE_LINE) * CACHE_LINE;
         ChannelGeometry {
             ring_size: nbufs.next_power_of_two(),
             nbufs,
-            buf_size: buf_size as u32,
+            buf_size: buf_size_for(mtu),
+            nlarge: 0,
+            large_size: 0,
+        }
+    }
+
+    /// Geometry for frames of IP MTU `mtu` in two pools: `nbufs` buffers for frames up to
+    /// [`SMALL_POOL_MTU`] and `nlarge` for the larger ones. One pool when `mtu` is no
+    /// larger than that or `nlarge` is 0.
+    pub fn two_pools(mtu: u32, nbufs: u32, nlarge: u32) -> Self {
+        if mtu <= SMALL_POOL_MTU || nlarge == 0 {
+            return Self::for_mtu(mtu, nbufs);
+        }
+        ChannelGeometry {
+            ring_size: (nbufs + nlarge).next_power_of_two(),
+            nbufs,
+            buf_size: buf_size_for(SMALL_POOL_MTU),
+            nlarge,
+            large_size: buf_size_for(mtu),
         }
     }
 
     /// Bytes this channel needs (rings and buffers), each part cache-aligned.
     pub fn bytes(&self) -> usize {
-        2 * ring_bytes(self.ring_size) + self.nbufs as usize * self.buf_size as usize
+        2 * ring_bytes(self.ring_size) + self.buf_area_bytes()
+    }
+
+    fn buf_area_bytes(&self) -> usize {
+        self.nbufs as usize * self.buf_size as usize
+            + self.nlarge as usize * self.large_size as usize
     }
 
     /// Lay the channel out at file offset `off`; returns the layout and the next free offset.
@@ -292,7 +341,7 @@ impl ChannelGeometry {
         let ring_off = off;
         let ret_off = ring_off + ring_bytes(self.ring_size);
         let buf_off = ret_off + ring_bytes(self.ring_size);
-        let end = buf_off + self.nbufs as usize * self.buf_size as usize;
+        let end = buf_off + self.buf_area_bytes();
         (
             ChannelLayout {
                 ring_off: ring_off as u64,
@@ -301,6 +350,8 @@ impl ChannelGeometry {
                 ring_size: self.ring_size,
                 nbufs: self.nbufs,
                 buf_size: self.buf_size,
+                nlarge: self.nlarge,
+                large_size: self.large_size,
                 _reserved: 0,
             },
             end.div_ceil(4096) * 4096,
@@ -314,6 +365,8 @@ pub enum LayoutError {
     RingSize(u32),
     BufCount(u32),
     BufSize(u32),
+    /// The large pool: count and buffer size.
+    LargePool(u32, u32),
     OutOfFile {
         what: &'static str,
         end: u64,
@@ -337,6 +390,12 @@ impl core::fmt::Display for LayoutError {
                 f,
                 "buffer size {n} is not a multiple of 64 in {MIN_BUF_SIZE}..={MAX_BUF_SIZE}"
             ),
+            LayoutError::LargePool(n, size) => write!(
+                f,
+                "large pool of {n} buffers of {size} bytes: with buffers, their size must \
+                 be a multiple of 64 above the small buffers' and at most {MAX_BUF_SIZE}; \
+                 without, 0"
+            ),
             LayoutError::OutOfFile {
                 what,
                 end,
@@ -353,6 +412,39 @@ impl core::fmt::Display for LayoutError {
 }
 
 impl ChannelLayout {
+    /// Bytes of the buffer area (both pools). Overflow-free for a validated layout; on
+    /// an unvalidated one it saturates.
+    pub fn buf_area_bytes(&self) -> u64 {
+        (self.nbufs as u64 * self.buf_size as u64)
+            .saturating_add(self.nlarge as u64 * self.large_size as u64)
+    }
+
+    /// The file bytes `[start, end)` the channel's three parts span, wherever a header put
+    /// them (saturating: for a validated layout the exact span).
+    pub fn span(&self) -> (u64, u64) {
+        let ring = ring_bytes(self.ring_size.min(MAX_RING_SIZE)) as u64;
+        let start = self.ring_off.min(self.ret_off).min(self.buf_off);
+        let end = (self.ring_off.saturating_add(ring))
+            .max(self.ret_off.saturating_add(ring))
+            .max(self.buf_off.saturating_add(self.buf_area_bytes()));
+        (start, end)
+    }
+
+    /// True if the two channels' spans share a byte.
+    pub fn overlaps(&self, other: &ChannelLayout) -> bool {
+        let (a, b) = (self.span(), other.span());
+        a.0 < b.1 && b.0 < a.1
+    }
+
+    /// The largest frame a buffer of this channel holds (a large one, if it has any).
+    pub fn max_frame(&self) -> u32 {
+        if self.nlarge > 0 {
+            self.large_size.max(self.buf_size)
+        } else {
+            self.buf_size
+        }
+    }
+
     /// Check that every part lies inside a file of `file_size` bytes, after the header,
     /// aligned, and without overlap. Called on every layout read from a file before use.
     pub fn validate(&self, file_size: u64) -> Result<(), LayoutError> {
@@ -367,11 +459,25 @@ impl ChannelLayout {
         if !(MIN_BUF_SIZE..=MAX_BUF_SIZE).contains(&bs) || !bs.is_multiple_of(CACHE_LINE as u32) {
             return Err(LayoutError::BufSize(bs));
         }
+        let (nl, ls) = (self.nlarge, self.large_size);
+        let large_ok = if nl == 0 {
+            ls == 0
+        } else {
+            // Both pools' buffers must fit the ring (it names every buffer), and the
+            // indices of both together stay below MAX_BUFS.
+            self.nbufs as u64 + nl as u64 <= rs.min(MAX_BUFS) as u64
+                && ls > bs
+                && ls <= MAX_BUF_SIZE
+                && ls.is_multiple_of(CACHE_LINE as u32)
+        };
+        if !large_ok {
+            return Err(LayoutError::LargePool(nl, ls));
+        }
         let ring_len = ring_bytes(rs) as u64;
         let parts = [
             ("frame ring", self.ring_off, ring_len),
             ("return ring", self.ret_off, ring_len),
-            ("buffer area", self.buf_off, self.nbufs as u64 * bs as u64),
+            ("buffer area", self.buf_off, self.buf_area_bytes()),
         ];
         for (what, off, len) in parts {
             let end = off.checked_add(len).ok_or(LayoutError::Overlap)?;
@@ -411,6 +517,78 @@ mod tests {
             assert_eq!(l.validate(end as u64), Ok(()));
             assert!(l.validate(end as u64 - 4097).is_err());
         }
+    }
+
+    #[test]
+    fn two_pools_lay_out_valid_channels() {
+        let g = ChannelGeometry::two_pools(MAX_MTU, 1024, 32);
+        assert_eq!(g.nbufs, 1024);
+        assert_eq!(g.nlarge, 32);
+        assert!(g.buf_size as usize >= SMALL_POOL_MTU as usize + ETH_HEADER_LEN);
+        assert!(g.large_size as usize >= MAX_MTU as usize + ETH_HEADER_LEN);
+        assert!(g.ring_size >= 1024 + 32);
+        let (l, end) = g.layout_at(HEADER_SIZE);
+        assert_eq!(l.validate(end as u64), Ok(()));
+        assert_eq!(l.max_frame(), g.large_size);
+        assert_eq!(
+            l.buf_area_bytes(),
+            1024 * g.buf_size as u64 + 32 * g.large_size as u64
+        );
+        // The last large buffer is part of the area: a file one page short fails.
+        assert!(l.validate(end as u64 - 4096).is_err());
+        // At or below the small pool's MTU, or without large buffers: one pool.
+        assert_eq!(
+            ChannelGeometry::two_pools(9000, 1024, 32),
+            ChannelGeometry::for_mtu(9000, 1024)
+        );
+        assert_eq!(
+            ChannelGeometry::two_pools(MAX_MTU, 512, 0),
+            ChannelGeometry::for_mtu(MAX_MTU, 512)
+        );
+    }
+
+    #[test]
+    fn validate_rejects_bad_large_pools() {
+        let g = ChannelGeometry::two_pools(MAX_MTU, 64, 8);
+        let (l, end) = g.layout_at(HEADER_SIZE);
+        let end = end as u64;
+        let bad = |f: &dyn Fn(&mut ChannelLayout)| {
+            let mut b = l;
+            f(&mut b);
+            b.validate(end)
+        };
+        // Large buffers no larger than the small ones, misaligned, or too large.
+        assert!(matches!(
+            bad(&|b| b.large_size = b.buf_size),
+            Err(LayoutError::LargePool(..))
+        ));
+        assert!(matches!(
+            bad(&|b| b.large_size += 1),
+            Err(LayoutError::LargePool(..))
+        ));
+        assert!(matches!(
+            bad(&|b| b.large_size = MAX_BUF_SIZE + 64),
+            Err(LayoutError::LargePool(..))
+        ));
+        // More buffers than the ring names.
+        assert!(matches!(
+            bad(&|b| b.nlarge = b.ring_size),
+            Err(LayoutError::LargePool(..))
+        ));
+        // A size without buffers.
+        assert!(matches!(
+            bad(&|b| b.nlarge = 0),
+            Err(LayoutError::LargePool(..))
+        ));
+        // More large buffers than the file holds.
+        assert!(matches!(
+            bad(&|b| b.nlarge = 64),
+            Err(LayoutError::OutOfFile { .. })
+        ));
+        let mut huge = l;
+        huge.nlarge = u32::MAX;
+        huge.large_size = MAX_BUF_SIZE;
+        assert!(huge.validate(u64::MAX).is_err());
     }
 
     #[test]

@@ -30,29 +30,68 @@ impl ChannelFaults {
     }
 }
 
-/// The buffer area of a channel.
+/// The buffer area of a channel: `nbufs` small buffers, then `nlarge` large ones.
 #[derive(Clone, Copy)]
 struct BufArea {
     base: *mut u8,
     nbufs: u32,
     buf_size: u32,
+    nlarge: u32,
+    large_size: u32,
 }
 
 impl BufArea {
-    /// Pointer to buffer `idx`. Callers pass only validated indices (`< nbufs`).
+    /// Buffers in both pools: valid indices are below this.
+    fn total(&self) -> u32 {
+        self.nbufs + self.nlarge
+    }
+
+    /// True if `idx` names a large buffer (false for out-of-range indices too).
+    fn is_large(&self, idx: u32) -> bool {
+        idx >= self.nbufs && idx < self.total()
+    }
+
+    /// Bytes of buffer `idx`; 0 for an index out of range.
+    fn size_of(&self, idx: u32) -> u32 {
+        if idx < self.nbufs {
+            self.buf_size
+        } else if idx < self.total() {
+            self.large_size
+        } else {
+            0
+        }
+    }
+
+    /// The largest frame a buffer holds.
+    fn max_frame(&self) -> u32 {
+        if self.nlarge > 0 {
+            self.large_size.max(self.buf_size)
+        } else {
+            self.buf_size
+        }
+    }
+
+    /// Pointer to buffer `idx`. Callers pass only validated indices (`< total()`).
     fn ptr(&self, idx: u32) -> *mut u8 {
-        assert!(idx < self.nbufs);
-        // SAFETY: idx < nbufs, and the area is nbufs * buf_size bytes in the mapping
-        // (checked by `ChannelLayout::validate` before this was built).
-        unsafe { self.base.add(idx as usize * self.buf_size as usize) }
+        assert!(idx < self.total());
+        let off = if idx < self.nbufs {
+            idx as usize * self.buf_size as usize
+        } else {
+            self.nbufs as usize * self.buf_size as usize
+                + (idx - self.nbufs) as usize * self.large_size as usize
+        };
+        // SAFETY: idx < nbufs + nlarge, and the area is nbufs * buf_size + nlarge *
+        // large_size bytes in the mapping (checked by `ChannelLayout::validate` before
+        // this was built): buffer idx starts at `off` and ends inside it.
+        unsafe { self.base.add(off) }
     }
 
     /// Pointer to `len` bytes at `offset` in buffer `idx`, if they lie inside it.
     fn range(&self, idx: u32, offset: usize, len: usize) -> Option<*mut u8> {
-        if idx >= self.nbufs || offset.checked_add(len)? > self.buf_size as usize {
+        if idx >= self.total() || offset.checked_add(len)? > self.size_of(idx) as usize {
             return None;
         }
-        // SAFETY: offset + len <= buf_size: the range lies inside buffer `idx`.
+        // SAFETY: offset + len <= the buffer's size: the range lies inside buffer `idx`.
         Some(unsafe { self.ptr(idx).add(offset) })
     }
 }
@@ -102,7 +141,10 @@ struct Parts {
 fn parts(map: &SharedMap, l: &ChannelLayout) -> Option<Parts> {
     let ring = map.ptr_at::<RingIndices>(l.ring_off as usize)?;
     let ret = map.ptr_at::<RingIndices>(l.ret_off as usize)?;
-    let base = map.bytes_at(l.buf_off as usize, l.nbufs as usize * l.buf_size as usize)?;
+    let base = map.bytes_at(
+        l.buf_off as usize,
+        usize::try_from(l.buf_area_bytes()).ok()?,
+    )?;
     map.bytes_at(l.ring_off as usize, crate::abi::ring_bytes(l.ring_size))?;
     map.bytes_at(l.ret_off as usize, crate::abi::ring_bytes(l.ring_size))?;
     Some(Parts {
@@ -114,6 +156,8 @@ fn parts(map: &SharedMap, l: &ChannelLayout) -> Option<Parts> {
             base,
             nbufs: l.nbufs,
             buf_size: l.buf_size,
+            nlarge: l.nlarge,
+            large_size: l.large_size,
         },
     })
 }
@@ -123,15 +167,19 @@ pub struct ChannelSender {
     ring: Producer,
     ret: Consumer,
     bufs: BufArea,
-    /// Buffers we may write (a stack; never holds more than nbufs entries).
+    /// Small buffers we may write (a stack; never holds more than nbufs entries).
     free: Vec<u32>,
-    /// One bit per buffer: lent to the receiver and not yet returned.
+    /// Large buffers we may write (a stack; never more than nlarge entries).
+    free_large: Vec<u32>,
+    /// One bit per buffer (both pools): lent to the receiver and not yet returned.
     lent: Vec<u64>,
     /// Rung after posting: wakes the receiver.
     receiver_bell: *const Doorbell,
     faults: std::sync::Arc<ChannelFaults>,
-    /// Buffers lent out beyond which `flush` takes returned ones back (see there).
+    /// Small buffers lent out beyond which `flush` takes returned ones back (see there).
     hot: usize,
+    /// The same for large buffers.
+    hot_large: usize,
 }
 
 /// Bytes of buffers a sender keeps cycling through while the receiver keeps up: about
@@ -176,26 +224,39 @@ impl ChannelSender {
         faults: std::sync::Arc<ChannelFaults>,
     ) -> Option<Self> {
         let p = parts(map, layout)?;
-        let n = layout.nbufs;
-        Some(ChannelSender {
+        let mut s = ChannelSender {
             ring: Producer::new(p.ring),
             ret: Consumer::new(p.ret),
             bufs: p.bufs,
-            free: (0..n).rev().collect(),
-            lent: vec![0; n.div_ceil(64) as usize],
+            free: Vec::new(),
+            free_large: Vec::new(),
+            lent: Vec::new(),
             receiver_bell,
             faults,
             hot: (HOT_BYTES / layout.buf_size.max(1) as usize).max(16),
-        })
+            hot_large: (HOT_BYTES / layout.large_size.max(1) as usize).max(16),
+        };
+        s.set_free_except(&vec![0; p.bufs.total().div_ceil(64) as usize]);
+        Some(s)
     }
 
-    /// Bytes per buffer: the largest frame this channel carries.
+    /// Make every buffer not marked in `lent` free (both stacks, lowest index on top),
+    /// and `lent` the record of lent buffers.
+    fn set_free_except(&mut self, lent: &[u64]) {
+        let is_free = |b: &u32| lent[(b / 64) as usize] & (1 << (b % 64)) == 0;
+        let (n, total) = (self.bufs.nbufs, self.bufs.total());
+        self.free = (0..n).rev().filter(is_free).collect();
+        self.free_large = (n..total).rev().filter(is_free).collect();
+        self.lent = lent.to_vec();
+    }
+
+    /// Bytes of the largest frame this channel carries (a large buffer's, if it has any).
     pub fn buf_size(&self) -> usize {
-        self.bufs.buf_size as usize
+        self.bufs.max_frame() as usize
     }
 
-    /// True if at least `n` buffers are free (taking back returned ones if needed first).
-    /// O(1) while plenty are free.
+    /// True if at least `n` small buffers are free (taking back returned ones if needed
+    /// first). O(1) while plenty are free.
     pub fn has_free(&mut self, n: usize) -> bool {
         if self.free.len() >= n {
             return true;
@@ -204,7 +265,34 @@ impl ChannelSender {
         self.free.len() >= n
     }
 
-    /// Number of buffers.
+    /// True if a frame of `len` bytes would find a free buffer now (taking back returned
+    /// ones if needed first).
+    pub fn has_free_for(&mut self, len: usize) -> bool {
+        match self.pool_for(len) {
+            Some(false) => self.has_free(1),
+            Some(true) => {
+                if self.free_large.is_empty() {
+                    self.reclaim();
+                }
+                !self.free_large.is_empty()
+            }
+            None => false,
+        }
+    }
+
+    /// Which pool holds a frame of `len` bytes: `Some(false)` the small buffers,
+    /// `Some(true)` the large ones, `None` if no buffer holds it.
+    fn pool_for(&self, len: usize) -> Option<bool> {
+        if len <= self.bufs.buf_size as usize {
+            Some(false)
+        } else if self.bufs.nlarge > 0 && len <= self.bufs.large_size as usize {
+            Some(true)
+        } else {
+            None
+        }
+    }
+
+    /// Number of small buffers (the large ones are few and only for large frames).
     pub fn nbufs(&self) -> usize {
         self.bufs.nbufs as usize
     }
@@ -215,9 +303,13 @@ impl ChannelSender {
             match self.ret.pop() {
                 Ok(Some(d)) => {
                     let (w, b) = ((d.buf / 64) as usize, d.buf % 64);
-                    if d.buf < self.bufs.nbufs && self.lent[w] & (1 << b) != 0 {
+                    if d.buf < self.bufs.total() && self.lent[w] & (1 << b) != 0 {
                         self.lent[w] &= !(1 << b);
-                        self.free.push(d.buf);
+                        if self.bufs.is_large(d.buf) {
+                            self.free_large.push(d.buf);
+                        } else {
+                            self.free.push(d.buf);
+                        }
                     } else {
                         ChannelFaults::bump(&self.faults.bad_return);
                     }
@@ -261,7 +353,7 @@ impl ChannelSender {
     /// The consumer index is read before the returns are drained, so a buffer returned
     /// meanwhile is counted once, as lent, and reclaimed later.
     pub fn adopt(&mut self) {
-        let n = self.bufs.nbufs;
+        let n = self.bufs.total();
         let posted = match self.ring.unconsumed() {
             Ok(p) => p,
             Err(_) => {
@@ -289,32 +381,51 @@ impl ChannelSender {
             }
         }
         self.ret.release();
-        self.free = (0..n)
-            .rev()
-            .filter(|b| lent[(b / 64) as usize] & (1 << (b % 64)) == 0)
-            .collect();
-        self.lent = lent;
+        self.set_free_except(&lent);
     }
 
     fn ring_size(&self) -> u32 {
         self.ring.size()
     }
 
-    /// A free buffer to write a frame into, or `None` if all are lent out.
-    pub fn alloc(&mut self) -> Option<u32> {
-        if self.free.is_empty() {
+    /// A free buffer to write a frame of `len` bytes into: a small one if the frame
+    /// fits, else a large one; `None` if all of that pool are lent out or no buffer
+    /// holds `len` bytes.
+    pub fn alloc(&mut self, len: usize) -> Option<u32> {
+        let stack = match self.pool_for(len)? {
+            false => &mut self.free,
+            true => &mut self.free_large,
+        };
+        if stack.is_empty() {
             self.reclaim();
         }
-        self.free.pop()
+        match self.pool_for(len)? {
+            false => self.free.pop(),
+            true => self.free_large.pop(),
+        }
     }
 
     /// Give an allocated buffer back without posting it.
     pub fn cancel(&mut self, buf: u32) {
-        self.free.push(buf);
+        self.push_free(buf);
     }
 
-    /// Writable pointer to an allocated buffer (`buf_size()` bytes), for a libOS writing
-    /// its frame in place. The master uses [`write_at`](Self::write_at) instead.
+    fn push_free(&mut self, buf: u32) {
+        if self.bufs.is_large(buf) {
+            self.free_large.push(buf);
+        } else {
+            self.free.push(buf);
+        }
+    }
+
+    /// Bytes of buffer `buf` (0 if there is no such buffer).
+    pub fn size_of(&self, buf: u32) -> usize {
+        self.bufs.size_of(buf) as usize
+    }
+
+    /// Writable pointer to an allocated buffer ([`size_of`](Self::size_of) bytes: at
+    /// least the `len` it was allocated for), for a libOS writing its frame in place. The
+    /// master uses [`write_at`](Self::write_at) instead.
     pub fn buf_ptr(&self, buf: u32) -> *mut u8 {
         self.bufs.ptr(buf)
     }
@@ -334,7 +445,7 @@ impl ChannelSender {
     /// written there, unless the receiver, which maps it too, changed it since). Returns
     /// the bytes copied (0 if out of range).
     pub fn read_back(&self, buf: u32, offset: usize, dst: &mut [u8]) -> usize {
-        let n = dst.len().min((self.buf_size()).saturating_sub(offset));
+        let n = dst.len().min(self.size_of(buf).saturating_sub(offset));
         let Some(src) = self.bufs.range(buf, offset, n) else {
             return 0;
         };
@@ -347,7 +458,7 @@ impl ChannelSender {
     /// [`flush`](Self::flush). On a full or corrupt ring the buffer goes back to the free
     /// list and `false` is returned: the frame is dropped.
     pub fn post(&mut self, buf: u32, len: usize) -> bool {
-        debug_assert!(len <= self.buf_size());
+        debug_assert!(len <= self.size_of(buf));
         let d = Desc {
             buf,
             len: len as u32,
@@ -360,12 +471,12 @@ impl ChannelSender {
                 true
             }
             Ok(false) => {
-                self.free.push(buf);
+                self.push_free(buf);
                 false
             }
             Err(_) => {
                 ChannelFaults::bump(&self.faults.ring_corrupt);
-                self.free.push(buf);
+                self.push_free(buf);
                 false
             }
         }
@@ -374,10 +485,7 @@ impl ChannelSender {
     /// Copy `frame` into a new buffer and post it. Returns false (frame dropped) if no
     /// buffer or ring slot is free or the frame is too long.
     pub fn send_copy(&mut self, frame: &[u8]) -> bool {
-        if frame.len() > self.buf_size() {
-            return false;
-        }
-        let Some(buf) = self.alloc() else {
+        let Some(buf) = self.alloc(frame.len()) else {
             return false;
         };
         if !self.write_at(buf, 0, frame) {
@@ -392,7 +500,9 @@ impl ChannelSender {
         // Take returned buffers back early, not only once the free stack runs dry: the
         // next frames then go into buffers used moments ago, still in the caches, instead
         // of walking the whole buffer area (megabytes with large frames) through them.
-        if self.nbufs().saturating_sub(self.free.len()) > self.hot {
+        if self.nbufs().saturating_sub(self.free.len()) > self.hot
+            || (self.bufs.nlarge as usize).saturating_sub(self.free_large.len()) > self.hot_large
+        {
             self.reclaim();
         }
         if self.ring.publish() {
@@ -411,9 +521,9 @@ impl ChannelSender {
 }
 
 impl ChannelReceiver {
-    /// Bytes per buffer: the largest frame a validated descriptor may name.
+    /// Bytes of the largest buffer: the longest frame a validated descriptor may name.
     pub fn buf_size(&self) -> usize {
-        self.bufs.buf_size as usize
+        self.bufs.max_frame() as usize
     }
 
     /// Build the receiving end. `layout` must already be validated.
@@ -453,16 +563,16 @@ impl ChannelReceiver {
                 return Some(f);
             }
             ChannelFaults::bump(&self.faults.bad_desc);
-            if d.buf < self.bufs.nbufs {
+            if d.buf < self.bufs.total() {
                 self.give_back(d.buf);
             }
         }
     }
 
     /// `d` as a frame of this channel, if its buffer index is in range and its length
-    /// fits the buffer.
+    /// fits that buffer (a small one's size for a small buffer).
     fn frame_of(&self, d: Desc) -> Option<RxFrame> {
-        (d.buf < self.bufs.nbufs && d.len != 0 && d.len <= self.bufs.buf_size).then_some(RxFrame {
+        (d.len != 0 && d.len <= self.bufs.size_of(d.buf)).then_some(RxFrame {
             buf: d.buf,
             len: d.len,
         })

@@ -24,15 +24,19 @@ pub enum Side {
     B,
 }
 
-/// Create a fast-channel file at `path` for services `a` and `b`, sized for `mtu`.
+/// Create a fast-channel file at `path` for services `a` and `b`, sized for `mtu`: each
+/// direction holds `nbufs` buffers, the small ones if `nlarge` large ones come with them
+/// ([`ChannelGeometry::two_pools`]).
 pub fn create_fc_file(
     path: &Path,
     a: (Ipv4Addr, [u8; 6]),
     b: (Ipv4Addr, [u8; 6]),
     mtu: u32,
-    nbufs: u32,
+    (nbufs, nlarge): (u32, u32),
 ) -> std::io::Result<SharedMap> {
-    create_fc_file_with(a, b, mtu, nbufs, |size| SharedMap::create(path, size))
+    create_fc_file_with(a, b, mtu, (nbufs, nlarge), |size| {
+        SharedMap::create(path, size)
+    })
 }
 
 /// [`create_fc_file`], the file made and mapped by `create(size)` (e.g.
@@ -41,10 +45,10 @@ pub fn create_fc_file_with(
     a: (Ipv4Addr, [u8; 6]),
     b: (Ipv4Addr, [u8; 6]),
     mtu: u32,
-    nbufs: u32,
+    (nbufs, nlarge): (u32, u32),
     create: impl FnOnce(usize) -> std::io::Result<SharedMap>,
 ) -> std::io::Result<SharedMap> {
-    let geo = ChannelGeometry::for_mtu(mtu, nbufs);
+    let geo = ChannelGeometry::two_pools(mtu, nbufs, nlarge);
     let (a_to_b, off) = geo.layout_at(HEADER_SIZE);
     let (b_to_a, end) = geo.layout_at(off);
     let map = create(end)?;
@@ -135,15 +139,7 @@ impl FcEnd {
         let b_to_a: ChannelLayout = read_field!(hdr, b_to_a);
         check_layout(&map, "a_to_b", &a_to_b)?;
         check_layout(&map, "b_to_a", &b_to_a)?;
-        let (s1, e1) = (
-            a_to_b.ring_off,
-            a_to_b.buf_off + a_to_b.nbufs as u64 * a_to_b.buf_size as u64,
-        );
-        let (s2, e2) = (
-            b_to_a.ring_off,
-            b_to_a.buf_off + b_to_a.nbufs as u64 * b_to_a.buf_size as u64,
-        );
-        if s1 < e2 && s2 < e1 {
+        if a_to_b.overlaps(&b_to_a) {
             return Err(AttachError::BadField {
                 path: path.to_path_buf(),
                 field: "b_to_a",

@@ -25,8 +25,11 @@ pub struct PipeConfig {
     pub gateway: Ipv4Addr,
     /// IP MTU.
     pub mtu: u32,
-    /// Buffers per direction.
+    /// Buffers per direction (the small ones when `nlarge` is not 0).
     pub nbufs: u32,
+    /// Large buffers per direction, for frames above [`SMALL_POOL_MTU`]
+    /// ([`ChannelGeometry::two_pools`]); 0: every buffer holds a frame of `mtu`.
+    pub nlarge: u32,
     /// [`pipe_flags`] bits.
     pub flags: u32,
 }
@@ -209,18 +212,20 @@ pub fn read_pipe_info(map: &SharedMap) -> Result<PipeInfo, AttachError> {
     check_layout(map, "rx", &info.rx)?;
     check_layout(map, "tx", &info.tx)?;
     for l in [&info.rx, &info.tx] {
-        if (l.buf_size as usize) < info.mtu as usize + ETH_HEADER_LEN {
+        if (l.max_frame() as usize) < info.mtu as usize + ETH_HEADER_LEN {
             return Err(AttachError::BadField {
                 path: path(),
                 field: "buf_size",
-                why: format!("{} is below MTU {} + 14", l.buf_size, info.mtu),
+                why: format!(
+                    "the largest buffer, {} bytes, is below MTU {} + 14",
+                    l.max_frame(),
+                    info.mtu
+                ),
             });
         }
     }
     // The two channels must not overlap each other either.
-    let spans = |l: &ChannelLayout| (l.ring_off, l.buf_off + l.nbufs as u64 * l.buf_size as u64);
-    let (a, b) = (spans(&info.rx), spans(&info.tx));
-    if a.0 < b.1 && b.0 < a.1 {
+    if info.rx.overlaps(&info.tx) {
         return Err(AttachError::BadField {
             path: path(),
             field: "tx",
@@ -232,7 +237,7 @@ pub fn read_pipe_info(map: &SharedMap) -> Result<PipeInfo, AttachError> {
 
 /// Create a pipe file at `dir/pipe.map` (and `dir/fc/`). The directory must exist.
 pub fn create_pipe_file(dir: &Path, cfg: &PipeConfig) -> io::Result<SharedMap> {
-    let geo = ChannelGeometry::for_mtu(cfg.mtu, cfg.nbufs);
+    let geo = ChannelGeometry::two_pools(cfg.mtu, cfg.nbufs, cfg.nlarge);
     let (rx, off) = geo.layout_at(HEADER_SIZE);
     let (tx, end) = geo.layout_at(off);
     std::fs::create_dir_all(dir.join(FC_DIR))?;

@@ -4,7 +4,9 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use docknet_pipe::abi::{ChannelGeometry, ChannelLayout, Desc, RingIndices, HEADER_SIZE};
+use docknet_pipe::abi::{
+    ChannelGeometry, ChannelLayout, Desc, RingIndices, HEADER_SIZE, MAX_MTU, SMALL_POOL_MTU,
+};
 use docknet_pipe::channel::{ChannelFaults, ChannelReceiver, ChannelSender};
 use docknet_pipe::shm::SharedMap;
 use proptest::prelude::*;
@@ -23,7 +25,7 @@ enum Scribble {
 fn scribble() -> impl Strategy<Value = Scribble> {
     let desc = (any::<u32>(), any::<u32>()).prop_map(|(buf, len)| Desc {
         buf: buf % 600,
-        len: len % 20000,
+        len: len % 70000,
         ..Default::default()
     });
     let wild = (any::<u32>(), any::<u32>()).prop_map(|(buf, len)| Desc {
@@ -55,7 +57,30 @@ struct Channel {
 }
 
 fn channel(tag: &str, nbufs: u32) -> Channel {
-    let geo = ChannelGeometry::for_mtu(1500, nbufs);
+    channel_of(tag, ChannelGeometry::for_mtu(1500, nbufs))
+}
+
+/// A channel of two pools: 64 small buffers (frames up to 9000 bytes) and 4 large ones
+/// (65000).
+fn two_pool_channel(tag: &str) -> Channel {
+    channel_of(tag, ChannelGeometry::two_pools(MAX_MTU, 64, 4))
+}
+
+/// The `len` bytes at file offset `start` lie in one buffer of `l` (from its start).
+fn in_one_buffer(l: &ChannelLayout, start: usize, len: usize) -> bool {
+    let Some(off) = start.checked_sub(l.buf_off as usize) else {
+        return false;
+    };
+    let small = l.nbufs as usize * l.buf_size as usize;
+    let (rel, size, count) = if off < small {
+        (off, l.buf_size as usize, l.nbufs as usize)
+    } else {
+        (off - small, l.large_size as usize, l.nlarge as usize)
+    };
+    size != 0 && rel % size == 0 && rel / size < count && len <= size
+}
+
+fn channel_of(tag: &str, geo: ChannelGeometry) -> Channel {
     let (layout, end) = geo.layout_at(HEADER_SIZE);
     let path = std::env::temp_dir().join(format!(
         "dn-{tag}-{}-{:?}",
@@ -85,15 +110,23 @@ fn channel(tag: &str, nbufs: u32) -> Channel {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
     #[test]
-    fn garbage_never_escapes_the_buffer_area(ops in proptest::collection::vec((scribble(), 0u8..4), 1..200)) {
-        let Channel { map, layout, mut tx, mut rx, .. } = channel("prop", 64);
+    fn garbage_never_escapes_the_buffer_area(
+        ops in proptest::collection::vec((scribble(), 0u8..5), 1..200),
+        two_pools in any::<bool>(),
+    ) {
+        let Channel { map, layout, mut tx, mut rx, .. } = if two_pools {
+            two_pool_channel("prop2")
+        } else {
+            channel("prop", 64)
+        };
+        let max_frame = layout.max_frame() as usize;
         let ring = map.ptr_at::<RingIndices>(layout.ring_off as usize).unwrap();
         let ret = map.ptr_at::<RingIndices>(layout.ret_off as usize).unwrap();
         let entry = |r: *mut RingIndices, i: u32| -> *mut Desc {
             // SAFETY (test): entries follow the indices; i masked to the ring size.
             unsafe { (r as *mut u8).add(128).cast::<Desc>().add((i % layout.ring_size) as usize) }
         };
-        let area = (layout.buf_off as usize, layout.buf_off as usize + (layout.nbufs * layout.buf_size) as usize);
+        let area = (layout.buf_off as usize, (layout.buf_off + layout.buf_area_bytes()) as usize);
         for (op, action) in ops {
             // SAFETY (test): all pointers are inside the mapping; atomics for indices.
             unsafe {
@@ -111,13 +144,13 @@ proptest! {
                 1 => {
                     // A look ahead reads no more than a buffer, whatever the ring says,
                     // and what it sees first is what `recv` then takes (when valid).
-                    let mut ahead = vec![0u8; layout.buf_size as usize + 100];
+                    let mut ahead = vec![0u8; max_frame + 100];
                     for k in 1..80 {
-                        prop_assert!(rx.peek_head(k, &mut ahead) <= layout.buf_size as usize);
+                        prop_assert!(rx.peek_head(k, &mut ahead) <= max_frame);
                     }
                     let first = rx.peek_head(0, &mut ahead);
-                    prop_assert!(first <= layout.buf_size as usize);
-                    let mut taken = vec![0u8; layout.buf_size as usize];
+                    prop_assert!(first <= max_frame);
+                    let mut taken = vec![0u8; max_frame];
                     let mut checked_first = first == 0;
                     while let Some(f) = rx.recv() {
                         if !checked_first {
@@ -128,13 +161,14 @@ proptest! {
                         }
                         let start = rx.frame_ptr(f) as usize - map.ptr_at::<u8>(0).unwrap() as usize;
                         prop_assert!(start >= area.0 && start + f.len as usize <= area.1);
-                        prop_assert!(f.len as usize <= layout.buf_size as usize);
+                        prop_assert!(in_one_buffer(&layout, start, f.len as usize), "{:?}", f);
                         rx.give_back(f.buf);
                     }
                     rx.flush();
                 }
                 2 => tx.reclaim(),
-                _ => { let _ = tx.alloc().map(|b| tx.cancel(b)); }
+                3 => { let _ = tx.alloc(100).map(|b| tx.cancel(b)); }
+                _ => { tx.send_copy(&vec![0xcd; 20_000]); tx.flush(); }
             }
         }
     }
@@ -160,10 +194,98 @@ fn double_return_is_refused_and_counted() {
     assert_eq!(faults.bad_return.load(Relaxed), 2);
     // Exactly 8 buffers can be allocated: no duplicate entered the free list.
     let mut n = 0;
-    while tx.alloc().is_some() {
+    while tx.alloc(100).is_some() {
         n += 1;
     }
     assert_eq!(n, 8);
+}
+
+#[test]
+fn two_pools_give_each_frame_a_buffer_of_its_size() {
+    let Channel {
+        map: _map,
+        layout,
+        faults,
+        mut tx,
+        mut rx,
+    } = two_pool_channel("pools");
+    // A 9000-byte packet's frame fits a small buffer and takes one; a frame larger
+    // than a small buffer takes a large one.
+    let s = tx.alloc(SMALL_POOL_MTU as usize + 14).unwrap();
+    assert!(s < layout.nbufs);
+    let l = tx.alloc(layout.buf_size as usize + 1).unwrap();
+    assert!(l >= layout.nbufs && l < layout.nbufs + layout.nlarge);
+    assert_eq!(tx.size_of(l), layout.large_size as usize);
+    assert!(
+        tx.alloc(layout.large_size as usize + 1).is_none(),
+        "no buffer holds it"
+    );
+    tx.cancel(s);
+    tx.cancel(l);
+    // The large pool runs dry on its own: the small one is untouched.
+    let large: Vec<u32> = (0..4).map(|_| tx.alloc(30_000).unwrap()).collect();
+    assert!(!tx.has_free_for(30_000));
+    assert!(tx.alloc(30_000).is_none());
+    assert!(tx.has_free_for(100) && tx.has_free(64));
+    for (i, &b) in large.iter().enumerate() {
+        let frame = vec![i as u8 + 1; 30_000 + i];
+        assert!(tx.write_at(b, 0, &frame));
+        assert!(tx.post(b, frame.len()));
+    }
+    tx.flush();
+    // The receiver sees them whole, in their large buffers, and returns them.
+    for i in 0..4 {
+        let f = rx.recv().unwrap();
+        assert_eq!(f.len as usize, 30_000 + i);
+        let mut out = vec![0; f.len as usize];
+        assert_eq!(rx.copy_out(f, 0, &mut out), out.len());
+        assert!(out.iter().all(|&b| b == i as u8 + 1));
+        rx.give_back(f.buf);
+    }
+    rx.flush();
+    assert!(
+        tx.has_free_for(30_000),
+        "returned large buffers are free again"
+    );
+    let mut n = 0;
+    while tx.alloc(30_000).is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 4, "each large buffer back once");
+    assert_eq!(faults.bad_return.load(Relaxed), 0);
+}
+
+#[test]
+fn a_large_frame_in_a_small_buffer_is_refused() {
+    let Channel {
+        map,
+        layout,
+        faults,
+        mut tx,
+        mut rx,
+    } = two_pool_channel("forged");
+    // The sender (a peer we do not trust) names a small buffer with a large buffer's
+    // length: refused, counted, and the buffer goes back.
+    let b = tx.alloc(100).unwrap();
+    assert!(tx.post(b, 100));
+    tx.flush();
+    let ring = map.ptr_at::<RingIndices>(layout.ring_off as usize).unwrap();
+    // SAFETY (test): the first entry follows the indices inside the mapping.
+    unsafe {
+        (ring as *mut u8)
+            .add(128)
+            .cast::<Desc>()
+            .write_volatile(Desc {
+                buf: b,
+                len: layout.buf_size + 1,
+                ..Default::default()
+            })
+    };
+    assert!(rx.recv().is_none());
+    assert_eq!(faults.bad_desc.load(Relaxed), 1);
+    rx.flush();
+    tx.reclaim();
+    assert!(tx.alloc(100).is_some());
 }
 
 proptest! {

@@ -16,6 +16,7 @@ pub fn pipe_config(ip: Ipv4Addr, mtu: u32, nbufs: u32, flags: u32) -> PipeConfig
         gateway: Ipv4Addr::new(10, 88, 0, 1),
         mtu,
         nbufs,
+        nlarge: 0,
         flags,
     }
 }

@@ -272,10 +272,13 @@ enum PipeCmd {
         /// address of the subnet (here 10.88.0.1) is the master's (the gateway).
         #[arg(long, value_name = "A.B.C.D/N")]
         ip: String,
-        /// IP MTU (576-65000). Default: 9000, or the NIC's MTU if that is smaller (frames
-        /// that leave the host must fit the link); with a NIC that takes GSO frames, the
-        /// largest it takes, up to 65000. The pipe file holds 1,024 buffers a direction
-        /// at MTU 9000 and above: 18 MiB at 9000, 127 MiB at 65000.
+        /// IP MTU (576-65000). Default: 65000 without a NIC (`docknetd --nic none`: no
+        /// frame leaves the host, and TCP between services moves 64 KB segments); with a
+        /// NIC, 9000, or the NIC's MTU if that is smaller (frames that leave the host must
+        /// fit the link), or with a NIC that takes GSO frames the largest it takes, up to
+        /// 65000. Up to 9000 the pipe file holds 1,024 buffers of the MTU a direction (18
+        /// MiB at 9000; more, smaller ones below); above, 1,024 buffers for frames up to
+        /// 9000 bytes and 32 large ones for the rest (22 MiB at 65000).
         #[arg(long, value_name = "M")]
         mtu: Option<u32>,
         /// Rate limit in Mbit/s (1-1000000) on what the service sends through the master
@@ -326,8 +329,10 @@ enum FcCmd {
         /// IP MTU of the channel, from the pipes' MTU up to 65000 (default 65000). Each
         /// service uses it toward the other while the channel carries their frames: TCP
         /// between them then moves up to 64 KB per segment, a fraction of the per-segment
-        /// work at the pipes' 9000. Pipes of two different MTUs, a --forwarder pipe or
-        /// --forward keep the smaller pipe's MTU (the only one accepted then).
+        /// work at 9000-byte pipes. Pipes of two different MTUs, a --forwarder pipe or
+        /// --forward keep the smaller pipe's MTU (the only one accepted then). Above 9000
+        /// the file holds, each way, 1,024 buffers for frames up to 9000 bytes and 32
+        /// large ones (22 MiB at 65000).
         #[arg(long)]
         mtu: Option<u32>,
     },

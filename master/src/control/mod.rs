@@ -24,7 +24,7 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 
-use docknet_pipe::abi::{pipe_flags, Doorbell, MAX_MTU, MIN_MTU};
+use docknet_pipe::abi::{pipe_flags, Doorbell, MAX_MTU, MIN_MTU, SMALL_POOL_MTU};
 use docknet_pipe::channel::ChannelFaults;
 use docknet_pipe::fc::{close_fc_file, create_fc_file_with};
 use docknet_pipe::pipe::{create_pipe_file, MasterPipeEnd, PipeConfig, PipeControl, FC_DIR};
@@ -52,14 +52,26 @@ pub const DEFAULT_MTU: u32 = 9000;
 /// carries its frames; the pipes' MTU elsewhere). 200 KB ping-pong over a fast channel:
 /// +29% goodput against 9000 (docs/benchmarks.md). See [`fc_mtu`] for the other cases.
 pub const DEFAULT_FC_MTU: u32 = MAX_MTU;
-/// Buffers per direction of a fast channel whose MTU exceeds [`DEFAULT_MTU`]: the
-/// channel's file is allocated and mapped whole, so 1,024 buffers of 64 KiB would cost
-/// 127 MiB per channel; 512 cost 64 MiB. Fewer do not do: at 10,000 connections of small
-/// requests every frame takes a buffer, and with 256 the replies smoltcp cannot hold back
-/// found none free three to four times as often (dn-loadgen → dn-httpd, 10,000
-/// connections: 331k requests/s with 256, 385k with 512, 341k with 1,024, medians of 3
-/// alternated; docs/benchmarks.md).
-pub const LARGE_FC_NBUFS: u32 = 512;
+/// Large buffers per direction of a pipe or fast channel whose MTU exceeds
+/// [`SMALL_POOL_MTU`] (9000), beside its small ones ([`channel_pools`]). Files are
+/// allocated and mapped whole, so 1,024 buffers of 64 KiB would cost 127 MiB per pipe;
+/// most frames (requests, ACKs, replies at 10,000 connections) are small and take a small
+/// buffer, and only the large TCP segments between local services take one of these. 32
+/// hold a 1 MiB TCP window of 64 KB segments twice over (2 MiB a direction).
+pub const LARGE_NBUFS: u32 = 32;
+
+/// Buffers per direction of a pipe or fast channel of IP MTU `mtu`: (small, large). Up
+/// to [`SMALL_POOL_MTU`], one pool of [`nbufs_for_mtu`] buffers of the MTU; above it,
+/// [`nbufs_for_mtu`]`(SMALL_POOL_MTU)` (1,024) buffers for frames up to 9000 bytes and
+/// [`LARGE_NBUFS`] for the larger ones: 22 MiB per pipe at 65000, against 127 MiB with
+/// 1,024 buffers of the MTU (18 MiB at 9000).
+pub fn channel_pools(mtu: u32) -> (u32, u32) {
+    if mtu > SMALL_POOL_MTU {
+        (nbufs_for_mtu(SMALL_POOL_MTU), LARGE_NBUFS)
+    } else {
+        (nbufs_for_mtu(mtu), 0)
+    }
+}
 
 /// The IP MTU of a new fast channel between pipes `a` and `b` (name, MTU, forwarder),
 /// `forward` as `fc create --forward`, `asked` as `--mtu`.
@@ -104,14 +116,6 @@ pub fn fc_mtu(
     }
 }
 
-/// Buffers per direction for a fast channel of IP MTU `mtu` (see [`LARGE_FC_NBUFS`]).
-pub fn fc_nbufs(mtu: u32) -> u32 {
-    if mtu > DEFAULT_MTU {
-        LARGE_FC_NBUFS
-    } else {
-        nbufs_for_mtu(mtu)
-    }
-}
 /// The fewest buffers a channel gets (see [`nbufs_for_mtu`]).
 pub const MIN_NBUFS: u32 = 1024;
 /// Bytes of frame buffering a channel should at least have: more than a TCP window of
@@ -124,8 +128,8 @@ const CHANNEL_BYTES: u32 = 4 << 20;
 /// may fill a large-MTU pipe with 1500-byte frames, each taking a whole buffer, and the
 /// channel must still hold a 1 MiB TCP window of them (a drop stalls smoltcp on a
 /// retransmission timeout). The file is allocated whole (`fallocate`, so a full tmpfs
-/// fails at creation, not with a SIGBUS later): 9 MiB per direction at MTU 9000 and
-/// 64 MiB at 65000 (a fast channel at a large MTU takes [`LARGE_FC_NBUFS`] instead).
+/// fails at creation, not with a SIGBUS later): 9 MiB per direction at MTU 9000. Above
+/// 9000 a channel has two pools instead ([`channel_pools`]).
 pub fn nbufs_for_mtu(mtu: u32) -> u32 {
     (CHANNEL_BYTES / (mtu + 64))
         .clamp(MIN_NBUFS, 4096)
@@ -610,6 +614,16 @@ impl Control {
         Ok((ip, prefix_len, gateway))
     }
 
+    /// The MTU of a pipe created without `--mtu`: [`pipe_mtu_for`] the link; without a
+    /// NIC, [`MAX_MTU`]. No frame then leaves the host, so, as over a fast channel, TCP
+    /// between services moves up to 64 KB per segment (the kernel's GSO size), a fraction
+    /// of the per-segment work of 9000-byte frames (200 KB ping-pong through the master:
+    /// docs/benchmarks.md). The pipe's small frames go to its small buffers and only
+    /// those segments take one of its [`LARGE_NBUFS`] large ones ([`channel_pools`]).
+    pub fn default_pipe_mtu(&self) -> u32 {
+        self.link.as_ref().map_or(MAX_MTU, |l| l.pipe_mtu)
+    }
+
     fn pipe_create(
         &mut self,
         name: &str,
@@ -622,7 +636,7 @@ impl Control {
             .map(bytes_per_sec_from_mbps)
             .transpose()
             .map_err(ControlError::Invalid)?;
-        let mtu = mtu.unwrap_or(self.link.as_ref().map_or(DEFAULT_MTU, |l| l.pipe_mtu));
+        let mtu = mtu.unwrap_or(self.default_pipe_mtu());
         if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
             return Err(ControlError::Invalid(format!(
                 "invalid MTU {mtu}: must be in {MIN_MTU}..={MAX_MTU}"
@@ -644,7 +658,8 @@ impl Control {
             prefix_len,
             gateway,
             mtu,
-            nbufs: nbufs_for_mtu(mtu),
+            nbufs: channel_pools(mtu).0,
+            nlarge: channel_pools(mtu).1,
             flags: pipe_flags::CSUM_OFFLOAD | if forwarder { pipe_flags::FORWARDER } else { 0 },
         };
         let end = create_pipe_file(&dir, &cfg)
@@ -1061,7 +1076,7 @@ impl Control {
             (pa.ip, pa.mac),
             (pb.ip, pb.mac),
             mtu,
-            fc_nbufs(mtu),
+            channel_pools(mtu),
             |size| SharedMap::create_at(dir_a.as_fd(), &name_a, &path_a, size, 0o600),
         )
         .map_err(|e| ControlError::file("cannot create fast-channel file", &path_a, e))?;
@@ -1268,8 +1283,10 @@ mod tests {
         assert_eq!(nbufs_for_mtu(1500), 4096);
         assert_eq!(nbufs_for_mtu(9000), 1024);
         assert_eq!(nbufs_for_mtu(65000), 1024);
-        assert_eq!(fc_nbufs(9000), 1024);
-        assert_eq!(fc_nbufs(65000), LARGE_FC_NBUFS);
+        assert_eq!(channel_pools(9000), (1024, 0));
+        assert_eq!(channel_pools(1500), (4096, 0));
+        assert_eq!(channel_pools(9001), (1024, LARGE_NBUFS));
+        assert_eq!(channel_pools(65000), (1024, LARGE_NBUFS));
         assert!(nbufs_for_mtu(576) <= 4096);
     }
 
@@ -1375,9 +1392,11 @@ mod tests {
         let e = c.handle(mk("a", "10.88.0.2/16")).unwrap();
         assert_eq!(e["mac"], "02:00:0a:58:00:02");
         assert_eq!(e["gateway"], "10.88.0.1");
-        assert!(Path::new(e["dir"].as_str().unwrap())
-            .join("pipe.map")
-            .exists());
+        // No NIC: the largest MTU (nothing leaves the host), in a file of two pools.
+        assert_eq!(e["mtu"], MAX_MTU);
+        let file = Path::new(e["dir"].as_str().unwrap()).join("pipe.map");
+        let size = std::fs::metadata(&file).unwrap().len();
+        assert!(size < 24 << 20, "a default pipe file is {size} bytes");
         for (req, want) in [
             (mk("a", "10.88.0.3/16"), "already exists"),
             (mk("b", "10.88.0.2/16"), "already used"),
@@ -1423,7 +1442,8 @@ mod tests {
             .handle(fc_req("a", "b", Some(1500)))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("below the pipes' MTU 9000"), "{e}");
+        // Without a NIC, pipes default to 65000.
+        assert!(e.contains("below the pipes' MTU 65000"), "{e}");
         c.handle(fc_req("a", "b", None)).unwrap();
         assert!(c.handle(fc_req("b", "a", None)).is_err());
         assert!(dir.join("pipes/a/fc/b.map").exists() && dir.join("pipes/b/fc/a.map").exists());

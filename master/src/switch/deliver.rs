@@ -117,7 +117,7 @@ fn deliver_into(
         dst.dirty = true;
         return Delivery::RxFull;
     }
-    let Some(buf) = dst.end.rx.alloc() else {
+    let Some(buf) = dst.end.rx.alloc(len) else {
         match hold {
             // A stalled pipe (one that let a frame wait out its hold) makes no one wait
             // again until it takes a frame: a service that stops reading delays the

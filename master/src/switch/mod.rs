@@ -1180,6 +1180,7 @@ mod tests {
                 gateway: gateway_of(a, 16),
                 mtu: *mtu,
                 nbufs: 64,
+                nlarge: 0,
                 flags: pipe_flags::CSUM_OFFLOAD,
             };
             let end = MasterPipeEnd::new(create_pipe_file(&d, &cfg).unwrap()).unwrap();
