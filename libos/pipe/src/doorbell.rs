@@ -283,7 +283,8 @@ impl Default for IdlePolicy {
 }
 
 impl IdlePolicy {
-    /// The default, with `DOCKNET_SPIN_US` and `DOCKNET_YIELD_EVERY` applied if set.
+    /// The default, with `DOCKNET_SPIN_US`, `DOCKNET_YIELD_EVERY` and
+    /// `DOCKNET_FC_SPIN_US` applied if set.
     pub fn from_env() -> Self {
         let mut p = IdlePolicy::default();
         if let Some(us) = std::env::var("DOCKNET_SPIN_US")
@@ -297,6 +298,12 @@ impl IdlePolicy {
             .and_then(|v| v.parse::<u32>().ok())
         {
             p.yield_every = n.max(1);
+        }
+        if let Some(us) = std::env::var("DOCKNET_FC_SPIN_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            p.fc_spin = Duration::from_micros(us);
         }
         p
     }
