@@ -120,6 +120,9 @@ pub struct DeviceStats {
     /// Of those, frames too large for the guessed route's buffers (a fast channel's MTU
     /// exceeds the pipe's), built aside and copied to their channel.
     pub tx_oversize_reroutes: u64,
+    /// Frames for a fast-channel peer sent through the master instead, because the
+    /// channel had no free buffer of their size (its peer held them all).
+    pub tx_fc_detours: u64,
     /// Received frames handed to the app's forwarding path (the packet filter said so).
     pub rx_app_frames: u64,
     /// Frames the app forwarded (one copy each) or built and sent.
@@ -769,8 +772,17 @@ impl phy::Device for PipeDevice {
         let sender = self.sender(hint);
         let reserve = sender.nbufs() / REPLY_RESERVE_DIV;
         let largest = sender.buf_size();
-        if !sender.has_free(reserve + 1) || !sender.has_free_for(largest) {
+        if !sender.has_free(reserve + 1) {
             return None;
+        }
+        if !sender.has_free_for(largest) {
+            // A fast channel whose large buffers its peer holds: a large segment goes
+            // through the master instead (`post_copy`) if the pipe has one, and this
+            // service's other traffic does not wait for that peer.
+            let detour = hint != Route::Pipe && self.pipe.tx.has_free_for(largest);
+            if !detour {
+                return None;
+            }
         }
         Some(PipeTxToken { dev: self })
     }
@@ -820,29 +832,20 @@ impl phy::TxToken for PipeTxToken<'_> {
             let frame = &mut scratch[..n];
             frame[eth::ETH_SRC].copy_from_slice(&dev.pipe.info.mac);
             frame[eth::ETH_TYPE].copy_from_slice(&eth::ETHERTYPE_IPV4.to_be_bytes());
-            let route = dev.route_for(frame);
-            if route == guess || n < total {
+            if n < total {
                 dev.scratch = scratch;
                 dev.stats.tx_no_buffer += 1;
                 return result;
             }
-            frame[eth::ETH_DST].copy_from_slice(&match route {
-                Route::Pipe => MASTER_MAC,
-                Route::Fc(i) => dev.fcs[i].peer_mac,
-            });
-            dev.stats.tx_reroutes += 1;
-            if total > dev.sender(guess).buf_size() {
-                dev.stats.tx_oversize_reroutes += 1;
-            }
-            dev.route_hint = route;
-            if dev.sender(route).send_copy(frame) {
-                match route {
-                    Route::Pipe => dev.stats.tx_pipe_frames += 1,
-                    Route::Fc(_) => dev.stats.tx_fc_frames += 1,
+            let route = dev.route_for(frame);
+            if route != guess {
+                dev.stats.tx_reroutes += 1;
+                if total > dev.sender(guess).buf_size() {
+                    dev.stats.tx_oversize_reroutes += 1;
                 }
-            } else {
-                dev.stats.tx_no_buffer += 1;
+                dev.route_hint = route;
             }
+            dev.post_copy(route, frame);
             dev.scratch = scratch;
             return result;
         };
@@ -860,22 +863,66 @@ impl phy::TxToken for PipeTxToken<'_> {
         };
         frame[0..6].copy_from_slice(&dst_mac);
         if route == guess {
-            if !dev.sender(guess).post(buf, total) {
+            if dev.sender(guess).post(buf, total) {
+                dev.count_sent(route);
+            } else {
                 dev.stats.tx_no_buffer += 1;
             }
         } else {
             dev.stats.tx_reroutes += 1;
             dev.route_hint = route;
-            if !dev.sender(route).send_copy(frame) {
-                dev.stats.tx_no_buffer += 1;
+            if guess == Route::Pipe && !dev.sender(route).has_free_for(total) {
+                // Built in a pipe buffer for a fast channel that has none free: it goes
+                // through the master from where it is.
+                frame[eth::ETH_DST].copy_from_slice(&MASTER_MAC);
+                if dev.pipe.tx.post(buf, total) {
+                    dev.stats.tx_fc_detours += 1;
+                    dev.count_sent(Route::Pipe);
+                } else {
+                    dev.stats.tx_no_buffer += 1;
+                }
+            } else {
+                dev.post_copy(route, frame);
+                dev.sender(guess).cancel(buf);
             }
-            dev.sender(guess).cancel(buf);
-        }
-        match route {
-            Route::Pipe => dev.stats.tx_pipe_frames += 1,
-            Route::Fc(_) => dev.stats.tx_fc_frames += 1,
         }
         result
+    }
+}
+
+impl PipeDevice {
+    fn count_sent(&mut self, route: Route) {
+        match route {
+            Route::Pipe => self.stats.tx_pipe_frames += 1,
+            Route::Fc(_) => self.stats.tx_fc_frames += 1,
+        }
+    }
+
+    /// Copy the built `frame` (our Ethernet source and type written) onto `route`, with
+    /// that route's destination MAC. A frame for a fast channel that has no free buffer
+    /// of its size goes through the master instead (the pipe, if it has one): its peer
+    /// holding all of them costs a detour, not a lost segment and a retransmission
+    /// timeout. False if no channel took it (dropped, `tx_no_buffer`).
+    fn post_copy(&mut self, route: Route, frame: &mut [u8]) -> bool {
+        let dst_mac = match route {
+            Route::Pipe => MASTER_MAC,
+            Route::Fc(i) => self.fcs[i].peer_mac,
+        };
+        frame[eth::ETH_DST].copy_from_slice(&dst_mac);
+        if self.sender(route).send_copy(frame) {
+            self.count_sent(route);
+            return true;
+        }
+        if route != Route::Pipe {
+            frame[eth::ETH_DST].copy_from_slice(&MASTER_MAC);
+            if self.pipe.tx.send_copy(frame) {
+                self.stats.tx_fc_detours += 1;
+                self.count_sent(Route::Pipe);
+                return true;
+            }
+        }
+        self.stats.tx_no_buffer += 1;
+        false
     }
 }
 

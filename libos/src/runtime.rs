@@ -60,6 +60,12 @@ pub fn start(
             st.tx_no_buffer, st.tx_app_no_buffer, st.rx_syn_dropped
         );
     }
+    if st.tx_fc_detours > 0 {
+        eprintln!(
+            "{name}: {} frames for fast-channel peers went through docknetd (the channel had no free buffer of their size)",
+            st.tx_fc_detours
+        );
+    }
     let spoofed = st.rx_fc_spoofed;
     if spoofed > 0 {
         eprintln!("{name}: dropped {spoofed} fast-channel frames whose source was not the peer");

@@ -603,3 +603,74 @@ fn connections_left_open_are_closed_when_the_app_exits() {
     drop(client);
     drop(root);
 }
+
+/// A fast channel whose peer holds every large buffer (a slow or stuck reader): frames
+/// too large for a small buffer go to that peer through the master (the pipe) instead of
+/// being dropped, and small ones still take the channel. No master runs here: the test
+/// reads the pipe as the master would, and holds the peer's end without returning
+/// anything.
+#[test]
+fn large_frames_detour_through_the_master_while_the_peer_holds_the_large_buffers() {
+    use docknet::abi::{pipe_flags, MAX_MTU};
+    use docknet::fc::FcEnd;
+    use docknet::pipe::MasterPipeEnd;
+    let root =
+        TempDir::new(std::env::temp_dir().join(format!("dn-fc-detour-{}", std::process::id())));
+    let (da, db) = (root.path().join("a"), root.path().join("b"));
+    // Two-pool pipes and channel: 64 small buffers and 4 large ones a direction.
+    let two_pools = |dir: &Path, ip| {
+        let cfg = PipeConfig {
+            nlarge: 4,
+            ..pipe_config(ip, MAX_MTU, 64, pipe_flags::CSUM_OFFLOAD)
+        };
+        create_pipe_file(dir, &cfg).unwrap();
+        cfg
+    };
+    let a = two_pools(&da, Ipv4Addr::new(10, 88, 0, 2));
+    let b = two_pools(&db, Ipv4Addr::new(10, 88, 0, 3));
+    let fc = da.join(FC_DIR).join("b.map");
+    create_fc_file(&fc, (a.ipv4, a.mac), (b.ipv4, b.mac), MAX_MTU, (64, 4)).unwrap();
+    std::fs::hard_link(&fc, db.join(FC_DIR).join("a.map")).unwrap();
+    let mut peer = FcEnd::attach(&db.join(FC_DIR).join("a.map"), b.ipv4).unwrap();
+    let map = docknet::shm::SharedMap::open(&da.join("pipe.map")).unwrap();
+    let mut master = MasterPipeEnd::new(map).unwrap();
+    let mut eng = Engine::attach(EngineConfig {
+        pipe_dir: da.clone(),
+        ..EngineConfig::from_env()
+    })
+    .unwrap();
+    let id = eng.udp_bind(0).unwrap();
+    let to = SocketAddrV4::new(b.ipv4, 9);
+    let send = |eng: &mut Engine, len: usize| {
+        assert!(eng.udp_send_to(id, &vec![7u8; len], to).unwrap());
+        for _ in 0..10 {
+            eng.poll();
+        }
+    };
+    // Ethernet + IPv4 + UDP headers: 42 bytes.
+    for _ in 0..6 {
+        send(&mut eng, 30_000);
+    }
+    send(&mut eng, 100);
+    let s = eng.device().stats;
+    assert_eq!((s.tx_fc_detours, s.tx_no_buffer), (2, 0), "{s:?}");
+    // The channel got the 4 large frames its buffers hold, then the small one.
+    let mut on_channel = Vec::new();
+    while let Some(f) = peer.rx.recv() {
+        on_channel.push(f.len);
+    }
+    assert_eq!(on_channel, [30_042, 30_042, 30_042, 30_042, 142]);
+    // The master got the other two, addressed to it, for b.
+    let mut through_master = Vec::new();
+    while let Some(f) = master.tx.recv() {
+        let mut head = [0u8; 34];
+        assert_eq!(master.tx.copy_out(f, 0, &mut head), 34);
+        assert_eq!(head[..6], docknet::abi::MASTER_MAC);
+        assert_eq!(head[30..34], b.ipv4.octets());
+        through_master.push(f.len);
+        master.tx.give_back(f.buf);
+    }
+    assert_eq!(through_master, [30_042, 30_042]);
+    drop((eng, peer, master));
+    drop(root);
+}

@@ -137,10 +137,10 @@ fn is_mount_point(p: &Path) -> bool {
 
 /// Mount options of the pipe tmpfs, preferred first. `huge=within_size` backs the pipe
 /// and fast-channel files (allocated whole at creation, see `docknet_pipe::shm`) with
-/// 2 MiB pages where they fill them, for the same memory: a fast channel's 512 buffers of
-/// 64 KiB each sit on a page of their own with 4 KiB pages, and at 10,000 connections,
-/// every frame in flight, each frame cost both processes a TLB miss (a nested page walk
-/// in a VM). A kernel without transparent huge pages for tmpfs refuses the option: then
+/// 2 MiB pages where they fill them, for the same memory: with 4 KiB pages every 64 KiB
+/// buffer (a fast channel had 512 of them a direction before the two buffer pools) sits
+/// on pages of its own, and at 10,000 connections, every frame in flight, each frame
+/// cost both processes a TLB miss (a nested page walk in a VM). A kernel without transparent huge pages for tmpfs refuses the option: then
 /// plain pages.
 const TMPFS_OPTIONS: [&std::ffi::CStr; 2] = [
     c"size=50%,mode=0755,huge=within_size",

@@ -554,8 +554,9 @@ fn docknet_latency(
     let c = ClusterGuard::up(d, &files, &f)?;
     d.ctl(&["fc", "create", "cf", "echo"])?;
     // The direct channel at the pipes' MTU, as the NAT's channels are (a forwarder's keep
-    // it): the two paths then differ by the NAT alone.
-    d.ctl(&["fc", "create", "cf", "srv", "--mtu", "9000"])?;
+    // it): the two paths then differ by the NAT alone. The pipes have docknetd's default
+    // MTU, which is also the default of a channel between two of them.
+    d.ctl(&["fc", "create", "cf", "srv"])?;
     cmds.lines = vec![
         format!("docknetd --run-dir {} --nic none", d.run.path.display()),
         format!("docknetctl pipe create srv --ip {DN_SERVER_IP}/16   # the direct server"),
@@ -568,7 +569,7 @@ fn docknet_latency(
         .extend(f.to_toml().lines().map(|l| format!("#   {l}")));
     cmds.lines.extend([
         "docknetctl fc create cf echo   # client <-> NAT".to_string(),
-        "docknetctl fc create cf srv --mtu 9000   # client <-> direct server".to_string(),
+        "docknetctl fc create cf srv   # client <-> direct server".to_string(),
         format!(
             "DOCKNET_PIPE=RUN/pipes/{{cm,cf}} dn-echo client --to {{{DN_SERVER_IP},{DN_ECHO_VIP}}}:7 --size {} --count {} --warmup {} --json",
             a.size, a.count, a.warmup

@@ -310,11 +310,17 @@ impl ChannelGeometry {
         }
     }
 
+    /// True if frames of IP MTU `mtu` need buffers larger than the small pool's (MTUs
+    /// just above [`SMALL_POOL_MTU`] round up to the same buffer size and do not).
+    pub fn has_large_pool(mtu: u32) -> bool {
+        buf_size_for(mtu) > buf_size_for(SMALL_POOL_MTU)
+    }
+
     /// Geometry for frames of IP MTU `mtu` in two pools: `nbufs` buffers for frames up to
-    /// [`SMALL_POOL_MTU`] and `nlarge` for the larger ones. One pool when `mtu` is no
-    /// larger than that or `nlarge` is 0.
+    /// [`SMALL_POOL_MTU`] and `nlarge` for the larger ones. One pool when a small buffer
+    /// holds a frame of `mtu` ([`Self::has_large_pool`]) or `nlarge` is 0.
     pub fn two_pools(mtu: u32, nbufs: u32, nlarge: u32) -> Self {
-        if mtu <= SMALL_POOL_MTU || nlarge == 0 {
+        if !Self::has_large_pool(mtu) || nlarge == 0 {
             return Self::for_mtu(mtu, nbufs);
         }
         ChannelGeometry {
@@ -545,6 +551,22 @@ mod tests {
             ChannelGeometry::two_pools(MAX_MTU, 512, 0),
             ChannelGeometry::for_mtu(MAX_MTU, 512)
         );
+        // Every MTU lays out a channel its own validation accepts, including those just
+        // above the small pool's whose frames still fit a small buffer.
+        for mtu in (SMALL_POOL_MTU - 70..=SMALL_POOL_MTU + 130).chain([16000, MAX_MTU]) {
+            let g = ChannelGeometry::two_pools(mtu, 64, 8);
+            let (l, end) = g.layout_at(HEADER_SIZE);
+            assert_eq!(l.validate(end as u64), Ok(()), "MTU {mtu}: {g:?}");
+            assert!(
+                l.max_frame() as usize >= mtu as usize + ETH_HEADER_LEN,
+                "MTU {mtu}"
+            );
+            assert_eq!(
+                g.nlarge > 0,
+                ChannelGeometry::has_large_pool(mtu),
+                "MTU {mtu}"
+            );
+        }
     }
 
     #[test]

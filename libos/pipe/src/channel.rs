@@ -280,6 +280,35 @@ impl ChannelSender {
         }
     }
 
+    /// True if a frame of `len` bytes takes a large buffer.
+    pub fn is_large_frame(&self, len: usize) -> bool {
+        self.pool_for(len) == Some(true)
+    }
+
+    /// True if at least 1/`div` (and at least one) of the buffers of the pool that holds
+    /// a frame of `len` bytes are free, taking back returned ones first if not: "not
+    /// nearly full", for that frame's pool alone.
+    pub fn has_share_free(&mut self, len: usize, div: usize) -> bool {
+        let (size, large) = match self.pool_for(len) {
+            Some(true) => (self.bufs.nlarge as usize, true),
+            Some(false) => (self.bufs.nbufs as usize, false),
+            None => return false,
+        };
+        let want = (size / div.max(1)).max(1);
+        let free = |s: &Self| {
+            if large {
+                s.free_large.len()
+            } else {
+                s.free.len()
+            }
+        };
+        if free(self) >= want {
+            return true;
+        }
+        self.reclaim();
+        free(self) >= want
+    }
+
     /// Which pool holds a frame of `len` bytes: `Some(false)` the small buffers,
     /// `Some(true)` the large ones, `None` if no buffer holds it.
     fn pool_for(&self, len: usize) -> Option<bool> {

@@ -303,7 +303,8 @@ impl IdlePolicy {
             .ok()
             .and_then(|v| v.parse().ok())
         {
-            p.fc_spin = Duration::from_micros(us);
+            // Never longer than the whole spin: past it the engine sleeps anyway.
+            p.fc_spin = Duration::from_micros(us).min(p.spin);
         }
         p
     }

@@ -256,6 +256,28 @@ fn two_pools_give_each_frame_a_buffer_of_its_size() {
 }
 
 #[test]
+fn each_pool_is_nearly_full_on_its_own() {
+    let Channel {
+        map: _map, mut tx, ..
+    } = two_pool_channel("share");
+    // Large buffers all lent: large frames find the pool nearly full, small ones do not.
+    let large: Vec<u32> = (0..4).map(|_| tx.alloc(30_000).unwrap()).collect();
+    assert!(tx.is_large_frame(30_000) && !tx.is_large_frame(100));
+    assert!(!tx.has_share_free(30_000, 4));
+    assert!(tx.has_share_free(100, 4));
+    for b in large {
+        tx.cancel(b);
+    }
+    // 49 of 64 small buffers lent: fewer than a quarter free for small frames only.
+    let small: Vec<u32> = (0..49).map(|_| tx.alloc(100).unwrap()).collect();
+    assert!(!tx.has_share_free(100, 4));
+    assert!(tx.has_share_free(30_000, 4));
+    tx.cancel(small[0]);
+    assert!(tx.has_share_free(100, 4), "16 of 64 free is a quarter");
+    assert!(!tx.has_share_free(70_000, 4), "no pool holds it");
+}
+
+#[test]
 fn a_large_frame_in_a_small_buffer_is_refused() {
     let Channel {
         map,

@@ -24,7 +24,7 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 
-use docknet_pipe::abi::{pipe_flags, Doorbell, MAX_MTU, MIN_MTU, SMALL_POOL_MTU};
+use docknet_pipe::abi::{pipe_flags, ChannelGeometry, Doorbell, MAX_MTU, MIN_MTU, SMALL_POOL_MTU};
 use docknet_pipe::channel::ChannelFaults;
 use docknet_pipe::fc::{close_fc_file, create_fc_file_with};
 use docknet_pipe::pipe::{create_pipe_file, MasterPipeEnd, PipeConfig, PipeControl, FC_DIR};
@@ -43,7 +43,9 @@ use crate::users::Peer;
 pub const SOCKET_NAME: &str = "docknetd.sock";
 /// Directory (inside the run directory) holding one directory per pipe.
 pub const PIPES_DIR: &str = "pipes";
-/// Default IP MTU of a pipe.
+/// Default IP MTU of a pipe on a link (at most; the link's MTU if smaller, or more with
+/// GSO: [`pipe_mtu_for`]). Without a NIC pipes default to [`MAX_MTU`]
+/// ([`Control::default_pipe_mtu`]).
 pub const DEFAULT_MTU: u32 = 9000;
 /// Default IP MTU of a fast channel between two pipes of one MTU, neither of which
 /// forwards for others: the channel joins two services with no link between them, so its
@@ -66,7 +68,7 @@ pub const LARGE_NBUFS: u32 = 32;
 /// [`LARGE_NBUFS`] for the larger ones: 22 MiB per pipe at 65000, against 127 MiB with
 /// 1,024 buffers of the MTU (18 MiB at 9000).
 pub fn channel_pools(mtu: u32) -> (u32, u32) {
-    if mtu > SMALL_POOL_MTU {
+    if ChannelGeometry::has_large_pool(mtu) {
         (nbufs_for_mtu(SMALL_POOL_MTU), LARGE_NBUFS)
     } else {
         (nbufs_for_mtu(mtu), 0)
@@ -1285,7 +1287,9 @@ mod tests {
         assert_eq!(nbufs_for_mtu(65000), 1024);
         assert_eq!(channel_pools(9000), (1024, 0));
         assert_eq!(channel_pools(1500), (4096, 0));
-        assert_eq!(channel_pools(9001), (1024, LARGE_NBUFS));
+        // 9001-9010 round up to a small buffer's size: one pool.
+        assert_eq!(channel_pools(9001), (1024, 0));
+        assert_eq!(channel_pools(9011), (1024, LARGE_NBUFS));
         assert_eq!(channel_pools(65000), (1024, LARGE_NBUFS));
         assert!(nbufs_for_mtu(576) <= 4096);
     }

@@ -110,9 +110,14 @@ fn deliver_into(
     if len > dst.end.rx.buf_size() {
         return Delivery::TooBig;
     }
-    let reserve = dst.end.rx.nbufs() / RESERVE_DIV;
+    // Shares and stalls are per pool: a frame that needs a large buffer is not held up
+    // by a full small pool, nor let through by a small pool with room.
+    let pool = usize::from(dst.end.rx.is_large_frame(len));
     let rx = &mut dst.end.rx;
-    if dst.share.shed(from, round, || !rx.has_free(reserve)) {
+    if dst
+        .share
+        .shed(from, round, || !rx.has_share_free(len, RESERVE_DIV))
+    {
         dst.local.shed += 1;
         dst.dirty = true;
         return Delivery::RxFull;
@@ -122,8 +127,8 @@ fn deliver_into(
             // A stalled pipe (one that let a frame wait out its hold) makes no one wait
             // again until it takes a frame: a service that stops reading delays the
             // traffic of its senders once, not frame after frame.
-            Hold::Allowed if !dst.stalled => return Delivery::Held,
-            Hold::Expired => dst.stalled = true,
+            Hold::Allowed if !dst.stalled[pool] => return Delivery::Held,
+            Hold::Expired => dst.stalled[pool] = true,
             _ => {}
         }
         dst.local.rx_full += 1;
@@ -141,8 +146,8 @@ fn deliver_into(
     if dst.end.rx.post(buf, len) {
         // Stalled until it has drained to a quarter free: a reader that frees a buffer
         // now and then must not make each frame to it wait out a hold.
-        if dst.stalled && dst.end.rx.has_free(reserve.max(1)) {
-            dst.stalled = false;
+        if dst.stalled[pool] && dst.end.rx.has_share_free(len, RESERVE_DIV) {
+            dst.stalled[pool] = false;
         }
         dst.local.rx_frames += 1;
         dst.local.rx_bytes += len as u64;

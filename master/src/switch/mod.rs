@@ -109,8 +109,8 @@ struct Slot {
     held: Option<HeldFrame>,
     /// A frame to this pipe waited [`MAX_HOLD`] for room and was dropped: frames to it
     /// are dropped at once again until a quarter of its buffers are free (see
-    /// `deliver::Hold`).
-    stalled: bool,
+    /// `deliver::Hold`). One flag per buffer pool: [small, large].
+    stalled: [bool; 2],
 }
 
 /// A frame waiting for room in its destination's RX channel, and since when.
@@ -425,7 +425,7 @@ impl Switch {
                     forwarder,
                     share: ShareGuard::new(),
                     held: None,
-                    stalled: false,
+                    stalled: [false; 2],
                 });
                 self.by_ip.insert(ip, slot);
                 *self.gateways.entry(gateway).or_insert(0) += 1;
@@ -1164,6 +1164,11 @@ mod tests {
     }
 
     fn rig(tag: &str, ips: &[(&str, u32)]) -> Rig {
+        rig_pools(tag, ips, 0)
+    }
+
+    /// [`rig`] with `nlarge` large buffers per direction in pipes above MTU 9000.
+    fn rig_pools(tag: &str, ips: &[(&str, u32)], nlarge: u32) -> Rig {
         let dir = TempDir::new(tag);
         let (tx, rx) = mpsc::channel();
         let mut sw = Switch::new(rx, Arc::new(Doorbell::new()));
@@ -1180,7 +1185,7 @@ mod tests {
                 gateway: gateway_of(a, 16),
                 mtu: *mtu,
                 nbufs: 64,
-                nlarge: 0,
+                nlarge,
                 flags: pipe_flags::CSUM_OFFLOAD,
             };
             let end = MasterPipeEnd::new(create_pipe_file(&d, &cfg).unwrap()).unwrap();
@@ -1243,6 +1248,50 @@ mod tests {
             (s.arp_replies, s.arp_unknown, s.tx_frames, s.rx_frames),
             (2, 1, 3, 2)
         );
+    }
+
+    /// A destination whose large buffers are all taken stalls for large frames alone:
+    /// small frames still get in, and do not lift the large pool's stall (each large
+    /// frame would wait out a fresh hold otherwise).
+    #[test]
+    fn a_full_large_pool_stalls_large_frames_only() {
+        let mut r = rig_pools("pools", &[("10.88.0.2", 65000), ("10.88.0.3", 65000)], 4);
+        let mut a = ServicePipeEnd::attach(&r.dirs[0]).unwrap();
+        let mut b = ServicePipeEnd::attach(&r.dirs[1]).unwrap();
+        let (ia, ib) = (ip("10.88.0.2"), ip("10.88.0.3"));
+        let large = ipv4_frame(ia, ib, 20_000);
+        r.sw.max_hold = Duration::from_secs(3600);
+        for _ in 0..4 {
+            send(&mut a, &large);
+        }
+        while r.sw.round() > 0 {}
+        assert_eq!(r.stats[1].load().rx_frames, 4);
+        // The fifth waits for a large buffer; its hold runs out: dropped, stalled.
+        send(&mut a, &large);
+        while r.sw.round() > 0 {}
+        assert_eq!(r.stats[1].load().rx_full, 0, "held, not dropped");
+        r.sw.max_hold = Duration::ZERO;
+        while r.sw.round() > 0 {}
+        r.sw.max_hold = Duration::from_secs(3600);
+        assert_eq!(r.stats[1].load().rx_full, 1);
+        // Small frames still get in, and the large pool stays stalled: the next large
+        // frame is dropped at once instead of holding a's ring for another hold.
+        send(&mut a, &ipv4_frame(ia, ib, 100));
+        send(&mut a, &large);
+        while r.sw.round() > 0 {}
+        let sb = r.stats[1].load();
+        assert_eq!((sb.rx_frames, sb.rx_full), (5, 2), "{sb:?}");
+        // b reads: a quarter of its large buffers free again, large frames get in.
+        assert_eq!(recv_all(&mut b).len(), 5);
+        send(&mut a, &large);
+        while r.sw.round() > 0 {}
+        let sb = r.stats[1].load();
+        assert_eq!((sb.rx_frames, sb.rx_full), (6, 2), "{sb:?}");
+        let got = recv_all(&mut b);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].len(), large.len());
+        r.tx.send(DpMsg::Shutdown { keep_nic: false }).unwrap();
+        assert!(!r.sw.poll_control());
     }
 
     #[test]
