@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use docknet::abi::{ChannelGeometry, ChannelLayout, HEADER_SIZE, MAX_MTU};
-use docknet::channel::{ChannelFaults, ChannelReceiver, ChannelSender};
+use docknet::channel::{ChannelFaults, ChannelReceiver, ChannelSender, RxFrame};
 use docknet::fc::{create_fc_file, FcEnd};
 use docknet::pipe::{create_pipe_file, read_pipe_info, MasterPipeEnd, PipeConfig, PIPE_FILE};
 use docknet::shm::SharedMap;
@@ -118,19 +118,12 @@ fn fc_pools(two_pools: bool) -> (u32, (u32, u32)) {
     }
 }
 
-/// True if `len` bytes at address `p` lie inside one buffer of `l`'s area (mapped at
-/// `base`) and start at its beginning: what every frame handed out must be.
-fn inside_one_buffer(l: &ChannelLayout, base: usize, p: usize, len: usize) -> bool {
-    let Some(off) = p.checked_sub(base) else {
-        return false;
-    };
-    let small = l.nbufs as usize * l.buf_size as usize;
-    let (rel, size, count) = if off < small {
-        (off, l.buf_size as usize, l.nbufs as usize)
-    } else {
-        (off - small, l.large_size as usize, l.nlarge as usize)
-    };
-    size != 0 && rel % size == 0 && rel / size < count && len <= size
+/// True if frame `f`, found at address `p`, starts at the beginning of the buffer its
+/// descriptor names in `l`'s area (mapped at `base`) and fits it: what every frame handed
+/// out must be.
+fn in_its_buffer(l: &ChannelLayout, base: usize, p: usize, f: RxFrame) -> bool {
+    l.buffer(f.buf)
+        .is_some_and(|(off, size)| p as u64 == base as u64 + off && f.len <= size)
 }
 
 /// Byte writes into a file: (offset, value); offsets mostly in the header page, where the
@@ -197,7 +190,7 @@ fn pipe_header_parser() {
                         prop_assert!(f.len as usize <= end.tx.buf_size());
                         let p = end.tx.frame_ptr(f) as usize;
                         prop_assert!(
-                            inside_one_buffer(&tx_layout, base, p, f.len as usize),
+                            in_its_buffer(&tx_layout, base, p, f),
                             "frame {f:?} not inside one buffer of {tx_layout:?}"
                         );
                         end.tx.give_back(f.buf);
@@ -340,7 +333,7 @@ fn channel_reader_under_concurrent_scribbling() {
                     if p < base
                         || p + n > base + area
                         || n > out.len()
-                        || !inside_one_buffer(&layout, base, p, n)
+                        || !in_its_buffer(&layout, base, p, f)
                     {
                         failure = Some(format!("frame outside one buffer: {p:#x}+{n}"));
                     }

@@ -442,6 +442,20 @@ impl ChannelLayout {
         a.0 < b.1 && b.0 < a.1
     }
 
+    /// Where buffer `idx` lies: its offset from `buf_off` and its size in bytes (small
+    /// buffers first, then the large ones); `None` for an index of neither pool.
+    pub fn buffer(&self, idx: u32) -> Option<(u64, u32)> {
+        let small = self.nbufs as u64 * self.buf_size as u64;
+        if idx < self.nbufs {
+            Some((idx as u64 * self.buf_size as u64, self.buf_size))
+        } else if idx - self.nbufs < self.nlarge {
+            let off = small + (idx - self.nbufs) as u64 * self.large_size as u64;
+            Some((off, self.large_size))
+        } else {
+            None
+        }
+    }
+
     /// The largest frame a buffer of this channel holds (a large one, if it has any).
     pub fn max_frame(&self) -> u32 {
         if self.nlarge > 0 {
@@ -536,6 +550,15 @@ mod tests {
         let (l, end) = g.layout_at(HEADER_SIZE);
         assert_eq!(l.validate(end as u64), Ok(()));
         assert_eq!(l.max_frame(), g.large_size);
+        assert_eq!(l.buffer(1), Some((g.buf_size as u64, g.buf_size)));
+        let small = 1024 * g.buf_size as u64;
+        assert_eq!(l.buffer(1024), Some((small, g.large_size)));
+        assert_eq!(
+            l.buffer(1024 + 31),
+            Some((small + 31 * g.large_size as u64, g.large_size))
+        );
+        assert_eq!(l.buffer(1024 + 32), None);
+        assert_eq!(l.buffer(u32::MAX), None);
         assert_eq!(
             l.buf_area_bytes(),
             1024 * g.buf_size as u64 + 32 * g.large_size as u64
