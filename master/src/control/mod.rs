@@ -62,8 +62,9 @@ pub const DEFAULT_FC_MTU: u32 = MAX_MTU;
 /// hold a 1 MiB TCP window of 64 KB segments twice over (2 MiB a direction).
 pub const LARGE_NBUFS: u32 = 32;
 
-/// Buffers per direction of a pipe or fast channel of IP MTU `mtu`: (small, large). Up
-/// to [`SMALL_POOL_MTU`], one pool of [`nbufs_for_mtu`] buffers of the MTU; above it,
+/// Buffers per direction of a pipe or fast channel of IP MTU `mtu`: (small, large). While
+/// a buffer for [`SMALL_POOL_MTU`] holds its frames (up to 9010, cache-line rounding),
+/// one pool of [`nbufs_for_mtu`] buffers of the MTU; above,
 /// [`nbufs_for_mtu`]`(SMALL_POOL_MTU)` (1,024) buffers for frames up to 9000 bytes and
 /// [`LARGE_NBUFS`] for the larger ones: 22 MiB per pipe at 65000, against 127 MiB with
 /// 1,024 buffers of the MTU (18 MiB at 9000).
