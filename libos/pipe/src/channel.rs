@@ -30,60 +30,37 @@ impl ChannelFaults {
     }
 }
 
-/// The buffer area of a channel: `nbufs` small buffers, then `nlarge` large ones.
+/// The buffer area of a channel: `nbufs` small buffers, then `nlarge` large ones, where
+/// its (validated) layout puts them.
 #[derive(Clone, Copy)]
 struct BufArea {
     base: *mut u8,
-    nbufs: u32,
-    buf_size: u32,
-    nlarge: u32,
-    large_size: u32,
+    layout: ChannelLayout,
 }
 
 impl BufArea {
     /// Buffers in both pools: valid indices are below this.
     fn total(&self) -> u32 {
-        self.nbufs + self.nlarge
+        self.layout.nbufs + self.layout.nlarge
     }
 
     /// True if `idx` names a large buffer (false for out-of-range indices too).
     fn is_large(&self, idx: u32) -> bool {
-        idx >= self.nbufs && idx < self.total()
+        idx >= self.layout.nbufs && idx < self.total()
     }
 
     /// Bytes of buffer `idx`; 0 for an index out of range.
     fn size_of(&self, idx: u32) -> u32 {
-        if idx < self.nbufs {
-            self.buf_size
-        } else if idx < self.total() {
-            self.large_size
-        } else {
-            0
-        }
-    }
-
-    /// The largest frame a buffer holds.
-    fn max_frame(&self) -> u32 {
-        if self.nlarge > 0 {
-            self.large_size.max(self.buf_size)
-        } else {
-            self.buf_size
-        }
+        self.layout.buffer(idx).map_or(0, |(_, size)| size)
     }
 
     /// Pointer to buffer `idx`. Callers pass only validated indices (`< total()`).
     fn ptr(&self, idx: u32) -> *mut u8 {
-        assert!(idx < self.total());
-        let off = if idx < self.nbufs {
-            idx as usize * self.buf_size as usize
-        } else {
-            self.nbufs as usize * self.buf_size as usize
-                + (idx - self.nbufs) as usize * self.large_size as usize
-        };
-        // SAFETY: idx < nbufs + nlarge, and the area is nbufs * buf_size + nlarge *
-        // large_size bytes in the mapping (checked by `ChannelLayout::validate` before
-        // this was built): buffer idx starts at `off` and ends inside it.
-        unsafe { self.base.add(off) }
+        let (off, _) = self.layout.buffer(idx).expect("a validated buffer index");
+        // SAFETY: `buffer` places buffer idx inside the area of `buf_area_bytes()` bytes,
+        // which lies in the mapping (checked by `ChannelLayout::validate` and `parts`
+        // before this was built).
+        unsafe { self.base.add(off as usize) }
     }
 
     /// Pointer to `len` bytes at `offset` in buffer `idx`, if they lie inside it.
@@ -152,13 +129,7 @@ fn parts(map: &SharedMap, l: &ChannelLayout) -> Option<Parts> {
         ring: unsafe { RingPtr::new(ring, l.ring_size) },
         // SAFETY: as above.
         ret: unsafe { RingPtr::new(ret, l.ring_size) },
-        bufs: BufArea {
-            base,
-            nbufs: l.nbufs,
-            buf_size: l.buf_size,
-            nlarge: l.nlarge,
-            large_size: l.large_size,
-        },
+        bufs: BufArea { base, layout: *l },
     })
 }
 
@@ -244,7 +215,7 @@ impl ChannelSender {
     /// and `lent` the record of lent buffers.
     fn set_free_except(&mut self, lent: &[u64]) {
         let is_free = |b: &u32| lent[(b / 64) as usize] & (1 << (b % 64)) == 0;
-        let (n, total) = (self.bufs.nbufs, self.bufs.total());
+        let (n, total) = (self.bufs.layout.nbufs, self.bufs.total());
         self.free = (0..n).rev().filter(is_free).collect();
         self.free_large = (n..total).rev().filter(is_free).collect();
         self.lent = lent.to_vec();
@@ -252,32 +223,38 @@ impl ChannelSender {
 
     /// Bytes of the largest frame this channel carries (a large buffer's, if it has any).
     pub fn buf_size(&self) -> usize {
-        self.bufs.max_frame() as usize
+        self.bufs.layout.max_frame() as usize
+    }
+
+    /// The free stack of the large pool (`large`) or of the small one.
+    fn stack(&mut self, large: bool) -> &mut Vec<u32> {
+        if large {
+            &mut self.free_large
+        } else {
+            &mut self.free
+        }
+    }
+
+    /// True if at least `n` buffers of one pool are free, taking back returned ones
+    /// first if not. O(1) while plenty are free.
+    fn has_free_in(&mut self, large: bool, n: usize) -> bool {
+        if self.stack(large).len() < n {
+            self.reclaim();
+        }
+        self.stack(large).len() >= n
     }
 
     /// True if at least `n` small buffers are free (taking back returned ones if needed
     /// first). O(1) while plenty are free.
     pub fn has_free(&mut self, n: usize) -> bool {
-        if self.free.len() >= n {
-            return true;
-        }
-        self.reclaim();
-        self.free.len() >= n
+        self.has_free_in(false, n)
     }
 
     /// True if a frame of `len` bytes would find a free buffer now (taking back returned
     /// ones if needed first).
     pub fn has_free_for(&mut self, len: usize) -> bool {
-        match self.pool_for(len) {
-            Some(false) => self.has_free(1),
-            Some(true) => {
-                if self.free_large.is_empty() {
-                    self.reclaim();
-                }
-                !self.free_large.is_empty()
-            }
-            None => false,
-        }
+        self.pool_for(len)
+            .is_some_and(|large| self.has_free_in(large, 1))
     }
 
     /// True if a frame of `len` bytes takes a large buffer.
@@ -289,32 +266,21 @@ impl ChannelSender {
     /// a frame of `len` bytes are free, taking back returned ones first if not: "not
     /// nearly full", for that frame's pool alone.
     pub fn has_share_free(&mut self, len: usize, div: usize) -> bool {
-        let (size, large) = match self.pool_for(len) {
-            Some(true) => (self.bufs.nlarge as usize, true),
-            Some(false) => (self.bufs.nbufs as usize, false),
-            None => return false,
+        let Some(large) = self.pool_for(len) else {
+            return false;
         };
-        let want = (size / div.max(1)).max(1);
-        let free = |s: &Self| {
-            if large {
-                s.free_large.len()
-            } else {
-                s.free.len()
-            }
-        };
-        if free(self) >= want {
-            return true;
-        }
-        self.reclaim();
-        free(self) >= want
+        let l = &self.bufs.layout;
+        let size = if large { l.nlarge } else { l.nbufs } as usize;
+        self.has_free_in(large, (size / div.max(1)).max(1))
     }
 
     /// Which pool holds a frame of `len` bytes: `Some(false)` the small buffers,
     /// `Some(true)` the large ones, `None` if no buffer holds it.
     fn pool_for(&self, len: usize) -> Option<bool> {
-        if len <= self.bufs.buf_size as usize {
+        let l = &self.bufs.layout;
+        if len <= l.buf_size as usize {
             Some(false)
-        } else if self.bufs.nlarge > 0 && len <= self.bufs.large_size as usize {
+        } else if l.nlarge > 0 && len <= l.large_size as usize {
             Some(true)
         } else {
             None
@@ -323,7 +289,7 @@ impl ChannelSender {
 
     /// Number of small buffers (the large ones are few and only for large frames).
     pub fn nbufs(&self) -> usize {
-        self.bufs.nbufs as usize
+        self.bufs.layout.nbufs as usize
     }
 
     /// Take back buffers the receiver returned; each index is checked to be one we lent.
@@ -334,11 +300,7 @@ impl ChannelSender {
                     let (w, b) = ((d.buf / 64) as usize, d.buf % 64);
                     if d.buf < self.bufs.total() && self.lent[w] & (1 << b) != 0 {
                         self.lent[w] &= !(1 << b);
-                        if self.bufs.is_large(d.buf) {
-                            self.free_large.push(d.buf);
-                        } else {
-                            self.free.push(d.buf);
-                        }
+                        self.push_free(d.buf);
                     } else {
                         ChannelFaults::bump(&self.faults.bad_return);
                     }
@@ -421,17 +383,9 @@ impl ChannelSender {
     /// fits, else a large one; `None` if all of that pool are lent out or no buffer
     /// holds `len` bytes.
     pub fn alloc(&mut self, len: usize) -> Option<u32> {
-        let stack = match self.pool_for(len)? {
-            false => &mut self.free,
-            true => &mut self.free_large,
-        };
-        if stack.is_empty() {
-            self.reclaim();
-        }
-        match self.pool_for(len)? {
-            false => self.free.pop(),
-            true => self.free_large.pop(),
-        }
+        let large = self.pool_for(len)?;
+        self.has_free_in(large, 1);
+        self.stack(large).pop()
     }
 
     /// Give an allocated buffer back without posting it.
@@ -440,11 +394,8 @@ impl ChannelSender {
     }
 
     fn push_free(&mut self, buf: u32) {
-        if self.bufs.is_large(buf) {
-            self.free_large.push(buf);
-        } else {
-            self.free.push(buf);
-        }
+        let large = self.bufs.is_large(buf);
+        self.stack(large).push(buf);
     }
 
     /// Bytes of buffer `buf` (0 if there is no such buffer).
@@ -530,7 +481,8 @@ impl ChannelSender {
         // next frames then go into buffers used moments ago, still in the caches, instead
         // of walking the whole buffer area (megabytes with large frames) through them.
         if self.nbufs().saturating_sub(self.free.len()) > self.hot
-            || (self.bufs.nlarge as usize).saturating_sub(self.free_large.len()) > self.hot_large
+            || (self.bufs.layout.nlarge as usize).saturating_sub(self.free_large.len())
+                > self.hot_large
         {
             self.reclaim();
         }
@@ -552,7 +504,7 @@ impl ChannelSender {
 impl ChannelReceiver {
     /// Bytes of the largest buffer: the longest frame a validated descriptor may name.
     pub fn buf_size(&self) -> usize {
-        self.bufs.max_frame() as usize
+        self.bufs.layout.max_frame() as usize
     }
 
     /// Build the receiving end. `layout` must already be validated.

@@ -655,14 +655,15 @@ impl Control {
         std::fs::create_dir_all(&dir)
             .map_err(|e| ControlError::file("cannot create pipe directory", &dir, e))?;
         let mac = mac_for_ip(ip);
+        let (nbufs, nlarge) = channel_pools(mtu);
         let cfg = PipeConfig {
             mac,
             ipv4: ip,
             prefix_len,
             gateway,
             mtu,
-            nbufs: channel_pools(mtu).0,
-            nlarge: channel_pools(mtu).1,
+            nbufs,
+            nlarge,
             flags: pipe_flags::CSUM_OFFLOAD | if forwarder { pipe_flags::FORWARDER } else { 0 },
         };
         let end = create_pipe_file(&dir, &cfg)
