@@ -359,6 +359,39 @@ fn a_sender_whose_receiver_keeps_up_cycles_through_few_buffers() {
 }
 
 #[test]
+fn taking_the_next_buffer_ahead_changes_none_of_its_bytes() {
+    // `alloc` starts loading the buffer on top of the free stack for writing
+    // (`prefetchw`): a hint that must leave every byte as it was, up to the last
+    // buffer of the area, at the end of the mapping.
+    let Channel {
+        map: _map, mut tx, ..
+    } = two_pool_channel("ahead");
+    let pattern = |b: u32, size: usize| -> Vec<u8> {
+        (0..size).map(|i| (b as usize * 31 + i * 7) as u8).collect()
+    };
+    let mut all = Vec::new();
+    for len in [100, 60_000] {
+        while let Some(b) = tx.alloc(len) {
+            assert!(tx.write_at(b, 0, &pattern(b, tx.size_of(b))));
+            all.push(b);
+        }
+    }
+    assert_eq!(all.len(), 64 + 4, "every buffer of both pools");
+    for &b in all.iter().rev() {
+        tx.cancel(b);
+    }
+    // Every buffer again, each alloc taking the next one ahead, for frames of the
+    // buffer's whole size.
+    for size in [tx.size_of(0), tx.size_of(64)] {
+        while let Some(b) = tx.alloc(size) {
+            let mut back = vec![0; tx.size_of(b)];
+            assert_eq!(tx.read_back(b, 0, &mut back), back.len());
+            assert!(back == pattern(b, back.len()), "buffer {b} changed");
+        }
+    }
+}
+
+#[test]
 fn peek_head_looks_ahead_without_taking() {
     let Channel {
         map: _map,
