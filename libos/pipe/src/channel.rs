@@ -63,16 +63,23 @@ impl BufArea {
         unsafe { self.base.add(off as usize) }
     }
 
-    /// Start loading the first `len` bytes of buffer `idx` (at most [`PREFETCH_BYTES`])
-    /// into this core's caches, to be written soon. A hint: it never faults.
+    /// Start taking the first `len` bytes of buffer `idx` (at most [`PREFETCH_BYTES`])
+    /// into this core's cache for writing, if the processor can (`prefetchw`); nothing
+    /// otherwise. A hint: it changes no byte and never faults.
     fn prefetch_for_write(&self, idx: u32, len: usize, prefetchw: bool) {
-        let Some((off, size)) = self.layout.buffer(idx) else {
-            return;
-        };
-        let start = self.base.wrapping_add(off as usize);
-        for line in (0..len.min(size as usize).min(PREFETCH_BYTES)).step_by(64) {
-            prefetch_for_write(start.wrapping_add(line), prefetchw);
+        #[cfg(target_arch = "x86_64")]
+        if prefetchw {
+            let Some((off, size)) = self.layout.buffer(idx) else {
+                return;
+            };
+            let start = self.base.wrapping_add(off as usize);
+            for line in (0..len.min(size as usize).min(PREFETCH_BYTES)).step_by(64) {
+                // SAFETY: the processor has `PREFETCHW` (`prefetchw` is `has_prefetchw`).
+                unsafe { prefetchw_line(start.wrapping_add(line)) };
+            }
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (idx, len, prefetchw);
     }
 
     /// Pointer to `len` bytes at `offset` in buffer `idx`, if they lie inside it.
@@ -90,14 +97,14 @@ impl BufArea {
 /// follow.
 const PREFETCH_BYTES: usize = 1536;
 
-/// True if this processor has `PREFETCHW` (prefetch with intent to write: AMD since
-/// K8, Intel since Broadwell). Read once per channel end, with `cpuid`.
+/// True if this processor has `PREFETCHW` (prefetch with intent to write; `cpuid` reports
+/// it on AMD since family 10h and Intel since Broadwell). Read once per channel end.
 fn has_prefetchw() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         use core::arch::x86_64::__cpuid;
-        // `__cpuid` is a safe function since Rust 1.87 (every x86_64 processor has the
-        // instruction); the block keeps older compilers (rust-version 1.85) building.
+        // `__cpuid` is a safe function since Rust 1.94; the block keeps older compilers
+        // (the workspace's rust-version) building.
         #[allow(unused_unsafe)]
         // SAFETY: `cpuid` exists on every x86_64 processor and only reads identification
         // registers; leaf 0x8000_0001 is asked for only if the processor reports it.
@@ -109,37 +116,25 @@ fn has_prefetchw() -> bool {
     false
 }
 
-/// Ask the processor to start loading the cache line holding `p` for reading.
+/// Ask the processor to start taking the cache line holding `p` into this core's cache
+/// for writing, from memory or from another core's cache. A hint: it reads nothing into
+/// the program, writes nothing and never faults, whatever the address (an unmapped page,
+/// a truncated file).
+///
+/// # Safety
+/// The processor must have `PREFETCHW` ([`has_prefetchw`]).
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn prefetch_for_read(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: SSE is part of every x86_64 processor, and a prefetch is a hint: it reads
-    // nothing into the program and never faults, whatever the address.
+unsafe fn prefetchw_line(p: *const u8) {
+    // SAFETY: the caller checked `has_prefetchw`; the instruction only names its address
+    // operand, touches no flag or stack, and cannot fault.
     unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+        core::arch::asm!(
+            "prefetchw [{0}]",
+            in(reg) p,
+            options(nostack, preserves_flags, readonly)
+        )
     };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
-/// Ask the processor to start loading the cache line holding `p` for writing (with
-/// `prefetchw`, which also takes the line from another core's cache; without it, a plain
-/// prefetch for reading). A hint: it never faults, whatever the address.
-#[inline(always)]
-fn prefetch_for_write(p: *const u8, prefetchw: bool) {
-    #[cfg(target_arch = "x86_64")]
-    if prefetchw {
-        // SAFETY: the caller saw `has_prefetchw`; a prefetch reads nothing into the
-        // program, writes nothing, touches no register but its address operand, and
-        // never faults.
-        unsafe {
-            core::arch::asm!("prefetchw [{0}]", in(reg) p, options(nostack, preserves_flags, readonly))
-        };
-    } else {
-        prefetch_for_read(p);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (p, prefetchw);
 }
 
 /// Copy `len` bytes between two places of which at least one is shared memory. `memmove`,
@@ -220,7 +215,10 @@ pub struct ChannelSender {
     hot: usize,
     /// The same for large buffers.
     hot_large: usize,
-    /// The processor has `prefetchw` ([`has_prefetchw`]).
+    /// The processor has `PREFETCHW` ([`has_prefetchw`]): `alloc` takes the next buffer
+    /// ahead. Without it nothing is prefetched (a prefetch for reading did not measure
+    /// better than none, and worse at 64 connections in three of seven alternated pairs:
+    /// docs/benchmarks.md, *Frames taken ahead*).
     prefetchw: bool,
 }
 

@@ -360,9 +360,9 @@ fn a_sender_whose_receiver_keeps_up_cycles_through_few_buffers() {
 
 #[test]
 fn taking_the_next_buffer_ahead_changes_none_of_its_bytes() {
-    // `alloc` starts loading the buffer on top of the free stack for writing
-    // (`prefetchw`): a hint that must leave every byte as it was, up to the last
-    // buffer of the area, at the end of the mapping.
+    // `alloc` starts taking the buffer on top of the free stack for writing
+    // (`prefetchw`, where the processor has it): a hint that must leave every byte as it
+    // was, in every buffer of both pools.
     let Channel {
         map: _map, mut tx, ..
     } = two_pool_channel("ahead");
@@ -389,6 +389,31 @@ fn taking_the_next_buffer_ahead_changes_none_of_its_bytes() {
             assert!(back == pattern(b, back.len()), "buffer {b} changed");
         }
     }
+}
+
+#[test]
+fn taking_buffers_ahead_in_a_truncated_file_raises_no_fault() {
+    // A tenant may shrink its pipe file under the master, whose senders take buffers
+    // ahead too: a prefetch into pages past the end of the file must not raise SIGBUS
+    // (which the guard would turn into a broken mapping) or fault at all.
+    let Channel {
+        map,
+        layout,
+        mut tx,
+        faults,
+        ..
+    } = two_pool_channel("ahead-trunc");
+    map.file().set_len(HEADER_SIZE as u64).unwrap();
+    // Every buffer of both pools, each alloc taking the next one ahead; no more (an
+    // alloc that finds its stack empty reads the return ring, in the truncated part).
+    let small = layout.buf_size as usize;
+    for (len, count) in [(small, 64), (small + 1, 4)] {
+        for i in 0..count {
+            assert!(tx.alloc(len).is_some(), "buffer {i} of {count}");
+        }
+    }
+    assert!(!map.is_broken(), "no access past the end of the file");
+    assert_eq!(faults.ring_corrupt.load(Relaxed), 0);
 }
 
 #[test]
