@@ -140,8 +140,8 @@ fn is_mount_point(p: &Path) -> bool {
 /// 2 MiB pages where they fill them, for the same memory: with 4 KiB pages every 64 KiB
 /// buffer (a fast channel had 512 of them a direction before the two buffer pools) sits
 /// on pages of its own, and at 10,000 connections, every frame in flight, each frame
-/// cost both processes a TLB miss (a nested page walk in a VM). A kernel without transparent huge pages for tmpfs refuses the option: then
-/// plain pages.
+/// cost both processes a TLB miss (a nested page walk in a VM). A kernel without
+/// transparent huge pages for tmpfs refuses the option: then plain pages.
 const TMPFS_OPTIONS: [&std::ffi::CStr; 2] = [
     c"size=50%,mode=0755,huge=within_size",
     c"size=50%,mode=0755",

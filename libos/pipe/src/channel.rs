@@ -98,8 +98,15 @@ impl BufArea {
 const PREFETCH_BYTES: usize = 1536;
 
 /// True if this processor has `PREFETCHW` (prefetch with intent to write; `cpuid` reports
-/// it on AMD since family 10h and Intel since Broadwell). Read once per channel end.
+/// it on AMD since family 10h and Intel since Broadwell). Asked once per process: in a VM
+/// each `cpuid` traps to the hypervisor, and the master makes a sender per pipe.
 fn has_prefetchw() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(ask_prefetchw)
+}
+
+/// `cpuid`'s answer for [`has_prefetchw`].
+fn ask_prefetchw() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         use core::arch::x86_64::__cpuid;
