@@ -22,6 +22,7 @@ pub mod device;
 pub mod engine;
 pub mod fault;
 pub mod packet;
+pub mod prefetch;
 pub mod runtime;
 pub mod socket_buffers;
 pub mod tcp_map;

@@ -241,6 +241,21 @@ fn prefetch(p: *const u8) {
     let _ = p;
 }
 
+/// How many sockets ahead of the one it dispatches an egress prefetches
+/// (`SocketSet::egress_next`). DockNet patch (PATCHES.md (26)).
+const EGRESS_PREFETCH_AHEAD: usize = 2;
+
+/// Start loading every line of the socket at handle `h` into the caches (a hint).
+fn prefetch_storage(sockets: &[SocketStorage], h: SocketHandle) {
+    let Some(storage) = sockets.get(h.0) else {
+        return;
+    };
+    let start = storage as *const SocketStorage as *const u8;
+    for offset in (0..core::mem::size_of::<SocketStorage>()).step_by(64) {
+        prefetch(start.wrapping_add(offset));
+    }
+}
+
 fn slot_of(tick: i64) -> usize {
     tick.rem_euclid(WHEEL_SLOTS as i64) as usize
 }
@@ -685,6 +700,14 @@ impl<'a> SocketSet<'a> {
         while self.sched.egress_left > 0 {
             self.sched.egress_left -= 1;
             let h = self.sched.ready.pop_front()?;
+            // DockNet patch (PATCHES.md (26)): at 10,000 connections thousands of sockets
+            // wait here while the device is full, and each is out of the caches by its
+            // turn; ask for the one `EGRESS_PREFETCH_AHEAD` places on while this one sends.
+            if self.sched.egress_left >= EGRESS_PREFETCH_AHEAD {
+                if let Some(&ahead) = self.sched.ready.get(EGRESS_PREFETCH_AHEAD - 1) {
+                    prefetch_storage(&self.sockets, ahead);
+                }
+            }
             // Skip a handle listed twice (its slot was freed and reused) or removed.
             let Some(item) = slot(&mut self.sockets, h) else {
                 continue;
@@ -805,17 +828,8 @@ impl<'a> SocketSet<'a> {
     /// soon: start loading its socket into the caches (see
     /// [`SocketSet::prefetch_tcp_index`]).
     pub fn prefetch_tcp_socket(&self, tuple: &(IpEndpoint, IpEndpoint)) {
-        let Some(storage) = self
-            .sched
-            .tcp_by_tuple
-            .get(tuple)
-            .and_then(|h| self.sockets.get(h.0))
-        else {
-            return;
-        };
-        let start = storage as *const SocketStorage as *const u8;
-        for offset in (0..core::mem::size_of::<SocketStorage>()).step_by(64) {
-            prefetch(start.wrapping_add(offset));
+        if let Some(h) = self.sched.tcp_by_tuple.get(tuple) {
+            prefetch_storage(&self.sockets, h);
         }
     }
 
@@ -1174,6 +1188,92 @@ mod tests {
             now = t.max(now + crate::time::Duration::from_micros(1));
             iface.poll(now, &mut dev, &mut sockets);
         }
+    }
+
+    /// A loopback that takes at most `left` frames from `transmit` (replies made while
+    /// receiving are not counted), as a DockNet ring that fills.
+    struct Budget {
+        inner: Loopback,
+        left: usize,
+    }
+
+    impl crate::phy::Device for Budget {
+        type RxToken<'a> = <Loopback as crate::phy::Device>::RxToken<'a>;
+        type TxToken<'a> = <Loopback as crate::phy::Device>::TxToken<'a>;
+
+        fn receive(&mut self, now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+            self.inner.receive(now)
+        }
+
+        fn transmit(&mut self, now: Instant) -> Option<Self::TxToken<'_>> {
+            if self.left == 0 {
+                return None;
+            }
+            self.left -= 1;
+            self.inner.transmit(now)
+        }
+
+        fn capabilities(&self) -> crate::phy::DeviceCapabilities {
+            self.inner.capabilities()
+        }
+    }
+
+    #[test]
+    fn a_full_device_keeps_the_dispatch_order() {
+        // Change (26) prefetches the sockets an egress will dispatch next; what it
+        // dispatches, and in which order, must not change. 40 connections send in a
+        // scrambled order through a device that takes 3 frames per egress: their
+        // segments leave in the order the sockets became ready, each once.
+        let (mut iface, loopback) = iface();
+        let mut dev = Budget {
+            inner: loopback,
+            left: usize::MAX,
+        };
+        let mut sockets = SocketSet::new(vec![]);
+        for _ in 0..40 {
+            let mut s = socket();
+            s.listen(80).unwrap();
+            sockets.add(s);
+        }
+        let mut clients = Vec::new();
+        for i in 0..40u16 {
+            let h = sockets.add(socket());
+            let cx = iface.context();
+            sockets
+                .get_mut::<tcp::Socket>(h)
+                .connect(cx, IpEndpoint::new(IpAddress::Ipv4(LOCAL), 80), 40000 + i)
+                .unwrap();
+            clients.push(h);
+        }
+        let mut now = Instant::ZERO;
+        for _ in 0..20 {
+            iface.poll(now, &mut dev, &mut sockets);
+            now += crate::time::Duration::from_millis(1);
+        }
+        assert!(clients
+            .iter()
+            .all(|&h| sockets.get::<tcp::Socket>(h).state() == tcp::State::Established));
+        assert!(dev.inner.queue.is_empty());
+        // Ready in this order: 0, 7, 14, ... (mod 40).
+        let order: Vec<u16> = (0..40u16).map(|i| (i * 7) % 40).collect();
+        for &i in &order {
+            sockets
+                .get_mut::<tcp::Socket>(clients[usize::from(i)])
+                .send_slice(b"hello")
+                .unwrap();
+        }
+        let mut left_in_order = Vec::new();
+        for _ in 0..40 {
+            dev.left = 3;
+            iface.poll_egress(now, &mut dev, &mut sockets);
+            while let Some(frame) = dev.inner.queue.pop_front() {
+                let ip = crate::wire::Ipv4Packet::new_checked(&frame[..]).unwrap();
+                let tcp = crate::wire::TcpPacket::new_checked(ip.payload()).unwrap();
+                assert_eq!(tcp.payload(), b"hello");
+                left_in_order.push(tcp.src_port() - 40000);
+            }
+        }
+        assert_eq!(left_in_order, order);
     }
 
     #[test]
