@@ -109,10 +109,10 @@ enum State {
     Running,
 }
 
-/// One connection slot; its buffers live as long as the run, across reconnects.
 /// How many ready connections ahead of the one served its state is prefetched.
 const CONN_PREFETCH_AHEAD: usize = 2;
 
+/// One connection slot; its buffers live as long as the run, across reconnects.
 struct Conn {
     /// Its place in the slot table.
     slot: usize,
