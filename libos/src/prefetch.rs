@@ -7,18 +7,23 @@
 //! for the next few while working on the current one overlaps those waits, as DPDK's
 //! pipelined lookups do.
 
-/// [`prefetch_value`] loads at most this much of a value (four cache lines).
+/// [`prefetch_value`] loads at most this much of a value (four cache lines, five where it
+/// straddles one more).
 pub const PREFETCH_MAX: usize = 256;
 
-/// Start loading the cache lines of `value` (at most its first [`PREFETCH_MAX`] bytes).
+/// Start loading the cache lines of `value` (those of at most its first [`PREFETCH_MAX`]
+/// bytes).
 /// A hint only: it reads nothing into the program and changes nothing; heap memory the
 /// value points to is not loaded.
 #[inline]
 pub fn prefetch_value<T>(value: &T) {
     let start = value as *const T as *const u8;
     let len = core::mem::size_of::<T>().min(PREFETCH_MAX);
-    for offset in (0..len).step_by(64) {
-        prefetch_line(start.wrapping_add(offset));
+    // From the line holding the first byte to the one holding the last.
+    let skew = start as usize & 63;
+    let line0 = start.wrapping_sub(skew);
+    for offset in (0..skew + len).step_by(64) {
+        prefetch_line(line0.wrapping_add(offset));
     }
 }
 

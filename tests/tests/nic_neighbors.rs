@@ -123,7 +123,8 @@ fn scenario_aging(backend: Backend) {
     // next frame that needs it (the fetches are a second apart), which the next sample (a
     // second later at most) sees: so requests are at most a period and two seconds apart
     // while the entry is in use. A master that trusted its entry for two periods leaves
-    // a gap of six seconds or more.
+    // a gap of six seconds or more. Counted in samples (one per fetch), not in clock time:
+    // the probe goes with a fetch, so a fetch that runs late moves the probe with it.
     let mut marks = vec![0u64];
     marks.extend(
         arp.windows(2)

@@ -97,6 +97,9 @@ pub(crate) struct SchedSet {
     rx_pool: RxPool,
     /// Lookups that walked every socket (for tests).
     walks: u64,
+    /// Each socket `egress_next` took, with the one it prefetched then (for tests).
+    #[cfg(test)]
+    prefetched: Vec<(SocketHandle, Option<SocketHandle>)>,
 }
 
 /// Most buffers the hot receive pool allocates: twice what a libOS engine round takes
@@ -245,14 +248,18 @@ fn prefetch(p: *const u8) {
 /// (`SocketSet::egress_next`). DockNet patch (PATCHES.md (26)).
 const EGRESS_PREFETCH_AHEAD: usize = 2;
 
-/// Start loading every line of the socket at handle `h` into the caches (a hint).
+/// Start loading every cache line of the socket at handle `h` (a hint).
 fn prefetch_storage(sockets: &[SocketStorage], h: SocketHandle) {
     let Some(storage) = sockets.get(h.0) else {
         return;
     };
     let start = storage as *const SocketStorage as *const u8;
-    for offset in (0..core::mem::size_of::<SocketStorage>()).step_by(64) {
-        prefetch(start.wrapping_add(offset));
+    let len = core::mem::size_of::<SocketStorage>();
+    // From the line holding the first byte to the one holding the last.
+    let skew = start as usize & 63;
+    let line0 = start.wrapping_sub(skew);
+    for offset in (0..skew + len).step_by(64) {
+        prefetch(line0.wrapping_add(offset));
     }
 }
 
@@ -439,6 +446,15 @@ impl SchedSet {
                 list.swap_remove(i);
             }
         }
+    }
+
+    /// During an egress, right after `egress_next` took a socket from `ready`: the socket
+    /// this egress will take `EGRESS_PREFETCH_AHEAD` calls later, if it gets that far.
+    fn egress_prefetch_target(&self) -> Option<SocketHandle> {
+        if self.egress_left < EGRESS_PREFETCH_AHEAD {
+            return None;
+        }
+        self.ready.get(EGRESS_PREFETCH_AHEAD - 1).copied()
     }
 
     fn mark_ready(&mut self, item: &mut Item) {
@@ -703,10 +719,11 @@ impl<'a> SocketSet<'a> {
             // DockNet patch (PATCHES.md (26)): at 10,000 connections thousands of sockets
             // wait here while the device is full, and each is out of the caches by its
             // turn; ask for the one `EGRESS_PREFETCH_AHEAD` places on while this one sends.
-            if self.sched.egress_left >= EGRESS_PREFETCH_AHEAD {
-                if let Some(&ahead) = self.sched.ready.get(EGRESS_PREFETCH_AHEAD - 1) {
-                    prefetch_storage(&self.sockets, ahead);
-                }
+            let ahead = self.sched.egress_prefetch_target();
+            #[cfg(test)]
+            self.sched.prefetched.push((h, ahead));
+            if let Some(ahead) = ahead {
+                prefetch_storage(&self.sockets, ahead);
             }
             // Skip a handle listed twice (its slot was freed and reused) or removed.
             let Some(item) = slot(&mut self.sockets, h) else {
@@ -1254,6 +1271,7 @@ mod tests {
             .iter()
             .all(|&h| sockets.get::<tcp::Socket>(h).state() == tcp::State::Established));
         assert!(dev.inner.queue.is_empty());
+        sockets.sched.prefetched.clear();
         // Ready in this order: 0, 7, 14, ... (mod 40).
         let order: Vec<u16> = (0..40u16).map(|i| (i * 7) % 40).collect();
         for &i in &order {
@@ -1274,6 +1292,28 @@ mod tests {
             }
         }
         assert_eq!(left_in_order, order);
+        // Each prefetch named the socket dispatched two places later, and none was made
+        // for the last two. A socket taken back as the device filled is taken again
+        // first by the next egress (listed twice in a row).
+        let prefetched = core::mem::take(&mut sockets.sched.prefetched);
+        let mut taken: Vec<SocketHandle> = Vec::new();
+        for (h, _) in &prefetched {
+            if taken.last() != Some(h) {
+                taken.push(*h);
+            }
+        }
+        let expected: Vec<SocketHandle> =
+            order.iter().map(|&i| clients[usize::from(i)]).collect();
+        assert_eq!(taken, expected, "dispatch order as seen by egress_next");
+        for (k, (h, ahead)) in prefetched.iter().enumerate() {
+            let i = expected.iter().position(|x| x == h).unwrap();
+            assert_eq!(
+                expected.get(i + EGRESS_PREFETCH_AHEAD),
+                ahead.as_ref(),
+                "take {k}: {h:?} prefetched {ahead:?}"
+            );
+        }
+        assert!(prefetched.iter().filter(|(_, a)| a.is_some()).count() >= 38);
     }
 
     #[test]
