@@ -48,7 +48,8 @@ impl<T> TcpMap<T> {
         }
     }
 
-    /// Start loading `id`'s entry into the caches (see [`prefetch_value`]): an app that will visit a list of connections (those
+    /// Start loading `id`'s entry into the caches (see [`prefetch_value`]): an app that
+    /// will visit a list of connections (those
     /// [`Engine::take_ready`](crate::Engine::take_ready) names) calls it a few entries
     /// ahead, so that at 10,000 connections an entry is in the cache when its turn comes
     /// rather than a wait for memory. A hint only: it reads nothing and changes nothing.

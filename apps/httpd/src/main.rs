@@ -157,12 +157,11 @@ fn serve(engine: &mut Engine, cli: &Cli) -> AppResult {
             }
         }
         e.take_ready(&mut ready);
-        for i in 0..ready.len() {
+        for (i, &id) in ready.iter().enumerate() {
             // At 10,000 connections a connection's state is out of the cache by its turn.
             if let Some(&ahead) = ready.get(i + CONN_PREFETCH_AHEAD) {
                 conns.prefetch(ahead);
             }
-            let id = ready[i];
             let Some(c) = conns.get_mut(id) else {
                 continue;
             };

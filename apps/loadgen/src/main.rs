@@ -404,7 +404,7 @@ fn run(engine: &mut Engine, cli: &Cli) -> AppResult {
         e.take_ready(&mut ready);
         // At 10,000 connections a connection's entries are out of the cache by its turn:
         // its slot number is asked for further ahead than its slot, which needs it.
-        for i in 0..ready.len() {
+        for (i, &id) in ready.iter().enumerate() {
             if let Some(&ahead) = ready.get(i + 2 * CONN_PREFETCH_AHEAD) {
                 load.by_id.prefetch(ahead);
             }
@@ -415,7 +415,7 @@ fn run(engine: &mut Engine, cli: &Cli) -> AppResult {
             {
                 docknet::prefetch::prefetch_value(c);
             }
-            if let Some(&slot) = load.by_id.get(ready[i]) {
+            if let Some(&slot) = load.by_id.get(id) {
                 load.step(e, &mut conns[slot], false);
             }
         }
